@@ -1,0 +1,83 @@
+package device
+
+import (
+	"bytes"
+	"slices"
+)
+
+// Durable returns the durable state: the file's contents, which a crash
+// now would leave. It is a view of the shared mapping, valid until Close;
+// callers must not write to it, since that would make data durable behind
+// the device's back.
+func (d *Emulated) Durable() []byte {
+	return d.durable
+}
+
+// CrashImage returns a fresh copy of the durable state with the current
+// working content of the given lines on top: the image a crash would leave
+// if exactly those lines, not yet durable, had reached the media. A nil
+// lines gives strictly what is durable. Line k covers bytes [64k, 64k+64);
+// indices outside the mapping are ignored. It returns nil once closed.
+func (d *Emulated) CrashImage(lines []int) []byte {
+	if d.closed {
+		return nil
+	}
+	img := bytes.Clone(d.durable)
+	for _, l := range lines {
+		if off := l * LineSize; l >= 0 && off < len(img) {
+			copy(img[off:off+min(LineSize, len(img)-off)], d.work[off:])
+		}
+	}
+	return img
+}
+
+// DirtyLines returns, in increasing order, the lines whose working content
+// differs from the durable state: written and not yet durable, whether
+// flushed or not. It returns nil once closed.
+func (d *Emulated) DirtyLines() []int {
+	if d.closed {
+		return nil
+	}
+	var dirty []int
+	// Whole pages are compared first because most of a pool is clean and
+	// comparing a page at once is far quicker than line by line.
+	for p := 0; p < len(d.work); p += pageSize {
+		end := min(p+pageSize, len(d.work))
+		if !bytes.Equal(d.work[p:end], d.durable[p:end]) {
+			dirty = appendDirtyLines(dirty, d.work[p:end], d.durable[p:end], p/LineSize)
+		}
+	}
+	return dirty
+}
+
+// appendDirtyLines appends to dirty the indices of the lines where work and
+// durable differ, first being the index of their first line.
+func appendDirtyLines(dirty []int, work, durable []byte, first int) []int {
+	for off := 0; off < len(work); off += LineSize {
+		end := min(off+LineSize, len(work))
+		if !bytes.Equal(work[off:end], durable[off:end]) {
+			dirty = append(dirty, first+off/LineSize)
+		}
+	}
+	return dirty
+}
+
+// PendingLines returns, in increasing order and once each, the lines
+// flushed since the last fence. It returns nil once closed.
+func (d *Emulated) PendingLines() []int {
+	if d.closed {
+		return nil
+	}
+	lines := make([]int, 0, len(d.pending))
+	for i := range d.pending {
+		lines = append(lines, d.pending[i].line)
+	}
+	slices.Sort(lines)
+	return slices.Compact(lines)
+}
+
+// Stats returns the counts of flushes, fences and lines written back since
+// the device was mapped.
+func (d *Emulated) Stats() Stats {
+	return d.stats
+}

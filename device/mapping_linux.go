@@ -1,0 +1,182 @@
+package device
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+
+	"github.com/edsrzf/mmap-go"
+	"golang.org/x/sys/unix"
+)
+
+// mapAttempts bounds how many times mapFile asks the kernel for an address
+// before giving up on finding one outside the ranges to avoid.
+const mapAttempts = 32
+
+// mapFile maps the first size bytes of f, shared (stores reach the file) or
+// private (copy-on-write, which works on a read-only file too). It tries
+// req.Hint first and otherwise places the mapping anywhere that overlaps no
+// range of req.Avoid. The hint is tried even if it lies in req.Avoid,
+// because callers list the pool's previous place there and getting it back
+// is what keeps stored pointers valid. The returned function unmaps.
+func mapFile(f *os.File, size int, shared bool, req MapRequest) ([]byte, func() error, error) {
+	if err := checkSize(f, size); err != nil {
+		return nil, nil, err
+	}
+	if req.Hint != 0 {
+		if b, ok := mapFixed(f, size, shared, req.Hint); ok {
+			return b, unmapFixed(b), nil
+		}
+	}
+	return mapAvoiding(f, size, shared, req.Avoid)
+}
+
+// checkSize rejects sizes that cannot be mapped, since touching a mapping
+// beyond the end of its file kills the process with SIGBUS.
+func checkSize(f *os.File, size int) error {
+	if size <= 0 {
+		return fmt.Errorf("map %s: invalid size %d", f.Name(), size)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("map %s: %w", f.Name(), err)
+	}
+	if fi.Size() < int64(size) {
+		return fmt.Errorf("map %s: file has %d bytes, fewer than the %d to map", f.Name(), fi.Size(), size)
+	}
+	return nil
+}
+
+// mapFixed maps f at addr, or reports false. MAP_FIXED_NOREPLACE makes the
+// kernel refuse an address in use instead of replacing what is there, as
+// MAP_FIXED would. Kernels older than 4.17 ignore the flag and take addr as
+// a mere hint, so the result is checked and dropped if it landed elsewhere.
+func mapFixed(f *os.File, size int, shared bool, addr uintptr) ([]byte, bool) {
+	flags := unix.MAP_PRIVATE
+	if shared {
+		flags = unix.MAP_SHARED
+	}
+	// addr is not Go memory, so the garbage collector has nothing to track;
+	// converting through a pointer variable only keeps vet from mistaking
+	// it for a Go pointer hidden in a uintptr.
+	hint := *(*unsafe.Pointer)(unsafe.Pointer(&addr))
+	p, err := unix.MmapPtr(int(f.Fd()), 0, hint, uintptr(size),
+		unix.PROT_READ|unix.PROT_WRITE, flags|unix.MAP_FIXED_NOREPLACE)
+	if err != nil {
+		return nil, false
+	}
+	if p != hint {
+		_ = unix.MunmapPtr(p, uintptr(size))
+		return nil, false
+	}
+	return unsafe.Slice((*byte)(p), size), true
+}
+
+// unmapFixed returns the unmapper of a mapping made by mapFixed. mmap-go
+// cannot unmap it: it only knows the mappings it made itself.
+func unmapFixed(b []byte) func() error {
+	return func() error {
+		if err := unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(b)), uintptr(len(b))); err != nil {
+			return fmt.Errorf("munmap: %w", err)
+		}
+		return nil
+	}
+}
+
+// mapAvoiding maps f wherever the kernel likes, as long as the place
+// overlaps no range of avoid.
+func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func() error, error) {
+	prot := mmap.COPY
+	if shared {
+		prot = mmap.RDWR
+	}
+	// A rejected mapping stays mapped until the end, so that the kernel
+	// cannot offer the same place again.
+	var rejected []mmap.MMap
+	defer func() {
+		for i := range rejected {
+			// Failing to drop a rejected mapping leaks address space but
+			// does not affect the mapping returned.
+			_ = rejected[i].Unmap()
+		}
+	}()
+	for range mapAttempts {
+		m, err := mmap.MapRegion(f, size, prot, 0, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("map %s: %w", f.Name(), err)
+		}
+		r := addrRange(m)
+		if !overlapsAny(r, avoid) {
+			return m, func() error { return unmapRegion(m) }, nil
+		}
+		rejected = append(rejected, m)
+		if b, ok := mapBeside(f, size, shared, r, avoid); ok {
+			return b, unmapFixed(b), nil
+		}
+	}
+	return nil, nil, fmt.Errorf("map %s: %d attempts: %w", f.Name(), mapAttempts, ErrNoAddress)
+}
+
+// unmapRegion unmaps a mapping made by mmap-go.
+func unmapRegion(m mmap.MMap) error {
+	if err := m.Unmap(); err != nil {
+		return fmt.Errorf("munmap: %w", err)
+	}
+	return nil
+}
+
+// mapBeside tries the places just below and just above each range of avoid
+// that r overlaps. Without it, a small mapping offered inside a large
+// avoided hole would need one attempt per slice of the hole, as the kernel
+// fills it from the top down.
+func mapBeside(f *os.File, size int, shared bool, r Range, avoid []Range) ([]byte, bool) {
+	n := uintptr(alignUp(size, pageSize))
+	for _, a := range avoid {
+		if !r.Overlaps(a) {
+			continue
+		}
+		for _, addr := range besideAddrs(a, n) {
+			if addr == 0 || overlapsAny(Range{Start: addr, Len: n}, avoid) {
+				continue
+			}
+			if b, ok := mapFixed(f, size, shared, addr); ok {
+				return b, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// besideAddrs returns the page-aligned addresses where a mapping of n bytes
+// would end right below a or start right above it; zero stands for one
+// that does not fit in the address space.
+func besideAddrs(a Range, n uintptr) [2]uintptr {
+	page := uintptr(pageSize)
+	var out [2]uintptr
+	if below := a.Start &^ (page - 1); below >= n {
+		out[0] = below - n
+	}
+	end := a.Start + a.Len
+	if above := (end + page - 1) &^ (page - 1); end >= a.Start && above >= end && above+n > above {
+		out[1] = above
+	}
+	return out
+}
+
+// addrRange returns the addresses m occupies, whole pages included.
+func addrRange(m []byte) Range {
+	return Range{
+		Start: uintptr(unsafe.Pointer(unsafe.SliceData(m))),
+		Len:   uintptr(alignUp(len(m), pageSize)),
+	}
+}
+
+// overlapsAny reports whether r overlaps a range of avoid.
+func overlapsAny(r Range, avoid []Range) bool {
+	for _, a := range avoid {
+		if r.Overlaps(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,251 @@
+package heap
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/recovery"
+)
+
+// slabRef is the volatile state of one slab (the head of its extent).
+// Allocation works on the volatile bitmap; the persistent header and bitmap
+// are written at commit, under the undo log, so that an allocation costs no
+// fence of its own.
+type slabRef struct {
+	idx uint32
+	sh  layout.SlabHeader
+	// bits is the persistent bitmap with the running transaction's
+	// allocations set; its frees are applied only at commit, so a slot
+	// freed in a transaction is never reused by the same transaction.
+	bits []uint64
+	used uint32
+	next int // bitmap word to search from
+	// fresh is set for a slab the running transaction initialised: its
+	// header is not yet written.
+	fresh bool
+	// dead is set when the slab was released or dropped by a rollback;
+	// class lists skip it. listed is set while it is in its class list.
+	dead, listed bool
+	// inTx is set while the slab is in the running transaction's list.
+	inTx bool
+	// lo and hi bound the bitmap words the running transaction changed;
+	// lo > hi when it changed none.
+	lo, hi int
+}
+
+type classKey struct {
+	typ  uint32
+	slot uint32
+	kind uint8
+}
+
+type allocator struct {
+	h     *Heap
+	hdr   *layout.Header
+	owner []int32 // head of the extent covering each slab, -1 when free
+	heads []*slabRef
+	// classes lists, per class, slabs that may have a free slot.
+	classes map[classKey][]*slabRef
+	high    uint32 // volatile slab high-water mark
+}
+
+func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
+	hdr := &h.pool.Header
+	a := &allocator{
+		h: h, hdr: hdr,
+		owner:   make([]int32, hdr.Slabs),
+		heads:   make([]*slabRef, hdr.Slabs),
+		classes: map[classKey][]*slabRef{},
+		high:    h.state.SlabHigh,
+	}
+	for i := range a.owner {
+		a.owner[i] = -1
+	}
+	m.Heads(func(i uint32, sh layout.SlabHeader) {
+		s := &slabRef{idx: i, sh: sh, used: sh.Used, lo: 1, hi: 0}
+		bm := layout.Bitmap(h.mem[hdr.SlabOffset(i):], sh.Slots)
+		s.bits = make([]uint64, len(bm)/8)
+		for w := range s.bits {
+			s.bits[w] = binary.LittleEndian.Uint64(bm[w*8:])
+		}
+		a.place(s)
+		a.list(s)
+	})
+	return a
+}
+
+// list puts s back in its class list if it has room and is not there.
+func (a *allocator) list(s *slabRef) {
+	if s.dead || s.listed || s.used == s.sh.Slots {
+		return
+	}
+	k := classKey{s.sh.Type, s.sh.SlotSize, s.sh.Kind}
+	a.classes[k] = append(a.classes[k], s)
+	s.listed = true
+}
+
+func (a *allocator) place(s *slabRef) {
+	for k := s.idx; k < s.idx+s.sh.Extent; k++ {
+		a.owner[k] = int32(s.idx)
+	}
+	a.heads[s.idx] = s
+}
+
+// take reserves a free slot of s, which must have one.
+func (s *slabRef) take() uint32 {
+	n := len(s.bits)
+	for i := range n {
+		w := (s.next + i) % n
+		free := ^s.bits[w]
+		if w == n-1 && s.sh.Slots%64 != 0 {
+			free &= 1<<(s.sh.Slots%64) - 1
+		}
+		if free == 0 {
+			continue
+		}
+		b := bits.TrailingZeros64(free)
+		s.bits[w] |= 1 << b
+		s.used++
+		s.next = w
+		s.touch(w)
+		return uint32(w*64 + b)
+	}
+	panic("pmemgo: slab has no free slot although its count says so")
+}
+
+func (s *slabRef) touch(w int) {
+	if s.lo > s.hi {
+		s.lo, s.hi = w, w
+		return
+	}
+	s.lo, s.hi = min(s.lo, w), max(s.hi, w)
+}
+
+func (s *slabRef) isSet(slot uint32) bool { return s.bits[slot/64]&(1<<(slot%64)) != 0 }
+
+// slotOff returns the pool offset of a slot.
+func (a *allocator) slotOff(s *slabRef, slot uint32) uint64 {
+	return a.hdr.SlabOffset(s.idx) + uint64(s.sh.DataOff) + uint64(slot)*uint64(s.sh.SlotSize)
+}
+
+// alloc reserves a slot of the class for tx and returns its slab and slot.
+func (a *allocator) alloc(tx *Tx, k classKey, elems uint32) (*slabRef, uint32, error) {
+	list := a.classes[k]
+	for len(list) > 0 {
+		s := list[len(list)-1]
+		if s.dead || s.used == s.sh.Slots {
+			list = list[:len(list)-1]
+			s.listed = false
+			continue
+		}
+		a.classes[k] = list
+		slot := s.take()
+		tx.touchSlab(s)
+		return s, slot, nil
+	}
+	a.classes[k] = list
+	s, err := a.newSlab(tx, k, elems)
+	if err != nil {
+		return nil, 0, err
+	}
+	slot := s.take()
+	a.list(s)
+	tx.touchSlab(s)
+	return s, slot, nil
+}
+
+// newSlab initialises, in volatile state only, a slab (or an extent of
+// slabs, for a slot larger than a slab) for class k.
+func (a *allocator) newSlab(tx *Tx, k classKey, elems uint32) (*slabRef, error) {
+	extent := uint32(1)
+	slots, dataOff := layout.SlabGeometry(a.hdr.SlabSize, k.slot)
+	if slots == 0 {
+		need := uint64(layout.SlabHeaderSize+64) + uint64(k.slot)
+		extent = uint32((need + a.hdr.SlabSize - 1) / a.hdr.SlabSize)
+		slots, dataOff = layout.SlabGeometry(uint64(extent)*a.hdr.SlabSize, k.slot)
+	}
+	idx, err := a.findFree(tx, extent)
+	if err != nil {
+		return nil, fmt.Errorf("allocating a slab for %d-byte slots: %w", k.slot, err)
+	}
+	s := &slabRef{
+		idx: idx, fresh: true, lo: 1, hi: 0,
+		sh: layout.SlabHeader{
+			Kind: k.kind, Type: k.typ, SlotSize: k.slot, Slots: slots, DataOff: dataOff,
+			Extent: extent, Elems: elems, Gen: a.hdr.SwizzleGen,
+		},
+		bits: make([]uint64, layout.BitmapBytes(slots)/8),
+	}
+	a.place(s)
+	tx.fresh = append(tx.fresh, s)
+	return s, nil
+}
+
+// findFree returns the first run of n free slabs below the high-water
+// mark, or raises the mark.
+func (a *allocator) findFree(tx *Tx, n uint32) (uint32, error) {
+	run := uint32(0)
+	for i := uint32(0); i < a.high; i++ {
+		if a.owner[i] >= 0 {
+			run = 0
+			continue
+		}
+		if run++; run == n {
+			start := i + 1 - n
+			// The slabs after the first of a reused run hold object data
+			// from now on, yet they start where a header would. Their zero
+			// first lines are logged, so that a rollback puts back slabs a
+			// reopen reads as free.
+			for k := start + 1; k <= i; k++ {
+				if err := tx.logRange(a.hdr.SlabOffset(k), layout.SlabHeaderSize); err != nil {
+					return 0, err
+				}
+			}
+			if n > 1 {
+				if err := tx.h.dev.Fence(); err != nil {
+					return 0, err
+				}
+			}
+			return start, nil
+		}
+	}
+	if uint64(a.high)+uint64(n) > a.hdr.Slabs {
+		return 0, pmemgo.ErrNoSpace
+	}
+	start := a.high
+	a.high += n
+	tx.state.SlabHigh = a.high
+	return start, nil
+}
+
+// lookup returns the slab and slot holding pool offset off, and the byte
+// offset inside the slot.
+func (a *allocator) lookup(off uint64) (*slabRef, uint32, uint32, bool) {
+	idx, ok := a.hdr.SlabIndex(off)
+	if !ok || a.owner[idx] < 0 {
+		return nil, 0, 0, false
+	}
+	s := a.heads[a.owner[idx]]
+	start := a.hdr.SlabOffset(s.idx) + uint64(s.sh.DataOff)
+	if off < start {
+		return nil, 0, 0, false
+	}
+	rel := off - start
+	slot := rel / uint64(s.sh.SlotSize)
+	if slot >= uint64(s.sh.Slots) {
+		return nil, 0, 0, false
+	}
+	return s, uint32(slot), uint32(rel % uint64(s.sh.SlotSize)), true
+}
+
+// release forgets a slab whose last slot the committing transaction freed.
+func (a *allocator) release(s *slabRef) {
+	for k := s.idx; k < s.idx+s.sh.Extent; k++ {
+		a.owner[k] = -1
+	}
+	a.heads[s.idx] = nil
+	s.dead = true
+}

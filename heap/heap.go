@@ -1,0 +1,243 @@
+// Package heap is the public API of pmemgo: a persistent heap of typed Go
+// objects, with native Go pointers, kept in a memory-mapped pool file.
+//
+// Open maps a pool (creating it when missing), recovers it if a crash
+// interrupted a transaction, and rewrites its pointers if it lands at a new
+// address. Update runs a read-write transaction: every change made through
+// it is atomic and durable when Update returns nil, and rolled back when
+// the closure returns an error or panics. View runs a read-only one.
+//
+//	h, err := heap.Open("app.pool", &heap.Options{Size: 64 << 20})
+//	...
+//	err = h.Update(func(tx *heap.Tx) error {
+//		root, err := heap.Root[Root](tx)
+//		...
+//		n, err := heap.New[Node](tx)   // new objects need no logging
+//		...
+//		if err := heap.Add(tx, &root.Head); err != nil { // log before changing
+//			return err
+//		}
+//		root.Head = n
+//		return nil
+//	})
+//
+// Objects are read and written directly, through the pointers the API
+// returns. Before changing an object that existed before the transaction,
+// log the range with Add (or use Set); objects allocated in the same
+// transaction need no logging. Pointers into the pool are valid only while
+// the pool is open.
+//
+// Update transactions run one at a time and exclude View transactions,
+// which run in parallel with each other: objects are changed in place, so a
+// reader never runs while a writer may be changing what it reads.
+package heap
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/recovery"
+)
+
+// Options configures Open. The zero value opens an existing pool.
+type Options struct {
+	// Size is the size in bytes of a pool created because the file does not
+	// exist. Zero means the file must exist.
+	Size int64
+	// SlabSize and LogSize override the slab size (a power of two, default
+	// 64 KiB) and the undo log size (default Size/16, between 128 KiB and
+	// 64 MiB) of a new pool.
+	SlabSize, LogSize int64
+	// Timeout is how long Open waits for the pool's file lock, held by
+	// another process (or another Open of the same file). Zero waits
+	// forever.
+	Timeout time.Duration
+	// ReadOnly opens the pool for reading only, sharing the lock with other
+	// readers. Recovery, if the pool needs any, happens in memory and never
+	// reaches the file.
+	ReadOnly bool
+	// Device chooses the device. Nil means device.Msync for a read-write
+	// pool and device.Private for a read-only one.
+	Device device.Mapper
+	// ForceRelocate maps the pool away from its previous base, so that the
+	// open swizzles. Tests use it to exercise swizzling every time.
+	ForceRelocate bool
+	// Workers is the number of goroutines swizzling; 0 means GOMAXPROCS.
+	Workers int
+	// Logger receives what recovery did. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Heap is an open pool.
+type Heap struct {
+	path string
+	f    *os.File
+	pool *recovery.Pool
+	dev  device.Device
+	mem  []byte
+	base uintptr
+	ro   bool
+
+	// mu is held for writing by Update and Close, for reading by View.
+	mu     sync.RWMutex
+	closed bool
+	types  *registry
+	alloc  *allocator
+	log    undoLog
+	// state is the committed heap state; transactions work on a copy.
+	state layout.State
+}
+
+// Open opens the pool at path, creating it with opts.Size bytes if it does
+// not exist, and recovers it: a live undo log is rolled back, and if the
+// pool is mapped at a new base its pointers are rewritten. Open never
+// writes to a pool it could not validate.
+func Open(path string, opts *Options) (*Heap, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && opts.Size > 0 && !opts.ReadOnly {
+		if err := create(path, opts); err != nil {
+			return nil, err
+		}
+	}
+	flag := os.O_RDWR
+	if opts.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := lockFile(f, !opts.ReadOnly, opts.Timeout); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	h, err := openLocked(path, f, opts)
+	if err != nil {
+		f.Close() // releases the lock
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return h, nil
+}
+
+func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
+	mapper := opts.Device
+	if mapper == nil {
+		mapper = device.Msync{}
+		if opts.ReadOnly {
+			mapper = device.Private{}
+		}
+	}
+	pool, err := recovery.Open(f, recovery.Options{
+		Mapper: mapper, ReadOnly: opts.ReadOnly, ForceRelocate: opts.ForceRelocate, Workers: opts.Workers,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mem := pool.Dev.Bytes()
+	h := &Heap{
+		path: path, f: f, pool: pool, dev: pool.Dev, mem: mem,
+		base: uintptr(unsafe.Pointer(unsafe.SliceData(mem))), ro: opts.ReadOnly,
+		state: pool.State,
+	}
+	h.types = newRegistry(pool.Types)
+	h.alloc = newAllocator(h, pool.Slabs)
+	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header}
+	h.log.reset()
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if r := pool.Report; r.RolledBack > 0 || r.Relocated {
+		logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,
+			"relocated", r.Relocated, "resumed", r.Resumed, "slabs_swizzled", r.Swizzle.Slabs,
+			"pointers", r.Swizzle.Pointers, "swizzle", r.Swizzle.Duration)
+	}
+	return h, nil
+}
+
+// create makes a new pool in a temporary file next to path and renames it
+// into place once it is complete, so that path never names half a pool.
+func create(path string, opts *Options) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".creating-*")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = recovery.Create(tmp, layout.Geometry{
+		Size: uint64(opts.Size), SlabSize: uint64(opts.SlabSize), LogSize: uint64(opts.LogSize),
+	}, opts.Device)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Close waits for running transactions, marks the pool cleanly closed and
+// unmaps it. Pointers into the pool must not be used afterwards.
+func (h *Heap) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return pmemgo.ErrClosed
+	}
+	h.closed = true
+	err := h.pool.Close()
+	return errors.Join(err, h.f.Close())
+}
+
+// Path returns the pool file's path.
+func (h *Heap) Path() string { return h.path }
+
+// Device returns the device the pool is mapped by, for instance to take
+// crash images from an emulated device or to subscribe to write-backs.
+func (h *Heap) Device() device.Device { return h.dev }
+
+// Recovery returns what Open did to recover the pool.
+func (h *Heap) Recovery() recovery.Report { return h.pool.Report }
+
+// Base returns the address the pool is mapped at.
+func (h *Heap) Base() uintptr { return h.base }
+
+// offset returns the pool offset of address p, or false if p is not in
+// the pool.
+func (h *Heap) offset(p unsafe.Pointer) (uint64, bool) {
+	off := uintptr(p) - h.base
+	return uint64(off), off < uintptr(len(h.mem))
+}
+
+// at returns the address of pool offset off.
+func (h *Heap) at(off uint64) unsafe.Pointer {
+	return unsafe.Add(unsafe.Pointer(unsafe.SliceData(h.mem)), off)
+}

@@ -1,0 +1,60 @@
+package heap
+
+import "sort"
+
+// TypeStats is what the pool holds of one type.
+type TypeStats struct {
+	Name string
+	// Slabs holding this type, as objects or arrays.
+	Slabs int
+	// Objects counts allocated slots: objects, or arrays of the type.
+	Objects int
+	// Bytes is the size of the allocated slots; Capacity that of all slots.
+	Bytes, Capacity uint64
+}
+
+// Stats describes the pool.
+type Stats struct {
+	Size     uint64
+	SlabSize uint64
+	// SlabsUsed is the number of slabs holding something, of SlabsTotal.
+	SlabsUsed, SlabsTotal int
+	Types                 []TypeStats
+}
+
+// Stats returns slabs, objects and bytes per type.
+func (h *Heap) Stats() Stats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	hdr := &h.pool.Header
+	st := Stats{Size: hdr.Size, SlabSize: hdr.SlabSize, SlabsTotal: int(hdr.Slabs)}
+	if h.closed {
+		return st
+	}
+	byName := map[string]*TypeStats{}
+	for _, s := range h.alloc.heads {
+		if s == nil {
+			continue
+		}
+		st.SlabsUsed += int(s.sh.Extent)
+		ti := h.types.byID(s.sh.Type)
+		name := "?"
+		if ti != nil {
+			name = ti.desc.Name
+		}
+		ts := byName[name]
+		if ts == nil {
+			ts = &TypeStats{Name: name}
+			byName[name] = ts
+		}
+		ts.Slabs += int(s.sh.Extent)
+		ts.Objects += int(s.used)
+		ts.Bytes += uint64(s.used) * uint64(s.sh.SlotSize)
+		ts.Capacity += uint64(s.sh.Slots) * uint64(s.sh.SlotSize)
+	}
+	for _, ts := range byName {
+		st.Types = append(st.Types, *ts)
+	}
+	sort.Slice(st.Types, func(i, j int) bool { return st.Types[i].Name < st.Types[j].Name })
+	return st
+}

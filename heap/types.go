@@ -1,0 +1,147 @@
+package heap
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/slab"
+)
+
+// typeInfo is a type stored in the pool.
+type typeInfo struct {
+	id   uint32
+	desc layout.TypeDesc
+}
+
+// registry knows the pool's stored types and which Go types were checked
+// against them. Views consult it concurrently, so it has its own lock.
+type registry struct {
+	mu     sync.Mutex
+	stored []*typeInfo // type id i is stored[i-1]
+	byName map[string]*typeInfo
+	byType map[reflect.Type]*typeInfo
+}
+
+func newRegistry(descs []layout.TypeDesc) *registry {
+	r := &registry{byName: map[string]*typeInfo{}, byType: map[reflect.Type]*typeInfo{}}
+	for i := range descs {
+		r.put(&typeInfo{id: uint32(i + 1), desc: descs[i]})
+	}
+	return r
+}
+
+func (r *registry) put(ti *typeInfo) {
+	r.stored = append(r.stored, ti)
+	r.byName[ti.desc.Name] = ti
+}
+
+// byID returns the stored type with id, or nil.
+func (r *registry) byID(id uint32) *typeInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id == 0 || int(id) > len(r.stored) {
+		return nil
+	}
+	return r.stored[id-1]
+}
+
+// typeOf returns the stored type for Go type rt. A type met for the first
+// time is checked against the pool's stored layout of the same name; in a
+// writable transaction a type the pool does not know yet is added, with
+// every type its pointers refer to.
+func (tx *Tx) typeOf(rt reflect.Type) (*typeInfo, error) {
+	r := tx.h.types
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ti := r.byType[rt]; ti != nil {
+		return ti, nil
+	}
+	// Describe the whole closure first, so that a type refused anywhere in
+	// it leaves the pool unchanged.
+	closure := []reflect.Type{rt}
+	descs := []*layout.TypeDesc{}
+	seen := map[reflect.Type]bool{rt: true}
+	for i := 0; i < len(closure); i++ {
+		d, err := slab.Describe(closure[i])
+		if err != nil {
+			return nil, err
+		}
+		descs = append(descs, d)
+		for _, t := range slab.Targets(closure[i]) {
+			if !seen[t] && r.byType[t] == nil {
+				seen[t] = true
+				closure = append(closure, t)
+			}
+		}
+	}
+	var added []int
+	for i, d := range descs {
+		if ti := r.byName[d.Name]; ti != nil {
+			if ti.desc.Hash != d.Hash {
+				return nil, fmt.Errorf("type %s: %s: %w", d.Name, slab.Diff(&ti.desc, d), pmemgo.ErrTypeMismatch)
+			}
+			continue
+		}
+		if !tx.writable {
+			return nil, fmt.Errorf("type %s is not stored in the pool (a read-only transaction cannot add it): %w", d.Name, pmemgo.ErrTypeMismatch)
+		}
+		added = append(added, i)
+	}
+	for _, i := range added {
+		if err := tx.storeType(descs[i]); err != nil {
+			return nil, err
+		}
+	}
+	for i, t := range closure {
+		r.byType[t] = r.byName[descs[i].Name]
+	}
+	return r.byType[rt], nil
+}
+
+// storeType appends a descriptor to the type table. The bytes go past the
+// committed end of the table, so they need no undo logging: rolling back
+// the heap state forgets them.
+func (tx *Tx) storeType(d *layout.TypeDesc) error {
+	h := tx.h
+	payload, err := d.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("type %s: %w", d.Name, err)
+	}
+	n := layout.TypeEntrySize(len(payload))
+	hdr := &h.pool.Header
+	if tx.state.TypeBytes+uint64(n) > hdr.TypeSize {
+		return fmt.Errorf("type table is full (%d of %d bytes) adding %s: %w", tx.state.TypeBytes, hdr.TypeSize, d.Name, pmemgo.ErrNoSpace)
+	}
+	off := hdr.TypeOff + tx.state.TypeBytes
+	layout.EncodeTypeEntry(h.mem[off:], payload)
+	tx.flushLater(off, uint64(n))
+	tx.state.TypeBytes += uint64(n)
+	tx.state.Types++
+	ti := &typeInfo{id: tx.state.Types, desc: *d}
+	h.types.put(ti)
+	tx.newTypes = append(tx.newTypes, ti)
+	return nil
+}
+
+// forget drops the types a rolled-back transaction added.
+func (r *registry) forget(added []*typeInfo) {
+	if len(added) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	gone := map[*typeInfo]bool{}
+	for _, ti := range added {
+		gone[ti] = true
+		delete(r.byName, ti.desc.Name)
+	}
+	r.stored = r.stored[:len(r.stored)-len(added)]
+	for t, ti := range r.byType {
+		if gone[ti] {
+			delete(r.byType, t)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package layout
+
+import (
+	"fmt"
+
+	"github.com/pmemgo/pmemgo"
+)
+
+// Defaults for pool creation.
+const (
+	DefaultSlabSize = 64 << 10
+	DefaultTypeSize = 64 << 10
+	// MinPoolSize is the smallest pool Create accepts.
+	MinPoolSize = 1 << 20
+)
+
+// Geometry is what a caller chooses when creating a pool.
+type Geometry struct {
+	Size     uint64
+	SlabSize uint64 // 0: DefaultSlabSize
+	LogSize  uint64 // 0: Size/16, clamped to [128 KiB, 64 MiB]
+	TypeSize uint64 // 0: DefaultTypeSize
+}
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
+
+// NewHeader lays out a pool of the given geometry and returns its header,
+// with Seq 1 and no base yet.
+func NewHeader(g Geometry) (Header, error) {
+	if g.SlabSize == 0 {
+		g.SlabSize = DefaultSlabSize
+	}
+	if g.TypeSize == 0 {
+		g.TypeSize = DefaultTypeSize
+	}
+	if g.LogSize == 0 {
+		g.LogSize = min(max(g.Size/16, 128<<10), 64<<20)
+	}
+	if g.Size < MinPoolSize {
+		return Header{}, fmt.Errorf("pool size %d is below the minimum of %d bytes: %w", g.Size, MinPoolSize, pmemgo.ErrNoSpace)
+	}
+	h := Header{
+		Version:  Version,
+		Size:     g.Size,
+		Seq:      1,
+		TypeOff:  MetaEnd,
+		TypeSize: alignUp(g.TypeSize, 4096),
+		SlabSize: g.SlabSize,
+	}
+	h.LogOff = h.TypeOff + h.TypeSize
+	h.LogSize = alignUp(g.LogSize, 4096)
+	h.SlabOff = alignUp(h.LogOff+h.LogSize, h.SlabSize)
+	if h.SlabOff+h.SlabSize > h.Size {
+		return Header{}, fmt.Errorf("pool size %d leaves no room for a slab after %d bytes of metadata: %w", g.Size, h.SlabOff, pmemgo.ErrNoSpace)
+	}
+	h.Slabs = (h.Size - h.SlabOff) / h.SlabSize
+	if err := h.Validate(); err != nil {
+		return Header{}, fmt.Errorf("pool geometry: %w", err)
+	}
+	return h, nil
+}

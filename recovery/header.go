@@ -1,0 +1,98 @@
+package recovery
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/layout"
+)
+
+// ReadHeader reads both header slots of f and returns the current header.
+// Of two valid slots the one with the higher sequence number wins. One
+// invalid slot is tolerated only if the pool was not closed cleanly, since
+// it may then be a header write torn by a crash; after a clean close both
+// slots were written, so an invalid one is corruption.
+func ReadHeader(f *os.File) (layout.Header, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return layout.Header{}, err
+	}
+	size := fi.Size()
+	var slots [2][]byte
+	var errs [2]error
+	var hdrs [2]layout.Header
+	for i := range slots {
+		slots[i] = make([]byte, layout.HeaderBytes)
+		n, err := f.ReadAt(slots[i], layout.SlotOff(i))
+		switch {
+		case err != nil && !errors.Is(err, io.EOF):
+			return layout.Header{}, fmt.Errorf("read header slot %c: %w", 'A'+i, err)
+		case n < layout.HeaderBytes && i == 0:
+			return layout.Header{}, notPoolOrTruncated(slots[0][:n], size)
+		}
+		hdrs[i], errs[i] = layout.DecodeHeader(slots[i][:n])
+	}
+	h, err := chooseHeader(hdrs, errs)
+	if err != nil {
+		return h, err
+	}
+	if uint64(size) != h.Size {
+		return h, fmt.Errorf("file is %d bytes, its header records %d: %w", size, h.Size, pmemgo.ErrTruncated)
+	}
+	return h, nil
+}
+
+func notPoolOrTruncated(head []byte, size int64) error {
+	if len(head) >= len(layout.Magic) && string(head[:len(layout.Magic)]) == layout.Magic {
+		return fmt.Errorf("file is %d bytes, too short for a pool header: %w", size, pmemgo.ErrTruncated)
+	}
+	return fmt.Errorf("file of %d bytes has no pool header: %w", size, pmemgo.ErrNotPool)
+}
+
+func chooseHeader(h [2]layout.Header, errs [2]error) (layout.Header, error) {
+	slotErr := func(i int) error {
+		return fmt.Errorf("header slot %c at offset %d: %w", 'A'+i, layout.SlotOff(i), errs[i])
+	}
+	for i := range errs {
+		// A newer format is not ours to judge, even in one slot.
+		if errors.Is(errs[i], pmemgo.ErrVersion) {
+			return h[i], slotErr(i)
+		}
+	}
+	switch {
+	case errs[0] != nil && errs[1] != nil:
+		if errors.Is(errs[0], pmemgo.ErrNotPool) && errors.Is(errs[1], pmemgo.ErrNotPool) {
+			return h[0], slotErr(0)
+		}
+		return h[0], fmt.Errorf("no valid header: %w; %w", slotErr(0), slotErr(1))
+	case errs[0] == nil && errs[1] == nil:
+		cur, other := 0, 1
+		if h[1].Seq > h[0].Seq {
+			cur, other = 1, 0
+		}
+		if err := sameGeometry(&h[cur], &h[other]); err != nil {
+			return h[cur], fmt.Errorf("header slots disagree: %w: %w", err, pmemgo.ErrCorrupt)
+		}
+		return h[cur], nil
+	}
+	good, bad := 0, 1
+	if errs[0] != nil {
+		good, bad = 1, 0
+	}
+	if h[good].Flags&layout.FlagClean != 0 {
+		return h[good], fmt.Errorf("%w (the pool was closed cleanly, so both slots should be valid): %w", slotErr(bad), pmemgo.ErrCorrupt)
+	}
+	return h[good], nil
+}
+
+func sameGeometry(a, b *layout.Header) error {
+	if a.UUID != b.UUID || a.Size != b.Size || a.TypeOff != b.TypeOff || a.TypeSize != b.TypeSize ||
+		a.LogOff != b.LogOff || a.LogSize != b.LogSize || a.SlabOff != b.SlabOff ||
+		a.SlabSize != b.SlabSize || a.Slabs != b.Slabs {
+		return fmt.Errorf("slot with sequence %d and slot with sequence %d describe different pools", a.Seq, b.Seq)
+	}
+	return nil
+}

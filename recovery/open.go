@@ -1,0 +1,265 @@
+// Package recovery brings a pool file to a usable state and checks pools
+// offline.
+//
+// Open validates every piece of metadata, rolls back a live undo log and,
+// when the pool lands at a new base, swizzles its pointers. It writes
+// nothing before the header, the undo log entries and the pointers to be
+// rewritten have been validated. Check walks a pool without changing it and
+// reports every problem it finds.
+package recovery
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/swizzle"
+)
+
+// Options controls Open.
+type Options struct {
+	// Mapper chooses the device. Nil means device.Msync.
+	Mapper device.Mapper
+	// ReadOnly recovers in memory only: the file is never written. The
+	// mapper should then be a private one (device.Private).
+	ReadOnly bool
+	// ForceRelocate maps the pool away from its previous base, so that
+	// every open swizzles. Tests use it.
+	ForceRelocate bool
+	// Workers is the number of goroutines swizzling; 0 means GOMAXPROCS.
+	Workers int
+}
+
+// Report says what Open did to bring the pool up.
+type Report struct {
+	// RolledBack is the number of undo-log entries rolled back.
+	RolledBack int
+	// Relocated is true when the pool was mapped at a new base.
+	Relocated bool
+	// Resumed is true when an interrupted swizzle was carried on.
+	Resumed bool
+	// OldBase and NewBase are the bases before and after.
+	OldBase, NewBase uint64
+	// Swizzle is what the rewrite did; Validate is the time its read-only
+	// validation pass took.
+	Swizzle  swizzle.Stats
+	Validate time.Duration
+}
+
+// Pool is a validated, recovered and mapped pool.
+type Pool struct {
+	Dev    device.Device
+	Header layout.Header
+	State  layout.State
+	// Types are the stored type descriptors; type id i is Types[i-1].
+	Types []layout.TypeDesc
+	// Slabs maps the initialised slabs.
+	Slabs  *SlabMap
+	Report Report
+	ro     bool
+}
+
+// Base returns the address the pool is mapped at.
+func (p *Pool) Base() uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(p.Dev.Bytes()))) }
+
+// Open validates, maps and recovers the pool in f. On error nothing is
+// mapped and, unless the error came from rolling back a validated undo log,
+// nothing was written.
+func Open(f *os.File, opts Options) (*Pool, error) {
+	hdr, err := ReadHeader(f)
+	if err != nil {
+		return nil, err
+	}
+	mapper := opts.Mapper
+	if mapper == nil {
+		mapper = device.Msync{}
+	}
+	dev, err := mapper.Map(f, int(hdr.Size), mapRequest(&hdr, opts.ForceRelocate))
+	if err != nil {
+		return nil, fmt.Errorf("map pool: %w", err)
+	}
+	p := &Pool{Dev: dev, Header: hdr, ro: opts.ReadOnly}
+	if err := p.recover(opts); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// mapRequest asks for the base the pool's pointers are relative to, and
+// keeps the mapping clear of every range a stored pointer may be in.
+func mapRequest(h *layout.Header, force bool) device.MapRequest {
+	var req device.MapRequest
+	bases := []uint64{h.Base}
+	if h.Flags&layout.FlagSwizzling != 0 {
+		bases = append([]uint64{h.Target}, h.Old...)
+	}
+	for _, b := range bases {
+		req.Avoid = append(req.Avoid, device.Range{Start: uintptr(b), Len: uintptr(h.Size)})
+	}
+	if !force {
+		req.Hint = uintptr(bases[0])
+	}
+	return req
+}
+
+func (p *Pool) recover(opts Options) error {
+	mem := p.Dev.Bytes()
+	h := &p.Header
+	// Roll back first: the logged bytes hold pointers relative to the
+	// pool's current base, and the metadata they restore may be torn until
+	// they do.
+	n, err := Rollback(p.Dev, h)
+	if err != nil {
+		return err
+	}
+	p.Report.RolledBack = n
+	if p.State, err = layout.DecodeState(mem[layout.StateOff:], h); err != nil {
+		return err
+	}
+	if p.Types, err = layout.DecodeTypeTable(mem[h.TypeOff:h.TypeOff+p.State.TypeBytes], p.State.Types, h.TypeOff); err != nil {
+		return err
+	}
+	if p.Slabs, err = ValidateSlabs(mem, h, p.State.SlabHigh, p.Types); err != nil {
+		return err
+	}
+	if err := validateRoot(mem, p.Slabs, &p.State); err != nil {
+		return err
+	}
+	return p.relocate(opts)
+}
+
+// relocate swizzles when the mapping is not at the base the pointers are
+// relative to, recording the start and the end in the header.
+func (p *Pool) relocate(opts Options) error {
+	h := p.Header
+	addr := uint64(p.Base())
+	p.Report.OldBase, p.Report.NewBase = h.Base, addr
+	switch {
+	case h.Flags&layout.FlagSwizzling != 0 && addr == h.Target:
+		p.Report.Resumed = true
+	case h.Flags&layout.FlagSwizzling != 0:
+		if len(h.Old) == layout.MaxRelocations {
+			return fmt.Errorf("pool was relocated %d times in a row without a swizzle completing: %w", len(h.Old), pmemgo.ErrCorrupt)
+		}
+		h.Old = append(h.Old, h.Target)
+		h.Target = addr
+		h.SwizzleGen++
+		p.Report.Resumed = true
+	case addr != h.Base:
+		h.Flags |= layout.FlagSwizzling
+		h.Old = []uint64{h.Base}
+		h.Target = addr
+		h.SwizzleGen++
+	default:
+		return p.markOpen(h)
+	}
+	if err := h.Validate(); err != nil {
+		return fmt.Errorf("relocating to %#x: %w: %w", addr, err, pmemgo.ErrCorrupt)
+	}
+	p.Report.Relocated = true
+	plan := swizzle.Plan{
+		Dev: p.Dev, Header: &h, Types: p.Types, SlabHigh: p.State.SlabHigh,
+		Table:   swizzle.Table{Old: h.Old, Target: h.Target, Size: h.Size},
+		Gen:     h.SwizzleGen,
+		Workers: opts.Workers,
+	}
+	t0 := time.Now()
+	if err := plan.Validate(); err != nil {
+		return err
+	}
+	p.Report.Validate = time.Since(t0)
+	if err := p.markOpen(h); err != nil {
+		return err
+	}
+	st, err := plan.Run()
+	p.Report.Swizzle = st
+	if err != nil {
+		return err
+	}
+	h = p.Header
+	h.Flags &^= layout.FlagSwizzling
+	h.Base, h.Target, h.Old = h.Target, 0, nil
+	return p.WriteHeader(h)
+}
+
+// markOpen records that the pool is open: it is no longer clean, so a
+// torn header slot is from then on a crash to recover from, not corruption.
+func (p *Pool) markOpen(h layout.Header) error {
+	h.Flags &^= layout.FlagClean
+	return p.WriteHeader(h)
+}
+
+// WriteHeader makes h the pool's header: it is written, with the next
+// sequence number, to the slot not holding the current header, and fenced.
+func (p *Pool) WriteHeader(h layout.Header) error {
+	h.Seq = p.Header.Seq + 1
+	off := int(layout.SlotOff(int(h.Seq % 2)))
+	h.Encode(p.Dev.Bytes()[off:])
+	p.Dev.Flush(off, layout.HeaderBytes)
+	if err := p.Dev.Fence(); err != nil {
+		return fmt.Errorf("write header: %w", err)
+	}
+	p.Header = h
+	return nil
+}
+
+// Close marks the pool clean, writing both header slots so that either
+// one failing validation later is known to be corruption, and unmaps it.
+// A read-only pool is only unmapped.
+func (p *Pool) Close() error {
+	var err error
+	if !p.ro {
+		h := p.Header
+		h.Flags |= layout.FlagClean
+		err = errors.Join(p.WriteHeader(h), p.WriteHeader(h))
+	}
+	return errors.Join(err, p.Dev.Close())
+}
+
+// Rollback undoes the live transaction recorded in the undo log, if any,
+// and retires the log. It returns the number of entries rolled back. A
+// crash in the middle leaves the log live, so rolling back again is safe.
+func Rollback(dev device.Device, h *layout.Header) (int, error) {
+	mem := dev.Bytes()
+	log := mem[h.LogOff : h.LogOff+h.LogSize]
+	entries, err := layout.ScanLog(log, layout.StateOff, h.Size)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		if e.Off < h.LogOff+h.LogSize && h.LogOff < e.Off+uint64(len(e.Old)) {
+			return 0, fmt.Errorf("undo log: entry for [%d, +%d) overlaps the log itself: %w", e.Off, len(e.Old), pmemgo.ErrCorrupt)
+		}
+	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	// Newest first, so that a range logged twice ends with its oldest bytes.
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		copy(mem[e.Off:], e.Old)
+		dev.Flush(int(e.Off), len(e.Old))
+	}
+	if err := dev.Fence(); err != nil {
+		return 0, fmt.Errorf("roll back: %w", err)
+	}
+	return len(entries), RetireLog(dev, h)
+}
+
+// RetireLog ends the current transaction's log with one 8-byte store of
+// the next generation, and fences.
+func RetireLog(dev device.Device, h *layout.Header) error {
+	log := dev.Bytes()[h.LogOff : h.LogOff+h.LogSize]
+	layout.SetLogGen(log, layout.LogGen(log)+1)
+	dev.Flush(int(h.LogOff)+layout.LogGenOff, 8)
+	if err := dev.Fence(); err != nil {
+		return fmt.Errorf("retire undo log: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package swizzle
+
+import (
+	"encoding/binary"
+	"fmt"
+	mbits "math/bits"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/internal/layout"
+)
+
+// Plan is a swizzle to carry out: the pool, its decoded metadata and where
+// pointers go.
+type Plan struct {
+	Dev    device.Device
+	Header *layout.Header
+	// Types are the pool's type descriptors; type id i is Types[i-1].
+	Types []layout.TypeDesc
+	// SlabHigh is the heap state's high-water mark.
+	SlabHigh uint32
+	Table    Table
+	// Gen is the swizzle generation being carried out: slabs stamped with
+	// it are done.
+	Gen uint64
+	// Workers is the number of goroutines rewriting; 0 means GOMAXPROCS.
+	Workers int
+	// Batch is how many slabs are made durable per fence; 0 means 64.
+	Batch int
+}
+
+// Stats says what a swizzle did.
+type Stats struct {
+	// Slabs is the number of slabs rewritten; Skipped were done already.
+	Slabs, Skipped int
+	// Pointers is the number of pointer words rewritten.
+	Pointers int64
+	// Bytes is the size of the slabs rewritten.
+	Bytes int64
+	// Duration is the wall time of the rewrite.
+	Duration time.Duration
+}
+
+type job struct {
+	slab uint32
+	sh   layout.SlabHeader
+	td   *layout.TypeDesc
+}
+
+// jobs lists the slabs with pointers that are not yet stamped with p.Gen.
+func (p *Plan) jobs() ([]job, int, error) {
+	var jobs []job
+	var skipped int
+	var werr error
+	mem := p.Dev.Bytes()
+	layout.WalkSlabs(mem, p.Header, p.SlabHigh, func(i uint32, sh *layout.SlabHeader, err error) bool {
+		if err != nil {
+			werr = err
+			return false
+		}
+		if sh.Type == 0 || int(sh.Type) > len(p.Types) {
+			werr = &layout.SlabError{Slab: i, Offset: p.Header.SlabOffset(i), Err: fmt.Errorf("type id %d, pool has %d types: %w", sh.Type, len(p.Types), pmemgo.ErrCorrupt)}
+			return false
+		}
+		td := &p.Types[sh.Type-1]
+		if layout.SlabGen(mem[p.Header.SlabOffset(i):]) == p.Gen {
+			skipped++
+			return true
+		}
+		jobs = append(jobs, job{slab: i, sh: *sh, td: td})
+		return true
+	})
+	return jobs, skipped, werr
+}
+
+// Validate checks, without writing, that every pointer in the slabs still
+// to do has a reading in the table. Open runs it before writing anything,
+// so a corrupt pointer fails the open with the pool untouched.
+func (p *Plan) Validate() error {
+	jobs, _, err := p.jobs()
+	if err != nil {
+		return err
+	}
+	_, err = p.parallel(jobs, false)
+	return err
+}
+
+// Run rewrites every slab not yet stamped with p.Gen, making each batch
+// durable before stamping it. Run Validate first: a corrupt pointer found
+// by Run leaves the swizzle half done (resumable, but written). It does not touch the pool header: the caller
+// records the start and the end of the swizzle there.
+func (p *Plan) Run() (Stats, error) {
+	var st Stats
+	t0 := time.Now()
+	jobs, skipped, err := p.jobs()
+	if err != nil {
+		return st, err
+	}
+	st.Skipped = skipped
+	batch := p.Batch
+	if batch <= 0 {
+		batch = 64
+	}
+	mem := p.Dev.Bytes()
+	for start := 0; start < len(jobs); start += batch {
+		chunk := jobs[start:min(start+batch, len(jobs))]
+		n, err := p.parallel(chunk, true)
+		if err != nil {
+			return st, err
+		}
+		st.Pointers += n
+		for _, j := range chunk {
+			if len(j.td.Ptrs) > 0 {
+				off := int(p.Header.SlabOffset(j.slab))
+				p.Dev.Flush(off+int(j.sh.DataOff), int(j.sh.Slots*j.sh.SlotSize))
+			}
+		}
+		// The stamps must not become durable before the pointers they vouch
+		// for, so they are written only after this fence.
+		if err := p.Dev.Fence(); err != nil {
+			return st, fmt.Errorf("swizzle: %w", err)
+		}
+		for _, j := range chunk {
+			off := int(p.Header.SlabOffset(j.slab))
+			layout.SetSlabGen(mem[off:], p.Gen)
+			p.Dev.Flush(off, layout.SlabHeaderSize)
+			st.Slabs++
+			st.Bytes += int64(j.sh.Extent) * int64(p.Header.SlabSize)
+		}
+	}
+	if err := p.Dev.Fence(); err != nil {
+		return st, fmt.Errorf("swizzle: %w", err)
+	}
+	st.Duration = time.Since(t0)
+	return st, nil
+}
+
+// parallel runs rewrite (or, with write false, validation) over jobs on
+// p.Workers goroutines and returns the number of pointers changed.
+func (p *Plan) parallel(jobs []job, write bool) (int64, error) {
+	workers := p.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = min(workers, len(jobs))
+	var (
+		next   atomic.Int64
+		total  atomic.Int64
+		once   sync.Once
+		first  error
+		failed atomic.Bool
+		wg     sync.WaitGroup
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				k := int(next.Add(1) - 1)
+				if k >= len(jobs) {
+					return
+				}
+				n, err := p.slab(&jobs[k], write)
+				total.Add(n)
+				if err != nil {
+					once.Do(func() { first = err })
+					failed.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return total.Load(), first
+}
+
+// slab rewrites or checks the pointers of every allocated slot of one slab.
+func (p *Plan) slab(j *job, write bool) (int64, error) {
+	if len(j.td.Ptrs) == 0 {
+		return 0, nil
+	}
+	mem := p.Dev.Bytes()
+	soff := p.Header.SlabOffset(j.slab)
+	slab := mem[soff:]
+	bm := layout.Bitmap(slab, j.sh.Slots)
+	data := unsafe.Pointer(&slab[j.sh.DataOff])
+	stride := uintptr(j.td.Size)
+	t := &p.Table
+	var n int64
+	for w := 0; w < len(bm); w += 8 {
+		bits := binary.LittleEndian.Uint64(bm[w:])
+		for bits != 0 {
+			b := mbits.TrailingZeros64(bits)
+			bits &= bits - 1
+			slot := uint32(w/8*64 + b)
+			obj := unsafe.Add(data, uintptr(slot)*uintptr(j.sh.SlotSize))
+			for e := range uintptr(j.sh.Elems) {
+				elem := unsafe.Add(obj, e*stride)
+				for pi := range j.td.Ptrs {
+					word := (*uint64)(unsafe.Add(elem, j.td.Ptrs[pi].Offset))
+					v := *word
+					nv, ok := t.Relocate(v)
+					if !ok {
+						return n, p.badPointer(j, slot, uint32(e), pi, v)
+					}
+					if write && nv != v {
+						*word = nv
+						n++
+					}
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+func (p *Plan) badPointer(j *job, slot, elem uint32, pi int, v uint64) error {
+	ptr := j.td.Ptrs[pi]
+	obj := fmt.Sprintf("object %d", slot)
+	if j.sh.Kind == layout.KindArray {
+		obj = fmt.Sprintf("array %d element %d", slot, elem)
+	}
+	off := p.Header.SlabOffset(j.slab) + uint64(j.sh.DataOff) + uint64(slot)*uint64(j.sh.SlotSize) + uint64(elem)*uint64(j.td.Size) + uint64(ptr.Offset)
+	return fmt.Errorf("slab %d %s (type %s) field %s at offset %d: pointer %#x is outside the pool's ranges %s: %w",
+		j.slab, obj, j.td.Name, fieldName(ptr), off, v, p.Table.String(), pmemgo.ErrCorrupt)
+}
+
+func fieldName(ptr layout.Pointer) string {
+	if ptr.Field == "" {
+		return "(value)"
+	}
+	return ptr.Field
+}
