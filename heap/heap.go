@@ -73,7 +73,7 @@ type Options struct {
 	ForceRelocate bool
 	// Workers is the number of goroutines swizzling; 0 means GOMAXPROCS.
 	Workers int
-	// Logger receives what recovery did. Nil means slog.Default().
+	// Logger, if set, is told what recovery did.
 	Logger *slog.Logger
 }
 
@@ -154,12 +154,8 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	h.alloc = newAllocator(h, pool.Slabs)
 	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header}
 	h.log.reset()
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	if r := pool.Report; r.RolledBack > 0 || r.Relocated {
-		logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,
+	if r := pool.Report; opts.Logger != nil && (r.RolledBack > 0 || r.Relocated) {
+		opts.Logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,
 			"relocated", r.Relocated, "resumed", r.Resumed, "slabs_swizzled", r.Swizzle.Slabs,
 			"pointers", r.Swizzle.Pointers, "swizzle", r.Swizzle.Duration)
 	}

@@ -395,7 +395,8 @@ func (l *undoLog) region() []byte {
 // reset starts an empty log after a commit or a rollback retired it.
 func (l *undoLog) reset() {
 	l.tail = layout.LogEntriesOff
-	l.gen = layout.LogGen(l.region())
+	// Open validated the generation word and only this log writes it.
+	l.gen, _ = layout.LogGen(l.region())
 }
 
 // append logs the current bytes of mem[off:off+n] and flushes the entry.

@@ -44,7 +44,6 @@ func Create(f *os.File, g layout.Geometry, mapper device.Mapper) (layout.Header,
 	if err := dev.Fence(); err != nil {
 		return h, errors.Join(err, dev.Close())
 	}
-	h.Flags = layout.FlagClean
 	for _, seq := range []uint64{1, 2} {
 		h.Seq = seq
 		off := int(layout.SlotOff(int(seq % 2)))

@@ -12,9 +12,9 @@ import (
 
 // ReadHeader reads both header slots of f and returns the current header.
 // Of two valid slots the one with the higher sequence number wins. One
-// invalid slot is tolerated only if the pool was not closed cleanly, since
-// it may then be a header write torn by a crash; after a clean close both
-// slots were written, so an invalid one is corruption.
+// invalid slot is tolerated only while the open mark is set, since it may
+// then be a header write torn by a crash; after a clean close both slots
+// were written, so an invalid one is corruption.
 func ReadHeader(f *os.File) (layout.Header, error) {
 	fi, err := f.Stat()
 	if err != nil {
@@ -35,7 +35,14 @@ func ReadHeader(f *os.File) (layout.Header, error) {
 		}
 		hdrs[i], errs[i] = layout.DecodeHeader(slots[i][:n])
 	}
-	h, err := chooseHeader(hdrs, errs)
+	var mark [8]byte
+	if _, err := f.ReadAt(mark[:], layout.OpenMarkOff); err != nil && !errors.Is(err, io.EOF) {
+		return layout.Header{}, fmt.Errorf("read open mark: %w", err)
+	}
+	if errs[0] == nil && uint64(size) < hdrs[0].Size {
+		return hdrs[0], fmt.Errorf("file is %d bytes, its header records %d: %w", size, hdrs[0].Size, pmemgo.ErrTruncated)
+	}
+	h, err := chooseHeader(hdrs, errs, layout.OpenMark(mark[:]) != 0)
 	if err != nil {
 		return h, err
 	}
@@ -52,7 +59,7 @@ func notPoolOrTruncated(head []byte, size int64) error {
 	return fmt.Errorf("file of %d bytes has no pool header: %w", size, pmemgo.ErrNotPool)
 }
 
-func chooseHeader(h [2]layout.Header, errs [2]error) (layout.Header, error) {
+func chooseHeader(h [2]layout.Header, errs [2]error, open bool) (layout.Header, error) {
 	slotErr := func(i int) error {
 		return fmt.Errorf("header slot %c at offset %d: %w", 'A'+i, layout.SlotOff(i), errs[i])
 	}
@@ -82,7 +89,7 @@ func chooseHeader(h [2]layout.Header, errs [2]error) (layout.Header, error) {
 	if errs[0] != nil {
 		good, bad = 1, 0
 	}
-	if h[good].Flags&layout.FlagClean != 0 {
+	if !open {
 		return h[good], fmt.Errorf("%w (the pool was closed cleanly, so both slots should be valid): %w", slotErr(bad), pmemgo.ErrCorrupt)
 	}
 	return h[good], nil

@@ -157,7 +157,7 @@ func (p *Pool) relocate(opts Options) error {
 		h.Target = addr
 		h.SwizzleGen++
 	default:
-		return p.markOpen(h)
+		return p.markOpen()
 	}
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("relocating to %#x: %w: %w", addr, err, pmemgo.ErrCorrupt)
@@ -165,7 +165,10 @@ func (p *Pool) relocate(opts Options) error {
 	p.Report.Relocated = true
 	plan := swizzle.Plan{
 		Dev: p.Dev, Header: &h, Types: p.Types, SlabHigh: p.State.SlabHigh,
-		Table:   swizzle.Table{Old: h.Old, Target: h.Target, Size: h.Size},
+		Table: swizzle.Table{
+			Old: h.Old, Target: h.Target, Size: h.Size,
+			Resuming: p.Header.Flags&layout.FlagSwizzling != 0 && p.Header.Target == addr,
+		},
 		Gen:     h.SwizzleGen,
 		Workers: opts.Workers,
 	}
@@ -174,7 +177,10 @@ func (p *Pool) relocate(opts Options) error {
 		return err
 	}
 	p.Report.Validate = time.Since(t0)
-	if err := p.markOpen(h); err != nil {
+	if err := p.markOpen(); err != nil {
+		return err
+	}
+	if err := p.WriteHeader(h); err != nil {
 		return err
 	}
 	st, err := plan.Run()
@@ -188,11 +194,23 @@ func (p *Pool) relocate(opts Options) error {
 	return p.WriteHeader(h)
 }
 
-// markOpen records that the pool is open: it is no longer clean, so a
-// torn header slot is from then on a crash to recover from, not corruption.
-func (p *Pool) markOpen(h layout.Header) error {
-	h.Flags &^= layout.FlagClean
-	return p.WriteHeader(h)
+// markOpen sets the open mark before the first header write of this open,
+// so that a header slot torn by a crash from now on is recovered from, not
+// taken for corruption.
+func (p *Pool) markOpen() error {
+	if p.ro {
+		return nil
+	}
+	return p.setOpenMark(1)
+}
+
+func (p *Pool) setOpenMark(v uint64) error {
+	layout.SetOpenMark(p.Dev.Bytes()[layout.OpenMarkOff:], v)
+	p.Dev.Flush(layout.OpenMarkOff, 8)
+	if err := p.Dev.Fence(); err != nil {
+		return fmt.Errorf("open mark: %w", err)
+	}
+	return nil
 }
 
 // WriteHeader makes h the pool's header: it is written, with the next
@@ -209,15 +227,17 @@ func (p *Pool) WriteHeader(h layout.Header) error {
 	return nil
 }
 
-// Close marks the pool clean, writing both header slots so that either
-// one failing validation later is known to be corruption, and unmaps it.
-// A read-only pool is only unmapped.
+// Close writes the header to both slots, so that either one failing
+// validation later is known to be corruption, clears the open mark and
+// unmaps the pool. A read-only pool is only unmapped.
 func (p *Pool) Close() error {
 	var err error
 	if !p.ro {
 		h := p.Header
-		h.Flags |= layout.FlagClean
 		err = errors.Join(p.WriteHeader(h), p.WriteHeader(h))
+		if err == nil {
+			err = p.setOpenMark(0)
+		}
 	}
 	return errors.Join(err, p.Dev.Close())
 }
@@ -256,7 +276,11 @@ func Rollback(dev device.Device, h *layout.Header) (int, error) {
 // the next generation, and fences.
 func RetireLog(dev device.Device, h *layout.Header) error {
 	log := dev.Bytes()[h.LogOff : h.LogOff+h.LogSize]
-	layout.SetLogGen(log, layout.LogGen(log)+1)
+	gen, err := layout.LogGen(log)
+	if err != nil {
+		return err
+	}
+	layout.SetLogGen(log, gen+1)
 	dev.Flush(int(h.LogOff)+layout.LogGenOff, 8)
 	if err := dev.Fence(); err != nil {
 		return fmt.Errorf("retire undo log: %w", err)

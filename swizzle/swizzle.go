@@ -68,7 +68,7 @@ func (p *Plan) jobs() ([]job, int, error) {
 			return false
 		}
 		td := &p.Types[sh.Type-1]
-		if layout.SlabGen(mem[p.Header.SlabOffset(i):]) == p.Gen {
+		if sh.Gen == p.Gen {
 			skipped++
 			return true
 		}

@@ -20,14 +20,21 @@ type Table struct {
 	Old    []uint64
 	Target uint64
 	Size   uint64
+	// Resuming is set when an interrupted swizzle to the same Target goes
+	// on: only then may a pointer already hold a Target address. In a fresh
+	// swizzle such a pointer is corruption that happens to look relocated.
+	Resuming bool
 }
 
 // Relocate returns the value pointer p must have at the target base. It
 // returns false when p is in none of the ranges: the pointer is corrupt.
 // Nil stays nil.
 func (t *Table) Relocate(p uint64) (uint64, bool) {
-	if p == 0 || p-t.Target < t.Size {
-		return p, true
+	if p == 0 {
+		return 0, true
+	}
+	if p-t.Target < t.Size {
+		return p, t.Resuming
 	}
 	for _, o := range t.Old {
 		if p-o < t.Size {

@@ -50,11 +50,8 @@ const (
 
 // Header flags.
 const (
-	// FlagClean is set when the pool was closed cleanly: both slots were
-	// written and any problem with either is corruption, not a torn write.
-	FlagClean uint32 = 1 << iota
 	// FlagSwizzling is set while pointers are being rewritten for Target.
-	FlagSwizzling
+	FlagSwizzling uint32 = 1 << iota
 )
 
 // Header is the decoded content of a header slot.

@@ -39,7 +39,7 @@ const (
 	shElems    = 32
 	// shGen, the swizzle generation, is deliberately outside the checksum:
 	// the swizzler updates it with one atomic 8-byte store, so a crash can
-	// never leave it half-written against a checksum.
+	// never leave it half-written against a checksum. It is a sealed word.
 	shGen = 48
 	shSum = 56
 )
@@ -93,7 +93,7 @@ func EncodeSlabHeader(b []byte, h *SlabHeader) {
 	le.PutUint32(b[shExtent:], h.Extent)
 	le.PutUint32(b[shElems:], h.Elems)
 	clear(b[shElems+4 : shGen])
-	le.PutUint64(b[shGen:], h.Gen)
+	SetSlabGen(b, h.Gen)
 	SealSlab(b, h.Slots)
 }
 
@@ -115,10 +115,10 @@ func slabSum(b []byte, n uint32) uint64 {
 func SetSlabUsed(b []byte, used uint32) { le.PutUint32(b[shUsed:], used) }
 
 // SetSlabGen stores the swizzle generation with one 8-byte store.
-func SetSlabGen(b []byte, gen uint64) { le.PutUint64(b[shGen:], gen) }
+func SetSlabGen(b []byte, gen uint64) { le.PutUint64(b[shGen:], SealWord(gen)) }
 
-// SlabGen reads the swizzle generation.
-func SlabGen(b []byte) uint64 { return le.Uint64(b[shGen:]) }
+// SlabGen reads the swizzle generation; false means its word is corrupt.
+func SlabGen(b []byte) (uint64, bool) { return OpenWord(le.Uint64(b[shGen:])) }
 
 // SlabIsFree reports whether the slab header is that of a free slab.
 func SlabIsFree(b []byte) bool { return le.Uint32(b[shMagic:]) == 0 && b[shKind] == KindFree }
@@ -143,8 +143,12 @@ func DecodeSlabHeader(b []byte, span uint64, slabSize uint64) (SlabHeader, error
 		DataOff:  le.Uint32(b[shDataOff:]),
 		Extent:   le.Uint32(b[shExtent:]),
 		Elems:    le.Uint32(b[shElems:]),
-		Gen:      le.Uint64(b[shGen:]),
 	}
+	gen, ok := SlabGen(b)
+	if !ok {
+		return h, fmt.Errorf("swizzle generation word %#x fails its check: %w", le.Uint64(b[shGen:]), pmemgo.ErrCorrupt)
+	}
+	h.Gen = gen
 	if h.Extent == 0 || uint64(h.Extent)*slabSize > span {
 		return h, fmt.Errorf("extent of %d slabs does not fit the %d bytes left: %w", h.Extent, span, pmemgo.ErrCorrupt)
 	}

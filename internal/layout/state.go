@@ -81,3 +81,17 @@ func DecodeState(b []byte, h *Header) (State, error) {
 	}
 	return s, nil
 }
+
+// OpenMarkOff is the offset of the open mark, a word in its own line after
+// the heap state. It is non-zero from before the first header write of an
+// open until Close has written both header slots. While it is zero both
+// slots must be valid, so an invalid one is corruption; while it is set, one
+// invalid slot may be a header write torn by a crash. Being one 8-byte
+// store, the mark itself is never torn.
+const OpenMarkOff = StateOff + StateSize
+
+// OpenMark reads the open mark from b, which starts at OpenMarkOff.
+func OpenMark(b []byte) uint64 { return le.Uint64(b) }
+
+// SetOpenMark stores the open mark into b, which starts at OpenMarkOff.
+func SetOpenMark(b []byte, v uint64) { le.PutUint64(b, v) }

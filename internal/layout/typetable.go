@@ -42,12 +42,21 @@ func DecodeTypeTable(table []byte, count uint32, tableOff uint64) ([]TypeDesc, e
 		if sum, want := le.Uint64(table[off+8:]), xxhash.Sum64(payload); sum != want {
 			return nil, fmt.Errorf("type table: entry %d at offset %d: checksum %#x, computed %#x: %w", i+1, tableOff+uint64(off), sum, want, pmemgo.ErrCorrupt)
 		}
+		end := off + TypeEntrySize(int(n))
+		if end > len(table) {
+			return nil, fmt.Errorf("type table: entry %d at offset %d runs past the used %d bytes: %w", i+1, tableOff+uint64(off), len(table), pmemgo.ErrCorrupt)
+		}
+		for _, b := range table[off+typeEntryHeader+int(n) : end] {
+			if b != 0 {
+				return nil, fmt.Errorf("type table: entry %d at offset %d: non-zero padding: %w", i+1, tableOff+uint64(off), pmemgo.ErrCorrupt)
+			}
+		}
 		var d TypeDesc
 		if err := d.UnmarshalBinary(payload); err != nil {
 			return nil, fmt.Errorf("type table: entry %d at offset %d: %w: %w", i+1, tableOff+uint64(off), err, pmemgo.ErrCorrupt)
 		}
 		descs = append(descs, d)
-		off += TypeEntrySize(int(n))
+		off = end
 	}
 	if off != len(table) {
 		return nil, fmt.Errorf("type table: %d entries end at %d bytes, state says %d used: %w", count, off, len(table), pmemgo.ErrCorrupt)

@@ -29,14 +29,23 @@ func LogEntrySize(n int) int { return LogEntryHeader + int(alignUp(uint64(n), 8)
 // InitLog writes the log header of a new pool, generation 1.
 func InitLog(log []byte) {
 	le.PutUint64(log[logMagicOff:], logMagic)
-	le.PutUint64(log[logGenOff:], 1)
+	SetLogGen(log, 1)
 }
 
-// LogGen reads the log's generation; it is the word SetLogGen stores.
-func LogGen(log []byte) uint64 { return le.Uint64(log[logGenOff:]) }
+// LogGen reads the log's generation, a sealed word: a flipped bit in it
+// could otherwise make a retired transaction's entries current again.
+func LogGen(log []byte) (uint64, error) {
+	w := le.Uint64(log[logGenOff:])
+	gen, ok := OpenWord(w)
+	if !ok {
+		return 0, fmt.Errorf("undo log: generation word %#x fails its check: %w", w, pmemgo.ErrCorrupt)
+	}
+	return gen, nil
+}
 
-// SetLogGen retires every entry of the current generation.
-func SetLogGen(log []byte, gen uint64) { le.PutUint64(log[logGenOff:], gen) }
+// SetLogGen retires every entry of the current generation by making gen
+// current, with one 8-byte store.
+func SetLogGen(log []byte, gen uint64) { le.PutUint64(log[logGenOff:], SealWord(gen)) }
 
 // LogGenOff is the offset of the generation word in the log region.
 const LogGenOff = logGenOff
@@ -45,7 +54,7 @@ const LogGenOff = logGenOff
 // at the start of dst, and returns its size.
 func PutLogEntry(dst []byte, gen, off uint64, old []byte) int {
 	n := LogEntrySize(len(old))
-	le.PutUint64(dst[0:], gen)
+	le.PutUint64(dst[0:], SealWord(gen))
 	le.PutUint64(dst[8:], off)
 	le.PutUint64(dst[16:], uint64(len(old)))
 	copy(dst[LogEntryHeader:], old)
@@ -77,12 +86,16 @@ func ScanLog(log []byte, lo, hi uint64) ([]LogEntry, error) {
 	if m := le.Uint64(log[logMagicOff:]); m != logMagic {
 		return nil, fmt.Errorf("undo log: bad magic %#x: %w", m, pmemgo.ErrCorrupt)
 	}
-	gen := LogGen(log)
+	gen, err := LogGen(log)
+	if err != nil {
+		return nil, err
+	}
+	word := SealWord(gen)
 	var out []LogEntry
 	for p := LogEntriesOff; p+LogEntryHeader <= len(log); {
 		e := log[p:]
 		n := le.Uint64(e[16:])
-		if le.Uint64(e[0:]) != gen || n > uint64(len(log)-p-LogEntryHeader) {
+		if le.Uint64(e[0:]) != word || n > uint64(len(log)-p-LogEntryHeader) {
 			break
 		}
 		size := LogEntrySize(int(n))

@@ -1,0 +1,68 @@
+// Command pmemctl inspects and exercises pmemgo pools.
+//
+//	pmemctl demo [--dir DIR] [--nodes N] [--keep]
+//	pmemctl check POOL
+//	pmemctl version
+//
+// Exit codes: 0 success, 1 usage error, 2 problems found (a pool that fails
+// its check, a demo that fails verification), 3 not a pool or an I/O error.
+//
+// The demo reopens its pool in a child process: it runs its own executable
+// again with the hidden demo-verify command. Under `go test` that executable
+// is the test binary, whose TestMain runs the root command instead of the
+// tests when PMEMCTL_CHILD=1 is set; the demo sets it for the child.
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// childEnv is set in the environment of the demo's child process, so that a
+// test binary standing in for pmemctl knows to run the command line rather
+// than its tests.
+const childEnv = "PMEMCTL_CHILD"
+
+func main() {
+	os.Exit(run(newRootCmd(), os.Args[1:]))
+}
+
+// newRootCmd builds the command tree. Each call returns a fresh tree, so
+// tests can run commands with their own arguments and output buffers.
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pmemctl",
+		Short: "Inspect and exercise pmemgo persistent-memory pools",
+		// run prints errors itself, with the exit code chosen from them;
+		// usage is printed only for usage errors.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return usageError(err)
+	})
+	root.AddCommand(
+		newDemoCmd(),
+		newDemoVerifyCmd(),
+		newCheckCmd(),
+		newVersionCmd(),
+	)
+	return root
+}
+
+// run executes root with args, prints any error to root's error stream and
+// returns the process exit code.
+func run(root *cobra.Command, args []string) int {
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err)
+	root.PrintErrln("pmemctl:", err)
+	if code == exitUsage {
+		root.PrintErrln("Run 'pmemctl --help' for usage.")
+	}
+	return code
+}

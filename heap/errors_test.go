@@ -1,0 +1,337 @@
+package heap_test
+
+import (
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
+)
+
+func openTemp(t *testing.T, opts *heap.Options) (*heap.Heap, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "t.pool")
+	if opts == nil {
+		opts = &heap.Options{}
+	}
+	if opts.Size == 0 {
+		opts.Size = 4 << 20
+	}
+	h, err := heap.Open(path, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := h.Close(); err == nil {
+			checkPool(t, path)
+		}
+	})
+	return h, path
+}
+
+func countNodes(t *testing.T, h *heap.Heap) int {
+	t.Helper()
+	n := 0
+	require.NoError(t, h.View(func(tx *heap.Tx) error {
+		root, err := heap.Root[Root](tx)
+		if err != nil || root == nil {
+			return err
+		}
+		for p := root.Head; p != nil; p = p.Next {
+			n++
+		}
+		return nil
+	}))
+	return n
+}
+
+func nodeObjects(h *heap.Heap) int {
+	for _, ts := range h.Stats().Types {
+		if ts.Name == "github.com/pmemgo/pmemgo/heap_test.Node" {
+			return ts.Objects
+		}
+	}
+	return 0
+}
+
+var goHeapNode = &Node{Key: 42}
+
+func TestForeignPointer(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 2) }))
+	cases := []struct {
+		name  string
+		field string
+		set   func(tx *heap.Tx, n *Node) error
+	}{
+		{"pointer to Go heap in a new object", "Next", func(tx *heap.Tx, _ *Node) error {
+			n, err := heap.New[Node](tx)
+			if err == nil {
+				n.Next = goHeapNode
+			}
+			return err
+		}},
+		{"Go string in a logged field", "Name", func(tx *heap.Tx, n *Node) error {
+			return heap.Set(tx, &n.Name, "a Go string literal")
+		}},
+		{"Go slice in an array element", "Kids[3]", func(tx *heap.Tx, n *Node) error {
+			return heap.Set(tx, &n.Kids[3], goHeapNode)
+		}},
+		{"Go slice header", "Tags", func(tx *heap.Tx, n *Node) error {
+			return heap.Set(tx, &n.Tags, []uint32{1, 2})
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshot(t, h)
+			err := h.Update(func(tx *heap.Tx) error {
+				root, err := heap.Root[Root](tx)
+				if err != nil {
+					return err
+				}
+				return tc.set(tx, root.Head)
+			})
+			require.ErrorIs(t, err, pmemgo.ErrForeignPointer)
+			assert.Contains(t, err.Error(), "heap_test.Node")
+			assert.Contains(t, err.Error(), "field "+tc.field)
+			assert.Equal(t, before, snapshot(t, h), "the transaction must roll back")
+		})
+	}
+}
+
+type Versioned struct {
+	A uint64
+	B *Versioned
+}
+
+func TestTypeMismatch(t *testing.T) {
+	h, path := openTemp(t, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		_, err := heap.Root[Root](tx)
+		return err
+	}))
+	t.Run("root of another type", func(t *testing.T) {
+		err := h.Update(func(tx *heap.Tx) error {
+			_, err := heap.Root[Node](tx)
+			return err
+		})
+		require.ErrorIs(t, err, pmemgo.ErrTypeMismatch)
+		assert.Contains(t, err.Error(), "heap_test.Root")
+	})
+	t.Run("unsupported field", func(t *testing.T) {
+		type withMap struct {
+			M map[string]int
+		}
+		err := heap.Register[withMap](h)
+		require.ErrorIs(t, err, pmemgo.ErrUnsupportedType)
+		assert.Contains(t, err.Error(), `"M"`)
+	})
+	t.Run("layout changed", func(t *testing.T) {
+		require.NoError(t, heap.Register[Versioned](h))
+		require.NoError(t, h.Close())
+		// The same name with another layout: the stored descriptor is the
+		// old Versioned; registering a changed one must name the field.
+		h2, err := heap.Open(path, nil)
+		require.NoError(t, err)
+		defer func() { h = h2 }()
+		require.NoError(t, heap.Register[Versioned](h2), "the unchanged layout matches")
+		require.NoError(t, h2.Close())
+		// Rewrite the stored layout as if an older build had B as a uint64.
+		editStoredType(t, path, "github.com/pmemgo/pmemgo/heap_test.Versioned", func(d *layout.TypeDesc) {
+			d.Fields[1].Type = "uint64"
+			d.Ptrs = nil
+		})
+		h2, err = heap.Open(path, nil)
+		require.NoError(t, err)
+		err = heap.Register[Versioned](h2)
+		require.ErrorIs(t, err, pmemgo.ErrTypeMismatch)
+		assert.Contains(t, err.Error(), `field "B"`)
+		assert.Contains(t, err.Error(), "uint64")
+	})
+}
+
+func TestNoSpace(t *testing.T) {
+	h, _ := openTemp(t, &heap.Options{Size: 1 << 20})
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 1) }))
+	before := snapshot(t, h)
+	err := h.Update(func(tx *heap.Tx) error {
+		for {
+			if _, err := heap.MakeSlice[byte](tx, 4096, 4096); err != nil {
+				return err
+			}
+		}
+	})
+	require.ErrorIs(t, err, pmemgo.ErrNoSpace)
+	assert.Equal(t, before, snapshot(t, h))
+	// The space the rolled-back transaction took is free again.
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		_, err := heap.MakeSlice[byte](tx, 200<<10, 200<<10)
+		return err
+	}))
+}
+
+func TestTxTooLarge(t *testing.T) {
+	h, _ := openTemp(t, &heap.Options{Size: 2 << 20, LogSize: 128 << 10})
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		if err := addNodes(tx, 0, 1); err != nil {
+			return err
+		}
+		root, _ := heap.Root[Root](tx)
+		var err error
+		root.Head.Tags, err = heap.MakeSlice[uint32](tx, 50000, 50000)
+		return err
+	}))
+	before := snapshot(t, h)
+	err := h.Update(func(tx *heap.Tx) error {
+		root, _ := heap.Root[Root](tx)
+		if err := heap.Set(tx, &root.Head.Key, 99); err != nil {
+			return err
+		}
+		return heap.AddSlice(tx, root.Head.Tags) // 200 KB, more than the log holds
+	})
+	require.ErrorIs(t, err, pmemgo.ErrTxTooLarge)
+	assert.Equal(t, before, snapshot(t, h))
+}
+
+func TestPanicRollsBack(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 3) }))
+	before := snapshot(t, h)
+	assert.PanicsWithValue(t, "boom", func() {
+		_ = h.Update(func(tx *heap.Tx) error {
+			if err := renameAll(tx); err != nil {
+				return err
+			}
+			if err := addNodes(tx, 7, 2); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	})
+	assert.Equal(t, before, snapshot(t, h))
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 7, 1) }))
+	assert.Equal(t, 4, countNodes(t, h))
+}
+
+func TestFreeErrors(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 2) }))
+	err := h.Update(func(tx *heap.Tx) error {
+		root, _ := heap.Root[Root](tx)
+		n := root.Head
+		require.NoError(t, heap.Free(tx, n))
+		assert.ErrorIs(t, heap.Free(tx, n), pmemgo.ErrInvalidFree, "double free")
+		assert.ErrorIs(t, heap.Free(tx, &n.Key), pmemgo.ErrInvalidFree, "not an object of that type")
+		assert.ErrorIs(t, heap.Free(tx, goHeapNode), pmemgo.ErrNotInPool)
+		return errAbort
+	})
+	require.ErrorIs(t, err, errAbort)
+	assert.Equal(t, 2, nodeObjects(h))
+}
+
+func TestLockTimeout(t *testing.T) {
+	_, path := openTemp(t, nil)
+	start := time.Now()
+	_, err := heap.Open(path, &heap.Options{Timeout: 50 * time.Millisecond})
+	require.ErrorIs(t, err, pmemgo.ErrTimeout)
+	assert.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond)
+	_, err = heap.Open(path, &heap.Options{Timeout: 20 * time.Millisecond, ReadOnly: true})
+	require.ErrorIs(t, err, pmemgo.ErrTimeout, "a reader must wait for the writer too")
+}
+
+func TestReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ro.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 4 << 20})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 5) }))
+	want := snapshot(t, h)
+	require.NoError(t, h.Close())
+	before := readFile(t, path)
+
+	// Two readers share the lock; relocation happens in memory only.
+	r1, err := heap.Open(path, &heap.Options{ReadOnly: true, ForceRelocate: true})
+	require.NoError(t, err)
+	r2, err := heap.Open(path, &heap.Options{ReadOnly: true})
+	require.NoError(t, err)
+	assert.True(t, r1.Recovery().Relocated)
+	assert.Equal(t, want, snapshot(t, r1))
+	assert.Equal(t, want, snapshot(t, r2))
+	assert.ErrorIs(t, r1.Update(func(*heap.Tx) error { return nil }), pmemgo.ErrReadOnly)
+	require.NoError(t, r1.Close())
+	require.NoError(t, r2.Close())
+	assert.Equal(t, before, readFile(t, path), "a read-only open must not write the file")
+}
+
+func TestClosed(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	require.NoError(t, h.Close())
+	assert.ErrorIs(t, h.Update(func(*heap.Tx) error { return nil }), pmemgo.ErrClosed)
+	assert.ErrorIs(t, h.View(func(*heap.Tx) error { return nil }), pmemgo.ErrClosed)
+	assert.ErrorIs(t, h.Close(), pmemgo.ErrClosed)
+}
+
+func TestTxClosedAfterClosure(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	var kept *heap.Tx
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { kept = tx; return nil }))
+	_, err := heap.New[Node](kept)
+	assert.ErrorIs(t, err, pmemgo.ErrTxClosed)
+	require.NoError(t, h.View(func(tx *heap.Tx) error {
+		_, err := heap.New[Node](tx)
+		assert.ErrorIs(t, err, pmemgo.ErrReadOnly)
+		return nil
+	}))
+}
+
+// TestViewDuringUpdate runs readers while a writer commits transactions
+// that keep an invariant (Count equals the list length); run it with -race.
+func TestViewDuringUpdate(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 1) }))
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var views atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				err := h.View(func(tx *heap.Tx) error {
+					root, err := heap.Root[Root](tx)
+					if err != nil {
+						return err
+					}
+					n := 0
+					for p := root.Head; p != nil; p = p.Next {
+						n++
+					}
+					if n != root.Count {
+						return errors.New("a view saw a half-done update")
+					}
+					return nil
+				})
+				if !assert.NoError(t, err) {
+					return
+				}
+				views.Add(1)
+			}
+		}()
+	}
+	for i := range 200 {
+		require.NoError(t, h.Update(func(tx *heap.Tx) error {
+			if i%3 == 2 {
+				return removeHead(tx)
+			}
+			return addNodes(tx, 100+i, 1)
+		}))
+	}
+	stop.Store(true)
+	wg.Wait()
+	assert.Positive(t, views.Load())
+}
