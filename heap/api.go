@@ -169,6 +169,8 @@ func (tx *Tx) freeAt(p unsafe.Pointer, rt reflect.Type, kind uint8) error {
 		return fmt.Errorf("free at offset %d: %d bytes into slab %d slot %d: %w", off, within, s.idx, slot, pmemgo.ErrInvalidFree)
 	case s.sh.Kind != kind || s.sh.Type != ti.id:
 		return fmt.Errorf("free of a %s at offset %d: slab %d holds type %d: %w", ti.desc.Name, off, s.idx, s.sh.Type, pmemgo.ErrInvalidFree)
+	case off == tx.state.RootOff:
+		return fmt.Errorf("free of the root object at offset %d: %w", off, pmemgo.ErrInvalidFree)
 	}
 	return tx.freeSlot(s, slot)
 }

@@ -229,6 +229,8 @@ func TestFreeErrors(t *testing.T) {
 		assert.ErrorIs(t, heap.Free(tx, n), pmemgo.ErrInvalidFree, "double free")
 		assert.ErrorIs(t, heap.Free(tx, &n.Key), pmemgo.ErrInvalidFree, "not an object of that type")
 		assert.ErrorIs(t, heap.Free(tx, goHeapNode), pmemgo.ErrNotInPool)
+		assert.ErrorIs(t, heap.Free(tx, root), pmemgo.ErrInvalidFree, "the root")
+		assert.ErrorIs(t, heap.Add(tx, goHeapNode), pmemgo.ErrNotInPool)
 		return errAbort
 	})
 	require.ErrorIs(t, err, errAbort)

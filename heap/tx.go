@@ -122,15 +122,22 @@ func (tx *Tx) AddRange(p unsafe.Pointer, n uintptr) error {
 		return err
 	}
 	off, ok := tx.h.offset(p)
-	if !ok || off+uint64(n) > uint64(len(tx.h.mem)) || off < tx.h.pool.Header.SlabOff {
+	if !ok {
 		return fmt.Errorf("add range %p+%d: %w", p, n, pmemgo.ErrNotInPool)
 	}
 	if n == 0 {
 		return nil
 	}
+	// The range must lie in one allocated slot: logging metadata or free
+	// memory would let a rollback overwrite what the allocator owns.
+	a := tx.h.alloc
+	s, slot, within, ok := a.lookup(off)
+	if !ok || !s.isSet(slot) || uint64(within)+uint64(n) > uint64(s.sh.SlotSize) {
+		return fmt.Errorf("add range at offset %d, %d bytes: not inside an allocated object: %w", off, n, pmemgo.ErrNotInPool)
+	}
 	tx.added = append(tx.added, span{off, uint64(n)})
 	tx.flushLater(off, uint64(n))
-	if tx.inNewSlot(off) {
+	if tx.allocAt[a.slotOff(s, slot)] {
 		return nil
 	}
 	if l, ok := tx.logged[off]; ok && uint64(l) >= uint64(n) {
@@ -140,15 +147,6 @@ func (tx *Tx) AddRange(p unsafe.Pointer, n uintptr) error {
 		return err
 	}
 	return tx.h.dev.Fence()
-}
-
-// inNewSlot reports whether off lies in a slot this transaction allocated.
-func (tx *Tx) inNewSlot(off uint64) bool {
-	if len(tx.allocAt) == 0 {
-		return false
-	}
-	s, slot, _, ok := tx.h.alloc.lookup(off)
-	return ok && tx.allocAt[tx.h.alloc.slotOff(s, slot)]
 }
 
 // logRange appends the current bytes of [off, off+n) to the undo log and

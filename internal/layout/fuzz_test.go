@@ -1,0 +1,138 @@
+package layout
+
+import (
+	"testing"
+)
+
+// The fuzz targets feed arbitrary bytes to every decoder of on-media
+// bytes. A decoder may refuse its input but must never panic, and what it
+// accepts must be consistent.
+
+func validHeader(t testing.TB) Header {
+	h, err := NewHeader(Geometry{Size: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Base = 0x7f0000000000
+	return h
+}
+
+func FuzzDecodeHeader(f *testing.F) {
+	h := validHeader(f)
+	b := make([]byte, HeaderBytes)
+	h.Encode(b)
+	f.Add(b)
+	h.Flags, h.Old, h.Target, h.SwizzleGen = FlagSwizzling, []uint64{0x7f0000000000}, 0x7e0000000000, 3
+	b2 := make([]byte, HeaderBytes)
+	h.Encode(b2)
+	f.Add(b2)
+	f.Add(b[:100])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := DecodeHeader(b)
+		if err != nil {
+			return
+		}
+		if err := h.Validate(); err != nil {
+			t.Fatalf("decoded header does not validate: %v", err)
+		}
+		out := make([]byte, HeaderBytes)
+		h.Encode(out)
+		if h2, err := DecodeHeader(out); err != nil || h2.Seq != h.Seq || h2.Size != h.Size {
+			t.Fatalf("re-encoded header: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeState(f *testing.F) {
+	h := validHeader(f)
+	b := make([]byte, StateSize)
+	s := State{Types: 3, TypeBytes: 300, RootOff: h.SlabOff + 64, RootType: 2, SlabHigh: 5}
+	s.Encode(b)
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < StateSize {
+			return
+		}
+		s, err := DecodeState(b, &h)
+		if err != nil {
+			return
+		}
+		if uint64(s.SlabHigh) > h.Slabs || s.TypeBytes > h.TypeSize {
+			t.Fatalf("accepted out-of-range state %+v", s)
+		}
+	})
+}
+
+func FuzzDecodeSlabHeader(f *testing.F) {
+	const slabSize = 64 << 10
+	b := make([]byte, 2*slabSize)
+	slots, off := SlabGeometry(slabSize, 64)
+	sh := SlabHeader{Kind: KindObjects, Type: 1, SlotSize: 64, Slots: slots, DataOff: off, Extent: 1, Elems: 1, Gen: 2}
+	EncodeSlabHeader(b, &sh)
+	f.Add(b[:slabSize], uint64(slabSize))
+	f.Add(make([]byte, slabSize), uint64(slabSize))
+	f.Fuzz(func(t *testing.T, b []byte, span uint64) {
+		if len(b) < SlabHeaderSize || span > uint64(len(b)) {
+			return
+		}
+		// The caller always hands a slab the bytes up to the end of the
+		// region; limit span to what b holds, rounded to slabs.
+		sh, err := DecodeSlabHeader(b, span, MinSlabSize)
+		if err != nil || sh.Kind == KindFree {
+			return
+		}
+		if uint64(sh.DataOff)+uint64(sh.Slots)*uint64(sh.SlotSize) > uint64(sh.Extent)*MinSlabSize {
+			t.Fatalf("accepted slots past the extent: %+v", sh)
+		}
+		_ = Bitmap(b, sh.Slots)
+	})
+}
+
+func FuzzScanLog(f *testing.F) {
+	log := make([]byte, 4096)
+	InitLog(log)
+	p := LogEntriesOff
+	p += PutLogEntry(log[p:], 1, 9000, []byte("old bytes of a range"))
+	PutLogEntry(log[p:], 1, 12000, make([]byte, 64))
+	f.Add(log)
+	f.Add(log[:LogEntriesOff+10])
+	f.Fuzz(func(t *testing.T, log []byte) {
+		if len(log) < LogEntriesOff {
+			return
+		}
+		entries, err := ScanLog(log, 8192, 1<<20)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if e.Off < 8192 || e.Off+uint64(len(e.Old)) > 1<<20 {
+				t.Fatalf("entry outside the bounds: %d+%d", e.Off, len(e.Old))
+			}
+		}
+	})
+}
+
+func FuzzDecodeTypeTable(f *testing.F) {
+	d := TypeDesc{Name: "main.T", Size: 16, Align: 8,
+		Fields: []Field{{Path: "P", Offset: 0, Size: 8, Type: "*main.T"}, {Path: "N", Offset: 8, Size: 8, Type: "uint64"}},
+		Ptrs:   []Pointer{{Offset: 0, Kind: PtrObject, Target: "main.T", Field: "P"}},
+	}
+	d.Hash = d.ComputeHash()
+	payload, err := d.MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	table := make([]byte, TypeEntrySize(len(payload)))
+	EncodeTypeEntry(table, payload)
+	f.Add(table, uint32(1))
+	f.Add(table[:20], uint32(1))
+	f.Fuzz(func(t *testing.T, table []byte, count uint32) {
+		descs, err := DecodeTypeTable(table, count%64, 0)
+		if err != nil {
+			return
+		}
+		if len(descs) != int(count%64) {
+			t.Fatalf("%d descriptors for a count of %d", len(descs), count%64)
+		}
+	})
+}
