@@ -65,3 +65,17 @@ func editStoredType(t *testing.T, path, name string, edit func(*layout.TypeDesc)
 	st.Encode(img[layout.StateOff:])
 	require.NoError(t, os.WriteFile(path, img, 0o600))
 }
+
+// fastTempDir returns a directory removed after the test, in /dev/shm when
+// there is one: tests that write many pool images run much faster on
+// tmpfs, where msync has no disk to wait for.
+func fastTempDir(t *testing.T) string {
+	t.Helper()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "pmemgo-test-*"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
+}
