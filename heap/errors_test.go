@@ -337,3 +337,31 @@ func TestViewDuringUpdate(t *testing.T) {
 	wg.Wait()
 	assert.Positive(t, views.Load())
 }
+
+func TestCommitHooksAndEpoch(t *testing.T) {
+	h, path := openTemp(t, nil)
+	var calls int
+	hookErr := errors.New("replica did not answer")
+	cancel := h.OnCommit(func() error { calls++; return nil })
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 1) }))
+	require.Error(t, h.Update(func(*heap.Tx) error { return errAbort }))
+	assert.Equal(t, 1, calls, "hooks run after commits only")
+	cancel()
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 1, 1) }))
+	assert.Equal(t, 1, calls)
+
+	h.OnCommit(func() error { return hookErr })
+	err := h.Update(func(tx *heap.Tx) error { return addNodes(tx, 2, 1) })
+	require.ErrorIs(t, err, hookErr)
+	assert.Equal(t, 3, countNodes(t, h), "a hook error does not undo the commit")
+
+	e0 := h.Epoch()
+	e1, err := h.NewEpoch()
+	require.NoError(t, err)
+	assert.Equal(t, e0+1, e1)
+	require.NoError(t, h.Close())
+	h2, err := heap.Open(path, nil)
+	require.NoError(t, err)
+	assert.Equal(t, e1, h2.Epoch(), "the epoch is durable")
+	require.NoError(t, h2.Close())
+}

@@ -95,6 +95,7 @@ type Heap struct {
 	log    undoLog
 	// state is the committed heap state; transactions work on a copy.
 	state layout.State
+	hooks commitHooks
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
@@ -236,4 +237,31 @@ func (h *Heap) offset(p unsafe.Pointer) (uint64, bool) {
 // at returns the address of pool offset off.
 func (h *Heap) at(off uint64) unsafe.Pointer {
 	return unsafe.Add(unsafe.Pointer(unsafe.SliceData(h.mem)), off)
+}
+
+// Epoch returns the pool's epoch: the incarnation of the primary that
+// writes it, for replication.
+func (h *Heap) Epoch() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.pool.Header.Epoch
+}
+
+// NewEpoch makes this open of the pool a new incarnation: it increments
+// the epoch stored in the pool header, durably, and returns it.
+func (h *Heap) NewEpoch() (uint64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return 0, pmemgo.ErrClosed
+	}
+	if h.ro {
+		return 0, pmemgo.ErrReadOnly
+	}
+	hdr := h.pool.Header
+	hdr.Epoch++
+	if err := h.pool.WriteHeader(hdr); err != nil {
+		return 0, err
+	}
+	return hdr.Epoch, nil
 }

@@ -70,7 +70,7 @@ func (h *Heap) Update(fn func(*Tx) error) (err error) {
 	if err := tx.commit(); err != nil {
 		return errors.Join(err, h.fail(tx.rollback()))
 	}
-	return nil
+	return h.runCommitHooks()
 }
 
 // fail closes the heap when a rollback could not complete: the mapping no
