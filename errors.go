@@ -67,4 +67,10 @@ var (
 
 	// ErrClosed is returned when using a pool after Close.
 	ErrClosed = errors.New("pmemgo: pool is closed")
+
+	// ErrNeedsRecovery is wrapped by the problems the offline checker
+	// reports for a pool that a crash left needing recovery: a live undo
+	// log, an interrupted swizzle, a header slot torn while the pool was
+	// open. Open repairs them; they are not corruption.
+	ErrNeedsRecovery = errors.New("pmemgo: pool needs recovery")
 )

@@ -14,6 +14,7 @@ import (
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/recovery"
 )
 
 func openTemp(t *testing.T, opts *heap.Options) (*heap.Heap, string) {
@@ -245,6 +246,8 @@ func TestLockTimeout(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond)
 	_, err = heap.Open(path, &heap.Options{Timeout: 20 * time.Millisecond, ReadOnly: true})
 	require.ErrorIs(t, err, pmemgo.ErrTimeout, "a reader must wait for the writer too")
+	err = recovery.CheckFile(path, func(recovery.Problem) bool { return true })
+	require.ErrorIs(t, err, pmemgo.ErrTimeout, "the checker must not check a pool open for writing")
 }
 
 func TestReadOnly(t *testing.T) {

@@ -119,7 +119,7 @@ func Open(path string, opts *Options) (*Heap, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lockFile(f, !opts.ReadOnly, opts.Timeout); err != nil {
+	if err := recovery.Lock(f, !opts.ReadOnly, opts.Timeout); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -7,9 +7,19 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/recovery"
 )
 
-func checkPool(t *testing.T, path string) { t.Helper() }
+// checkPool runs the offline checker on a closed pool and fails the test
+// on any problem.
+func checkPool(t *testing.T, path string) {
+	t.Helper()
+	err := recovery.CheckFile(path, func(p recovery.Problem) bool {
+		t.Errorf("checker: %s", p)
+		return true
+	})
+	require.NoError(t, err)
+}
 
 func readFile(t *testing.T, path string) []byte {
 	t.Helper()

@@ -15,12 +15,12 @@ type SlabMap struct {
 	// owner[i] is the head of the extent covering slab i, or -1 when slab i
 	// is free.
 	owner []int32
-	heads map[uint32]layout.SlabHeader
+	heads []layout.SlabHeader // by slab index, valid where owner[i] == i
 }
 
 // NewSlabMap returns an empty map of slabs [0, high).
 func NewSlabMap(h *layout.Header, high uint32, types []layout.TypeDesc) *SlabMap {
-	m := &SlabMap{h: h, types: types, owner: make([]int32, high), heads: map[uint32]layout.SlabHeader{}}
+	m := &SlabMap{h: h, types: types, owner: make([]int32, high), heads: make([]layout.SlabHeader, high)}
 	for i := range m.owner {
 		m.owner[i] = -1
 	}
@@ -32,7 +32,9 @@ func (m *SlabMap) Add(i uint32, sh *layout.SlabHeader) {
 	for k := i; k < i+sh.Extent && int(k) < len(m.owner); k++ {
 		m.owner[k] = int32(i)
 	}
-	m.heads[i] = *sh
+	if int(i) < len(m.heads) {
+		m.heads[i] = *sh
+	}
 }
 
 // Heads calls fn for each slab head in index order.

@@ -17,12 +17,7 @@ import (
 	"github.com/pmemgo/pmemgo/heap"
 )
 
-const (
-	demoPoolSize = 64 << 20
-	// demoBatch bounds the people linked per transaction, so that the undo
-	// log stays small whatever --nodes is.
-	demoBatch = 1024
-)
+const demoPoolSize = 64 << 20
 
 type demoOptions struct {
 	dir   string
@@ -63,14 +58,14 @@ func runDemo(out, errOut io.Writer, o demoOptions) (err error) {
 		return err
 	}
 	path := filepath.Join(dir, "demo.pool")
-	fate := "kept"
+	where := path + " (kept)"
 	if !o.keep {
-		fate = "removed afterwards; --keep keeps it"
+		where = "in a temporary directory, removed afterwards (--keep keeps it)"
 		defer func() { err = errors.Join(err, os.RemoveAll(dir)) }()
 	}
 	plan := newDemoPlan(o.nodes)
 	fmt.Fprintf(out, "pmemctl demo: %d people, %d addresses in a %d MiB pool\n", len(plan.people), len(plan.addrs), demoPoolSize>>20)
-	fmt.Fprintf(out, "  pool      %s (%s)\n", path, fate)
+	fmt.Fprintf(out, "  pool      %s\n", where)
 
 	if err := buildDemo(out, path, plan); err != nil {
 		return err
@@ -96,52 +91,43 @@ func buildDemo(out io.Writer, path string, plan *demoPlan) error {
 	if err := h.Close(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  built     in %v, %d transactions (allocate, then link with Add before changing)\n", elapsed.Round(time.Microsecond), txs)
+	fmt.Fprintf(out, "  built     in %v, %d transactions\n", elapsed.Round(100*time.Microsecond), txs)
 	fmt.Fprintf(out, "  contents  %s\n", describeTypes(st.Types))
 	fmt.Fprintf(out, "  slabs     %d of %d used, %d KiB each\n", st.SlabsUsed, st.SlabsTotal, st.SlabSize>>10)
 	return nil
 }
 
-// fillDemo allocates every object in one transaction, then links them in
-// batches: objects allocated by an earlier transaction must be logged with
-// Add before they change. It returns the number of transactions.
+// fillDemo builds the graph in two transactions. The first allocates and
+// links every object; being new, they need no logging. The second sets the
+// registry's index, which the first committed, so it goes through Set,
+// which logs the old value for rollback before storing the new one.
 func fillDemo(h *heap.Heap, plan *demoPlan) (int, error) {
 	var reg *Registry
 	err := h.Update(func(tx *heap.Tx) error {
 		var err error
-		reg, err = allocDemo(tx, plan)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("allocate: %w", err)
-	}
-	txs := 1
-	for lo := 0; lo < len(plan.people); lo += demoBatch {
-		hi := min(lo+demoBatch, len(plan.people))
-		err := h.Update(func(tx *heap.Tx) error { return linkDemo(tx, plan, reg, lo, hi) })
-		if err != nil {
-			return txs, fmt.Errorf("link people %d to %d: %w", lo, hi, err)
-		}
-		txs++
-	}
-	err = h.Update(func(tx *heap.Tx) error {
-		if err := heap.Add(tx, &reg.Index); err != nil {
+		if reg, err = allocDemo(tx, plan); err != nil {
 			return err
 		}
-		for i, p := range plan.index {
-			reg.Index[i] = reg.People[p]
-		}
-		return nil
+		return linkDemo(tx, plan, reg)
 	})
 	if err != nil {
-		return txs, fmt.Errorf("index: %w", err)
+		return 0, fmt.Errorf("build: %w", err)
 	}
-	return txs + 1, nil
+	err = h.Update(func(tx *heap.Tx) error {
+		var index [16]*Person
+		for i, p := range plan.index {
+			index[i] = reg.People[p]
+		}
+		return heap.Set(tx, &reg.Index, index)
+	})
+	if err != nil {
+		return 1, fmt.Errorf("index: %w", err)
+	}
+	return 2, nil
 }
 
 // allocDemo allocates the registry, the addresses and the people with their
-// own fields set, people pointing to nothing yet. Every object is new, so
-// nothing needs logging; people i < len(addrs) hold address i.
+// own fields set; person a holds address a.
 func allocDemo(tx *heap.Tx, plan *demoPlan) (*Registry, error) {
 	reg, err := heap.Root[Registry](tx)
 	if err != nil {
@@ -177,13 +163,10 @@ func allocDemo(tx *heap.Tx, plan *demoPlan) (*Registry, error) {
 	return reg, nil
 }
 
-// linkDemo sets the friends, best friend and address of people [lo, hi).
-func linkDemo(tx *heap.Tx, plan *demoPlan, reg *Registry, lo, hi int) error {
-	for i := lo; i < hi; i++ {
-		pp, p := &plan.people[i], reg.People[i]
-		if err := heap.Add(tx, p); err != nil {
-			return err
-		}
+// linkDemo sets everyone's friends, best friend and shared address.
+func linkDemo(tx *heap.Tx, plan *demoPlan, reg *Registry) error {
+	for i, p := range reg.People {
+		pp := &plan.people[i]
 		friends, err := heap.MakeSlice[*Person](tx, len(pp.friends), len(pp.friends))
 		if err != nil {
 			return err
@@ -193,9 +176,7 @@ func linkDemo(tx *heap.Tx, plan *demoPlan, reg *Registry, lo, hi int) error {
 		}
 		p.Friends = friends
 		p.Best = reg.People[pp.best]
-		if pp.addr < 0 {
-			p.Addr = nil
-		} else {
+		if pp.addr >= 0 {
 			p.Addr = reg.People[pp.addr].Addr
 		}
 	}

@@ -63,7 +63,7 @@ type SlabHeader struct {
 
 // BitmapBytes returns the size of the allocation bitmap for n slots,
 // a whole number of 64-bit words.
-func BitmapBytes(n uint32) uint32 { return (n + 63) / 64 * 8 }
+func BitmapBytes(n uint32) uint32 { return uint32((uint64(n) + 63) / 64 * 8) }
 
 // SlabGeometry returns how many slots of slotSize fit a slab (or extent) of
 // span bytes, and where the first one starts. Slots start on a cache line.
@@ -166,7 +166,13 @@ func DecodeSlabHeader(b []byte, span uint64, slabSize uint64) (SlabHeader, error
 	if h.Elems == 0 || h.Used > h.Slots {
 		return h, fmt.Errorf("%d elements per slot, %d of %d slots used: %w", h.Elems, h.Used, h.Slots, pmemgo.ErrCorrupt)
 	}
-	if got := popcount(Bitmap(b, h.Slots)); got != h.Used {
+	bm := Bitmap(b, h.Slots)
+	if tail := h.Slots % 64; tail != 0 && le.Uint64(bm[len(bm)-8:])>>tail != 0 {
+		// The swizzler and the allocator walk set bits; one past the last
+		// slot would send them beyond the slot area.
+		return h, fmt.Errorf("bitmap marks slots past the last of %d: %w", h.Slots, pmemgo.ErrCorrupt)
+	}
+	if got := popcount(bm); got != h.Used {
 		return h, fmt.Errorf("bitmap has %d slots set, header counts %d: %w", got, h.Used, pmemgo.ErrCorrupt)
 	}
 	return h, nil

@@ -1,6 +1,6 @@
 //go:build unix
 
-package heap
+package recovery
 
 import (
 	"errors"
@@ -13,10 +13,11 @@ import (
 	"github.com/pmemgo/pmemgo"
 )
 
-// lockFile takes an flock on f, exclusive for a writer and shared for a
-// reader, retrying until timeout (forever when zero). flock locks belong
-// to the open file, so a second Open in the same process is refused too.
-func lockFile(f *os.File, exclusive bool, timeout time.Duration) error {
+// Lock takes an flock on f, exclusive for a writer and shared for a
+// reader, retrying until timeout: forever when zero, not at all when
+// negative. flock locks belong to the open file, so a second Open in the
+// same process is refused too. Closing f releases the lock.
+func Lock(f *os.File, exclusive bool, timeout time.Duration) error {
 	how := unix.LOCK_SH
 	if exclusive {
 		how = unix.LOCK_EX
@@ -30,7 +31,7 @@ func lockFile(f *os.File, exclusive bool, timeout time.Duration) error {
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			return fmt.Errorf("lock pool file: %w", err)
 		}
-		if timeout > 0 && time.Now().After(deadline) {
+		if timeout < 0 || timeout > 0 && time.Now().After(deadline) {
 			return fmt.Errorf("pool is locked by another process or open: %w", pmemgo.ErrTimeout)
 		}
 		time.Sleep(10 * time.Millisecond)

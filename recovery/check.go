@@ -1,0 +1,757 @@
+package recovery
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	mbits "math/bits"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"unsafe"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/swizzle"
+)
+
+// ErrNeedsRecovery is pmemgo.ErrNeedsRecovery, wrapped by the problems
+// CheckFile reports for a pool that a crash left needing recovery.
+var ErrNeedsRecovery = pmemgo.ErrNeedsRecovery
+
+// Problem is one thing CheckFile found wrong with a pool.
+type Problem struct {
+	// Kind is a short stable code: "header", "size", "swizzle", "undo-log",
+	// "state", "type-table", "slab", "bitmap", "root", "pointer-range",
+	// "pointer-free", "pointer-type" or "pointer-bounds".
+	Kind string
+	// Offset is the file offset the problem is at, -1 when it has none.
+	Offset int64
+	// Where names the place in pool terms: "header slot B", "slab 12",
+	// "slab 12 object 5 (main.Node) field Next",
+	// "slab 3 array 2 element 7 (main.Node) field Tags".
+	Where string
+	// Err describes what is wrong and wraps a sentinel: pmemgo.ErrCorrupt
+	// or pmemgo.ErrTruncated for damage, ErrNeedsRecovery for what Open
+	// repairs.
+	Err error
+}
+
+// String returns "<where> at offset <n>: <err>", without the offset part
+// when the problem has none.
+func (p Problem) String() string {
+	if p.Offset < 0 {
+		return p.Where + ": " + p.Err.Error()
+	}
+	return p.Where + " at offset " + strconv.FormatInt(p.Offset, 10) + ": " + p.Err.Error()
+}
+
+// CheckStats says how much of a pool CheckFileStats got through.
+type CheckStats struct {
+	// Slabs is the number of slabs (extents) whose headers were usable.
+	Slabs int
+	// Objects is the number of allocated slots, objects or arrays, in them.
+	Objects int64
+	// Pointers is the number of non-nil pointer words checked.
+	Pointers int64
+	// RolledBack is the number of undo-log entries rolled back, in memory
+	// only, before the heap was checked.
+	RolledBack int
+}
+
+// CheckFile checks the pool file at path without writing it and calls
+// yield for every problem found, in file order as far as possible, until
+// yield returns false. It returns an error only when the file cannot be
+// checked at all: it cannot be read, it is not a pool (pmemgo.ErrNotPool),
+// or its format version is unknown (pmemgo.ErrVersion). Everything else is
+// a Problem, and the check goes on as far as the damage allows.
+//
+// The pool is checked as Open would find it: a live undo log is rolled
+// back first, in a private copy-on-write mapping, and reported. Problems
+// come in this order: the header slots and the file size, a swizzle or a
+// transaction that a crash interrupted, the heap state, the type table,
+// the slab headers, the root, then the pointers of every allocated object
+// in slab order.
+func CheckFile(path string, yield func(Problem) bool) error {
+	_, err := CheckFileStats(path, yield)
+	return err
+}
+
+// CheckFileStats is CheckFile, and also returns how much was checked, for
+// a summary line. The stats count what was checked before the check ended
+// or yield stopped it.
+func CheckFileStats(path string, yield func(Problem) bool) (stats CheckStats, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return stats, err
+	}
+	defer f.Close()
+	// A pool open for writing elsewhere changes under the checker, which
+	// would report problems that are not there.
+	if err := Lock(f, false, -1); err != nil {
+		return stats, fmt.Errorf("check %s: %w", path, err)
+	}
+	c := &checker{path: path, f: f, yield: yield}
+	// A file truncated by someone else while it is mapped faults on the
+	// pages that are gone; that must be an error, not a crash. Any other
+	// panic, in yield for instance, is not ours to turn into an error.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(interface{ Addr() uintptr }); !ok || !c.mapped(f.Addr()) {
+				panic(r)
+			}
+			stats, err = c.stats, fmt.Errorf("check %s: the file changed while being checked: %v", path, r)
+		}
+	}()
+	err = c.run()
+	return c.stats, err
+}
+
+// checker is one run of CheckFile.
+type checker struct {
+	path  string
+	f     *os.File
+	yield func(Problem) bool
+	// stopped is set once yield returned false.
+	stopped bool
+	stats   CheckStats
+
+	fileSize int64
+	slot     int           // the header slot in use
+	h        layout.Header // the header in use
+	// walk is h with Slabs cut to the slabs that lie wholly in the file.
+	walk layout.Header
+	mem  []byte
+
+	swizzling bool
+	table     swizzle.Table
+
+	state layout.State
+	types []layout.TypeDesc
+	// targets[t][k] is the type id pointer k of type t+1 must point to,
+	// or 0 when it may point to anything or its target is unknown.
+	targets [][]uint32
+
+	// high is the number of slabs checked: the high-water mark, cut to
+	// the file. owner[i] is, for each slab below it, the index in heads of
+	// the usable slab covering it, or slabFree or slabBad.
+	high  uint32
+	owner []int32
+	heads []slabHead
+}
+
+// Values of checker.owner for slabs that no usable slab covers.
+const (
+	slabFree int32 = -1
+	slabBad  int32 = -2
+)
+
+// slabHead is a usable slab: its header, and what the pointer checks need
+// of it at hand.
+type slabHead struct {
+	idx  uint32
+	sh   layout.SlabHeader
+	td   *layout.TypeDesc
+	data uint64 // pool offset of slot 0
+	bm   []byte
+}
+
+// mapped reports whether addr lies in the mapping of the pool.
+func (c *checker) mapped(addr uintptr) bool {
+	return len(c.mem) > 0 && addr-uintptr(unsafe.Pointer(unsafe.SliceData(c.mem))) < uintptr(len(c.mem))
+}
+
+// report hands a problem to yield and returns false once yield asked to
+// stop.
+func (c *checker) report(kind string, off int64, where string, err error) bool {
+	if c.stopped {
+		return false
+	}
+	if !c.yield(Problem{Kind: kind, Offset: off, Where: where, Err: err}) {
+		c.stopped = true
+	}
+	return !c.stopped
+}
+
+// run checks the pool step by step: each step needs the ones before it,
+// and stops the check when what it found leaves nothing to build on.
+func (c *checker) run() error {
+	ok, err := c.header()
+	if err != nil || !ok {
+		return err
+	}
+	dev, err := device.Private{}.Map(c.f, int(min(uint64(c.fileSize), c.h.Size)), device.MapRequest{})
+	if err != nil {
+		return fmt.Errorf("check %s: %w", c.path, err)
+	}
+	defer dev.Close()
+	c.mem = dev.Bytes()
+	c.walk = c.h
+	c.walk.Slabs = min(c.h.Slabs, (uint64(len(c.mem))-c.h.SlabOff)/c.h.SlabSize)
+	_ = c.swizzle() && c.rollback(dev) && c.heapState() && c.typeTable() &&
+		c.slabHeaders() && c.root() && c.objects()
+	return nil
+}
+
+// header reads both header slots and chooses the one to check the pool
+// by, as ReadHeader does. It returns false when nothing past the headers
+// can be checked.
+func (c *checker) header() (bool, error) {
+	fi, err := c.f.Stat()
+	if err != nil {
+		return false, err
+	}
+	c.fileSize = fi.Size()
+	var (
+		hdrs       [2]layout.Header
+		errs       [2]error
+		magic, cut [2]bool
+		buf        [layout.HeaderBytes]byte
+	)
+	for i := range hdrs {
+		n, err := c.f.ReadAt(buf[:], layout.SlotOff(i))
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, fmt.Errorf("check %s: read header slot %c: %w", c.path, 'A'+i, err)
+		}
+		magic[i] = n >= len(layout.Magic) && string(buf[:len(layout.Magic)]) == layout.Magic
+		cut[i] = n < layout.HeaderBytes
+		hdrs[i], errs[i] = layout.DecodeHeader(buf[:n])
+	}
+	for i := range errs {
+		// A newer format is not ours to judge, even in one slot: Open
+		// refuses it too.
+		if errors.Is(errs[i], pmemgo.ErrVersion) {
+			return false, fmt.Errorf("check %s: header slot %c: %w", c.path, 'A'+i, errs[i])
+		}
+	}
+	if errs[0] != nil && errs[1] != nil {
+		if !magic[0] && !magic[1] {
+			return false, fmt.Errorf("check %s: file of %d bytes has no pool header: %w", c.path, c.fileSize, pmemgo.ErrNotPool)
+		}
+		for i := range errs {
+			if !cut[i] && !c.report("header", layout.SlotOff(i), slotWhere(i), slotError(errs[i])) {
+				return false, nil
+			}
+		}
+		if cut[0] || cut[1] {
+			c.report("size", c.fileSize, "file", fmt.Errorf("file of %d bytes is too short for two header slots: %w", c.fileSize, pmemgo.ErrTruncated))
+		}
+		return false, nil
+	}
+	c.slot = 0
+	if errs[0] != nil || (errs[1] == nil && hdrs[1].Seq > hdrs[0].Seq) {
+		c.slot = 1
+	}
+	c.h = hdrs[c.slot]
+	if !c.otherSlot(&hdrs, &errs, cut) {
+		return false, nil
+	}
+	return c.size()
+}
+
+func slotWhere(i int) string { return "header slot " + string(rune('A'+i)) }
+
+// slotError returns the error of a slot that fails to decode. A slot
+// without the magic, in a file whose other slot has it, is a damaged slot,
+// not a sign that the file is not a pool.
+func slotError(err error) error {
+	if errors.Is(err, pmemgo.ErrNotPool) {
+		return fmt.Errorf("%v, although the other slot has it: %w", err, pmemgo.ErrCorrupt)
+	}
+	return err
+}
+
+// otherSlot reports what is wrong with the slot not in use.
+func (c *checker) otherSlot(hdrs *[2]layout.Header, errs *[2]error, cut [2]bool) bool {
+	o := 1 - c.slot
+	switch {
+	case cut[o]:
+		// The size problem says it.
+		return true
+	case errs[o] != nil && c.openMark():
+		// Open takes this slot for a header write torn by a crash.
+		return c.report("header", layout.SlotOff(o), slotWhere(o), fmt.Errorf(
+			"%v (the pool was not closed cleanly, so this may be a header write torn by a crash; Open uses %s): %w",
+			errs[o], slotWhere(c.slot), ErrNeedsRecovery))
+	case errs[o] != nil:
+		return c.report("header", layout.SlotOff(o), slotWhere(o), fmt.Errorf(
+			"%w (the pool was closed cleanly, so both slots should be valid; Open refuses the pool)", slotError(errs[o])))
+	}
+	if err := sameGeometry(&hdrs[c.slot], &hdrs[o]); err != nil {
+		return c.report("header", layout.SlotOff(o), slotWhere(o), fmt.Errorf("disagrees with %s: %w: %w", slotWhere(c.slot), err, pmemgo.ErrCorrupt))
+	}
+	return true
+}
+
+// openMark reports whether the pool's open mark is set: it was not closed
+// cleanly.
+func (c *checker) openMark() bool {
+	var mark [8]byte
+	n, _ := c.f.ReadAt(mark[:], layout.OpenMarkOff)
+	return n == len(mark) && layout.OpenMark(mark[:]) != 0
+}
+
+// size compares the file size with the header's. It returns false when
+// the file ends before the slabs, so that there is nothing to check.
+func (c *checker) size() (bool, error) {
+	size := uint64(c.fileSize)
+	if size == c.h.Size {
+		return true, nil
+	}
+	var err error
+	switch {
+	case size < c.h.SlabOff:
+		err = fmt.Errorf("file is %d bytes, its header records %d: it ends inside the metadata, which ends at %d, so nothing more can be checked: %w",
+			size, c.h.Size, c.h.SlabOff, pmemgo.ErrTruncated)
+	case size < c.h.Size:
+		err = fmt.Errorf("file is %d bytes, its header records %d: the last %d bytes are missing: %w", size, c.h.Size, c.h.Size-size, pmemgo.ErrTruncated)
+	default:
+		err = fmt.Errorf("file is %d bytes, its header records %d: %d bytes follow the pool: %w", size, c.h.Size, size-c.h.Size, pmemgo.ErrTruncated)
+	}
+	ok := c.report("size", int64(min(size, c.h.Size)), "file", err)
+	return ok && size >= c.h.SlabOff, nil
+}
+
+// swizzle reports an interrupted swizzle and sets the table pointers are
+// read through.
+func (c *checker) swizzle() bool {
+	h := &c.h
+	if h.Flags&layout.FlagSwizzling == 0 {
+		return true
+	}
+	c.swizzling = true
+	// Slabs rewritten before the swizzle was interrupted hold pointers
+	// relative to the target already: the table resumes.
+	c.table = swizzle.Table{Old: h.Old, Target: h.Target, Size: h.Size, Resuming: true}
+	return c.report("swizzle", layout.SlotOff(c.slot), slotWhere(c.slot), fmt.Errorf(
+		"a relocation to base %#x (swizzle generation %d) was interrupted; Open resumes it, and pointers are read through %s: %w",
+		h.Target, h.SwizzleGen, c.table.String(), ErrNeedsRecovery))
+}
+
+// rollback rolls a live undo log back in the private mapping, so that the
+// rest of the check sees the pool as Open would leave it.
+func (c *checker) rollback(dev device.Device) bool {
+	h := c.h
+	// Entries for bytes past the end of a truncated file are corrupt here.
+	h.Size = uint64(len(c.mem))
+	n, err := Rollback(dev, &h)
+	c.stats.RolledBack = n
+	if err != nil && !c.report("undo-log", int64(h.LogOff), "undo log", err) {
+		return false
+	}
+	if n > 0 {
+		return c.report("undo-log", int64(h.LogOff), "undo log", fmt.Errorf(
+			"holds an interrupted transaction: Open rolls back its %d entries, and the rest of this check sees the pool rolled back: %w",
+			n, ErrNeedsRecovery))
+	}
+	return true
+}
+
+func (c *checker) heapState() bool {
+	s, err := layout.DecodeState(c.mem[layout.StateOff:], &c.h)
+	if err != nil {
+		c.report("state", layout.StateOff, "heap state", err)
+		return false
+	}
+	c.state = s
+	return true
+}
+
+// typeTable decodes the type table and resolves, for every pointer of
+// every type, the type it must point to.
+func (c *checker) typeTable() bool {
+	h := &c.h
+	types, err := layout.DecodeTypeTable(c.mem[h.TypeOff:h.TypeOff+c.state.TypeBytes], c.state.Types, h.TypeOff)
+	if err != nil {
+		c.report("type-table", int64(h.TypeOff), "type table", err)
+		return false
+	}
+	c.types = types
+	ids := make(map[string]uint32, len(types))
+	for i := range types {
+		if prev, dup := ids[types[i].Name]; dup {
+			if !c.report("type-table", int64(h.TypeOff), typeWhere(i+1, types[i].Name),
+				fmt.Errorf("type %d has the same name: %w", prev, pmemgo.ErrCorrupt)) {
+				return false
+			}
+			continue
+		}
+		ids[types[i].Name] = uint32(i + 1)
+	}
+	c.targets = make([][]uint32, len(types))
+	for i := range types {
+		c.targets[i] = make([]uint32, len(types[i].Ptrs))
+		for k, p := range types[i].Ptrs {
+			if p.Kind == layout.PtrUnsafe {
+				continue
+			}
+			c.targets[i][k] = ids[p.Target]
+			if c.targets[i][k] == 0 && !c.report("type-table", int64(h.TypeOff), typeWhere(i+1, types[i].Name),
+				fmt.Errorf("field %s points to type %s, which the table lacks: %w", ptrField(p), p.Target, pmemgo.ErrCorrupt)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func typeWhere(id int, name string) string { return fmt.Sprintf("type %d (%s)", id, name) }
+
+func ptrField(p layout.Pointer) string {
+	if p.Field == "" {
+		return "(value)"
+	}
+	return p.Field
+}
+
+// slabHeaders decodes the slab headers below the high-water mark, reports
+// the bad ones and indexes the usable ones.
+func (c *checker) slabHeaders() bool {
+	c.high = uint32(min(uint64(c.state.SlabHigh), c.walk.Slabs))
+	c.owner = make([]int32, c.high)
+	for i := range c.owner {
+		c.owner[i] = slabFree
+	}
+	// skip is where the extent of a slab accepted despite a bad count
+	// ends: WalkSlabs, which saw an error there, goes on inside it.
+	var skip uint32
+	ok := true
+	layout.WalkSlabs(c.mem, &c.walk, c.high, func(i uint32, sh *layout.SlabHeader, err error) bool {
+		switch {
+		case i < skip:
+		case err != nil:
+			ok = c.badSlab(i, err, &skip)
+		default:
+			ok = c.goodSlab(i, sh)
+		}
+		return ok
+	})
+	return ok
+}
+
+// badSlab reports a slab header that failed to decode. One whose bitmap
+// only disagrees with its used count is a bitmap problem: the header is
+// sound and the slab is checked by its bitmap.
+func (c *checker) badSlab(i uint32, err error, skip *uint32) bool {
+	off := c.h.SlabOffset(i)
+	span := c.walk.SlabOff + c.walk.Slabs*c.walk.SlabSize - off
+	sh, set, cerr := layout.DecodeSlabHeaderCounted(c.mem[off:], span, c.h.SlabSize)
+	if cerr != nil {
+		c.owner[i] = slabBad
+		return c.report("slab", int64(off), slabWhere(i), slabErr(err))
+	}
+	if !c.report("bitmap", int64(off), slabWhere(i), fmt.Errorf("the bitmap marks %d slots allocated, the header counts %d: %w", set, sh.Used, pmemgo.ErrCorrupt)) {
+		return false
+	}
+	*skip = i + sh.Extent
+	return c.goodSlab(i, &sh)
+}
+
+func slabWhere(i uint32) string { return "slab " + strconv.FormatUint(uint64(i), 10) }
+
+// slabErr drops the slab and offset a *layout.SlabError adds: the
+// problem's Where and Offset say them.
+func slabErr(err error) error {
+	if se, ok := errors.AsType[*layout.SlabError](err); ok {
+		return se.Err
+	}
+	return err
+}
+
+// goodSlab checks what a decoded slab header says against the type table
+// and the pool, and indexes the slab if it can be used.
+func (c *checker) goodSlab(i uint32, sh *layout.SlabHeader) bool {
+	off := c.h.SlabOffset(i)
+	err := SlabTypeProblem(&c.walk, i, sh, c.high, c.types)
+	if err == nil && uint64(layout.BitmapBytes(sh.Slots))*8 < uint64(sh.Slots) {
+		err = fmt.Errorf("%d slots is more than a bitmap can hold: %w", sh.Slots, pmemgo.ErrCorrupt)
+	}
+	if err != nil {
+		c.owner[i] = slabBad
+		return c.report("slab", int64(off), slabWhere(i), slabErr(err))
+	}
+	if !c.swizzling && sh.Gen > c.h.SwizzleGen {
+		if !c.report("slab", int64(off), slabWhere(i), fmt.Errorf("swizzle generation %d is ahead of the pool's %d: %w", sh.Gen, c.h.SwizzleGen, pmemgo.ErrCorrupt)) {
+			return false
+		}
+	}
+	bm := layout.Bitmap(c.mem[off:], sh.Slots)
+	if extra := sh.Slots % 64; extra != 0 {
+		if w := binary.LittleEndian.Uint64(bm[len(bm)-8:]) >> extra; w != 0 {
+			if !c.report("bitmap", int64(off)+int64(layout.BitmapWordOff(sh.Slots-1)), slabWhere(i), fmt.Errorf(
+				"%d bits are set past the last of the %d slots: %w", mbits.OnesCount64(w), sh.Slots, pmemgo.ErrCorrupt)) {
+				return false
+			}
+		}
+	}
+	for k := i; k < i+sh.Extent; k++ {
+		c.owner[k] = int32(len(c.heads))
+	}
+	c.heads = append(c.heads, slabHead{idx: i, sh: *sh, td: &c.types[sh.Type-1], data: off + uint64(sh.DataOff), bm: bm})
+	c.stats.Slabs++
+	return true
+}
+
+// slotAt is where a pool offset falls: an allocated slot of a usable slab,
+// and the byte offset in it.
+type slotAt struct {
+	head   *slabHead
+	slot   uint32
+	inSlot uint32
+}
+
+// where names the slot: "slab 3 object 5 (main.Node)", "slab 4 array 2
+// of uint32".
+func (s *slotAt) where() string {
+	if s.head.sh.Kind == layout.KindArray {
+		return fmt.Sprintf("slab %d array %d of %s", s.head.idx, s.slot, s.head.td.Name)
+	}
+	return fmt.Sprintf("slab %d object %d (%s)", s.head.idx, s.slot, s.head.td.Name)
+}
+
+// atElem reports whether the offset is at the start of an element.
+func (s *slotAt) atElem() bool {
+	sh := &s.head.sh
+	// Objects, one per slot, are the common case: no division for them.
+	return s.inSlot == 0 || (sh.Elems > 1 && s.inSlot%s.head.td.Size == 0 && s.inSlot/s.head.td.Size < sh.Elems)
+}
+
+// locate finds the allocated slot holding pool offset off, in constant
+// time. It returns false with an empty kind when off cannot be judged (it
+// is in a bad slab or past the end of a truncated file), and false with a
+// problem kind and a description when off is not in an allocated slot.
+func (c *checker) locate(off uint64) (slotAt, bool, string, string) {
+	var s slotAt
+	if off >= uint64(len(c.mem)) {
+		return s, false, "", ""
+	}
+	idx, ok := c.h.SlabIndex(off)
+	switch {
+	case !ok && off < c.h.SlabOff:
+		return s, false, "pointer-range", "in the pool metadata"
+	case !ok:
+		return s, false, "pointer-range", "past the last slab"
+	case idx >= c.high && idx < c.state.SlabHigh:
+		return s, false, "", ""
+	case idx >= c.high:
+		return s, false, "pointer-free", fmt.Sprintf("in slab %d, which was never used", idx)
+	case c.owner[idx] == slabBad:
+		return s, false, "", ""
+	case c.owner[idx] == slabFree:
+		return s, false, "pointer-free", fmt.Sprintf("in slab %d, which is free", idx)
+	}
+	s.head = &c.heads[c.owner[idx]]
+	sh := &s.head.sh
+	rel := off - s.head.data
+	if off < s.head.data || rel >= uint64(sh.Slots)*uint64(sh.SlotSize) {
+		return s, false, "pointer-range", fmt.Sprintf("in slab %d outside its slots", s.head.idx)
+	}
+	n := rel / uint64(sh.SlotSize)
+	s.slot, s.inSlot = uint32(n), uint32(rel-n*uint64(sh.SlotSize))
+	if s.head.bm[s.slot/8]&(1<<(s.slot%8)) == 0 {
+		return s, false, "pointer-free", fmt.Sprintf("in %s, which is free", s.where())
+	}
+	return s, true, "", ""
+}
+
+// root checks that the root is an allocated object of the type the heap
+// state records.
+func (c *checker) root() bool {
+	st := &c.state
+	if st.RootOff == 0 {
+		return true
+	}
+	fail := func(format string, args ...any) bool {
+		return c.report("root", layout.StateOff, "heap state root", fmt.Errorf("root at offset %d "+format+": %w",
+			append(append([]any{st.RootOff}, args...), pmemgo.ErrCorrupt)...))
+	}
+	s, ok, kind, what := c.locate(st.RootOff)
+	switch {
+	case !ok && kind == "":
+		return true
+	case !ok:
+		return fail("is %s", what)
+	case s.head.sh.Kind != layout.KindObjects || s.head.sh.Type != st.RootType:
+		return fail("is in %s, but the root is a %s", s.where(), c.typeName(st.RootType))
+	case s.inSlot != 0:
+		return fail("is %d bytes into %s", s.inSlot, s.where())
+	}
+	return true
+}
+
+func (c *checker) typeName(id uint32) string {
+	if id == 0 || int(id) > len(c.types) {
+		return fmt.Sprintf("type %d, which the table lacks", id)
+	}
+	return c.types[id-1].Name
+}
+
+// objects checks the pointers of every allocated slot of every usable slab.
+func (c *checker) objects() bool {
+	for k := range c.heads {
+		if !c.slabObjects(&c.heads[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+// ptrSite is where a pointer word is: slab, slot, element and pointer of
+// the element's type.
+type ptrSite struct {
+	head       *slabHead
+	slot, elem uint32
+	ptr        *layout.Pointer
+	// target is the type id the pointer must point to, 0 for any.
+	target uint32
+	// off is the file offset of the word.
+	off uint64
+	// stamped is set when the slab was rewritten by the interrupted
+	// swizzle, so its pointers must be relative to the target.
+	stamped bool
+}
+
+func (s *ptrSite) where() string {
+	field := ""
+	if s.ptr.Field != "" {
+		field = " field " + s.ptr.Field
+	}
+	if s.head.sh.Kind == layout.KindArray {
+		return fmt.Sprintf("slab %d array %d element %d (%s)%s", s.head.idx, s.slot, s.elem, s.head.td.Name, field)
+	}
+	return fmt.Sprintf("slab %d object %d (%s)%s", s.head.idx, s.slot, s.head.td.Name, field)
+}
+
+func (c *checker) ptrProblem(s *ptrSite, kind string, format string, args ...any) bool {
+	return c.report(kind, int64(s.off), s.where(), fmt.Errorf(format+": %w", append(args, pmemgo.ErrCorrupt)...))
+}
+
+// slabObjects checks the allocated slots of one slab. It allocates
+// nothing unless it finds a problem, so that a pool of millions of objects
+// costs no garbage.
+func (c *checker) slabObjects(hd *slabHead) bool {
+	sh, td := &hd.sh, hd.td
+	s := ptrSite{head: hd, stamped: c.swizzling && sh.Gen == c.h.SwizzleGen}
+	for w := 0; w+8 <= len(hd.bm); w += 8 {
+		bits := binary.LittleEndian.Uint64(hd.bm[w:])
+		if rest := sh.Slots - uint32(w)*8; rest < 64 {
+			bits &= 1<<rest - 1
+		}
+		c.stats.Objects += int64(mbits.OnesCount64(bits))
+		if len(td.Ptrs) == 0 {
+			continue
+		}
+		for bits != 0 {
+			s.slot = uint32(w)*8 + uint32(mbits.TrailingZeros64(bits))
+			bits &= bits - 1
+			slot := hd.data + uint64(s.slot)*uint64(sh.SlotSize)
+			for s.elem = 0; s.elem < sh.Elems; s.elem++ {
+				if !c.element(&s, slot+uint64(s.elem)*uint64(td.Size)) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// element checks the pointer words of one element at pool offset off.
+func (c *checker) element(s *ptrSite, off uint64) bool {
+	ptrs, targets := s.head.td.Ptrs, c.targets[s.head.sh.Type-1]
+	for k := range ptrs {
+		s.ptr, s.target = &ptrs[k], targets[k]
+		s.off = off + uint64(s.ptr.Offset)
+		v := binary.LittleEndian.Uint64(c.mem[s.off:])
+		if v == 0 {
+			if !c.nilHeader(s) {
+				return false
+			}
+			continue
+		}
+		c.stats.Pointers++
+		if !c.pointer(s, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// nilHeader checks that a nil string or slice has no length.
+func (c *checker) nilHeader(s *ptrSite) bool {
+	switch s.ptr.Kind {
+	case layout.PtrString:
+		if n := binary.LittleEndian.Uint64(c.mem[s.off+8:]); n != 0 {
+			return c.ptrProblem(s, "pointer-bounds", "nil string data with length %d", n)
+		}
+	case layout.PtrSlice:
+		n, cp := binary.LittleEndian.Uint64(c.mem[s.off+8:]), binary.LittleEndian.Uint64(c.mem[s.off+16:])
+		if n != 0 || cp != 0 {
+			return c.ptrProblem(s, "pointer-bounds", "nil slice data with length %d and capacity %d", n, cp)
+		}
+	}
+	return true
+}
+
+// pointer checks one non-nil pointer word holding v.
+func (c *checker) pointer(s *ptrSite, v uint64) bool {
+	var off uint64
+	if c.swizzling {
+		nv, ok := c.table.Relocate(v)
+		if !ok {
+			return c.ptrProblem(s, "pointer-range", "pointer %#x is in none of the pool's address ranges %s", v, c.table.String())
+		}
+		if s.stamped && nv != v && !c.report("swizzle", int64(s.off), s.where(), fmt.Errorf(
+			"the slab is stamped as rewritten for base %#x, but pointer %#x is relative to an old base: %w", c.h.Target, v, pmemgo.ErrCorrupt)) {
+			return false
+		}
+		off = nv - c.h.Target
+	} else {
+		off = v - c.h.Base
+		if off >= c.h.Size {
+			return c.ptrProblem(s, "pointer-range", "pointer %#x is outside the pool [%#x, %#x)", v, c.h.Base, c.h.Base+c.h.Size)
+		}
+	}
+	t, ok, kind, what := c.locate(off)
+	switch {
+	case !ok && kind == "":
+		return true
+	case !ok:
+		return c.ptrProblem(s, kind, "pointer %#x is at pool offset %d, %s", v, off, what)
+	}
+	return c.pointee(s, v, &t)
+}
+
+// pointee checks that what a pointer points to is what its kind and type
+// say: an element of its type, or a byte or element array it stays in.
+func (c *checker) pointee(s *ptrSite, v uint64, t *slotAt) bool {
+	p, sh := s.ptr, &t.head.sh
+	switch {
+	case p.Kind == layout.PtrUnsafe:
+		return true
+	case p.Kind == layout.PtrObject && s.target != 0 && sh.Type != s.target:
+		return c.ptrProblem(s, "pointer-type", "pointer %#x points into %s, not a %s", v, t.where(), p.Target)
+	case p.Kind != layout.PtrObject && (sh.Kind != layout.KindArray || (s.target != 0 && sh.Type != s.target)):
+		return c.ptrProblem(s, "pointer-type", "%s data %#x points into %s, not an array of %s", p.Kind, v, t.where(), p.Target)
+	case p.Kind != layout.PtrString && !t.atElem():
+		return c.ptrProblem(s, "pointer-type", "%s pointer %#x is %d bytes into %s, not at the start of a %s",
+			p.Kind, v, t.inSlot, t.where(), t.head.td.Name)
+	}
+	size := uint64(t.head.td.Size)
+	room := uint64(sh.Elems)*size - min(uint64(t.inSlot), uint64(sh.Elems)*size)
+	switch p.Kind {
+	case layout.PtrString:
+		if n := binary.LittleEndian.Uint64(c.mem[s.off+8:]); n > room {
+			return c.ptrProblem(s, "pointer-bounds", "string of %d bytes at %#x runs past the end of %s, %d bytes on", n, v, t.where(), room)
+		}
+	case layout.PtrSlice:
+		n, cp := binary.LittleEndian.Uint64(c.mem[s.off+8:]), binary.LittleEndian.Uint64(c.mem[s.off+16:])
+		if n > cp || cp > room/size {
+			return c.ptrProblem(s, "pointer-bounds", "slice of length %d and capacity %d at %#x, but %s has room for %d elements from there",
+				n, cp, v, t.where(), room/size)
+		}
+	}
+	return true
+}
