@@ -45,6 +45,12 @@ var (
 	// instance). The transaction is rolled back.
 	ErrForeignPointer = errors.New("pmemgo: pointer to memory outside the pool")
 
+	// ErrBadPointer is returned by a commit when a persistent object holds
+	// a pointer into the pool that does not point at an allocated object of
+	// its type: a freed object, the inside of an object, or an object of
+	// another type. The transaction is rolled back.
+	ErrBadPointer = errors.New("pmemgo: pointer to something other than an allocated object of its type")
+
 	// ErrNotInPool is returned when an address handed to the heap (to log,
 	// free or look up) does not lie inside the pool.
 	ErrNotInPool = errors.New("pmemgo: address is not in the pool")

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -367,4 +368,49 @@ func TestCommitHooksAndEpoch(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, e1, h2.Epoch(), "the epoch is durable")
 	require.NoError(t, h2.Close())
+}
+
+func TestBadPointer(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 2) }))
+	cases := []struct {
+		name string
+		why  string
+		set  func(tx *heap.Tx, root *Root, n *Node) error
+	}{
+		{"to an object freed in the transaction", "this transaction frees", func(tx *heap.Tx, _ *Root, n *Node) error {
+			m, err := heap.New[Node](tx)
+			if err != nil {
+				return err
+			}
+			if err := heap.Free(tx, m); err != nil {
+				return err
+			}
+			return heap.Set(tx, &n.Next, m)
+		}},
+		{"inside an object", "rather than at its start", func(tx *heap.Tx, _ *Root, n *Node) error {
+			return heap.Set(tx, &n.Next, (*Node)(unsafe.Pointer(&n.Next.Name)))
+		}},
+		{"to another type", "another type", func(tx *heap.Tx, root *Root, n *Node) error {
+			return heap.Set(tx, &n.Next, (*Node)(unsafe.Pointer(root)))
+		}},
+		{"slice past its array", "runs past the end", func(tx *heap.Tx, _ *Root, n *Node) error {
+			return heap.Set(tx, &n.Tags, unsafe.Slice(unsafe.SliceData(n.Tags), 1000))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshot(t, h)
+			err := h.Update(func(tx *heap.Tx) error {
+				root, err := heap.Root[Root](tx)
+				if err != nil {
+					return err
+				}
+				return tc.set(tx, root, root.Head)
+			})
+			require.ErrorIs(t, err, pmemgo.ErrBadPointer)
+			assert.Contains(t, err.Error(), tc.why)
+			assert.Equal(t, before, snapshot(t, h), "the transaction must roll back")
+		})
+	}
 }

@@ -2,15 +2,19 @@ package heap
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/internal/layout"
 )
 
-// checkForeign enforces that persistent objects point only into the pool:
-// every pointer word of every object the transaction allocated or logged
-// must be nil or inside the pool. A pointer to Go memory would dangle as
-// soon as the garbage collector or a restart reclaimed what it points to.
+// checkForeign enforces that persistent objects point only at what the
+// pool holds: every pointer word of every object the transaction allocated
+// or logged must be nil, or point at an allocated object of its type (a
+// string or slice into an array of its element type). A pointer to Go
+// memory would dangle as soon as the garbage collector or a restart
+// reclaimed what it points to; a pointer to a freed slot would dangle once
+// the slot is reused.
 func (tx *Tx) checkForeign() error {
 	a := tx.h.alloc
 	for _, r := range tx.allocs {
@@ -48,16 +52,59 @@ func (tx *Tx) checkSlot(s *slabRef, slot, first, last uint32) error {
 	for e := first; e < last; e++ {
 		elem := off + uint64(e)*uint64(ti.desc.Size)
 		for _, p := range ti.desc.Ptrs {
-			v := *(*uintptr)(h.at(elem + uint64(p.Offset)))
-			if v != 0 && v-h.base >= uintptr(len(h.mem)) {
-				return foreignError(&ti.desc, s, slot, e, p, elem, v)
+			word := h.at(elem + uint64(p.Offset))
+			v := *(*uintptr)(word)
+			if v == 0 {
+				continue
+			}
+			if v-h.base >= uintptr(len(h.mem)) {
+				return pointerError(&ti.desc, s, slot, e, p, elem, fmt.Sprintf("holds %#x", v), pmemgo.ErrForeignPointer)
+			}
+			if why := tx.pointee(p, uint64(v-h.base), word); why != "" {
+				return pointerError(&ti.desc, s, slot, e, p, elem, why, pmemgo.ErrBadPointer)
 			}
 		}
 	}
 	return nil
 }
 
-func foreignError(td *layout.TypeDesc, s *slabRef, slot, elem uint32, p layout.Pointer, off uint64, v uintptr) error {
+// pointee says what is wrong with what a pointer into the pool points at,
+// or "": it must be an allocated slot, not one this transaction frees, and
+// hold what the pointer's kind and type say. These are the rules the
+// offline checker applies.
+func (tx *Tx) pointee(p layout.Pointer, off uint64, word unsafe.Pointer) string {
+	a := tx.h.alloc
+	t, slot, within, ok := a.lookup(off)
+	switch {
+	case !ok || !t.isSet(slot):
+		return fmt.Sprintf("points at pool offset %d, which is not in an allocated object", off)
+	case tx.freed[a.slotOff(t, slot)]:
+		return fmt.Sprintf("points at pool offset %d, in an object this transaction frees", off)
+	case p.Kind == layout.PtrUnsafe:
+		return ""
+	}
+	target := tx.h.types.byID(t.sh.Type)
+	if target == nil || target.desc.Name != p.Target {
+		return fmt.Sprintf("points at pool offset %d, in a slot of another type than %s", off, p.Target)
+	}
+	size := uint64(target.desc.Size)
+	if uint64(within)%size != 0 {
+		return fmt.Sprintf("points at pool offset %d, inside a %s rather than at its start", off, p.Target)
+	}
+	end := uint64(within)
+	switch p.Kind {
+	case layout.PtrString:
+		end += uint64(*(*uintptr)(unsafe.Add(word, 8)))
+	case layout.PtrSlice:
+		end += uint64(*(*uintptr)(unsafe.Add(word, 16))) * size
+	}
+	if t.sh.Kind == layout.KindObjects && within != 0 || end > uint64(t.sh.SlotSize) {
+		return fmt.Sprintf("points at pool offset %d, and its length runs past the end of the array it points into", off)
+	}
+	return ""
+}
+
+func pointerError(td *layout.TypeDesc, s *slabRef, slot, elem uint32, p layout.Pointer, off uint64, why string, sentinel error) error {
 	what := fmt.Sprintf("object %s (slab %d slot %d, offset %d)", td.Name, s.idx, slot, off)
 	if s.sh.Kind == layout.KindArray {
 		what = fmt.Sprintf("element %d of a %s array (slab %d slot %d, offset %d)", elem, td.Name, s.idx, slot, off)
@@ -66,5 +113,5 @@ func foreignError(td *layout.TypeDesc, s *slabRef, slot, elem uint32, p layout.P
 	if field == "" {
 		field = "(value)"
 	}
-	return fmt.Errorf("%s field %s holds %#x: %w", what, field, v, pmemgo.ErrForeignPointer)
+	return fmt.Errorf("%s field %s %s: %w", what, field, why, sentinel)
 }
