@@ -120,7 +120,7 @@ func TestEngineCrashStates(t *testing.T) {
 // TestReplay checks that a replay id selects exactly one state.
 func TestReplayCommand(t *testing.T) {
 	var found []crashtest.Failure
-	crashtest.Run(t, listWorkload(pushUnlogged), &crashtest.Options{Report: func(f crashtest.Failure) { found = append(found, f) }})
+	crashtest.Run(t, listWorkload(pushUnlogged), &crashtest.Options{Lines: crashtest.LinesSingle, Report: func(f crashtest.Failure) { found = append(found, f) }})
 	require.NotEmpty(t, found)
 	assert.Contains(t, found[0].Replay, "go test -run '^TestReplayCommand$' -crashtest.replay=")
 	assert.Equal(t, ".pool", filepath.Ext(found[0].Image))

@@ -142,18 +142,21 @@ func (a *allocator) alloc(tx *Tx, k classKey, elems uint32) (*slabRef, uint32, e
 			continue
 		}
 		a.classes[k] = list
-		slot := s.take()
-		tx.touchSlab(s)
-		return s, slot, nil
+		if err := tx.touchSlab(s); err != nil {
+			return nil, 0, err
+		}
+		return s, s.take(), nil
 	}
 	a.classes[k] = list
 	s, err := a.newSlab(tx, k, elems)
 	if err != nil {
 		return nil, 0, err
 	}
+	if err := tx.touchSlab(s); err != nil {
+		return nil, 0, err
+	}
 	slot := s.take()
 	a.list(s)
-	tx.touchSlab(s)
 	return s, slot, nil
 }
 
@@ -214,6 +217,9 @@ func (a *allocator) findFree(tx *Tx, n uint32) (uint32, error) {
 	}
 	if uint64(a.high)+uint64(n) > a.hdr.Slabs {
 		return 0, pmemgo.ErrNoSpace
+	}
+	if err := tx.touchState(); err != nil {
+		return 0, err
 	}
 	start := a.high
 	a.high += n

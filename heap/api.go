@@ -57,6 +57,9 @@ func Root[T any](tx *Tx) (*T, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := tx.touchState(); err != nil {
+			return nil, err
+		}
 		off, _ := tx.h.offset(unsafe.Pointer(p))
 		tx.state.RootOff, tx.state.RootType = off, ti.id
 		return p, nil

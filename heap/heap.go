@@ -96,6 +96,8 @@ type Heap struct {
 	// state is the committed heap state; transactions work on a copy.
 	state layout.State
 	hooks commitHooks
+	// spare holds the buffers of the last write transaction, for reuse.
+	spare *Tx
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does

@@ -96,8 +96,28 @@ func (h *Heap) View(fn func(*Tx) error) error {
 	return fn(tx)
 }
 
+// begin starts a write transaction. Its maps and slices are the previous
+// transaction's, emptied, so that a small transaction allocates little; a
+// closed Tx kept by a caller still refuses every use, so sharing them is
+// safe.
 func (h *Heap) begin() *Tx {
-	return &Tx{h: h, writable: true, state: h.state}
+	tx := &Tx{h: h, writable: true, state: h.state}
+	if b := h.spare; b != nil {
+		h.spare = nil
+		clear(b.logged)
+		clear(b.allocAt)
+		clear(b.freed)
+		tx.logged, tx.allocAt, tx.freed = b.logged, b.allocAt, b.freed
+		tx.flushes, tx.added, tx.allocs, tx.frees = b.flushes[:0], b.added[:0], b.allocs[:0], b.frees[:0]
+		tx.slabs, tx.fresh = b.slabs[:0], b.fresh[:0]
+	}
+	return tx
+}
+
+// recycle keeps a finished transaction's buffers for the next one.
+func (h *Heap) recycle(tx *Tx) {
+	tx.closed = true
+	h.spare = tx
 }
 
 // usable returns why tx cannot be used, if it cannot.
@@ -146,6 +166,9 @@ func (tx *Tx) AddRange(p unsafe.Pointer, n uintptr) error {
 	if err := tx.logRange(off, int(n)); err != nil {
 		return err
 	}
+	// The caller changes the range as soon as Add returns: its old bytes,
+	// and any entry logged before them, must be durable first.
+	tx.h.log.flush()
 	return tx.h.dev.Fence()
 }
 
@@ -164,11 +187,31 @@ func (tx *Tx) logRange(off uint64, n int) error {
 
 func (tx *Tx) flushLater(off, n uint64) { tx.flushes = append(tx.flushes, span{off, n}) }
 
-func (tx *Tx) touchSlab(s *slabRef) {
-	if !s.inTx {
-		s.inTx = true
-		tx.slabs = append(tx.slabs, s)
+// touchSlab records that the transaction changes s's header or bitmap,
+// logging both the first time. The entry is flushed with the next fence;
+// the header itself is written only at commit, after a fence.
+func (tx *Tx) touchSlab(s *slabRef) error {
+	if s.inTx {
+		return nil
 	}
+	if err := tx.logRange(tx.h.pool.Header.SlabOffset(s.idx), slabMetaSize(s)); err != nil {
+		return err
+	}
+	s.inTx = true
+	tx.slabs = append(tx.slabs, s)
+	return nil
+}
+
+// slabMetaSize is the size of a slab's header and bitmap.
+func slabMetaSize(s *slabRef) int { return layout.SlabHeaderSize + int(layout.BitmapBytes(s.sh.Slots)) }
+
+// touchState logs the heap state line before the transaction first
+// changes it.
+func (tx *Tx) touchState() error {
+	if _, ok := tx.logged[layout.StateOff]; ok {
+		return nil
+	}
+	return tx.logRange(layout.StateOff, layout.StateSize)
 }
 
 // allocSlot reserves and zeroes a slot of class k and returns its offset.
@@ -199,19 +242,21 @@ func (tx *Tx) freeSlot(s *slabRef, slot uint32) error {
 	}
 	tx.freed[off] = true
 	tx.frees = append(tx.frees, slotRef{s, slot})
-	tx.touchSlab(s)
-	return nil
+	return tx.touchSlab(s)
 }
 
 // commit makes the transaction durable. The steps must happen in order:
-//  1. check that no touched object points outside the pool;
-//  2. log the metadata the commit changes (bitmaps, slab headers, heap
-//     state) and fence, so that a crash from here on rolls back;
+//  1. check that every touched object points only at what the pool holds;
+//  2. make sure the undo entries of all metadata the commit changes are
+//     durable (they were logged when first touched, and usually reached
+//     the media with the fence of a later Add);
 //  3. write that metadata;
-//  4. flush everything the transaction changed and fence;
-//  5. retire the undo log: from here on the transaction is committed.
+//  4. flush everything the transaction changed, append the commit record
+//     (each changed range with a hash of its new content), and fence: from
+//     here on a crash keeps the transaction. Retiring the log is left to
+//     the next transaction's first fence.
 func (tx *Tx) commit() error {
-	defer func() { tx.closed = true }()
+	defer tx.h.recycle(tx)
 	if err := tx.checkForeign(); err != nil {
 		return err
 	}
@@ -219,31 +264,33 @@ func (tx *Tx) commit() error {
 	if err != nil {
 		return err
 	}
-	if len(tx.logged) == 0 && len(tx.flushes) == 0 {
+	l := &tx.h.log
+	if !l.open && len(tx.flushes) == 0 {
 		return nil
 	}
 	dev := tx.h.dev
-	if len(writes) > 0 {
+	if l.flush() {
 		if err := dev.Fence(); err != nil {
 			return err
 		}
 	}
+	ranges := make([]layout.CommitRange, 0, len(writes)+len(tx.flushes))
 	for _, w := range writes {
 		w.apply()
 		dev.Flush(int(w.off), int(w.n))
+		ranges = append(ranges, layout.CommitRange{Off: w.off, Len: w.n})
 	}
 	for _, f := range tx.flushes {
 		dev.Flush(int(f.off), int(f.n))
+		ranges = append(ranges, layout.CommitRange{Off: f.off, Len: f.n})
+	}
+	if err := l.commit(tx.h.mem, ranges); err != nil {
+		return err
 	}
 	if err := dev.Fence(); err != nil {
 		return err
 	}
-	if len(tx.logged) > 0 {
-		if err := recovery.RetireLog(dev, &tx.h.pool.Header); err != nil {
-			return err
-		}
-	}
-	tx.h.log.reset()
+	l.done()
 	tx.h.state = tx.state
 	tx.settle()
 	return nil
@@ -275,6 +322,9 @@ func (tx *Tx) logMetadata() ([]metaWrite, error) {
 		}})
 	}
 	for _, w := range writes {
+		if l, ok := tx.logged[w.off]; ok && uint64(l) >= w.n {
+			continue
+		}
 		if err := tx.logRange(w.off, int(w.n)); err != nil {
 			return nil, err
 		}
@@ -311,16 +361,14 @@ func (tx *Tx) slabWrites(s *slabRef) []metaWrite {
 		}}}
 	}
 	lo, hi := s.lo, s.hi
-	return []metaWrite{
-		{off: so + uint64(layout.BitmapWordOff(uint32(lo*64))), n: uint64(hi-lo+1) * 8, apply: func() {
+	return []metaWrite{{off: so, n: uint64(slabMetaSize(s)), apply: func() {
+		if lo <= hi {
 			putBits(layout.Bitmap(mem, s.sh.Slots), s.bits, lo, hi)
-		}},
-		{off: so, n: layout.SlabHeaderSize, apply: func() {
-			s.sh.Used = s.used
-			layout.SetSlabUsed(mem, s.used)
-			layout.SealSlab(mem, s.sh.Slots)
-		}},
-	}
+		}
+		s.sh.Used = s.used
+		layout.SetSlabUsed(mem, s.used)
+		layout.SealSlab(mem, s.sh.Slots)
+	}}}
 }
 
 func putBits(bm []byte, words []uint64, lo, hi int) {
@@ -348,9 +396,12 @@ func (tx *Tx) settle() {
 
 // rollback undoes everything tx did, durable and volatile.
 func (tx *Tx) rollback() error {
-	defer func() { tx.closed = true }()
+	defer tx.h.recycle(tx)
 	h := tx.h
-	_, err := recovery.Rollback(h.dev, &h.pool.Header)
+	var err error
+	if h.log.open {
+		_, err = recovery.Rollback(h.dev, &h.pool.Header)
+	}
 	h.log.reset()
 	a := h.alloc
 	if tx.freesApplied {
@@ -377,34 +428,88 @@ func (tx *Tx) rollback() error {
 	return err
 }
 
-// undoLog appends entries to the pool's undo log for the running
-// transaction.
+// undoLog writes the running transaction's entries to the pool's undo
+// log. A transaction's first entry moves the log to the next generation,
+// whose entries go to the other half of the log, so that the store
+// retiring the previous transaction needs no fence of its own.
 type undoLog struct {
-	dev  device.Device
-	hdr  *layout.Header
-	tail int
-	gen  uint64
+	dev device.Device
+	hdr *layout.Header
+	gen uint64
+	// open is set once the running transaction wrote to the log.
+	open bool
+	// tail is the next entry's offset in the log, end the end of the
+	// half, flushed how far entries were flushed.
+	tail, end, flushed int
+	entries            int
 }
 
 func (l *undoLog) region() []byte {
 	return l.dev.Bytes()[l.hdr.LogOff : l.hdr.LogOff+l.hdr.LogSize]
 }
 
-// reset starts an empty log after a commit or a rollback retired it.
+// reset forgets the running transaction's entries after a commit or a
+// rollback.
 func (l *undoLog) reset() {
-	l.tail = layout.LogEntriesOff
 	// Open validated the generation word and only this log writes it.
 	l.gen, _ = layout.LogGen(l.region())
+	l.open = false
 }
 
-// append logs the current bytes of mem[off:off+n] and flushes the entry.
+// begin starts the transaction's entries in the half of the next
+// generation.
+func (l *undoLog) begin() {
+	if l.open {
+		return
+	}
+	l.gen++
+	layout.SetLogGen(l.region(), l.gen)
+	l.dev.Flush(int(l.hdr.LogOff)+layout.LogGenOff, 8)
+	l.tail, l.end = layout.LogHalf(l.hdr.LogSize, l.gen)
+	l.flushed, l.entries, l.open = l.tail, 0, true
+}
+
+// append logs the current bytes of mem[off:off+n].
 func (l *undoLog) append(mem []byte, off uint64, n int) error {
+	l.begin()
 	size := layout.LogEntrySize(n)
-	if uint64(l.tail+size) > l.hdr.LogSize {
-		return fmt.Errorf("logging %d bytes at offset %d: %d of %d log bytes used: %w", n, off, l.tail, l.hdr.LogSize, pmemgo.ErrTxTooLarge)
+	if l.tail+size > l.end {
+		return l.full(fmt.Sprintf("logging %d bytes at offset %d", n, off))
 	}
 	layout.PutLogEntry(l.region()[l.tail:], l.gen, off, mem[off:off+uint64(n)])
-	l.dev.Flush(int(l.hdr.LogOff)+l.tail, size)
 	l.tail += size
+	l.entries++
 	return nil
 }
+
+func (l *undoLog) full(what string) error {
+	return fmt.Errorf("%s: %d of %d bytes of the log's half used: %w", what, l.tail, l.end, pmemgo.ErrTxTooLarge)
+}
+
+// flush flushes the entries not flushed yet and reports whether there
+// were any, which then need a fence.
+func (l *undoLog) flush() bool {
+	if !l.open || l.flushed == l.tail {
+		return false
+	}
+	l.dev.Flush(int(l.hdr.LogOff)+l.flushed, l.tail-l.flushed)
+	l.flushed = l.tail
+	return true
+}
+
+// commit appends and flushes the commit record for ranges, whose content
+// is final.
+func (l *undoLog) commit(mem []byte, ranges []layout.CommitRange) error {
+	l.begin()
+	size := layout.CommitRecordSize(len(ranges))
+	if l.tail+size > l.end {
+		return l.full(fmt.Sprintf("committing %d ranges", len(ranges)))
+	}
+	layout.PutCommitRecord(l.region()[l.tail:], l.gen, l.entries, ranges, mem)
+	l.tail += size
+	l.flush()
+	return nil
+}
+
+// done closes the committed transaction's entries.
+func (l *undoLog) done() { l.open = false }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/internal/layout"
@@ -21,12 +22,15 @@ type typeInfo struct {
 type registry struct {
 	mu     sync.Mutex
 	stored []*typeInfo // type id i is stored[i-1]
+	// snapshot is stored as of the last change, for lock-free reads.
+	snapshot atomic.Pointer[[]*typeInfo]
 	byName map[string]*typeInfo
 	byType map[reflect.Type]*typeInfo
 }
 
 func newRegistry(descs []layout.TypeDesc) *registry {
 	r := &registry{byName: map[string]*typeInfo{}, byType: map[reflect.Type]*typeInfo{}}
+	r.snapshot.Store(&r.stored)
 	for i := range descs {
 		r.put(&typeInfo{id: uint32(i + 1), desc: descs[i]})
 	}
@@ -34,18 +38,20 @@ func newRegistry(descs []layout.TypeDesc) *registry {
 }
 
 func (r *registry) put(ti *typeInfo) {
-	r.stored = append(r.stored, ti)
+	r.stored = append(r.stored[:len(r.stored):len(r.stored)], ti)
+	r.snapshot.Store(&r.stored)
 	r.byName[ti.desc.Name] = ti
 }
 
-// byID returns the stored type with id, or nil.
+// byID returns the stored type with id, or nil. It takes no lock: commits
+// call it for every object they check, and the list it reads is replaced,
+// never changed in place.
 func (r *registry) byID(id uint32) *typeInfo {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if id == 0 || int(id) > len(r.stored) {
+	stored := *r.snapshot.Load()
+	if id == 0 || int(id) > len(stored) {
 		return nil
 	}
-	return r.stored[id-1]
+	return stored[id-1]
 }
 
 // typeOf returns the stored type for Go type rt. A type met for the first
@@ -115,6 +121,9 @@ func (tx *Tx) storeType(d *layout.TypeDesc) error {
 	if tx.state.TypeBytes+uint64(n) > hdr.TypeSize {
 		return fmt.Errorf("type table is full (%d of %d bytes) adding %s: %w", tx.state.TypeBytes, hdr.TypeSize, d.Name, pmemgo.ErrNoSpace)
 	}
+	if err := tx.touchState(); err != nil {
+		return err
+	}
 	off := hdr.TypeOff + tx.state.TypeBytes
 	layout.EncodeTypeEntry(h.mem[off:], payload)
 	tx.flushLater(off, uint64(n))
@@ -138,7 +147,8 @@ func (r *registry) forget(added []*typeInfo) {
 		gone[ti] = true
 		delete(r.byName, ti.desc.Name)
 	}
-	r.stored = r.stored[:len(r.stored)-len(added)]
+	r.stored = r.stored[:len(r.stored)-len(added) : len(r.stored)-len(added)]
+	r.snapshot.Store(&r.stored)
 	for t, ti := range r.byType {
 		if gone[ti] {
 			delete(r.byType, t)

@@ -443,7 +443,8 @@ func writeCheckLiveLog(t *testing.T, p *checkPool, b []byte, off uint64, old uin
 	require.NoError(t, err)
 	var w [8]byte
 	binary.LittleEndian.PutUint64(w[:], old)
-	layout.PutLogEntry(log[layout.LogEntriesOff:], gen, off, w[:])
+	start, _ := layout.LogHalf(uint64(len(log)), gen)
+	layout.PutLogEntry(log[start:], gen, off, w[:])
 }
 
 func TestCheckLiveUndoLog(t *testing.T) {
@@ -663,7 +664,8 @@ func randomDamage(rng *rand.Rand, p *checkPool, b []byte) []byte {
 			for k := range old {
 				old[k] = byte(rng.Uint32())
 			}
-			layout.PutLogEntry(log[layout.LogEntriesOff:], gen, randomNumber(rng)%p.hdr.Size, old)
+			start, _ := layout.LogHalf(uint64(len(log)), gen)
+			layout.PutLogEntry(log[start:], gen, randomNumber(rng)%p.hdr.Size, old)
 		}
 	case 6: // a header field, resealed in both slots
 		h := p.hdr

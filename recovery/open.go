@@ -233,8 +233,10 @@ func (p *Pool) WriteHeader(h layout.Header) error {
 func (p *Pool) Close() error {
 	var err error
 	if !p.ro {
+		// The last transaction's log is retired here, off its commit path.
+		_, err = Rollback(p.Dev, &p.Header)
 		h := p.Header
-		err = errors.Join(p.WriteHeader(h), p.WriteHeader(h))
+		err = errors.Join(err, p.WriteHeader(h), p.WriteHeader(h))
 		if err == nil {
 			err = p.setOpenMark(0)
 		}
@@ -242,22 +244,38 @@ func (p *Pool) Close() error {
 	return errors.Join(err, p.Dev.Close())
 }
 
-// Rollback undoes the live transaction recorded in the undo log, if any,
-// and retires the log. It returns the number of entries rolled back. A
-// crash in the middle leaves the log live, so rolling back again is safe.
+// Rollback brings the undo log to rest: a transaction whose commit record
+// shows it reached the media whole is kept, any other live transaction is
+// undone; then the log is retired. It returns the number of entries rolled
+// back. A crash in the middle leaves the log live, so doing it again is
+// safe.
 func Rollback(dev device.Device, h *layout.Header) (int, error) {
 	mem := dev.Bytes()
 	log := mem[h.LogOff : h.LogOff+h.LogSize]
-	entries, err := layout.ScanLog(log, layout.StateOff, h.Size)
+	entries, commit, err := layout.ScanLog(log, layout.StateOff, h.Size)
 	if err != nil {
 		return 0, err
 	}
+	inLog := func(off, n uint64) bool { return off < h.LogOff+h.LogSize && h.LogOff < off+n }
 	for _, e := range entries {
-		if e.Off < h.LogOff+h.LogSize && h.LogOff < e.Off+uint64(len(e.Old)) {
+		if inLog(e.Off, uint64(len(e.Old))) {
 			return 0, fmt.Errorf("undo log: entry for [%d, +%d) overlaps the log itself: %w", e.Off, len(e.Old), pmemgo.ErrCorrupt)
 		}
 	}
+	if commit != nil {
+		for _, r := range commit.Ranges {
+			if inLog(r.Off, r.Len) {
+				return 0, fmt.Errorf("undo log: commit record lists [%d, +%d), which overlaps the log itself: %w", r.Off, r.Len, pmemgo.ErrCorrupt)
+			}
+		}
+		if commit.Entries == len(entries) && commit.Holds(mem) {
+			return 0, RetireLog(dev, h)
+		}
+	}
 	if len(entries) == 0 {
+		if commit != nil {
+			return 0, RetireLog(dev, h)
+		}
 		return 0, nil
 	}
 	// Newest first, so that a range logged twice ends with its oldest bytes.

@@ -91,16 +91,18 @@ func FuzzDecodeSlabHeader(f *testing.F) {
 func FuzzScanLog(f *testing.F) {
 	log := make([]byte, 4096)
 	InitLog(log)
-	p := LogEntriesOff
+	p, _ := LogHalf(uint64(len(log)), 1)
 	p += PutLogEntry(log[p:], 1, 9000, []byte("old bytes of a range"))
-	PutLogEntry(log[p:], 1, 12000, make([]byte, 64))
+	p += PutLogEntry(log[p:], 1, 12000, make([]byte, 64))
+	mem := make([]byte, 1<<20)
+	PutCommitRecord(log[p:], 1, 2, []CommitRange{{Off: 9000, Len: 20}, {Off: 12000, Len: 64}}, mem)
 	f.Add(log)
 	f.Add(log[:LogEntriesOff+10])
 	f.Fuzz(func(t *testing.T, log []byte) {
 		if len(log) < LogEntriesOff {
 			return
 		}
-		entries, err := ScanLog(log, 8192, 1<<20)
+		entries, commit, err := ScanLog(log, 8192, 1<<20)
 		if err != nil {
 			return
 		}
@@ -108,6 +110,9 @@ func FuzzScanLog(f *testing.F) {
 			if e.Off < 8192 || e.Off+uint64(len(e.Old)) > 1<<20 {
 				t.Fatalf("entry outside the bounds: %d+%d", e.Off, len(e.Old))
 			}
+		}
+		if commit != nil {
+			commit.Holds(mem)
 		}
 	})
 }

@@ -9,10 +9,20 @@ import (
 )
 
 // The undo log starts with a line holding a magic word and the generation
-// word. Entries follow from LogEntriesOff. An entry belongs to the live
-// transaction only if it carries the current generation and its checksum
-// holds; retiring the log is therefore one atomic 8-byte store (the
-// generation) and never a rewrite of the entries.
+// word; the rest is split in two halves, and a transaction of generation g
+// writes its entries in half g%2. An entry belongs to the live transaction
+// only if it carries the current generation and its checksum holds, so
+// retiring the log is one atomic 8-byte store (the next generation) and
+// never a rewrite of the entries. Because consecutive generations use
+// different halves, a transaction can write its first entries before the
+// store that retires its predecessor is durable: the predecessor's entries
+// stay intact until both are.
+//
+// A transaction ends its entries with a commit record listing every range
+// it changed and a hash of the range's new content. The commit is durable
+// once the record and the ranges are: recovery then sees that every range
+// holds what the record says and keeps the transaction instead of rolling
+// it back. Retiring the log is thus off the commit's critical path.
 const (
 	logMagic      = 0x474f4c4f444e55 // "UNDOLOG"
 	logMagicOff   = 0
@@ -21,7 +31,19 @@ const (
 	// LogEntryHeader is the fixed part of an entry: generation, pool
 	// offset, length, checksum. The old bytes follow, padded to 8.
 	LogEntryHeader = 32
+	// commitOff marks a commit record in an entry's offset field.
+	commitOff = ^uint64(0)
+	// CommitRangeSize is the size of one range in a commit record.
+	CommitRangeSize = 24
 )
+
+// LogHalf returns the part of a log region of logSize bytes that the
+// entries of generation gen use.
+func LogHalf(logSize, gen uint64) (start, end int) {
+	half := (logSize - LogEntriesOff) / 2 &^ 7
+	start = LogEntriesOff + int(gen%2*half)
+	return start, start + int(half)
+}
 
 // LogEntrySize returns the bytes an entry logging n bytes takes.
 func LogEntrySize(n int) int { return LogEntryHeader + int(alignUp(uint64(n), 8)) }
@@ -77,37 +99,111 @@ type LogEntry struct {
 	Old []byte
 }
 
+// CommitRange is a range a committed transaction changed, with the hash of
+// its new content.
+type CommitRange struct {
+	Off, Len, Hash uint64
+}
+
+// CommitRecordSize returns the bytes a commit record of n ranges takes.
+func CommitRecordSize(n int) int { return LogEntrySize(8 + n*CommitRangeSize) }
+
+// PutCommitRecord writes a commit record for ranges at the start of dst,
+// hashing each range's content in mem, and returns its size.
+func PutCommitRecord(dst []byte, gen uint64, entries int, ranges []CommitRange, mem []byte) int {
+	n := 8 + len(ranges)*CommitRangeSize
+	size := LogEntrySize(n)
+	body := dst[LogEntryHeader : LogEntryHeader+n]
+	le.PutUint64(body, uint64(entries))
+	for i, r := range ranges {
+		b := body[8+i*CommitRangeSize:]
+		le.PutUint64(b, r.Off)
+		le.PutUint64(b[8:], r.Len)
+		le.PutUint64(b[16:], xxhash.Sum64(mem[r.Off:r.Off+r.Len]))
+	}
+	le.PutUint64(dst[0:], SealWord(gen))
+	le.PutUint64(dst[8:], commitOff)
+	le.PutUint64(dst[16:], uint64(n))
+	clear(dst[LogEntryHeader+n : size])
+	le.PutUint64(dst[24:], entrySum(dst[:24], dst[LogEntryHeader:size]))
+	return size
+}
+
+// Commit is a decoded commit record: how many entries precede it and the
+// ranges the transaction changed.
+type Commit struct {
+	Entries int
+	Ranges  []CommitRange
+}
+
+// Holds reports whether every range of the record holds the content it
+// was committed with: the commit reached the media whole.
+func (c *Commit) Holds(mem []byte) bool {
+	for _, r := range c.Ranges {
+		if xxhash.Sum64(mem[r.Off:r.Off+r.Len]) != r.Hash {
+			return false
+		}
+	}
+	return true
+}
+
 // ScanLog returns the entries of the live transaction, in the order they
-// were written, or none when the log is retired. An entry of another
-// generation or with a bad checksum ends the log: it is the one being
-// written when the crash came, and its range was not yet changed. An entry
-// that checksums but names a range outside [lo, hi) is corruption.
-func ScanLog(log []byte, lo, hi uint64) ([]LogEntry, error) {
+// were written, and its commit record if it wrote one; none when the log
+// is retired. An entry of another generation or with a bad checksum ends
+// the log: it is the one being written when the crash came, and its range
+// was not yet changed. An entry or record that checksums but names a range
+// outside [lo, hi) is corruption.
+func ScanLog(log []byte, lo, hi uint64) ([]LogEntry, *Commit, error) {
 	if m := le.Uint64(log[logMagicOff:]); m != logMagic {
-		return nil, fmt.Errorf("undo log: bad magic %#x: %w", m, pmemgo.ErrCorrupt)
+		return nil, nil, fmt.Errorf("undo log: bad magic %#x: %w", m, pmemgo.ErrCorrupt)
 	}
 	gen, err := LogGen(log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	word := SealWord(gen)
+	start, end := LogHalf(uint64(len(log)), gen)
+	if end > len(log) || start >= end {
+		return nil, nil, fmt.Errorf("undo log: %d bytes is too small for two halves: %w", len(log), pmemgo.ErrCorrupt)
+	}
+	half := log[:end]
 	var out []LogEntry
-	for p := LogEntriesOff; p+LogEntryHeader <= len(log); {
-		e := log[p:]
+	for p := start; p+LogEntryHeader <= len(half); {
+		e := half[p:]
 		n := le.Uint64(e[16:])
-		if le.Uint64(e[0:]) != word || n > uint64(len(log)-p-LogEntryHeader) {
+		if le.Uint64(e[0:]) != word || n > uint64(len(half)-p-LogEntryHeader) {
 			break
 		}
 		size := LogEntrySize(int(n))
-		if p+size > len(log) || le.Uint64(e[24:]) != entrySum(e[:24], e[LogEntryHeader:size]) {
+		if p+size > len(half) || le.Uint64(e[24:]) != entrySum(e[:24], e[LogEntryHeader:size]) {
 			break
 		}
 		off := le.Uint64(e[8:])
-		if off < lo || off+n > hi || off+n < off {
-			return nil, fmt.Errorf("undo log: entry at log offset %d covers [%d, +%d), outside [%d, %d): %w", p, off, n, lo, hi, pmemgo.ErrCorrupt)
+		body := e[LogEntryHeader : LogEntryHeader+int(n)]
+		if off == commitOff {
+			c, err := decodeCommit(body, lo, hi, p)
+			return out, c, err
 		}
-		out = append(out, LogEntry{Off: off, Old: e[LogEntryHeader : LogEntryHeader+int(n)]})
+		if off < lo || off+n > hi || off+n < off {
+			return nil, nil, fmt.Errorf("undo log: entry at log offset %d covers [%d, +%d), outside [%d, %d): %w", p, off, n, lo, hi, pmemgo.ErrCorrupt)
+		}
+		out = append(out, LogEntry{Off: off, Old: body})
 		p += size
 	}
-	return out, nil
+	return out, nil, nil
+}
+
+func decodeCommit(body []byte, lo, hi uint64, at int) (*Commit, error) {
+	if len(body) < 8 || (len(body)-8)%CommitRangeSize != 0 {
+		return nil, fmt.Errorf("undo log: commit record at log offset %d has %d bytes: %w", at, len(body), pmemgo.ErrCorrupt)
+	}
+	c := &Commit{Entries: int(le.Uint64(body))}
+	for b := body[8:]; len(b) > 0; b = b[CommitRangeSize:] {
+		r := CommitRange{Off: le.Uint64(b), Len: le.Uint64(b[8:]), Hash: le.Uint64(b[16:])}
+		if r.Off < lo || r.Off+r.Len > hi || r.Off+r.Len < r.Off {
+			return nil, fmt.Errorf("undo log: commit record at log offset %d lists [%d, +%d), outside [%d, %d): %w", at, r.Off, r.Len, lo, hi, pmemgo.ErrCorrupt)
+		}
+		c.Ranges = append(c.Ranges, r)
+	}
+	return c, nil
 }
