@@ -24,8 +24,8 @@ type registry struct {
 	stored []*typeInfo // type id i is stored[i-1]
 	// snapshot is stored as of the last change, for lock-free reads.
 	snapshot atomic.Pointer[[]*typeInfo]
-	byName map[string]*typeInfo
-	byType map[reflect.Type]*typeInfo
+	byName   map[string]*typeInfo
+	byType   map[reflect.Type]*typeInfo
 }
 
 func newRegistry(descs []layout.TypeDesc) *registry {
@@ -147,7 +147,7 @@ func (r *registry) forget(added []*typeInfo) {
 		gone[ti] = true
 		delete(r.byName, ti.desc.Name)
 	}
-	r.stored = r.stored[:len(r.stored)-len(added) : len(r.stored)-len(added)]
+	r.stored = r.stored[: len(r.stored)-len(added) : len(r.stored)-len(added)]
 	r.snapshot.Store(&r.stored)
 	for t, ti := range r.byType {
 		if gone[ti] {
