@@ -414,3 +414,26 @@ func TestBadPointer(t *testing.T) {
 		})
 	}
 }
+
+// TestManyAllocationsOneTx checks that the commit record of a transaction
+// allocating many objects side by side stays small: it must fit the log
+// that a pool of this size gets by default.
+func TestManyAllocationsOneTx(t *testing.T) {
+	h, _ := openTemp(t, &heap.Options{Size: 16 << 20})
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		root, err := heap.Root[Root](tx)
+		if err != nil {
+			return err
+		}
+		for i := range 50000 {
+			n, err := heap.New[Node](tx)
+			if err != nil {
+				return err
+			}
+			n.Key, n.Next = uint64(i), root.Head
+			root.Head = n
+		}
+		return nil
+	}))
+	assert.Equal(t, 50000, countNodes(t, h))
+}

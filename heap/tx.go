@@ -1,9 +1,11 @@
 package heap
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/pmemgo/pmemgo"
@@ -284,7 +286,7 @@ func (tx *Tx) commit() error {
 		dev.Flush(int(f.off), int(f.n))
 		ranges = append(ranges, layout.CommitRange{Off: f.off, Len: f.n})
 	}
-	if err := l.commit(tx.h.mem, ranges); err != nil {
+	if err := l.commit(tx.h.mem, mergeRanges(ranges)); err != nil {
 		return err
 	}
 	if err := dev.Fence(); err != nil {
@@ -294,6 +296,25 @@ func (tx *Tx) commit() error {
 	tx.h.state = tx.state
 	tx.settle()
 	return nil
+}
+
+// mergeRanges sorts ranges and merges those that overlap or touch, so
+// that the objects a transaction allocated side by side in a slab take one
+// range of the commit record. Ranges that merely lie near each other are
+// not merged: the bytes between them are not the transaction's, and a later
+// transaction may change them before this one's log is retired.
+func mergeRanges(rs []layout.CommitRange) []layout.CommitRange {
+	slices.SortFunc(rs, func(a, b layout.CommitRange) int { return cmp.Compare(a.Off, b.Off) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && r.Off <= out[n-1].Off+out[n-1].Len {
+			last := &out[n-1]
+			last.Len = max(last.Off+last.Len, r.Off+r.Len) - last.Off
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // metaWrite is a metadata change the commit makes after logging it.

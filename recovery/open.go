@@ -122,6 +122,7 @@ func (p *Pool) recover(opts Options) error {
 	if p.State, err = layout.DecodeState(mem[layout.StateOff:], h); err != nil {
 		return err
 	}
+	prefault(mem[h.SlabOff : h.SlabOff+uint64(p.State.SlabHigh)*h.SlabSize])
 	if p.Types, err = layout.DecodeTypeTable(mem[h.TypeOff:h.TypeOff+p.State.TypeBytes], p.State.Types, h.TypeOff); err != nil {
 		return err
 	}
