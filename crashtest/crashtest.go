@@ -22,6 +22,25 @@
 //
 // Images are built incrementally in one scratch file: moving from one crash
 // point to the next writes only the lines that differ, never the whole pool.
+//
+// Two complete examples come with the package's tests. list_test.go keeps a
+// persistent linked list; its push logs the list header with heap.Add
+// before changing it, and TestListCorrect shows crashtest passing it, while
+// pushUnlogged changes the length without logging it and TestListBroken
+// shows crashtest catching that. hashmap_test.go does the same for a small
+// chained hash map whose broken put links a new entry into its bucket
+// without logging the bucket head. A workload looks like this:
+//
+//	w := crashtest.Workload{
+//		Setup: func(h *heap.Heap) error { return push(h, 0) },
+//		Ops: []crashtest.Op{
+//			{Name: "push 1", Run: func(h *heap.Heap) error { return push(h, 1) }},
+//		},
+//		Check: func(h *heap.Heap, inFlight int) error {
+//			// accept the list before or after Ops[inFlight]
+//		},
+//	}
+//	crashtest.Run(t, w, &crashtest.Options{Lines: crashtest.LinesSingle, Torn: true})
 package crashtest
 
 import (
