@@ -40,7 +40,7 @@ type Stats struct {
 	Slabs, Skipped int
 	// Pointers is the number of pointer words rewritten.
 	Pointers int64
-	// Bytes is the size of the slabs rewritten.
+	// Bytes is the size of the slabs rewritten that hold pointers.
 	Bytes int64
 	// Duration is the wall time of the rewrite.
 	Duration time.Duration
@@ -130,7 +130,9 @@ func (p *Plan) Run() (Stats, error) {
 			layout.SetSlabGen(mem[off:], p.Gen)
 			p.Dev.Flush(off, layout.SlabHeaderSize)
 			st.Slabs++
-			st.Bytes += int64(j.sh.Extent) * int64(p.Header.SlabSize)
+			if len(j.td.Ptrs) > 0 {
+				st.Bytes += int64(j.sh.Extent) * int64(p.Header.SlabSize)
+			}
 		}
 	}
 	if err := p.Dev.Fence(); err != nil {
