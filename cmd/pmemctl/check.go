@@ -10,8 +10,13 @@ import (
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
+type checkOptions struct {
+	json, leaks bool
+}
+
 func newCheckCmd() *cobra.Command {
-	return &cobra.Command{
+	var o checkOptions
+	cmd := &cobra.Command{
 		Use:   "check POOL",
 		Short: "Check a pool offline and print every problem found",
 		Long: `Check reads the pool file without writing it and prints each problem on a
@@ -19,44 +24,143 @@ line of its own, then a summary line. A pool that a crash left needing
 recovery (a live undo log, an interrupted swizzle) is checked as Open would
 leave it after recovering, and the recovery is reported as a problem.
 
+With --leaks it also walks the object graph from the root, through the
+pointer maps the pool stores for every type, and reports each allocated
+object or array that nothing reachable from the root points to: garbage
+that no transaction can free any more (pmemctl gc frees it in a copy). The
+walk runs only on a pool without damage, since objects that only a damaged
+pointer leads to would show as leaks.
+
 Exit status: 0 when the pool is clean, 2 when problems were found, 3 when the
 file is not a pool or cannot be read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: poolCommand(func(cmd *cobra.Command, args []string) error {
-			return runCheck(cmd.OutOrStdout(), args[0])
+			out := cmd.OutOrStdout()
+			var show func(recovery.Problem)
+			if !o.json {
+				show = func(p recovery.Problem) { fmt.Fprintln(out, p) }
+			}
+			r, err := checkPool(cmd, args[0], o.leaks, o.json, show)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				if err := writeJSON(out, r); err != nil {
+					return err
+				}
+			} else {
+				r.summary(out)
+			}
+			return r.err()
 		}),
 	}
+	cmd.Flags().BoolVar(&o.json, "json", false, "print the result as JSON")
+	cmd.Flags().BoolVar(&o.leaks, "leaks", false, "also report allocated objects unreachable from the root")
+	return cmd
 }
 
-func runCheck(out io.Writer, path string) error {
-	var problems, recoverable int
-	st, err := recovery.CheckFileStats(path, func(p recovery.Problem) bool {
-		problems++
-		if errors.Is(p.Err, recovery.ErrNeedsRecovery) {
-			recoverable++
+// checkResult is what a check found, as --json prints it.
+type checkResult struct {
+	Pool     string        `json:"pool"`
+	Problems []problemJSON `json:"problems"`
+	// Slabs, Objects and Pointers say how much was checked: slabs with
+	// usable headers, allocated slots (objects and arrays) in them, and
+	// their non-nil pointer words.
+	Slabs      int   `json:"slabs"`
+	Objects    int64 `json:"objects"`
+	Pointers   int64 `json:"pointers"`
+	RolledBack int   `json:"rolled_back"`
+	// Leaks is set with --leaks.
+	Leaks *leakResult `json:"leaks,omitempty"`
+
+	// damaged counts the problems that are damage, not pending recovery.
+	damaged int
+}
+
+type problemJSON struct {
+	Kind string `json:"kind"`
+	// Offset is the file offset, -1 when the problem has none.
+	Offset        int64  `json:"offset"`
+	Where         string `json:"where"`
+	Error         string `json:"error"`
+	NeedsRecovery bool   `json:"needs_recovery"`
+}
+
+type leakResult struct {
+	// Skipped says why the walk did not run; the counts are then zero.
+	Skipped          string `json:"skipped,omitempty"`
+	Allocated        int64  `json:"allocated"`
+	Reachable        int64  `json:"reachable"`
+	Unreachable      int64  `json:"unreachable"`
+	UnreachableBytes uint64 `json:"unreachable_bytes"`
+}
+
+// checkPool checks the pool at path, and walks it for leaks when leaks is
+// set, calling show (if not nil) with each problem as it is found. It
+// returns an error only when the pool cannot be checked at all.
+func checkPool(cmd *cobra.Command, path string, leaks, jsonOut bool, show func(recovery.Problem)) (*checkResult, error) {
+	r := &checkResult{Pool: path, Problems: []problemJSON{}}
+	bar := newProgress(cmd, jsonOut, spin, 0, "checking")
+	add := func(p recovery.Problem) bool {
+		pending := errors.Is(p.Err, recovery.ErrNeedsRecovery)
+		if !pending {
+			r.damaged++
 		}
-		fmt.Fprintln(out, p)
+		r.Problems = append(r.Problems, problemJSON{Kind: p.Kind, Offset: p.Offset, Where: p.Where, Error: p.Err.Error(), NeedsRecovery: pending})
+		if show != nil {
+			bar.above(func() { show(p) })
+		}
 		return true
-	})
+	}
+	st, err := recovery.CheckFileStats(path, add)
+	bar.done()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	summary := plural(problems, "problem")
-	if recoverable > 0 {
-		summary += fmt.Sprintf(" (%d of them recovery that opening the pool does)", recoverable)
+	r.Slabs, r.Objects, r.Pointers, r.RolledBack = st.Slabs, st.Objects, st.Pointers, st.RolledBack
+	if !leaks {
+		return r, nil
 	}
-	fmt.Fprintf(out, "%s: %s, %s and %s in %s checked\n", path, summary,
-		plural(int(st.Objects), "object"), plural(int(st.Pointers), "pointer"), plural(st.Slabs, "slab"))
-	if problems > 0 {
-		return problemsError(fmt.Errorf("%s: %s found", path, plural(problems, "problem")))
+	r.Leaks = &leakResult{}
+	if r.damaged > 0 {
+		r.Leaks.Skipped = "the pool is damaged, and objects that only a damaged pointer leads to would show as leaks"
+		return r, nil
 	}
-	return nil
+	bar = newProgress(cmd, jsonOut, countItems, st.Objects, "walking")
+	rs, err := recovery.CheckLeaks(path, bar.walkProgress(), add)
+	bar.done()
+	if err != nil {
+		return nil, err
+	}
+	r.Leaks.Allocated, r.Leaks.Reachable = rs.Allocated, rs.Reached
+	r.Leaks.Unreachable, r.Leaks.UnreachableBytes = rs.Unreached()
+	return r, nil
 }
 
-// plural returns "1 thing" or "n things".
-func plural(n int, thing string) string {
-	if n == 1 {
-		return "1 " + thing
+// summary prints the summary lines: what was checked and found, and what
+// the leak walk found.
+func (r *checkResult) summary(out io.Writer) {
+	summary := plural(len(r.Problems), "problem")
+	if pending := len(r.Problems) - r.damaged; pending > 0 {
+		summary += fmt.Sprintf(" (%d of them recovery that opening the pool does)", pending)
 	}
-	return fmt.Sprintf("%d %ss", n, thing)
+	fmt.Fprintf(out, "%s: %s, %s and %s in %s checked\n", r.Pool, summary,
+		plural(r.Objects, "object"), plural(r.Pointers, "pointer"), plural(r.Slabs, "slab"))
+	switch l := r.Leaks; {
+	case l == nil:
+	case l.Skipped != "":
+		fmt.Fprintf(out, "%s: leaks not checked: %s\n", r.Pool, l.Skipped)
+	default:
+		fmt.Fprintf(out, "%s: %d of %s reachable from the root, %d unreachable (%s)\n",
+			r.Pool, l.Reachable, plural(l.Allocated, "object"), l.Unreachable, humanBytes(l.UnreachableBytes))
+	}
+}
+
+// err returns the error that ends check with exit status 2 when problems
+// were found.
+func (r *checkResult) err() error {
+	if len(r.Problems) == 0 {
+		return nil
+	}
+	return problemsError(fmt.Errorf("%s: %s found", r.Pool, plural(len(r.Problems), "problem")))
 }

@@ -1,8 +1,21 @@
-// Command pmemctl inspects and exercises pmemgo pools.
+// Command pmemctl inspects, checks and repairs pmemgo pools.
 //
+//	pmemctl create POOL --size SIZE [--slab-size SIZE] [--log-size SIZE]
+//	pmemctl info POOL [--json]
+//	pmemctl types POOL [--json]
+//	pmemctl stats POOL [--json]
+//	pmemctl check POOL [--leaks] [--json]
+//	pmemctl dump POOL [--type T] [--object ID] [--hex]
+//	pmemctl recover POOL --output NEW [--json]
+//	pmemctl gc POOL --output NEW [--json]
+//	pmemctl replica serve|status ...
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
-//	pmemctl check POOL
 //	pmemctl version
+//
+// Commands that read a pool never write it: they recover it, if it needs
+// it, in memory only. recover and gc write a new file, never over one.
+// Progress bars are drawn on standard error, only when standard output is
+// a terminal and the output is not JSON.
 //
 // Exit codes: 0 success, 1 usage error, 2 problems found (a pool that fails
 // its check, a demo that fails verification), 3 not a pool or an I/O error.
@@ -33,7 +46,7 @@ func main() {
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "pmemctl",
-		Short: "Inspect and exercise pmemgo persistent-memory pools",
+		Short: "Inspect, check and repair pmemgo persistent-memory pools",
 		// run prints errors itself, with the exit code chosen from them;
 		// usage is printed only for usage errors.
 		SilenceErrors: true,
@@ -43,9 +56,16 @@ func newRootCmd() *cobra.Command {
 		return usageError(err)
 	})
 	root.AddCommand(
+		newCreateCmd(),
+		newInfoCmd(),
+		newTypesCmd(),
+		newStatsCmd(),
+		newCheckCmd(),
+		newDumpCmd(),
+		newRecoverCmd(),
+		newGCCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),
-		newCheckCmd(),
 		newVersionCmd(),
 	)
 	return root
