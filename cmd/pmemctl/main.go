@@ -64,6 +64,7 @@ func newRootCmd() *cobra.Command {
 		newDumpCmd(),
 		newRecoverCmd(),
 		newGCCmd(),
+		newReplicaCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),
 		newVersionCmd(),

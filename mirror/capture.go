@@ -1,0 +1,329 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/mirror/wire"
+)
+
+// onCommit runs at the end of every commit, under the heap's writer lock:
+// the pool's memory is the committed state, and nothing writes it.
+func (m *Mirror) onCommit() error {
+	dirty := m.tracker.DirtyBytes()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	if dirty > 0 && m.pendingSince.IsZero() {
+		m.pendingSince = time.Now()
+	}
+	capture := m.capReq || dirty >= maxCapture || m.senderIdleLocked()
+	m.mu.Unlock()
+	if m.opts.Mode == Sync {
+		if seq := m.capture(); seq != 0 {
+			return m.waitAcks(seq)
+		}
+		return nil
+	}
+	if capture {
+		m.capture()
+	}
+	return m.backpressure()
+}
+
+// senderIdleLocked reports whether a streaming replica has been sent
+// everything captured: capturing now gets the new lines to it at once.
+func (m *Mirror) senderIdleLocked() bool {
+	for _, s := range m.sessions {
+		if s.state == stateStreaming && s.next > m.head {
+			return true
+		}
+	}
+	return false
+}
+
+// requestCaptureLocked asks for a capture at the next commit boundary.
+func (m *Mirror) requestCaptureLocked() {
+	if !m.capReq {
+		m.capReq = true
+		close(m.capCh)
+	}
+}
+
+// signalLocked wakes whoever waits for acknowledgements or session states.
+func (m *Mirror) signalLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// capture reads the lines written back since the last capture from the
+// pool and makes them the next batch. It must run at a commit boundary,
+// under the heap's writer lock. It returns the batch's sequence number, or
+// 0 when there was nothing to capture and no capture was asked for.
+func (m *Mirror) capture() uint64 {
+	m.runs = m.tracker.Take(m.runs[:0])
+	m.mu.Lock()
+	req, seq := m.capReq, m.head+1
+	if len(m.runs) == 0 && !req {
+		m.pendingSince = time.Time{}
+		m.mu.Unlock()
+		return 0
+	}
+	m.mu.Unlock()
+
+	frame, n := m.encode(seq, m.runs)
+	now := time.Now()
+	m.mu.Lock()
+	m.head = seq
+	m.cum += n
+	oldest := m.pendingSince
+	if oldest.IsZero() {
+		oldest = now
+	}
+	m.pendingSince = time.Time{}
+	if m.capReq {
+		m.capReq = false
+		m.capCh = make(chan struct{})
+	}
+	var direct []net.Conn
+	var directTo []*session
+	if frame == nil {
+		m.dropHistoryLocked(seq, n)
+	} else {
+		m.hist.add(&batch{seq: seq, frame: frame, bytes: n, cum: m.cum, oldest: oldest, captured: now}, m.keepLocked())
+		for _, s := range m.sessions {
+			if m.opts.Mode == Sync {
+				if c := s.directLocked(seq); c != nil {
+					direct, directTo = append(direct, c), append(directTo, s)
+					continue
+				}
+			}
+			s.wakeUp()
+		}
+	}
+	m.mu.Unlock()
+	for i, c := range direct {
+		_, err := c.Write(frame)
+		directTo[i].release(c, err)
+	}
+	m.metrics.batches.Inc()
+	m.metrics.bytes.Add(float64(n))
+	return seq
+}
+
+// encode makes the wire frame of batch seq from the pool's memory. It
+// returns a nil frame when the batch is too large for one frame.
+func (m *Mirror) encode(seq uint64, runs []Run) ([]byte, int64) {
+	var n int
+	for _, r := range runs {
+		n += r.Len
+	}
+	size := wire.BatchSize(len(runs), n)
+	if size > wire.MaxPayload {
+		return nil, int64(n)
+	}
+	f := make([]byte, 0, wire.HeaderSize+size)
+	f = wire.BeginFrame(f, wire.TypeBatch, m.epoch, seq)
+	f = wire.AppendBatchHeader(f, len(runs))
+	for _, r := range runs {
+		f = wire.AppendRun(f, uint64(r.Off), m.mem[r.Off:r.Off+r.Len])
+	}
+	wire.FinishFrame(f)
+	return f, int64(n)
+}
+
+// dropHistoryLocked handles a batch too large for a frame: no replica can
+// be sent it, so every replica is disconnected and will get a snapshot.
+func (m *Mirror) dropHistoryLocked(seq uint64, n int64) {
+	m.log.Warn("mirror: batch too large for a frame; replicas will be sent snapshots", "seq", seq, "bytes", n)
+	m.hist = history{limit: m.hist.limit}
+	for _, s := range m.sessions {
+		if s.conn != nil {
+			s.conn.Close()
+		}
+	}
+}
+
+// keepLocked returns the oldest batch a connected replica may still need.
+func (m *Mirror) keepLocked() uint64 {
+	keep := m.head + 1
+	for _, s := range m.sessions {
+		if s.state == stateStreaming || s.state == stateSnapshot {
+			keep = min(keep, s.need)
+		}
+	}
+	return keep
+}
+
+// waitAcks waits, in sync mode, until Options.Acks replicas acknowledged
+// batch seq. While it waits it serves capture requests: the heap's writer
+// lock is held, so no one else can make a commit boundary.
+func (m *Mirror) waitAcks(seq uint64) error {
+	timer := time.NewTimer(m.opts.AckTimeout)
+	defer timer.Stop()
+	for {
+		m.mu.Lock()
+		acked, live, errs := m.ackCountLocked(seq)
+		ch, capCh, req, closed := m.changed, m.capCh, m.capReq, m.closed
+		m.mu.Unlock()
+		switch {
+		case acked >= m.opts.Acks:
+			return nil
+		case closed:
+			return fmt.Errorf("commit batch %d: %w", seq, ErrClosed)
+		case live < m.opts.Acks:
+			return fmt.Errorf("commit batch %d: %d replicas can acknowledge, %d needed: %w", seq, live, m.opts.Acks, errors.Join(errs...))
+		case req:
+			m.capture()
+			continue
+		}
+		select {
+		case <-ch:
+		case <-capCh:
+		case <-m.done:
+		case <-timer.C:
+			m.mu.Lock()
+			acked, _, errs := m.ackCountLocked(seq)
+			m.mu.Unlock()
+			return fmt.Errorf("commit batch %d: %d of %d acknowledgements within %v: %w",
+				seq, acked, m.opts.Acks, m.opts.AckTimeout, errors.Join(append([]error{ErrAckTimeout}, errs...)...))
+		}
+	}
+}
+
+// ackCountLocked returns how many replicas acknowledged batch seq, how many
+// still could (they have not refused this primary), and the errors of the
+// others.
+func (m *Mirror) ackCountLocked(seq uint64) (acked, live int, errs []error) {
+	for _, s := range m.sessions {
+		switch {
+		case s.acked >= seq:
+			acked++
+			live++
+		case s.state == stateRefused:
+			errs = append(errs, fmt.Errorf("replica %s: %w", s.addr, s.err))
+		default:
+			live++
+			if s.err != nil {
+				errs = append(errs, fmt.Errorf("replica %s: %w", s.addr, s.err))
+			}
+		}
+	}
+	return acked, live, errs
+}
+
+// backpressure makes an async commit wait while a streaming replica lags
+// past the bounds. Pending lines are captured first, so that the replica
+// has what it needs to catch up.
+func (m *Mirror) backpressure() error {
+	for {
+		dirty := int64(m.tracker.DirtyBytes())
+		m.mu.Lock()
+		over := !m.closed && m.overBoundLocked(time.Now(), dirty)
+		ch, capCh, req := m.changed, m.capCh, m.capReq
+		m.mu.Unlock()
+		if !over {
+			if req {
+				m.capture()
+			}
+			return nil
+		}
+		if dirty > 0 || req {
+			m.capture()
+			continue
+		}
+		select {
+		case <-ch:
+		case <-capCh:
+		case <-m.done:
+		}
+	}
+}
+
+// overBoundLocked reports whether a streaming replica lags past a bound.
+func (m *Mirror) overBoundLocked(now time.Time, dirty int64) bool {
+	for _, s := range m.sessions {
+		if s.state != stateStreaming {
+			continue
+		}
+		bytes, age := m.lagLocked(s, now, dirty)
+		if bytes > m.opts.MaxLagBytes || age > m.opts.MaxLagTime {
+			return true
+		}
+	}
+	return false
+}
+
+// lagLocked returns what s has not acknowledged: pool bytes, captured or
+// pending, and the age of the oldest such commit.
+func (m *Mirror) lagLocked(s *session, now time.Time, dirty int64) (int64, time.Duration) {
+	bytes := m.cum - s.ackedCum + dirty
+	var oldest time.Time
+	if b := m.hist.get(s.acked + 1); b != nil {
+		oldest = b.oldest
+	} else if dirty > 0 {
+		oldest = m.pendingSince
+	}
+	if oldest.IsZero() {
+		return bytes, 0
+	}
+	return bytes, now.Sub(oldest)
+}
+
+// cumLocked returns the pool bytes captured up to batch seq.
+func (m *Mirror) cumLocked(seq uint64) int64 {
+	if b := m.hist.get(seq + 1); b != nil {
+		return b.cum - b.bytes
+	}
+	if b := m.hist.get(seq); b != nil {
+		return b.cum
+	}
+	return m.cum
+}
+
+// flusher makes a commit boundary when a capture was asked for and no
+// commit came within FlushDelay to serve it: an empty Update runs the
+// commit hooks.
+func (m *Mirror) flusher() {
+	defer m.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		m.mu.Lock()
+		req, ch := m.capReq, m.capCh
+		m.mu.Unlock()
+		if !req {
+			select {
+			case <-ch:
+				continue
+			case <-m.done:
+				return
+			}
+		}
+		timer.Reset(m.opts.FlushDelay)
+		select {
+		case <-timer.C:
+		case <-m.done:
+			return
+		}
+		m.mu.Lock()
+		still := m.capReq && m.capCh == ch
+		m.mu.Unlock()
+		if !still {
+			continue
+		}
+		if err := m.h.Update(func(*heap.Tx) error { return nil }); err != nil && !errors.Is(err, ErrAckTimeout) {
+			m.log.Warn("mirror: cannot make a commit boundary", "err", err)
+			select {
+			case <-time.After(m.opts.RetryInterval):
+			case <-m.done:
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,65 @@
+// Package mirror replicates a pool to replica servers, line by line, so
+// that a pool lost with its machine survives on another one.
+//
+// # Pieces
+//
+// A Tracker records which 64-byte lines of a set of pages a device wrote
+// back; every device reports its write-backs, so it works whichever device
+// maps the pool. A Mirror tracks the whole pool and, at commit boundaries
+// (heap.OnCommit, run under the heap's writer lock, once the commit is
+// durable), captures the lines written back since the previous capture,
+// with their content read from the pool then, as one batch. Batches go to
+// each replica over TCP in the protocol of package wire. A Server keeps, for
+// each pool, a pool file named by the pool's UUID and applies each batch
+// atomically: the batch is written to a journal and made durable, then
+// applied to the pool file and made durable, then acknowledged. A crash of
+// the server between the two is finished at its next start, which redoes
+// the journaled batch. The pool file is therefore, whenever the server is
+// stopped, the primary's state after some commit: it passes the offline
+// check and opens with the heap API.
+//
+// Everything written back between two captures is in the next batch,
+// writes outside transactions included (the open mark, header writes), so
+// applying batches in order reproduces the primary's pool byte for byte.
+//
+// # Modes
+//
+// In Sync mode every commit is captured in its own hook, sent, and the
+// hook (so heap.Update) returns once Options.Acks replicas acknowledged it:
+// an acknowledged commit survives the loss of the primary.
+//
+// In Async mode the hook captures only when a replica is ready for more
+// (or a bound is reached); between captures the dirty lines accumulate in
+// the tracker, so a line rewritten by several commits is read and sent
+// once. Content is read at a commit boundary, never while a transaction
+// runs, which is what keeps a replica at the state of some commit rather
+// than a mix of two. The issue suggested copy-on-write of lines that a
+// later commit overwrites before they were sent; stores to the pool are
+// plain memory writes that the device learns of only at write-back, after
+// the old content is gone, so that cannot be done without trapping
+// stores. Reading the lines lazily at the next boundary, which the writer
+// lock makes stable, gives the same guarantee and the same coalescing of
+// hot lines. When lines wait and no commit comes within
+// Options.FlushDelay, the mirror makes a boundary itself with an empty
+// Update. A commit waits (back-pressure) while a streaming replica lags
+// more than Options.MaxLagBytes or Options.MaxLagTime.
+//
+// # Epochs and catch-up
+//
+// Start makes the pool a new incarnation (heap.NewEpoch); every message
+// carries its epoch and a replica refuses a primary older than one it has
+// seen for the pool (ErrStaleEpoch, on both sides). A replica that
+// connects reports the epoch and batch its pool file holds; the primary
+// resends the batches after it if it still holds them (Options.RetainBytes)
+// and else sends a snapshot: the pool's bytes, read while commits go on,
+// then the batches captured meanwhile. Every line a commit changed after
+// the copy began is in one of those batches, so once the replica has
+// applied them up to the first batch captured after the copy ended it
+// holds that batch's state exactly; only then does it install the copy as
+// its pool file.
+//
+// # Lifetime
+//
+// Close the Mirror before the heap: snapshots are read from the pool's
+// mapping.
+package mirror

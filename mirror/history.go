@@ -1,0 +1,62 @@
+package mirror
+
+import "time"
+
+// batch is a captured batch: the lines written back between two commit
+// boundaries (several, in async mode), with their content at the later
+// boundary, encoded once as a wire frame that every replica is sent.
+type batch struct {
+	seq   uint64
+	frame []byte
+	// bytes is the pool bytes it carries; cum the pool bytes captured up
+	// to and including it, so that lag in bytes is a subtraction.
+	bytes, cum int64
+	// oldest is when the oldest commit it carries ended; captured is when
+	// it was read from the pool.
+	oldest, captured time.Time
+}
+
+// history is the batches kept for replicas that fall behind or reconnect,
+// oldest first with consecutive sequence numbers.
+type history struct {
+	batches []*batch
+	bytes   int64 // frame bytes held
+	limit   int64
+}
+
+// add appends b and drops the oldest batches while more than limit bytes
+// are held, except those some replica still needs (seq >= keep), up to
+// four times the limit.
+func (h *history) add(b *batch, keep uint64) {
+	h.batches = append(h.batches, b)
+	h.bytes += int64(len(b.frame))
+	for len(h.batches) > 1 && h.bytes > h.limit {
+		old := h.batches[0]
+		if old.seq >= keep && h.bytes <= 4*h.limit {
+			break
+		}
+		h.bytes -= int64(len(old.frame))
+		h.batches[0] = nil
+		h.batches = h.batches[1:]
+	}
+}
+
+// get returns batch seq, or nil if it was dropped or not yet captured.
+func (h *history) get(seq uint64) *batch {
+	if len(h.batches) == 0 {
+		return nil
+	}
+	first := h.batches[0].seq
+	if seq < first || seq-first >= uint64(len(h.batches)) {
+		return nil
+	}
+	return h.batches[seq-first]
+}
+
+// first returns the oldest sequence number held, or 0 when empty.
+func (h *history) first() uint64 {
+	if len(h.batches) == 0 {
+		return 0
+	}
+	return h.batches[0].seq
+}

@@ -1,0 +1,235 @@
+package mirror
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/cespare/xxhash/v2"
+	"golang.org/x/sys/unix"
+)
+
+// A replica's journal is two files, written alternately, each holding one
+// record: what the replica did last, and the epoch and sequence number of
+// the state its pool file holds once that is done. A record is made durable
+// before the action it describes, so after a crash the newest valid record
+// says what to finish: re-apply a batch (idempotent), or complete the
+// rename of an installed snapshot. A record torn by a crash is invalid, and
+// then the other file's record holds: it describes an action that was
+// complete before the torn record was begun.
+//
+// Record layout (little-endian):
+//
+//	[0, 4)    magic "PMRJ"
+//	[4, 8)    version
+//	[8, 16)   counter: the record's number, one more than the previous
+//	[16]      kind
+//	[17, 24)  zero
+//	[24, 32)  newest epoch seen for the pool
+//	[32, 40)  epoch of the state after this record
+//	[40, 48)  sequence number of the state after this record
+//	[48, 56)  payload length
+//	[56, 64)  xxhash64 of the payload
+//	[64, 72)  xxhash64 of bytes [0, 64)
+//	[72, ...) payload: for a batch record, the wire batch payload
+const (
+	journalMagic   = "PMRJ"
+	journalVersion = 1
+	recordHeader   = 72
+)
+
+// recordKind says what a journal record describes.
+type recordKind uint8
+
+const (
+	// recordMark changes nothing in the pool file: a newer epoch was seen,
+	// or a snapshot is starting (so any snapshot file left over is not to
+	// be installed).
+	recordMark recordKind = iota + 1
+	// recordBatch is a batch being applied to the pool file.
+	recordBatch
+	// recordInstall is a complete snapshot file being renamed over the
+	// pool file.
+	recordInstall
+)
+
+// record is a journal record.
+type record struct {
+	counter          uint64
+	kind             recordKind
+	seen, epoch, seq uint64
+	payload          []byte
+	// sum is the payload's xxhash64 when known, zero to compute it.
+	sum uint64
+}
+
+var le = binary.LittleEndian
+
+func (r *record) encodeHeader(h []byte) {
+	clear(h[:recordHeader])
+	copy(h, journalMagic)
+	le.PutUint32(h[4:], journalVersion)
+	le.PutUint64(h[8:], r.counter)
+	h[16] = byte(r.kind)
+	le.PutUint64(h[24:], r.seen)
+	le.PutUint64(h[32:], r.epoch)
+	le.PutUint64(h[40:], r.seq)
+	sum := r.sum
+	if sum == 0 {
+		sum = xxhash.Sum64(r.payload)
+	}
+	le.PutUint64(h[48:], uint64(len(r.payload)))
+	le.PutUint64(h[56:], sum)
+	le.PutUint64(h[64:], xxhash.Sum64(h[:64]))
+}
+
+// errNoRecord is returned by readRecord for an empty journal file.
+var errNoRecord = errors.New("no record")
+
+// readRecord reads and validates the record in f.
+func readRecord(f *os.File) (record, error) {
+	var h [recordHeader]byte
+	n, err := f.ReadAt(h[:], 0)
+	switch {
+	case n == 0 && errors.Is(err, io.EOF):
+		return record{}, errNoRecord
+	case n < recordHeader:
+		return record{}, fmt.Errorf("record header: %d of %d bytes", n, recordHeader)
+	}
+	size, err := recordSize(h[:])
+	if err != nil {
+		return record{}, err
+	}
+	if fi, err := f.Stat(); err != nil {
+		return record{}, err
+	} else if size > uint64(fi.Size())-recordHeader {
+		return record{}, fmt.Errorf("record payload of %d bytes in a file of %d", size, fi.Size())
+	}
+	b := make([]byte, recordHeader+size)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return record{}, fmt.Errorf("record: %w", err)
+	}
+	return decodeRecord(b)
+}
+
+// recordSize validates a record header and returns its payload's size.
+func recordSize(h []byte) (uint64, error) {
+	switch {
+	case len(h) < recordHeader:
+		return 0, fmt.Errorf("record header: %d of %d bytes", len(h), recordHeader)
+	case string(h[:4]) != journalMagic:
+		return 0, fmt.Errorf("record magic %q", h[:4])
+	case le.Uint64(h[64:]) != xxhash.Sum64(h[:64]):
+		return 0, fmt.Errorf("record header checksum fails")
+	case le.Uint32(h[4:]) != journalVersion:
+		return 0, fmt.Errorf("record version %d", le.Uint32(h[4:]))
+	case recordKind(h[16]) < recordMark || recordKind(h[16]) > recordInstall:
+		return 0, fmt.Errorf("record kind %d", h[16])
+	}
+	return le.Uint64(h[48:]), nil
+}
+
+// decodeRecord decodes and validates the record at the start of b, whose
+// payload aliases b.
+func decodeRecord(b []byte) (record, error) {
+	size, err := recordSize(b)
+	if err != nil {
+		return record{}, err
+	}
+	if size > uint64(len(b)-recordHeader) {
+		return record{}, fmt.Errorf("record payload of %d bytes, %d present", size, len(b)-recordHeader)
+	}
+	r := record{
+		counter: le.Uint64(b[8:]), kind: recordKind(b[16]),
+		seen: le.Uint64(b[24:]), epoch: le.Uint64(b[32:]), seq: le.Uint64(b[40:]),
+		payload: b[recordHeader : recordHeader+size], sum: le.Uint64(b[56:]),
+	}
+	if xxhash.Sum64(r.payload) != r.sum {
+		return record{}, fmt.Errorf("record payload checksum fails")
+	}
+	return r, nil
+}
+
+// journal is the pair of journal files of one replicated pool.
+type journal struct {
+	files [2]*os.File
+	// last is the newest valid record.
+	last record
+	hdr  [recordHeader]byte
+}
+
+func journalPath(base string, i int) string { return fmt.Sprintf("%s.journal.%d", base, i) }
+
+// readJournal returns the newest valid record of the journal at base
+// without changing anything; ok is false when there is none.
+func readJournal(base string) (rec record, ok bool, err error) {
+	for i := range 2 {
+		f, err := os.Open(journalPath(base, i))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return rec, false, err
+		}
+		r, rerr := readRecord(f)
+		f.Close()
+		if rerr == nil && (!ok || r.counter > rec.counter) {
+			rec, ok = r, true
+		}
+	}
+	return rec, ok, nil
+}
+
+// openJournal opens, creating them if need be, the journal files at base.
+func openJournal(base string) (*journal, error) {
+	j := &journal{}
+	for i := range j.files {
+		f, err := os.OpenFile(journalPath(base, i), os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			j.close()
+			return nil, err
+		}
+		j.files[i] = f
+		r, err := readRecord(f)
+		if err == nil && r.counter > j.last.counter {
+			j.last = r
+		}
+	}
+	return j, nil
+}
+
+// write makes r the newest record, durably. Its counter is set here.
+func (j *journal) write(r record) error {
+	r.counter = j.last.counter + 1
+	r.encodeHeader(j.hdr[:])
+	f := j.files[r.counter%2]
+	iov := [][]byte{j.hdr[:]}
+	if len(r.payload) > 0 {
+		iov = append(iov, r.payload)
+	}
+	n, err := unix.Pwritev(int(f.Fd()), iov, 0)
+	if err == nil && n != recordHeader+len(r.payload) {
+		err = fmt.Errorf("short write: %d of %d bytes", n, recordHeader+len(r.payload))
+	}
+	if err == nil {
+		err = unix.Fdatasync(int(f.Fd()))
+	}
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", f.Name(), err)
+	}
+	r.payload = nil
+	j.last = r
+	return nil
+}
+
+func (j *journal) close() error {
+	var errs []error
+	for _, f := range j.files {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,346 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
+)
+
+// Mode chooses when a commit returns.
+type Mode int
+
+const (
+	// Sync makes each commit return once Options.Acks replicas hold it
+	// durably.
+	Sync Mode = iota
+	// Async lets commits return at once; replicas follow, their lag
+	// bounded by Options.MaxLagBytes and MaxLagTime.
+	Async
+)
+
+// String returns "sync" or "async".
+func (m Mode) String() string {
+	if m == Async {
+		return "async"
+	}
+	return "sync"
+}
+
+// Options configures a Mirror.
+type Options struct {
+	// Replicas are the addresses (host:port) of the replica servers.
+	Replicas []string
+	// Mode is Sync or Async.
+	Mode Mode
+	// Acks is how many replicas must acknowledge a commit in sync mode
+	// before it returns. Zero means one; it is at most len(Replicas).
+	Acks int
+	// AckTimeout bounds a sync commit's wait for acknowledgements. Zero
+	// means 5 seconds.
+	AckTimeout time.Duration
+	// MaxLagBytes and MaxLagTime bound, in async mode, how far a
+	// connected replica may fall behind: pool bytes captured or pending
+	// that it has not acknowledged, and the age of the oldest commit it has
+	// not acknowledged. A commit past either bound waits. Zero means 64 MiB
+	// and 1 second.
+	MaxLagBytes int64
+	MaxLagTime  time.Duration
+	// RetainBytes is how much of the recent batches is kept for replicas
+	// that reconnect; one that needs older ones gets a snapshot. Zero means
+	// 64 MiB.
+	RetainBytes int64
+	// FlushDelay is how long lines written back wait for a commit to
+	// capture them before the mirror makes a commit boundary itself, when
+	// a replica is waiting for them. Zero means 1 millisecond.
+	FlushDelay time.Duration
+	// Timeout bounds network waits: dialling, the handshake, a write, and
+	// a replica's acknowledgement of what it was sent. Zero means 10
+	// seconds.
+	Timeout time.Duration
+	// RetryInterval is the first wait before reconnecting to a replica; it
+	// doubles up to 5 seconds. Zero means 100 milliseconds.
+	RetryInterval time.Duration
+	// Dial connects to a replica; nil means a net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Logger receives what the mirror does; nil discards it.
+	Logger *slog.Logger
+	// Metrics, if set, gets the mirror's Prometheus metrics.
+	Metrics prometheus.Registerer
+}
+
+func (o *Options) setDefaults() error {
+	if len(o.Replicas) == 0 {
+		return errors.New("mirror: no replica")
+	}
+	for i, r := range o.Replicas {
+		if slices.Contains(o.Replicas[:i], r) {
+			return fmt.Errorf("mirror: replica %s listed twice", r)
+		}
+	}
+	if o.Acks == 0 {
+		o.Acks = 1
+	}
+	if o.Acks < 0 || o.Acks > len(o.Replicas) {
+		return fmt.Errorf("mirror: %d acks required of %d replicas", o.Acks, len(o.Replicas))
+	}
+	setDefault(&o.AckTimeout, 5*time.Second)
+	setDefault(&o.MaxLagBytes, 64<<20)
+	setDefault(&o.MaxLagTime, time.Second)
+	setDefault(&o.RetainBytes, 64<<20)
+	setDefault(&o.FlushDelay, time.Millisecond)
+	setDefault(&o.Timeout, 10*time.Second)
+	setDefault(&o.RetryInterval, 100*time.Millisecond)
+	if o.Dial == nil {
+		o.Dial = (&net.Dialer{}).DialContext
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// maxCapture is the pool bytes at which pending lines are captured even if
+// no replica is waiting, so that a batch stays of a size that a frame and
+// a journal record hold comfortably.
+const maxCapture = 64 << 20
+
+// Mirror replicates a heap to replica servers. It starts a new epoch of
+// the pool, tracks every line the device writes back and, at each commit
+// boundary, ships what changed since the previous one as a batch that
+// replicas apply atomically.
+//
+// Close the Mirror before closing the heap: snapshots for replicas that
+// catch up are read from the pool's mapping.
+type Mirror struct {
+	h          *heap.Heap
+	opts       Options
+	log        *slog.Logger
+	mem        []byte
+	uuid       [16]byte
+	epoch      uint64
+	tracker    *Tracker
+	cancelHook func()
+	metrics    *primaryMetrics
+	unregister func()
+	// runs is scratch for captures, which happen one at a time under the
+	// heap's writer lock.
+	runs []Run
+
+	// ctx is cancelled by Close, ending dials in progress.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{}
+	// head is the newest batch captured; cum the pool bytes captured.
+	head     uint64
+	cum      int64
+	hist     history
+	sessions []*session
+	// changed is closed, and replaced, when a replica acknowledges or a
+	// session changes state.
+	changed chan struct{}
+	// capReq asks for a capture at the next commit boundary; capCh is
+	// closed when it is set and replaced by the capture that serves it.
+	capReq bool
+	capCh  chan struct{}
+	// pendingSince is when the oldest commit whose lines are not yet
+	// captured ended.
+	pendingSince time.Time
+	wg           sync.WaitGroup
+}
+
+// Start starts replicating h. It makes this open of the pool a new
+// incarnation (heap.NewEpoch), so that replicas refuse any older primary of
+// the same pool from then on, and connects to the replicas in the
+// background: a replica that does not hold this incarnation's history is
+// sent a snapshot first.
+func Start(h *heap.Heap, opts Options) (*Mirror, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	mem := h.Device().Bytes()
+	uuid, err := poolUUID(mem)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mirror{
+		h: h, opts: opts, log: opts.Logger, mem: mem, uuid: uuid,
+		metrics: newPrimaryMetrics(),
+		done:    make(chan struct{}), changed: make(chan struct{}), capCh: make(chan struct{}),
+		hist: history{limit: max(opts.RetainBytes, 1)},
+	}
+	m.metrics.lag = &lagCollector{m: m}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	// Track before the epoch changes, so that the header write is part of
+	// the first batch.
+	m.tracker = NewTracker(h.Device())
+	m.tracker.Track(0, len(mem))
+	if m.epoch, err = h.NewEpoch(); err != nil {
+		m.tracker.Stop()
+		m.cancel()
+		return nil, fmt.Errorf("mirror: new epoch: %w", err)
+	}
+	if m.unregister, err = register(opts.Metrics, m.metrics.collectors()); err != nil {
+		m.tracker.Stop()
+		m.cancel()
+		return nil, err
+	}
+	m.cancelHook = h.OnCommit(m.onCommit)
+	for _, addr := range opts.Replicas {
+		s := &session{m: m, addr: addr, wake: make(chan struct{}, 1)}
+		m.sessions = append(m.sessions, s)
+		m.wg.Add(1)
+		go s.run()
+	}
+	m.wg.Add(1)
+	go m.flusher()
+	m.log.Info("mirror started", "pool", fmt.Sprintf("%x", uuid), "epoch", m.epoch, "mode", opts.Mode.String(), "replicas", opts.Replicas)
+	return m, nil
+}
+
+// poolUUID reads the pool's UUID from whichever header slot is valid.
+func poolUUID(mem []byte) ([16]byte, error) {
+	var errs []error
+	for i := range 2 {
+		h, err := layout.DecodeHeader(mem[layout.SlotOff(i):])
+		if err == nil {
+			return h.UUID, nil
+		}
+		errs = append(errs, err)
+	}
+	return [16]byte{}, fmt.Errorf("mirror: pool header: %w", errors.Join(errs...))
+}
+
+// Epoch returns the epoch of this incarnation of the primary.
+func (m *Mirror) Epoch() uint64 { return m.epoch }
+
+// Seq returns the newest batch captured.
+func (m *Mirror) Seq() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.head
+}
+
+// Close stops replicating: connections are closed and commits no longer
+// wait. It does not wait for replicas to catch up; Flush does.
+func (m *Mirror) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	m.closed = true
+	close(m.done)
+	m.cancel()
+	for _, s := range m.sessions {
+		if s.conn != nil {
+			s.conn.Close()
+		}
+	}
+	m.mu.Unlock()
+	m.cancelHook()
+	m.tracker.Stop()
+	m.wg.Wait()
+	m.unregister()
+	m.log.Info("mirror closed", "epoch", m.epoch, "seq", m.Seq())
+	return nil
+}
+
+// Flush captures every line written back so far, at a commit boundary,
+// and waits until every replica has acknowledged it, or ctx is done. A
+// replica that refused this primary is not waited for, but its refusal is
+// returned.
+func (m *Mirror) Flush(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	m.requestCaptureLocked()
+	m.mu.Unlock()
+	if err := m.h.Update(func(*heap.Tx) error { return nil }); err != nil && !errors.Is(err, ErrAckTimeout) {
+		return err
+	}
+	target := m.Seq()
+	for {
+		m.mu.Lock()
+		behind, errs, refused := 0, []error(nil), []error(nil)
+		for _, s := range m.sessions {
+			switch {
+			case s.state == stateRefused:
+				refused = append(refused, fmt.Errorf("replica %s: %w", s.addr, s.err))
+			case s.acked < target:
+				behind++
+				errs = append(errs, s.err)
+			}
+		}
+		ch := m.changed
+		m.mu.Unlock()
+		if behind == 0 {
+			return errors.Join(refused...)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("flush to batch %d: %d replicas behind: %w", target, behind, errors.Join(append(errs, ctx.Err())...))
+		case <-m.done:
+			return ErrClosed
+		}
+	}
+}
+
+// ReplicaStatus is what a Mirror knows of one replica.
+type ReplicaStatus struct {
+	Addr string
+	// State is "connecting", "snapshot", "streaming" or "refused".
+	State string
+	// Epoch is the primary's epoch; Head its newest batch; Acked the
+	// newest batch the replica acknowledged in this epoch.
+	Epoch, Head, Acked uint64
+	// LagBatches, LagBytes and LagTime are how far the replica is behind:
+	// batches, pool bytes (captured or pending), and the age of the oldest
+	// commit it has not acknowledged.
+	LagBatches uint64
+	LagBytes   int64
+	LagTime    time.Duration
+	// Snapshots is how many snapshots the replica was sent.
+	Snapshots int
+	// Err is the error that ended the last connection, if any.
+	Err error
+}
+
+// Status returns the state of each replica, in the order of
+// Options.Replicas.
+func (m *Mirror) Status() []ReplicaStatus {
+	dirty := int64(m.tracker.DirtyBytes())
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]ReplicaStatus, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		st := ReplicaStatus{Addr: s.addr, State: s.state.String(), Epoch: m.epoch, Head: m.head, Acked: s.acked, Snapshots: s.snapshots, Err: s.err}
+		st.LagBatches = m.head - min(s.acked, m.head)
+		st.LagBytes, st.LagTime = m.lagLocked(s, now, dirty)
+		out = append(out, st)
+	}
+	return out
+}

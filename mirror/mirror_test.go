@@ -1,0 +1,213 @@
+package mirror_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/mirror"
+)
+
+// TestReplicate runs the workload against one replica in each mode, waits
+// for the replica and compares it with the primary.
+func TestReplicate(t *testing.T) {
+	for _, mode := range []mirror.Mode{mirror.Sync, mirror.Async} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := fastDir(t)
+			srv, addr := startServer(t, dir)
+			h := openPrimary(t, fastDir(t))
+			defer h.Close()
+			m, err := mirror.Start(h, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)})
+			require.NoError(t, err)
+			const commits = 300
+			for i := uint64(1); i <= commits; i++ {
+				require.NoError(t, h.Update(func(tx *heap.Tx) error { return step(tx, i) }))
+			}
+			flush(t, m)
+			st := m.Status()
+			require.Len(t, st, 1)
+			assert.Equal(t, "streaming", st[0].State)
+			assert.Equal(t, m.Seq(), st[0].Acked)
+			assert.Zero(t, st[0].LagBytes)
+			require.NoError(t, m.Close())
+
+			primary := append([]byte(nil), h.Device().Bytes()...)
+			require.NoError(t, srv.Close())
+			path := replicaFile(t, dir)
+			replica, err := os.ReadFile(path)
+			require.NoError(t, err)
+			requireSameData(t, primary, replica)
+			assert.Equal(t, uint64(commits), checkReplica(t, path))
+		})
+	}
+}
+
+// TestSyncAcks checks how many acknowledgements a sync commit waits for:
+// with two replicas up, both when Acks is 2; with one of two down, a
+// commit needing two times out but stands, and one needing one does not
+// wait.
+func TestSyncAcks(t *testing.T) {
+	dirA, dirB := fastDir(t), fastDir(t)
+	_, addrA := startServer(t, dirA)
+	srvB, addrB := startServer(t, dirB)
+	h := openPrimary(t, fastDir(t))
+	defer h.Close()
+	m, err := mirror.Start(h, mirror.Options{
+		Replicas: []string{addrA, addrB}, Acks: 2, AckTimeout: 300 * time.Millisecond, Logger: testLogger(t),
+	})
+	require.NoError(t, err)
+	require.NoError(t, commit(t, h, 1))
+	for _, st := range m.Status() {
+		assert.Equal(t, m.Seq(), st.Acked, st.Addr)
+	}
+	require.NoError(t, srvB.Close())
+	start := time.Now()
+	err = commit(t, h, 2)
+	assert.ErrorIs(t, err, mirror.ErrAckTimeout)
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	require.NoError(t, m.Close())
+
+	m, err = mirror.Start(h, mirror.Options{Replicas: []string{addrA, addrB}, Acks: 1, Logger: testLogger(t)})
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, commit(t, h, 3), "one replica suffices")
+	st := m.Status()
+	assert.Equal(t, m.Seq(), st[0].Acked)
+	assert.Equal(t, "connecting", st[1].State)
+	assert.Error(t, st[1].Err)
+}
+
+func TestOptions(t *testing.T) {
+	h := openPrimary(t, fastDir(t))
+	defer h.Close()
+	for _, opts := range []mirror.Options{
+		{},
+		{Replicas: []string{"127.0.0.1:1"}, Acks: 2},
+	} {
+		_, err := mirror.Start(h, opts)
+		assert.Error(t, err)
+	}
+}
+
+// TestMetrics checks that the mirror's and the server's metrics are
+// registered and move.
+func TestMetrics(t *testing.T) {
+	dir := fastDir(t)
+	sreg := prometheus.NewRegistry()
+	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: dir, Metrics: sreg})
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(l)
+	defer srv.Close()
+	h := openPrimary(t, fastDir(t))
+	defer h.Close()
+	preg := prometheus.NewRegistry()
+	m, err := mirror.Start(h, mirror.Options{Replicas: []string{l.Addr().String()}, Metrics: preg})
+	require.NoError(t, err)
+	for i := range uint64(5) {
+		require.NoError(t, commit(t, h, i+1))
+	}
+	values := func(reg *prometheus.Registry) map[string]float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		v := map[string]float64{}
+		for _, mf := range mfs {
+			for _, mt := range mf.GetMetric() {
+				switch {
+				case mt.Counter != nil:
+					v[mf.GetName()] += mt.Counter.GetValue()
+				case mt.Gauge != nil:
+					v[mf.GetName()] += mt.Gauge.GetValue()
+				case mt.Histogram != nil:
+					v[mf.GetName()] += float64(mt.Histogram.GetSampleCount())
+				}
+			}
+		}
+		return v
+	}
+	pv := values(preg)
+	assert.GreaterOrEqual(t, pv["pmemgo_mirror_batches_total"], 5.0)
+	assert.Positive(t, pv["pmemgo_mirror_bytes_total"])
+	assert.GreaterOrEqual(t, pv["pmemgo_mirror_ack_latency_seconds"], 5.0)
+	assert.Equal(t, float64(m.Seq()), pv["pmemgo_mirror_acked_seq"])
+	assert.Contains(t, pv, "pmemgo_mirror_lag_bytes")
+	sv := values(sreg)
+	assert.GreaterOrEqual(t, sv["pmemgo_replica_batches_total"], 4.0)
+	assert.Equal(t, 1.0, sv["pmemgo_replica_snapshots_total"])
+	assert.Equal(t, float64(m.Seq()), sv["pmemgo_replica_applied_seq"])
+	require.NoError(t, m.Close())
+	assert.Empty(t, values(preg), "Close unregisters the mirror's metrics")
+}
+
+// slowConn delays every write, as a slow network or replica would.
+type slowConn struct {
+	net.Conn
+	delay time.Duration
+}
+
+func (c slowConn) Write(b []byte) (int, error) {
+	time.Sleep(c.delay)
+	return c.Conn.Write(b)
+}
+
+// TestAsyncBackpressure replicates 256 KiB transactions to a replica behind
+// a slow link: commits must wait so that, whenever one returns, the
+// replica lags by no more than MaxLagBytes; and with a time bound, by no
+// more than MaxLagTime.
+func TestAsyncBackpressure(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxBytes int64
+		maxTime  time.Duration
+	}{
+		{"bytes", 2 << 20, time.Hour},
+		{"time", 1 << 40, 20 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, addr := startServer(t, fastDir(t))
+			h, err := heap.Open(filepath.Join(fastDir(t), "p.pool"), &heap.Options{Size: 32 << 20, LogSize: 2 << 20})
+			require.NoError(t, err)
+			defer h.Close()
+			fillChunks(t, h)
+			var d net.Dialer
+			m, err := mirror.Start(h, mirror.Options{
+				Replicas: []string{addr}, Mode: mirror.Async, MaxLagBytes: tc.maxBytes, MaxLagTime: tc.maxTime,
+				Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+					c, err := d.DialContext(ctx, network, address)
+					return slowConn{Conn: c, delay: 5 * time.Millisecond}, err
+				},
+				Logger: testLogger(t),
+			})
+			require.NoError(t, err)
+			defer m.Close()
+			flush(t, m)
+			var maxLag int64
+			var maxAge time.Duration
+			for i := range 30 {
+				require.NoError(t, h.Update(writeChunk(i)))
+				returned := time.Now()
+				st := m.Status()[0]
+				assert.LessOrEqual(t, st.LagBytes, tc.maxBytes, "commit %d", i)
+				assert.LessOrEqual(t, st.LagTime, tc.maxTime+time.Since(returned), "commit %d", i)
+				maxLag, maxAge = max(maxLag, st.LagBytes), max(maxAge, st.LagTime)
+			}
+			t.Logf("largest lag seen after a commit: %d bytes, %v", maxLag, maxAge)
+			if tc.name == "bytes" {
+				assert.Greater(t, maxLag, tc.maxBytes/4, "the link is slow enough to need back-pressure")
+			} else {
+				assert.Greater(t, maxAge, tc.maxTime/4, "the link is slow enough to need back-pressure")
+			}
+			flush(t, m)
+		})
+	}
+}

@@ -1,0 +1,381 @@
+package mirror
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
+)
+
+// ServerOptions configures a replica Server.
+type ServerOptions struct {
+	// Dir holds one pool file per replicated pool, named by the pool's
+	// UUID, with its journal. It is created if missing.
+	Dir string
+	// Logger receives what the server does; nil discards it.
+	Logger *slog.Logger
+	// Metrics, if set, gets the server's Prometheus metrics.
+	Metrics prometheus.Registerer
+	// HandshakeTimeout bounds the wait for a connection's first message.
+	// Zero means 10 seconds.
+	HandshakeTimeout time.Duration
+}
+
+// Server is a replica server: it accepts primaries and keeps, for each
+// pool, a pool file that is always, once the server is stopped, a valid
+// pool holding the primary's state at some commit.
+type Server struct {
+	opts       ServerOptions
+	log        *slog.Logger
+	metrics    *replicaMetrics
+	unregister func()
+
+	mu        sync.Mutex
+	closed    bool
+	pools     map[[16]byte]*poolEntry
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+}
+
+// poolEntry is a pool the server knows, with what Status reports of it.
+// Fields are under Server.mu, except that p belongs to the session that
+// has the pool busy: epoch, seq and seen are copies of its state for
+// Status, published by that session.
+type poolEntry struct {
+	p                *replicaPool
+	epoch, seq, seen uint64
+	busy             bool
+	// conn, sessionEpoch and done are the busy session's connection and
+	// epoch, and a channel closed when it ends.
+	conn         net.Conn
+	sessionEpoch uint64
+	done         chan struct{}
+	state        string
+	primary      string
+	head         uint64
+	lastErr      string
+	lastTime     time.Time
+}
+
+// PoolStatus is what a replica server reports about one pool.
+type PoolStatus struct {
+	// Pool is the pool's UUID in hex.
+	Pool string `json:"pool"`
+	// Path is the replica's pool file.
+	Path string `json:"path"`
+	// Epoch and Seq identify the state the pool file holds: the batch Seq
+	// of the primary incarnation Epoch.
+	Epoch uint64 `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+	// SeenEpoch is the newest epoch seen: older primaries are refused.
+	SeenEpoch uint64 `json:"seen_epoch"`
+	// Head is the primary's newest batch when it connected, or the newest
+	// applied if later, and Lag how many batches the replica is behind
+	// it: the lag of a catch-up. The primary's Mirror.Status has the lag
+	// of a streaming replica.
+	Head uint64 `json:"head"`
+	Lag  uint64 `json:"lag"`
+	// State is "idle" (no primary connected), "handshake", "connected"
+	// (nothing received yet), "snapshot" (receiving a copy) or "streaming".
+	State string `json:"state"`
+	// Primary is the connected primary's address.
+	Primary string `json:"primary,omitempty"`
+	// LastApplied is when a batch or snapshot was last made durable.
+	LastApplied time.Time `json:"last_applied,omitzero"`
+	// LastError is the error that ended the last session, if any.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// NewServer opens the replica directory and recovers every pool in it:
+// what a crash interrupted is finished or discarded, so that every pool
+// file is valid.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("replica server: no directory")
+	}
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("replica server: %w", err)
+	}
+	s := &Server{
+		opts: opts, log: log, metrics: newReplicaMetrics(),
+		pools: map[[16]byte]*poolEntry{}, listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{},
+	}
+	uuids, err := poolsIn(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("replica server: %w", err)
+	}
+	for _, u := range uuids {
+		p, err := openReplicaPool(opts.Dir, u)
+		if err != nil {
+			s.closePools()
+			return nil, fmt.Errorf("replica server: %w", err)
+		}
+		s.pools[u] = &poolEntry{p: p, state: "idle", epoch: p.epoch, seq: p.seq, seen: p.seen}
+		s.metrics.applied.WithLabelValues(p.name()).Set(float64(p.seq))
+		log.Info("replica recovered", "pool", p.name(), "epoch", p.epoch, "seq", p.seq, "seen_epoch", p.seen)
+	}
+	if s.unregister, err = register(opts.Metrics, s.metrics.collectors()); err != nil {
+		s.closePools()
+		return nil, err
+	}
+	return s, nil
+}
+
+// poolsIn returns the UUIDs of the pools with files in dir.
+func poolsIn(dir string) ([][16]byte, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var uuids [][16]byte
+	for _, e := range entries {
+		name, _, _ := strings.Cut(e.Name(), ".")
+		var u [16]byte
+		if b, err := hex.DecodeString(name); err == nil && len(b) == 16 {
+			copy(u[:], b)
+			if !slices.Contains(uuids, u) {
+				uuids = append(uuids, u)
+			}
+		}
+	}
+	return uuids, nil
+}
+
+// Serve accepts primaries on l until Close. It returns ErrClosed after
+// Close, or the error that stopped accepting.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	s.log.Info("replica server listening", "addr", l.Addr().String(), "dir", s.opts.Dir)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			delete(s.listeners, l)
+			s.mu.Unlock()
+			if closed {
+				return ErrClosed
+			}
+			return err
+		}
+		if !s.track(c) {
+			c.Close()
+			return ErrClosed
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			s.handle(c)
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Close stops accepting, ends every session and closes the pool files. A
+// batch being applied is finished first, so the files are valid pools.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.unregister()
+	return s.closePools()
+}
+
+func (s *Server) closePools() error {
+	var errs []error
+	for _, e := range s.pools {
+		errs = append(errs, e.p.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Status returns the status of every pool, sorted by UUID.
+func (s *Server) Status() []PoolStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []PoolStatus
+	for _, e := range s.pools {
+		p := e.p
+		st := PoolStatus{
+			Pool: p.name(), Path: p.poolPath(), Epoch: e.epoch, Seq: e.seq, SeenEpoch: e.seen,
+			Head: max(e.head, e.seq), State: e.state, Primary: e.primary,
+			LastApplied: e.lastTime, LastError: e.lastErr,
+		}
+		st.Lag = st.Head - st.Seq
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b PoolStatus) int { return strings.Compare(a.Pool, b.Pool) })
+	return out
+}
+
+// handle runs one connection: a status request, or a primary's session.
+func (s *Server) handle(c net.Conn) {
+	r := wire.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+	f, err := r.Next()
+	if err != nil {
+		if err != io.EOF {
+			s.log.Warn("replica: bad first message", "remote", c.RemoteAddr().String(), "err", err)
+			sendError(c, err)
+		}
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	switch f.Type {
+	case wire.TypeStatusRequest:
+		body, _ := json.Marshal(s.Status())
+		c.Write(wire.AppendFrame(nil, wire.TypeStatus, 0, 0, body))
+	case wire.TypeHello:
+		s.session(c, r, f)
+	default:
+		sendError(c, protocolError("%s message before hello", f.Type))
+	}
+}
+
+// session serves a primary from its hello to the end of the connection.
+func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
+	remote := c.RemoteAddr().String()
+	h, err := wire.DecodeHello(hello.Payload)
+	if err != nil {
+		sendError(c, err)
+		return
+	}
+	e, err := s.acquire(h.UUID, hello.Epoch, c)
+	if err != nil {
+		level := slog.LevelWarn
+		if errors.Is(err, ErrStaleEpoch) {
+			level = slog.LevelError
+		}
+		s.log.Log(context.Background(), level, "replica: refused primary", "pool", hex.EncodeToString(h.UUID[:]), "remote", remote, "err", err)
+		sendError(c, err)
+		return
+	}
+	rs := &replicaSession{s: s, c: c, r: r, e: e, p: e.p, epoch: hello.Epoch, head: hello.Seq, size: int64(h.Size)}
+	err = rs.run()
+	e.p.abort(rs.snap)
+	seq := e.p.seq
+	s.mu.Lock()
+	e.busy, e.state, e.primary, e.conn = false, "idle", "", nil
+	close(e.done)
+	if err != nil {
+		e.lastErr = err.Error()
+	}
+	s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.log.Info("replica: primary disconnected", "pool", e.p.name(), "remote", remote, "seq", seq)
+	case errors.Is(err, ErrStaleEpoch):
+		s.log.Error("replica: refused stale primary", "pool", e.p.name(), "remote", remote, "err", err)
+		sendError(c, err)
+	default:
+		s.log.Warn("replica: session ended", "pool", e.p.name(), "remote", remote, "seq", seq, "err", err)
+		sendError(c, err)
+	}
+}
+
+// acquire returns the pool with the given UUID, opening it (for a new pool,
+// with no files yet) and marking it busy with the session of conn. A pool
+// busy with a session of an epoch no newer than this one is taken over:
+// that primary's connection may be dead without the server knowing yet,
+// as when its machine failed, and a primary with an older epoch would be
+// refused anyway. A newer session keeps the pool.
+func (s *Server) acquire(uuid [16]byte, epoch uint64, conn net.Conn) (*poolEntry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.closed {
+			return nil, ErrClosed
+		}
+		e := s.pools[uuid]
+		if e == nil {
+			p, err := openReplicaPool(s.opts.Dir, uuid)
+			if err != nil {
+				return nil, err
+			}
+			e = &poolEntry{p: p, epoch: p.epoch, seq: p.seq, seen: p.seen}
+			s.pools[uuid] = e
+		}
+		if epoch < e.seen {
+			err := fmt.Errorf("pool %s: primary epoch %d is older than epoch %d, already seen: %w", e.p.name(), epoch, e.seen, ErrStaleEpoch)
+			e.lastErr = err.Error()
+			return nil, err
+		}
+		if !e.busy {
+			e.busy, e.state, e.primary, e.lastErr = true, "handshake", conn.RemoteAddr().String(), ""
+			e.conn, e.sessionEpoch, e.done = conn, epoch, make(chan struct{})
+			return e, nil
+		}
+		if epoch < e.sessionEpoch {
+			return nil, fmt.Errorf("pool %s: primary %s of epoch %d is connected: %w", e.p.name(), e.primary, e.sessionEpoch, ErrBusy)
+		}
+		s.log.Warn("replica: new connection takes over the pool", "pool", e.p.name(), "old", e.primary, "new", conn.RemoteAddr().String())
+		e.conn.Close()
+		done := e.done
+		s.mu.Unlock()
+		<-done
+		s.mu.Lock()
+	}
+}
+
+// sendError tells the peer why the connection is closing, as far as it
+// still listens.
+func sendError(c net.Conn, err error) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write(wire.AppendFrame(nil, wire.TypeError, 0, 0, wire.AppendError(nil, wire.Error{Code: errorCode(err), Message: err.Error()})))
+}

@@ -1,0 +1,160 @@
+package mirror
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
+)
+
+// replicaSession is one primary's session on the server.
+type replicaSession struct {
+	s     *Server
+	c     net.Conn
+	r     *wire.Reader
+	e     *poolEntry
+	p     *replicaPool
+	epoch uint64
+	// head is the primary's newest batch when it said hello.
+	head uint64
+	size int64
+	snap *snapshot
+	runs []wire.Run
+	ack  []byte
+	// applied and lag are the pool's metrics.
+	applied, lag prometheus.Gauge
+}
+
+// run checks the primary's epoch, answers its hello and applies what it
+// sends until the connection ends. A clean end of the stream returns nil.
+func (rs *replicaSession) run() error {
+	p := rs.p
+	if rs.epoch < p.seen {
+		return fmt.Errorf("pool %s: primary epoch %d is older than epoch %d, already seen: %w", p.name(), rs.epoch, p.seen, ErrStaleEpoch)
+	}
+	if p.pool != nil && p.size != rs.size {
+		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d: %w", p.name(), rs.size, p.size, ErrWrongPool)
+	}
+	if err := p.noteEpoch(rs.epoch); err != nil {
+		return err
+	}
+	rs.setState("connected")
+	ready := wire.AppendFrame(nil, wire.TypeReady, p.epoch, p.seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen}))
+	if _, err := rs.c.Write(ready); err != nil {
+		return err
+	}
+	rs.s.log.Info("replica: primary connected", "pool", p.name(), "remote", rs.c.RemoteAddr().String(),
+		"epoch", rs.epoch, "primary_head", rs.head, "replica_epoch", p.epoch, "replica_seq", p.seq)
+	for {
+		f, err := rs.r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if f.Epoch != rs.epoch {
+			return protocolError("%s frame of epoch %d in a session of epoch %d", f.Type, f.Epoch, rs.epoch)
+		}
+		if err := rs.frame(f); err != nil {
+			return err
+		}
+	}
+}
+
+// frame handles one frame of the session.
+func (rs *replicaSession) frame(f wire.Frame) error {
+	switch f.Type {
+	case wire.TypeBatch:
+		return rs.batch(f)
+	case wire.TypeSnapBegin:
+		sb, err := wire.DecodeSnapBegin(f.Payload)
+		if err != nil {
+			return err
+		}
+		if sb.UUID != rs.p.uuid || int64(sb.Size) != rs.size {
+			return protocolError("snapshot of another pool")
+		}
+		rs.p.abort(rs.snap)
+		rs.snap, err = rs.p.beginSnapshot(rs.epoch, f.Seq, rs.size)
+		rs.setState("snapshot")
+		return err
+	case wire.TypeSnapChunk:
+		ch, err := wire.DecodeSnapChunk(f.Payload)
+		if err != nil {
+			return err
+		}
+		if rs.snap == nil {
+			return protocolError("snapshot chunk outside a snapshot")
+		}
+		rs.s.metrics.bytes.Add(float64(len(ch.Data)))
+		return rs.snap.chunk(ch.Off, ch.Data)
+	case wire.TypeSnapEnd:
+		se, err := wire.DecodeSnapEnd(f.Payload)
+		if err != nil {
+			return err
+		}
+		if rs.snap == nil {
+			return protocolError("snapshot end outside a snapshot")
+		}
+		return rs.snap.end(se.ConsistentAt)
+	}
+	return protocolError("unexpected %s message", f.Type)
+}
+
+// batch applies a batch, to the snapshot being received or to the pool
+// file, and acknowledges it once durable.
+func (rs *replicaSession) batch(f wire.Frame) error {
+	b, err := wire.DecodeBatch(f.Payload, rs.runs[:0])
+	if err != nil {
+		return fmt.Errorf("batch %d: %w", f.Seq, err)
+	}
+	rs.runs = b.Runs
+	p := rs.p
+	if rs.snap != nil {
+		installed, err := p.snapBatch(rs.snap, f.Seq, b.Runs)
+		if err != nil || !installed {
+			return err
+		}
+		rs.snap = nil
+		rs.s.metrics.snapshots.Inc()
+		rs.s.log.Info("replica: snapshot installed", "pool", p.name(), "epoch", p.epoch, "seq", p.seq)
+	} else {
+		if f.Seq != p.seq+1 || p.epoch != rs.epoch {
+			return protocolError("batch %d of epoch %d, the replica holds batch %d of epoch %d", f.Seq, rs.epoch, p.seq, p.epoch)
+		}
+		if err := p.applyBatch(rs.epoch, f.Seq, f.Payload, f.PayloadSum, b.Runs); err != nil {
+			return err
+		}
+		rs.s.metrics.batches.Inc()
+		for _, r := range b.Runs {
+			rs.s.metrics.bytes.Add(float64(len(r.Data)))
+		}
+	}
+	rs.setState("streaming")
+	rs.ack = wire.AppendFrame(rs.ack[:0], wire.TypeAck, rs.epoch, p.seq, nil)
+	_, err = rs.c.Write(rs.ack)
+	return err
+}
+
+// setState updates what Status reports.
+func (rs *replicaSession) setState(state string) {
+	s, p := rs.s, rs.p
+	head := max(rs.head, p.seq)
+	s.mu.Lock()
+	rs.e.state, rs.e.head = state, head
+	rs.e.epoch, rs.e.seq, rs.e.seen = p.epoch, p.seq, p.seen
+	if state == "streaming" {
+		rs.e.lastTime = time.Now()
+	}
+	s.mu.Unlock()
+	if rs.applied == nil {
+		rs.applied, rs.lag = s.metrics.applied.WithLabelValues(p.name()), s.metrics.lag.WithLabelValues(p.name())
+	}
+	rs.applied.Set(float64(p.seq))
+	rs.lag.Set(float64(head - p.seq))
+}

@@ -1,0 +1,394 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
+)
+
+// sessionState is where a replica's session stands.
+type sessionState int
+
+const (
+	stateConnecting sessionState = iota
+	stateSnapshot
+	stateStreaming
+	stateRefused
+)
+
+func (s sessionState) String() string {
+	return [...]string{"connecting", "snapshot", "streaming", "refused"}[s]
+}
+
+const (
+	// snapChunk is the pool bytes a snapshot frame carries.
+	snapChunk = 1 << 20
+	// maxWrite bounds the frames gathered into one write.
+	maxWrite = 4 << 20
+)
+
+// errHistoryGone ends a session whose replica needs a batch no longer
+// held; it reconnects and gets a snapshot.
+var errHistoryGone = errors.New("batch no longer held for catch-up")
+
+// session is the primary's side of one replica: it connects, catches the
+// replica up and streams batches, reconnecting after failures.
+type session struct {
+	m    *Mirror
+	addr string
+	// wake is signalled when a batch is captured.
+	wake chan struct{}
+
+	// Under m.mu:
+	state sessionState
+	conn  net.Conn
+	// acked is the newest batch the replica acknowledged in this epoch;
+	// ackedCum the pool bytes captured up to it.
+	acked    uint64
+	ackedCum int64
+	// next is the next batch to send, sent the last one sent, need the
+	// oldest one the replica may still be sent.
+	next, sent, need uint64
+	// writing is held by whoever writes to the connection: the session's
+	// goroutine, or a sync commit writing its batch directly. It keeps
+	// frames in sequence.
+	writing bool
+	err     error
+	// snapshots counts the snapshots sent.
+	snapshots int
+}
+
+func (s *session) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run connects to the replica and serves it until the mirror closes or
+// the replica refuses this primary.
+func (s *session) run() {
+	m := s.m
+	defer m.wg.Done()
+	wait := m.opts.RetryInterval
+	for {
+		streamed, err := s.connect()
+		refused := errors.Is(err, ErrStaleEpoch)
+		m.mu.Lock()
+		closed := m.closed
+		s.conn, s.err = nil, err
+		s.state = stateConnecting
+		if refused {
+			s.state = stateRefused
+		}
+		m.signalLocked()
+		m.mu.Unlock()
+		switch {
+		case closed:
+			return
+		case refused:
+			m.log.Error("mirror: replica refused this primary", "replica", s.addr, "epoch", m.epoch, "err", err)
+			return
+		}
+		m.log.Warn("mirror: replica disconnected", "replica", s.addr, "err", err)
+		if streamed {
+			wait = m.opts.RetryInterval
+		}
+		select {
+		case <-time.After(wait):
+		case <-m.done:
+			return
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// connect runs one connection. streamed reports whether the replica got as
+// far as streaming.
+func (s *session) connect() (streamed bool, err error) {
+	m := s.m
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
+	conn, err := m.opts.Dial(ctx, "tcp", s.addr)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		conn.Close()
+		return false, ErrClosed
+	}
+	s.conn = conn
+	head := m.head
+	m.mu.Unlock()
+	defer conn.Close()
+
+	r := wire.NewReader(conn)
+	ready, err := s.handshake(conn, r, head)
+	if err != nil {
+		return false, err
+	}
+	var rerr error
+	readerDone := make(chan struct{})
+	go func() {
+		rerr = s.readAcks(conn, r)
+		conn.Close()
+		close(readerDone)
+	}()
+	err = s.serve(conn, ready, readerDone)
+	conn.Close()
+	<-readerDone
+	m.mu.Lock()
+	streamed = s.state == stateStreaming
+	m.mu.Unlock()
+	// The reader's error is the cause when the peer reported one; the
+	// writer then only saw the connection close.
+	var remote *RemoteError
+	if errors.As(rerr, &remote) || err == nil || errors.Is(err, net.ErrClosed) {
+		err = rerr
+	}
+	return streamed, err
+}
+
+// handshake says hello and reads the replica's answer.
+func (s *session) handshake(conn net.Conn, r *wire.Reader, head uint64) (wire.Frame, error) {
+	m := s.m
+	conn.SetDeadline(time.Now().Add(m.opts.Timeout))
+	hello := wire.AppendFrame(nil, wire.TypeHello, m.epoch, head, wire.AppendHello(nil, wire.Hello{UUID: m.uuid, Size: uint64(len(m.mem))}))
+	if _, err := conn.Write(hello); err != nil {
+		return wire.Frame{}, err
+	}
+	f, err := r.Next()
+	if err != nil {
+		return wire.Frame{}, fmt.Errorf("handshake: %w", err)
+	}
+	switch f.Type {
+	case wire.TypeError:
+		return wire.Frame{}, remoteError(f)
+	case wire.TypeReady:
+		if _, err := wire.DecodeReady(f.Payload); err != nil {
+			return wire.Frame{}, err
+		}
+	default:
+		return wire.Frame{}, protocolError("%s message in answer to hello", f.Type)
+	}
+	conn.SetDeadline(time.Time{})
+	return f, nil
+}
+
+func remoteError(f wire.Frame) error {
+	e, err := wire.DecodeError(f.Payload)
+	if err != nil {
+		return err
+	}
+	return &RemoteError{Code: e.Code, Message: e.Message}
+}
+
+// serve brings the replica up to date, by resending retained batches or
+// by a snapshot, then streams batches as they are captured.
+func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struct{}) error {
+	m := s.m
+	m.mu.Lock()
+	resume := ready.Epoch == m.epoch && ready.Seq <= m.head &&
+		(ready.Seq == m.head || m.hist.get(ready.Seq+1) != nil)
+	if resume {
+		s.state = stateStreaming
+		s.acked, s.ackedCum = ready.Seq, m.cumLocked(ready.Seq)
+		s.sent, s.next, s.need = ready.Seq, ready.Seq+1, ready.Seq+1
+		m.signalLocked()
+	}
+	m.mu.Unlock()
+	m.log.Info("mirror: replica connected", "replica", s.addr, "replica_epoch", ready.Epoch,
+		"replica_seq", ready.Seq, "resume", resume)
+	if !resume {
+		if err := s.sendSnapshot(conn); err != nil {
+			return err
+		}
+	}
+	return s.stream(conn, readerDone)
+}
+
+// sendSnapshot sends a copy of the whole pool. It is read from the pool's
+// memory while commits go on, so a chunk may hold lines of a commit in
+// progress; every line changed after the copy began is also in a batch
+// after it, and the replica installs the copy only once it has applied
+// the batches up to the first one captured after the copy ended
+// (SnapEnd.ConsistentAt): then every line holds its state at that batch.
+func (s *session) sendSnapshot(conn net.Conn) error {
+	m := s.m
+	m.mu.Lock()
+	base := m.head
+	s.state = stateSnapshot
+	s.snapshots++
+	s.sent, s.next, s.need = base, base+1, base+1
+	m.signalLocked()
+	m.mu.Unlock()
+	start := time.Now()
+	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem))
+
+	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem))}))
+	if err := s.write(conn, buf); err != nil {
+		return err
+	}
+	buf = make([]byte, 0, wire.HeaderSize+8+snapChunk)
+	for off := 0; off < len(m.mem); off += snapChunk {
+		end := min(off+snapChunk, len(m.mem))
+		f := wire.BeginFrame(buf[:0], wire.TypeSnapChunk, m.epoch, base)
+		f = wire.AppendSnapChunkHeader(f, uint64(off))
+		f = append(f, m.mem[off:end]...)
+		wire.FinishFrame(f)
+		if err := s.write(conn, f); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	at := m.head + 1
+	m.requestCaptureLocked()
+	m.mu.Unlock()
+	end := wire.AppendFrame(nil, wire.TypeSnapEnd, m.epoch, base, wire.AppendSnapEnd(nil, wire.SnapEnd{ConsistentAt: at}))
+	if err := s.write(conn, end); err != nil {
+		return err
+	}
+	m.log.Info("mirror: snapshot sent", "replica", s.addr, "consistent_at", at, "took", time.Since(start))
+	return nil
+}
+
+func (s *session) write(conn net.Conn, b []byte) error {
+	select {
+	case <-s.m.done:
+		return ErrClosed
+	default:
+	}
+	conn.SetWriteDeadline(time.Now().Add(s.m.opts.Timeout))
+	_, err := conn.Write(b)
+	return err
+}
+
+// stream sends the batches after the last one sent as they are captured,
+// several to a write when the replica is behind.
+func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
+	m := s.m
+	var frames [][]byte
+	for {
+		m.mu.Lock()
+		for s.next > m.head || s.writing {
+			if m.opts.Mode == Async && !s.writing && m.tracker.DirtyBytes() > 0 {
+				// Lines are waiting for a commit boundary to be captured at.
+				m.requestCaptureLocked()
+			}
+			m.mu.Unlock()
+			select {
+			case <-s.wake:
+			case <-readerDone:
+				return net.ErrClosed
+			case <-m.done:
+				return ErrClosed
+			}
+			m.mu.Lock()
+		}
+		frames = frames[:0]
+		size := 0
+		for s.next <= m.head && size < maxWrite {
+			b := m.hist.get(s.next)
+			if b == nil {
+				m.mu.Unlock()
+				return fmt.Errorf("batch %d: %w", s.next, errHistoryGone)
+			}
+			frames = append(frames, b.frame)
+			size += len(b.frame)
+			s.next++
+		}
+		s.claimLocked(conn)
+		m.mu.Unlock()
+		bufs := net.Buffers(frames)
+		_, err := bufs.WriteTo(conn)
+		s.release(conn, err)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// claimLocked takes the right to write, the frames up to s.next having
+// been taken. The replica must acknowledge them in time.
+func (s *session) claimLocked(conn net.Conn) {
+	s.writing = true
+	s.sent = s.next - 1
+	conn.SetReadDeadline(time.Now().Add(s.m.opts.Timeout))
+	conn.SetWriteDeadline(time.Now().Add(s.m.opts.Timeout))
+}
+
+// release gives up the right to write, after writing to conn. A failed
+// write closes the connection: the session reconnects.
+func (s *session) release(conn net.Conn, err error) {
+	if err != nil {
+		conn.Close()
+	}
+	m := s.m
+	m.mu.Lock()
+	s.writing = false
+	m.mu.Unlock()
+	s.wakeUp()
+}
+
+// directLocked returns the connection to write batch seq to directly, from
+// a sync commit, if the replica is streaming and was sent everything
+// before it: that saves waking the session's goroutine on the commit's
+// path. The right to write is then held; release gives it up.
+func (s *session) directLocked(seq uint64) net.Conn {
+	if s.state != stateStreaming || s.writing || s.next != seq || s.conn == nil {
+		return nil
+	}
+	s.next++
+	s.claimLocked(s.conn)
+	return s.conn
+}
+
+// readAcks reads the replica's acknowledgements until the connection ends.
+func (s *session) readAcks(conn net.Conn, r *wire.Reader) error {
+	for {
+		f, err := r.Next()
+		if err != nil {
+			return err
+		}
+		switch f.Type {
+		case wire.TypeAck:
+			if err := s.ack(conn, f.Seq); err != nil {
+				return err
+			}
+		case wire.TypeError:
+			return remoteError(f)
+		default:
+			return protocolError("%s message from a replica", f.Type)
+		}
+	}
+}
+
+// ack records the replica's acknowledgement of every batch up to seq.
+func (s *session) ack(conn net.Conn, seq uint64) error {
+	m := s.m
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if seq > s.sent || seq < s.acked {
+		return protocolError("acknowledgement of batch %d, sent up to %d, acknowledged up to %d", seq, s.sent, s.acked)
+	}
+	if b := m.hist.get(seq); b != nil {
+		m.metrics.ack.Observe(now.Sub(b.captured).Seconds())
+	}
+	if s.state == stateSnapshot {
+		s.state = stateStreaming
+		m.log.Info("mirror: replica caught up", "replica", s.addr, "seq", seq)
+	}
+	s.acked, s.ackedCum, s.need = seq, m.cumLocked(seq), seq+1
+	if s.acked == s.sent {
+		conn.SetReadDeadline(time.Time{})
+	}
+	m.signalLocked()
+	return nil
+}

@@ -1,0 +1,72 @@
+package mirror
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
+)
+
+// QueryStatus asks the replica server at addr for the status of its pools.
+func QueryStatus(ctx context.Context, addr string) ([]PoolStatus, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	} else {
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	if _, err := conn.Write(wire.AppendFrame(nil, wire.TypeStatusRequest, 0, 0, nil)); err != nil {
+		return nil, err
+	}
+	f, err := wire.NewReader(conn).Next()
+	if err != nil {
+		return nil, fmt.Errorf("status from %s: %w", addr, err)
+	}
+	switch f.Type {
+	case wire.TypeError:
+		return nil, fmt.Errorf("status from %s: %w", addr, remoteError(f))
+	case wire.TypeStatus:
+	default:
+		return nil, fmt.Errorf("status from %s: %w", addr, protocolError("%s message in answer", f.Type))
+	}
+	var st []PoolStatus
+	if err := json.Unmarshal(f.Payload, &st); err != nil {
+		return nil, fmt.Errorf("status from %s: %w", addr, err)
+	}
+	return st, nil
+}
+
+// ReadDirStatus reports the pools of a replica directory that no server is
+// running on, from their journals, without changing anything.
+func ReadDirStatus(dir string) ([]PoolStatus, error) {
+	uuids, err := poolsIn(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []PoolStatus
+	for _, u := range uuids {
+		base := filepath.Join(dir, hex.EncodeToString(u[:]))
+		r, _, err := readJournal(base)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, PoolStatus{
+			Pool: filepath.Base(base), Path: base + ".pool", Epoch: r.epoch, Seq: r.seq,
+			SeenEpoch: r.seen, Head: r.seq, State: "stopped",
+		})
+	}
+	slices.SortFunc(out, func(a, b PoolStatus) int { return strings.Compare(a.Pool, b.Pool) })
+	return out, nil
+}

@@ -1,0 +1,213 @@
+package wire
+
+import (
+	"fmt"
+	"math"
+)
+
+// Hello is the payload of TypeHello: which pool the primary replicates.
+type Hello struct {
+	UUID [16]byte
+	Size uint64
+}
+
+const helloSize = 24
+
+// AppendHello appends the payload of h to dst.
+func AppendHello(dst []byte, h Hello) []byte {
+	dst = append(dst, h.UUID[:]...)
+	return le.AppendUint64(dst, h.Size)
+}
+
+// DecodeHello decodes a TypeHello payload.
+func DecodeHello(p []byte) (Hello, error) {
+	var h Hello
+	if len(p) != helloSize {
+		return h, fmt.Errorf("hello payload of %d bytes, want %d: %w", len(p), helloSize, ErrCorrupt)
+	}
+	copy(h.UUID[:], p)
+	h.Size = le.Uint64(p[16:])
+	return h, nil
+}
+
+// Ready is the payload of TypeReady.
+type Ready struct {
+	// SeenEpoch is the newest epoch the replica has seen for the pool.
+	SeenEpoch uint64
+}
+
+// AppendReady appends the payload of r to dst.
+func AppendReady(dst []byte, r Ready) []byte { return le.AppendUint64(dst, r.SeenEpoch) }
+
+// DecodeReady decodes a TypeReady payload.
+func DecodeReady(p []byte) (Ready, error) {
+	if len(p) != 8 {
+		return Ready{}, fmt.Errorf("ready payload of %d bytes, want 8: %w", len(p), ErrCorrupt)
+	}
+	return Ready{SeenEpoch: le.Uint64(p)}, nil
+}
+
+// Error codes of TypeError.
+const (
+	// CodeProtocol: a message out of place or with bad content.
+	CodeProtocol uint16 = iota + 1
+	// CodeCorrupt: a frame failed its checksum or was truncated.
+	CodeCorrupt
+	// CodeStaleEpoch: the primary's epoch is older than one the replica
+	// has seen.
+	CodeStaleEpoch
+	// CodeBusy: another primary is replicating the pool right now.
+	CodeBusy
+	// CodeIO: the replica could not store what it was sent.
+	CodeIO
+	// CodeWrongPool: the pool's size does not match the replica's copy.
+	CodeWrongPool
+)
+
+// Error is the payload of TypeError.
+type Error struct {
+	Code    uint16
+	Message string
+}
+
+// AppendError appends the payload of e to dst.
+func AppendError(dst []byte, e Error) []byte {
+	dst = le.AppendUint16(dst, e.Code)
+	return append(dst, e.Message...)
+}
+
+// DecodeError decodes a TypeError payload.
+func DecodeError(p []byte) (Error, error) {
+	if len(p) < 2 {
+		return Error{}, fmt.Errorf("error payload of %d bytes: %w", len(p), ErrCorrupt)
+	}
+	return Error{Code: le.Uint16(p), Message: string(p[2:])}, nil
+}
+
+// Run is a range of pool bytes: Data is to be written at offset Off.
+type Run struct {
+	Off  uint64
+	Data []byte
+}
+
+// Batch is the payload of TypeBatch: the lines a replica must write, all or
+// none, to move from the state of the previous batch to this one's.
+type Batch struct {
+	// Runs are sorted by offset and do not overlap.
+	Runs []Run
+}
+
+const runHeader = 12 // offset, length
+
+// BatchSize returns the payload size of a batch of n runs holding bytes
+// bytes in all.
+func BatchSize(n, bytes int) int { return 4 + n*runHeader + bytes }
+
+// AppendBatchHeader appends the start of a batch payload of n runs; the
+// runs follow, each appended with AppendRun.
+func AppendBatchHeader(dst []byte, n int) []byte {
+	return le.AppendUint32(dst, uint32(n))
+}
+
+// AppendRun appends a run of a batch payload.
+func AppendRun(dst []byte, off uint64, data []byte) []byte {
+	dst = le.AppendUint64(dst, off)
+	dst = le.AppendUint32(dst, uint32(len(data)))
+	return append(dst, data...)
+}
+
+// DecodeBatch decodes a TypeBatch payload, appending its runs to runs.
+// Their data alias p. The runs must be non-empty, sorted and disjoint, and
+// the payload must hold nothing else. A batch may have no run: it then
+// only moves the replica to the next sequence number.
+func DecodeBatch(p []byte, runs []Run) (Batch, error) {
+	if len(p) < 4 {
+		return Batch{}, fmt.Errorf("batch payload of %d bytes: %w", len(p), ErrCorrupt)
+	}
+	n := le.Uint32(p)
+	p = p[4:]
+	if uint64(n) > uint64(len(p))/runHeader {
+		return Batch{}, fmt.Errorf("batch of %d runs in %d bytes: %w", n, len(p)+4, ErrCorrupt)
+	}
+	var end uint64
+	for i := range n {
+		if len(p) < runHeader {
+			return Batch{}, fmt.Errorf("batch run %d of %d: header cut short: %w", i, n, ErrCorrupt)
+		}
+		off, size := le.Uint64(p), uint64(le.Uint32(p[8:]))
+		p = p[runHeader:]
+		switch {
+		case size == 0 || size > uint64(len(p)):
+			return Batch{}, fmt.Errorf("batch run %d at offset %d: %d bytes, %d left: %w", i, off, size, len(p), ErrCorrupt)
+		case off > math.MaxUint64-size:
+			return Batch{}, fmt.Errorf("batch run %d: offset %d + %d overflows: %w", i, off, size, ErrCorrupt)
+		case i > 0 && off < end:
+			return Batch{}, fmt.Errorf("batch run %d at offset %d overlaps or precedes the previous run ending at %d: %w", i, off, end, ErrCorrupt)
+		}
+		runs = append(runs, Run{Off: off, Data: p[:size:size]})
+		p = p[size:]
+		end = off + size
+	}
+	if len(p) != 0 {
+		return Batch{}, fmt.Errorf("batch: %d bytes after the last run: %w", len(p), ErrCorrupt)
+	}
+	return Batch{Runs: runs}, nil
+}
+
+// SnapBegin is the payload of TypeSnapBegin.
+type SnapBegin struct {
+	UUID [16]byte
+	Size uint64
+}
+
+// AppendSnapBegin appends the payload of s to dst.
+func AppendSnapBegin(dst []byte, s SnapBegin) []byte {
+	return AppendHello(dst, Hello(s))
+}
+
+// DecodeSnapBegin decodes a TypeSnapBegin payload.
+func DecodeSnapBegin(p []byte) (SnapBegin, error) {
+	h, err := DecodeHello(p)
+	if err != nil {
+		return SnapBegin{}, fmt.Errorf("snapshot begin: %w", err)
+	}
+	return SnapBegin(h), nil
+}
+
+// SnapChunk is the payload of TypeSnapChunk.
+type SnapChunk struct {
+	Off  uint64
+	Data []byte
+}
+
+// AppendSnapChunkHeader appends the start of a chunk payload; its data
+// follows.
+func AppendSnapChunkHeader(dst []byte, off uint64) []byte { return le.AppendUint64(dst, off) }
+
+// DecodeSnapChunk decodes a TypeSnapChunk payload; Data aliases p.
+func DecodeSnapChunk(p []byte) (SnapChunk, error) {
+	if len(p) < 8 {
+		return SnapChunk{}, fmt.Errorf("snapshot chunk payload of %d bytes: %w", len(p), ErrCorrupt)
+	}
+	return SnapChunk{Off: le.Uint64(p), Data: p[8:]}, nil
+}
+
+// SnapEnd is the payload of TypeSnapEnd.
+type SnapEnd struct {
+	// ConsistentAt is the first batch after which the copy, with the
+	// batches since the snapshot began applied to it, is the state of a
+	// commit. The chunks were read while commits went on; every line a
+	// commit changed meanwhile is in a batch up to this one.
+	ConsistentAt uint64
+}
+
+// AppendSnapEnd appends the payload of s to dst.
+func AppendSnapEnd(dst []byte, s SnapEnd) []byte { return le.AppendUint64(dst, s.ConsistentAt) }
+
+// DecodeSnapEnd decodes a TypeSnapEnd payload.
+func DecodeSnapEnd(p []byte) (SnapEnd, error) {
+	if len(p) != 8 {
+		return SnapEnd{}, fmt.Errorf("snapshot end payload of %d bytes, want 8: %w", len(p), ErrCorrupt)
+	}
+	return SnapEnd{ConsistentAt: le.Uint64(p)}, nil
+}

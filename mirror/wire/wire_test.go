@@ -1,0 +1,154 @@
+package wire_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
+)
+
+// sampleFrames returns one valid frame of every type.
+func sampleFrames() [][]byte {
+	uuid := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	batch := wire.AppendBatchHeader(nil, 2)
+	batch = wire.AppendRun(batch, 4096, bytes.Repeat([]byte{0xaa}, 64))
+	batch = wire.AppendRun(batch, 8192, bytes.Repeat([]byte{0xbb}, 128))
+	chunk := append(wire.AppendSnapChunkHeader(nil, 1<<20), bytes.Repeat([]byte{7}, 100)...)
+	return [][]byte{
+		wire.AppendFrame(nil, wire.TypeHello, 3, 10, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: 8 << 20})),
+		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3})),
+		wire.AppendFrame(nil, wire.TypeBatch, 3, 11, batch),
+		wire.AppendFrame(nil, wire.TypeBatch, 3, 12, wire.AppendBatchHeader(nil, 0)),
+		wire.AppendFrame(nil, wire.TypeAck, 3, 11, nil),
+		wire.AppendFrame(nil, wire.TypeError, 0, 0, wire.AppendError(nil, wire.Error{Code: wire.CodeStaleEpoch, Message: "stale"})),
+		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20})),
+		wire.AppendFrame(nil, wire.TypeSnapChunk, 3, 11, chunk),
+		wire.AppendFrame(nil, wire.TypeSnapEnd, 3, 11, wire.AppendSnapEnd(nil, wire.SnapEnd{ConsistentAt: 12})),
+		wire.AppendFrame(nil, wire.TypeStatusRequest, 0, 0, nil),
+		wire.AppendFrame(nil, wire.TypeStatus, 0, 0, []byte(`[]`)),
+	}
+}
+
+// decodePayload decodes a frame's payload according to its type.
+func decodePayload(f wire.Frame) error {
+	var err error
+	switch f.Type {
+	case wire.TypeHello:
+		_, err = wire.DecodeHello(f.Payload)
+	case wire.TypeReady:
+		_, err = wire.DecodeReady(f.Payload)
+	case wire.TypeBatch:
+		_, err = wire.DecodeBatch(f.Payload, nil)
+	case wire.TypeError:
+		_, err = wire.DecodeError(f.Payload)
+	case wire.TypeSnapBegin:
+		_, err = wire.DecodeSnapBegin(f.Payload)
+	case wire.TypeSnapChunk:
+		_, err = wire.DecodeSnapChunk(f.Payload)
+	case wire.TypeSnapEnd:
+		_, err = wire.DecodeSnapEnd(f.Payload)
+	}
+	return err
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, b := range sampleFrames() {
+		f, n, err := wire.Decode(b)
+		require.NoError(t, err)
+		assert.Equal(t, len(b), n)
+		require.NoError(t, decodePayload(f), f.Type.String())
+		assert.Equal(t, b, wire.AppendFrame(nil, f.Type, f.Epoch, f.Seq, f.Payload), f.Type.String())
+	}
+}
+
+func TestBatchRuns(t *testing.T) {
+	p := wire.AppendBatchHeader(nil, 2)
+	p = wire.AppendRun(p, 64, []byte("abc"))
+	p = wire.AppendRun(p, 128, []byte("de"))
+	b, err := wire.DecodeBatch(p, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []wire.Run{{Off: 64, Data: []byte("abc")}, {Off: 128, Data: []byte("de")}}, b.Runs)
+	assert.Equal(t, wire.BatchSize(2, 5), len(p))
+
+	for _, tc := range []struct {
+		name string
+		p    []byte
+	}{
+		{"overlapping runs", wire.AppendRun(wire.AppendRun(wire.AppendBatchHeader(nil, 2), 64, []byte("abcd")), 66, []byte("x"))},
+		{"unsorted runs", wire.AppendRun(wire.AppendRun(wire.AppendBatchHeader(nil, 2), 64, []byte("a")), 0, []byte("x"))},
+		{"empty run", wire.AppendRun(wire.AppendBatchHeader(nil, 1), 64, nil)},
+		{"trailing bytes", append(wire.AppendRun(wire.AppendBatchHeader(nil, 1), 64, []byte("a")), 0)},
+		{"too many runs", wire.AppendRun(wire.AppendBatchHeader(nil, 3), 64, []byte("a"))},
+		{"short", []byte{1, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := wire.DecodeBatch(tc.p, nil)
+			assert.ErrorIs(t, err, wire.ErrCorrupt)
+		})
+	}
+}
+
+// TestCorruptFrame flips every bit of a frame in turn: each flip must be
+// caught, by a checksum or a field check.
+func TestCorruptFrame(t *testing.T) {
+	b := sampleFrames()[2]
+	for i := range len(b) * 8 {
+		c := bytes.Clone(b)
+		c[i/8] ^= 1 << (i % 8)
+		_, _, err := wire.Decode(c)
+		if err == nil {
+			t.Fatalf("flipping bit %d of byte %d went unnoticed", i%8, i/8)
+		}
+		if !errors.Is(err, wire.ErrCorrupt) && !errors.Is(err, wire.ErrVersion) && !errors.Is(err, wire.ErrTruncated) {
+			t.Fatalf("byte %d: error %v wraps no sentinel", i/8, err)
+		}
+	}
+}
+
+func TestTruncatedFrame(t *testing.T) {
+	b := sampleFrames()[2]
+	for n := range len(b) {
+		_, _, err := wire.Decode(b[:n])
+		require.ErrorIs(t, err, wire.ErrTruncated, "prefix of %d bytes", n)
+		_, err = wire.NewReader(bytes.NewReader(b[:n])).Next()
+		if n == 0 {
+			assert.Equal(t, io.EOF, err)
+		} else {
+			assert.ErrorIs(t, err, wire.ErrTruncated, "stream of %d bytes", n)
+		}
+	}
+}
+
+func TestReaderStream(t *testing.T) {
+	frames := sampleFrames()
+	var stream []byte
+	for _, b := range frames {
+		stream = append(stream, b...)
+	}
+	r := wire.NewReader(bytes.NewReader(stream))
+	for _, b := range frames {
+		f, err := r.Next()
+		require.NoError(t, err)
+		want, _, err := wire.Decode(b)
+		require.NoError(t, err)
+		assert.Equal(t, want, f)
+	}
+	_, err := r.Next()
+	assert.Equal(t, io.EOF, err)
+}
+
+func TestVersion(t *testing.T) {
+	b := sampleFrames()[0]
+	b[4] = wire.Version + 1
+	// Reseal the header, as a peer speaking that version would have.
+	binary.LittleEndian.PutUint64(b[40:], xxhash.Sum64(b[:40]))
+	_, _, err := wire.Decode(b)
+	assert.ErrorIs(t, err, wire.ErrVersion)
+}
