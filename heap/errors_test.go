@@ -437,3 +437,18 @@ func TestManyAllocationsOneTx(t *testing.T) {
 	}))
 	assert.Equal(t, 50000, countNodes(t, h))
 }
+
+func TestEmptyUpdateRunsHooksAndUUIDIsStable(t *testing.T) {
+	h, path := openTemp(t, nil)
+	calls := 0
+	h.OnCommit(func() error { calls++; return nil })
+	require.NoError(t, h.Update(func(*heap.Tx) error { return nil }))
+	assert.Equal(t, 1, calls, "an empty Update is a commit boundary")
+	id := h.UUID()
+	assert.NotEqual(t, [16]byte{}, id)
+	require.NoError(t, h.Close())
+	h2, err := heap.Open(path, &heap.Options{ForceRelocate: true})
+	require.NoError(t, err)
+	assert.Equal(t, id, h2.UUID())
+	require.NoError(t, h2.Close())
+}

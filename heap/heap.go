@@ -267,3 +267,6 @@ func (h *Heap) NewEpoch() (uint64, error) {
 	}
 	return hdr.Epoch, nil
 }
+
+// UUID returns the pool's identity, fixed when it was created.
+func (h *Heap) UUID() [16]byte { return h.pool.Header.UUID }

@@ -14,7 +14,8 @@ type commitHooks struct {
 
 // OnCommit registers fn to run at the end of every Update that committed,
 // once the commit is durable and before Update returns; a replication
-// mirror waits there for its replicas. An error from fn is returned by
+// mirror waits there for its replicas. An Update that changed nothing runs
+// the hooks too, so an empty Update is a commit boundary. An error from fn is returned by
 // Update, but the commit stands. The returned function unregisters fn.
 func (h *Heap) OnCommit(fn func() error) (cancel func()) {
 	c := &h.hooks

@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pmemgo/pmemgo/heap"
-	"github.com/pmemgo/pmemgo/internal/layout"
 )
 
 // Mode chooses when a commit returns.
@@ -178,10 +177,8 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 		return nil, err
 	}
 	mem := h.Device().Bytes()
-	uuid, err := poolUUID(mem)
-	if err != nil {
-		return nil, err
-	}
+	uuid := h.UUID()
+	var err error
 	m := &Mirror{
 		h: h, opts: opts, log: opts.Logger, mem: mem, uuid: uuid,
 		metrics: newPrimaryMetrics(),
@@ -215,19 +212,6 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	go m.flusher()
 	m.log.Info("mirror started", "pool", fmt.Sprintf("%x", uuid), "epoch", m.epoch, "mode", opts.Mode.String(), "replicas", opts.Replicas)
 	return m, nil
-}
-
-// poolUUID reads the pool's UUID from whichever header slot is valid.
-func poolUUID(mem []byte) ([16]byte, error) {
-	var errs []error
-	for i := range 2 {
-		h, err := layout.DecodeHeader(mem[layout.SlotOff(i):])
-		if err == nil {
-			return h.UUID, nil
-		}
-		errs = append(errs, err)
-	}
-	return [16]byte{}, fmt.Errorf("mirror: pool header: %w", errors.Join(errs...))
 }
 
 // Epoch returns the epoch of this incarnation of the primary.
