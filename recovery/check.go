@@ -25,7 +25,8 @@ var ErrNeedsRecovery = pmemgo.ErrNeedsRecovery
 type Problem struct {
 	// Kind is a short stable code: "header", "size", "swizzle", "undo-log",
 	// "state", "type-table", "slab", "bitmap", "root", "pointer-range",
-	// "pointer-free", "pointer-type" or "pointer-bounds".
+	// "pointer-free", "pointer-type" or "pointer-bounds"; CheckLeaks adds
+	// "leak".
 	Kind string
 	// Offset is the file offset the problem is at, -1 when it has none.
 	Offset int64
