@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -9,7 +10,10 @@ import (
 	"text/tabwriter"
 	"unicode/utf8"
 
+	"github.com/spf13/cobra"
+
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/recovery"
 )
 
 // writeJSON writes v as indented JSON, with a final newline.
@@ -144,4 +148,26 @@ func kindName(kind uint8) string {
 		return "arrays"
 	}
 	return fmt.Sprintf("kind %d", kind)
+}
+
+// printer is a command's result, printed as text unless --json is given.
+type printer interface{ print(out io.Writer) }
+
+// readCommand is the body of a read command: it opens the pool read-only
+// (recovered in memory, never written), builds the result and prints it as
+// text or, with --json, as JSON.
+func readCommand(jsonOut *bool, build func(path string, p *recovery.PoolFile) printer) func(*cobra.Command, []string) error {
+	return poolCommand(func(cmd *cobra.Command, args []string) (err error) {
+		p, err := recovery.OpenReadOnly(args[0])
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, p.Close()) }()
+		r := build(args[0], p)
+		if *jsonOut {
+			return writeJSON(cmd.OutOrStdout(), r)
+		}
+		r.print(cmd.OutOrStdout())
+		return nil
+	})
 }

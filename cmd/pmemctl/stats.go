@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -30,18 +29,8 @@ not by anything else, until the slab empties and returns to the pool.
 
 The pool is recovered in memory first, as Open would, and never written.`,
 		Args: cobra.ExactArgs(1),
-		RunE: poolCommand(func(cmd *cobra.Command, args []string) (err error) {
-			p, err := recovery.OpenReadOnly(args[0])
-			if err != nil {
-				return err
-			}
-			defer func() { err = errors.Join(err, p.Close()) }()
-			r := newStatsResult(args[0], p.Pool)
-			if jsonOut {
-				return writeJSON(cmd.OutOrStdout(), r)
-			}
-			r.print(cmd.OutOrStdout())
-			return nil
+		RunE: readCommand(&jsonOut, func(path string, p *recovery.PoolFile) printer {
+			return newStatsResult(path, p.Pool)
 		}),
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON")

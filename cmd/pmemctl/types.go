@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
@@ -22,18 +21,8 @@ the swizzler rewrites and the checker follows, with their kind (object,
 unsafe, string or slice data) and the type they point to. The pool is
 recovered in memory first, as Open would, and never written.`,
 		Args: cobra.ExactArgs(1),
-		RunE: poolCommand(func(cmd *cobra.Command, args []string) (err error) {
-			p, err := recovery.OpenReadOnly(args[0])
-			if err != nil {
-				return err
-			}
-			defer func() { err = errors.Join(err, p.Close()) }()
-			r := newTypesResult(args[0], p.Image())
-			if jsonOut {
-				return writeJSON(cmd.OutOrStdout(), r)
-			}
-			r.print(cmd.OutOrStdout())
-			return nil
+		RunE: readCommand(&jsonOut, func(path string, p *recovery.PoolFile) printer {
+			return newTypesResult(path, p.Image())
 		}),
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON")
