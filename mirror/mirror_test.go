@@ -194,7 +194,9 @@ func TestAsyncBackpressure(t *testing.T) {
 				Replicas: []string{addr}, Mode: mirror.Async, MaxLagBytes: tc.maxBytes, MaxLagTime: tc.maxTime,
 				Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 					c, err := d.DialContext(ctx, network, address)
-					return slowConn{Conn: c, delay: 5 * time.Millisecond}, err
+					// Far slower than a commit, even on a loaded machine,
+					// so that the bounds are reached and commits must wait.
+					return slowConn{Conn: c, delay: 40 * time.Millisecond}, err
 				},
 				Logger: testLogger(t),
 			})
@@ -203,7 +205,11 @@ func TestAsyncBackpressure(t *testing.T) {
 			flush(t, m)
 			var maxLag int64
 			var maxAge time.Duration
-			for i := range 30 {
+			// Commits go on long enough for the oldest unacknowledged one
+			// to pass the time bound: the link takes longer than that to
+			// carry one write, however slow the machine is.
+			start, minRun := time.Now(), 3*min(tc.maxTime, time.Second)
+			for i := 0; i < 30 || time.Since(start) < minRun; i++ {
 				require.NoError(t, h.Update(writeChunk(i)))
 				returned := time.Now()
 				st := m.Status()[0]
