@@ -31,6 +31,11 @@ type slabRef struct {
 	dead, listed bool
 	// inTx is set while the slab is in the running transaction's list.
 	inTx bool
+	// loaded is set once sh and bits are those of the slab's own, validated
+	// header. A pool opened from its slab summary starts with every slab
+	// unloaded: sh then holds the summary's entry and bits is nil, until
+	// load reads the slab.
+	loaded bool
 	// lo and hi bound the bitmap words the running transaction changed;
 	// lo > hi when it changed none.
 	lo, hi int
@@ -50,6 +55,9 @@ type allocator struct {
 	// classes lists, per class, slabs that may have a free slot.
 	classes map[classKey][]*slabRef
 	high    uint32 // volatile slab high-water mark
+	// lazy is set when the slabs came from the slab summary: each one is
+	// loaded, and a free one checked, when first used.
+	lazy bool
 }
 
 func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
@@ -64,17 +72,49 @@ func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
 	for i := range a.owner {
 		a.owner[i] = -1
 	}
+	a.lazy = h.pool.Report.FromSummary
 	m.Heads(func(i uint32, sh layout.SlabHeader) {
 		s := &slabRef{idx: i, sh: sh, used: sh.Used, lo: 1, hi: 0}
-		bm := layout.Bitmap(h.mem[hdr.SlabOffset(i):], sh.Slots)
-		s.bits = make([]uint64, len(bm)/8)
-		for w := range s.bits {
-			s.bits[w] = binary.LittleEndian.Uint64(bm[w*8:])
+		if !a.lazy {
+			s.readBits(h.mem[hdr.SlabOffset(i):])
 		}
 		a.place(s)
 		a.list(s)
 	})
 	return a
+}
+
+// readBits copies the slab's bitmap from its header at b.
+func (s *slabRef) readBits(b []byte) {
+	bm := layout.Bitmap(b, s.sh.Slots)
+	s.bits = make([]uint64, len(bm)/8)
+	for w := range s.bits {
+		s.bits[w] = binary.LittleEndian.Uint64(bm[w*8:])
+	}
+	s.loaded = true
+}
+
+// load reads and validates the header of a slab known only from the slab
+// summary, before its bitmap is used.
+func (a *allocator) load(s *slabRef) error {
+	if s.loaded {
+		return nil
+	}
+	sh, err := recovery.LoadSlab(a.h.mem, a.hdr, s.idx, &s.sh)
+	if err != nil {
+		return err
+	}
+	s.sh, s.used = sh, sh.Used
+	s.readBits(a.h.mem[a.hdr.SlabOffset(s.idx):])
+	return nil
+}
+
+// allocated reports whether slot of s is allocated, loading s first.
+func (a *allocator) allocated(s *slabRef, slot uint32) (bool, error) {
+	if err := a.load(s); err != nil {
+		return false, err
+	}
+	return s.isSet(slot), nil
 }
 
 // list puts s back in its class list if it has room and is not there.
@@ -142,6 +182,12 @@ func (a *allocator) alloc(tx *Tx, k classKey, elems uint32) (*slabRef, uint32, e
 			continue
 		}
 		a.classes[k] = list
+		if err := a.load(s); err != nil {
+			return nil, 0, err
+		}
+		if s.used == s.sh.Slots {
+			continue
+		}
 		if err := tx.touchSlab(s); err != nil {
 			return nil, 0, err
 		}
@@ -175,7 +221,7 @@ func (a *allocator) newSlab(tx *Tx, k classKey, elems uint32) (*slabRef, error) 
 		return nil, fmt.Errorf("allocating a slab for %d-byte slots: %w", k.slot, err)
 	}
 	s := &slabRef{
-		idx: idx, fresh: true, lo: 1, hi: 0,
+		idx: idx, fresh: true, loaded: true, lo: 1, hi: 0,
 		sh: layout.SlabHeader{
 			Kind: k.kind, Type: k.typ, SlotSize: k.slot, Slots: slots, DataOff: dataOff,
 			Extent: extent, Elems: elems, Gen: a.hdr.SwizzleGen,
@@ -195,6 +241,13 @@ func (a *allocator) findFree(tx *Tx, n uint32) (uint32, error) {
 		if a.owner[i] >= 0 {
 			run = 0
 			continue
+		}
+		if a.lazy {
+			// The summary said free; the slab's own header must agree
+			// before it is written over.
+			if err := recovery.CheckFreeSlab(a.h.mem, a.hdr, i); err != nil {
+				return 0, err
+			}
 		}
 		if run++; run == n {
 			start := i + 1 - n
@@ -254,4 +307,20 @@ func (a *allocator) release(s *slabRef) {
 	}
 	a.heads[s.idx] = nil
 	s.dead = true
+}
+
+// summary returns the slab summary of the committed state: an entry for
+// each slab below high, the header of each extent's first slab and zeros
+// for the others.
+func (a *allocator) summary(high uint32) *layout.Summary {
+	sum := &layout.Summary{Slabs: make([]layout.SlabHeader, high)}
+	for _, s := range a.heads[:high] {
+		if s == nil {
+			continue
+		}
+		sh := s.sh
+		sh.Used, sh.Gen = s.used, 0
+		sum.Slabs[s.idx] = sh
+	}
+	return sum
 }

@@ -76,7 +76,7 @@ func TestBadInput(t *testing.T) {
 			copy(img[layout.SlotSize:], "NOTAPOOL")
 			return img
 		}, pmemgo.ErrCorrupt, "slot B at offset 4096"},
-		{"newer version", func(img []byte) []byte { reversion(img, 0); reversion(img, 1); return img }, pmemgo.ErrVersion, "format version 2"},
+		{"newer version", func(img []byte) []byte { reversion(img, 0); reversion(img, 1); return img }, pmemgo.ErrVersion, fmt.Sprintf("format version %d", layout.Version+1)},
 		{"newer version in one slot", func(img []byte) []byte { reversion(img, 1); return img }, pmemgo.ErrVersion, "slot B"},
 		{"log generation flipped", func(img []byte) []byte {
 			img[hdr.LogOff+layout.LogGenOff] ^= 1

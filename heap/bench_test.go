@@ -322,7 +322,9 @@ func benchSwizzleOpen(b *testing.B, path string, workers, ptrs int) {
 // BenchmarkReopenSameBase reopens a pool at the base it was closed at (no
 // swizzle) and allocates one object. Each op is Open, the first Update
 // and Close. Target: under 5 ms from Open to the first allocation,
-// independent of the object count.
+// independent of the object count. The "summary" runs open from the slab
+// summary the previous Close wrote; the "full" runs validate every slab
+// header (Options.FullValidation), as an open without a summary does.
 func BenchmarkReopenSameBase(b *testing.B) {
 	for _, sz := range []struct {
 		name string
@@ -334,42 +336,48 @@ func BenchmarkReopenSameBase(b *testing.B) {
 			}
 			path := filepath.Join(benchutil.PoolDir(b), "reopen.pool")
 			fillPool(b, path, poolSizeFor(sz.n), sz.n, linkObj1)
-			alloc := func(tx *heap.Tx) error {
-				_, err := heap.New[swzObj1](tx)
-				return err
+			for _, full := range []bool{false, true} {
+				name := "summary"
+				if full {
+					name = "full"
+				}
+				b.Run(name, func(b *testing.B) { reopenSameBase(b, path, full) })
 			}
-			var open, first time.Duration
-			checked := false
-			runtime.GC()
-			b.ReportAllocs()
-			for b.Loop() {
-				t0 := time.Now()
-				h, err := heap.Open(path, nil)
-				t1 := time.Now()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := h.Update(alloc); err != nil {
-					b.Fatal(err)
-				}
-				t2 := time.Now()
-				open += t1.Sub(t0)
-				first += t2.Sub(t0)
-				if !checked {
-					if r := h.Recovery(); r.Relocated || r.RolledBack != 0 {
-						b.Fatalf("reopen did not land at the same base cleanly: %+v", r)
-					}
-					checked = true
-				}
-				if err := h.Close(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			n := float64(b.N)
-			b.ReportMetric(float64(first.Microseconds())/1e3/n, "ms-to-first-alloc")
-			b.ReportMetric(float64(open.Microseconds())/1e3/n, "open-ms")
 		})
 	}
+}
+
+func reopenSameBase(b *testing.B, path string, full bool) {
+	alloc := func(tx *heap.Tx) error {
+		_, err := heap.New[swzObj1](tx)
+		return err
+	}
+	var open, first time.Duration
+	runtime.GC()
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		h, err := heap.Open(path, &heap.Options{FullValidation: full})
+		t1 := time.Now()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := h.Update(alloc); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		open += t1.Sub(t0)
+		first += t2.Sub(t0)
+		if r := h.Recovery(); r.Relocated || r.RolledBack != 0 || r.FromSummary == full {
+			b.Fatalf("reopen did not land at the same base cleanly, from the summary unless full: %+v", r)
+		}
+		if err := h.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(first.Microseconds())/1e3/n, "ms-to-first-alloc")
+	b.ReportMetric(float64(open.Microseconds())/1e3/n, "open-ms")
 }
 
 // txDevices are the devices of the transaction benchmarks: the default

@@ -452,3 +452,28 @@ func TestEmptyUpdateRunsHooksAndUUIDIsStable(t *testing.T) {
 	assert.Equal(t, id, h2.UUID())
 	require.NoError(t, h2.Close())
 }
+
+// TestLogThenFreeInOneTx logs objects and then frees them in the same
+// transaction, together with what they point at: the commit must not
+// check the pointers of objects that are gone at commit.
+func TestLogThenFreeInOneTx(t *testing.T) {
+	h, err := heap.Open(filepath.Join(t.TempDir(), "p.pool"), &heap.Options{Size: 2 << 20})
+	require.NoError(t, err)
+	defer h.Close()
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 5) }))
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		// removeHead logs the next node's kids before freeing the head;
+		// the next call frees that node and its name.
+		for range 4 {
+			if err := removeHead(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.NoError(t, h.View(func(tx *heap.Tx) error {
+		root, err := heap.Root[Root](tx)
+		require.Equal(t, 1, root.Count)
+		return err
+	}))
+}

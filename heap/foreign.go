@@ -24,7 +24,9 @@ func (tx *Tx) checkForeign() error {
 	}
 	for _, sp := range tx.added {
 		s, slot, within, ok := a.lookup(sp.off)
-		if !ok {
+		if !ok || tx.freed[a.slotOff(s, slot)] {
+			// An object the transaction also frees is gone at commit:
+			// what it points at no longer matters.
 			continue
 		}
 		ti := tx.h.types.byID(s.sh.Type)
@@ -60,7 +62,11 @@ func (tx *Tx) checkSlot(s *slabRef, slot, first, last uint32) error {
 			if v-h.base >= uintptr(len(h.mem)) {
 				return pointerError(&ti.desc, s, slot, e, p, elem, fmt.Sprintf("holds %#x", v), pmemgo.ErrForeignPointer)
 			}
-			if why := tx.pointee(p, uint64(v-h.base), word); why != "" {
+			why, err := tx.pointee(p, uint64(v-h.base), word)
+			if err != nil {
+				return err
+			}
+			if why != "" {
 				return pointerError(&ti.desc, s, slot, e, p, elem, why, pmemgo.ErrBadPointer)
 			}
 		}
@@ -72,24 +78,30 @@ func (tx *Tx) checkSlot(s *slabRef, slot, first, last uint32) error {
 // or "": it must be an allocated slot, not one this transaction frees, and
 // hold what the pointer's kind and type say. These are the rules the
 // offline checker applies.
-func (tx *Tx) pointee(p layout.Pointer, off uint64, word unsafe.Pointer) string {
+func (tx *Tx) pointee(p layout.Pointer, off uint64, word unsafe.Pointer) (string, error) {
 	a := tx.h.alloc
 	t, slot, within, ok := a.lookup(off)
+	if ok {
+		var err error
+		if ok, err = a.allocated(t, slot); err != nil {
+			return "", err
+		}
+	}
 	switch {
-	case !ok || !t.isSet(slot):
-		return fmt.Sprintf("points at pool offset %d, which is not in an allocated object", off)
+	case !ok:
+		return fmt.Sprintf("points at pool offset %d, which is not in an allocated object", off), nil
 	case tx.freed[a.slotOff(t, slot)]:
-		return fmt.Sprintf("points at pool offset %d, in an object this transaction frees", off)
+		return fmt.Sprintf("points at pool offset %d, in an object this transaction frees", off), nil
 	case p.Kind == layout.PtrUnsafe:
-		return ""
+		return "", nil
 	}
 	target := tx.h.types.byID(t.sh.Type)
 	if target == nil || target.desc.Name != p.Target {
-		return fmt.Sprintf("points at pool offset %d, in a slot of another type than %s", off, p.Target)
+		return fmt.Sprintf("points at pool offset %d, in a slot of another type than %s", off, p.Target), nil
 	}
 	size := uint64(target.desc.Size)
 	if uint64(within)%size != 0 {
-		return fmt.Sprintf("points at pool offset %d, inside a %s rather than at its start", off, p.Target)
+		return fmt.Sprintf("points at pool offset %d, inside a %s rather than at its start", off, p.Target), nil
 	}
 	end := uint64(within)
 	switch p.Kind {
@@ -99,9 +111,9 @@ func (tx *Tx) pointee(p layout.Pointer, off uint64, word unsafe.Pointer) string 
 		end += uint64(*(*uintptr)(unsafe.Add(word, 16))) * size
 	}
 	if t.sh.Kind == layout.KindObjects && within != 0 || end > uint64(t.sh.SlotSize) {
-		return fmt.Sprintf("points at pool offset %d, and its length runs past the end of the array it points into", off)
+		return fmt.Sprintf("points at pool offset %d, and its length runs past the end of the array it points into", off), nil
 	}
-	return ""
+	return "", nil
 }
 
 func pointerError(td *layout.TypeDesc, s *slabRef, slot, elem uint32, p layout.Pointer, off uint64, why string, sentinel error) error {

@@ -73,6 +73,14 @@ type Options struct {
 	ForceRelocate bool
 	// Workers is the number of goroutines swizzling; 0 means GOMAXPROCS.
 	Workers int
+	// FullValidation validates every slab header at open. Without it, a
+	// pool closed cleanly and reopened at the same base is opened from the
+	// slab summary its Close wrote, in time that does not grow with the
+	// number of objects, and each slab's header is validated against the
+	// summary when a transaction first allocates in it, frees from it,
+	// logs an object in it or stores a pointer into it. Either way every
+	// header is validated before anything in its slab is written.
+	FullValidation bool
 	// Logger, if set, is told what recovery did.
 	Logger *slog.Logger
 }
@@ -143,6 +151,7 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	}
 	pool, err := recovery.Open(f, recovery.Options{
 		Mapper: mapper, ReadOnly: opts.ReadOnly, ForceRelocate: opts.ForceRelocate, Workers: opts.Workers,
+		FullValidation: opts.FullValidation,
 	})
 	if err != nil {
 		return nil, err
@@ -161,6 +170,10 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 		opts.Logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,
 			"relocated", r.Relocated, "resumed", r.Resumed, "slabs_swizzled", r.Swizzle.Slabs,
 			"pointers", r.Swizzle.Pointers, "swizzle", r.Swizzle.Duration)
+	}
+	if r := pool.Report; opts.Logger != nil && errors.Is(r.SummaryIgnored, pmemgo.ErrCorrupt) {
+		opts.Logger.Warn("pmemgo: slab summary damaged; every slab header was validated instead, and Close writes a new summary",
+			"path", path, "err", r.SummaryIgnored)
 	}
 	return h, nil
 }
@@ -204,7 +217,10 @@ func syncDir(dir string) error {
 }
 
 // Close waits for running transactions, marks the pool cleanly closed and
-// unmaps it. Pointers into the pool must not be used afterwards.
+// unmaps it. Pointers into the pool must not be used afterwards. When the
+// pool was written to, Close also writes a summary of its slabs, with
+// which the next open at the same base reads one contiguous region
+// instead of a header on every slab's page.
 func (h *Heap) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -212,7 +228,13 @@ func (h *Heap) Close() error {
 		return pmemgo.ErrClosed
 	}
 	h.closed = true
-	err := h.pool.Close()
+	var err error
+	if !h.ro && !h.pool.Report.FromSummary {
+		// Opened without a usable summary: the pool gets one, so that the
+		// next open at this base is quick.
+		err = h.pool.MarkOpen()
+	}
+	err = errors.Join(err, h.pool.CloseSummary(h.alloc.summary(h.state.SlabHigh)))
 	return errors.Join(err, h.f.Close())
 }
 

@@ -59,6 +59,9 @@ func (h *Heap) Update(fn func(*Tx) error) (err error) {
 	if h.ro {
 		return pmemgo.ErrReadOnly
 	}
+	if err := h.pool.MarkOpen(); err != nil {
+		return err
+	}
 	tx := h.begin()
 	defer func() {
 		if r := recover(); r != nil {
@@ -154,7 +157,14 @@ func (tx *Tx) AddRange(p unsafe.Pointer, n uintptr) error {
 	// memory would let a rollback overwrite what the allocator owns.
 	a := tx.h.alloc
 	s, slot, within, ok := a.lookup(off)
-	if !ok || !s.isSet(slot) || uint64(within)+uint64(n) > uint64(s.sh.SlotSize) {
+	set := false
+	if ok {
+		var err error
+		if set, err = a.allocated(s, slot); err != nil {
+			return err
+		}
+	}
+	if !set || uint64(within)+uint64(n) > uint64(s.sh.SlotSize) {
 		return fmt.Errorf("add range at offset %d, %d bytes: not inside an allocated object: %w", off, n, pmemgo.ErrNotInPool)
 	}
 	tx.added = append(tx.added, span{off, uint64(n)})
@@ -236,7 +246,11 @@ func (tx *Tx) allocSlot(k classKey, elems uint32) (uint64, error) {
 // freeSlot frees the slot at the commit of tx.
 func (tx *Tx) freeSlot(s *slabRef, slot uint32) error {
 	off := tx.h.alloc.slotOff(s, slot)
-	if !s.isSet(slot) || tx.freed[off] {
+	set, err := tx.h.alloc.allocated(s, slot)
+	if err != nil {
+		return err
+	}
+	if !set || tx.freed[off] {
 		return fmt.Errorf("free of slab %d slot %d at offset %d: not allocated: %w", s.idx, slot, off, pmemgo.ErrInvalidFree)
 	}
 	if tx.freed == nil {

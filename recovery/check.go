@@ -193,7 +193,7 @@ func (c *checker) run() error {
 	c.walk = c.h
 	c.walk.Slabs = min(c.h.Slabs, (uint64(len(c.mem))-c.h.SlabOff)/c.h.SlabSize)
 	_ = c.swizzle() && c.rollback(dev) && c.heapState() && c.typeTable() &&
-		c.slabHeaders() && c.root() && c.objects()
+		c.slabHeaders() && c.summary() && c.root() && c.objects()
 	return nil
 }
 

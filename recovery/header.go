@@ -96,7 +96,7 @@ func chooseHeader(h [2]layout.Header, errs [2]error, open bool) (layout.Header, 
 }
 
 func sameGeometry(a, b *layout.Header) error {
-	if a.UUID != b.UUID || a.Size != b.Size || a.TypeOff != b.TypeOff || a.TypeSize != b.TypeSize ||
+	if a.UUID != b.UUID || a.Size != b.Size || a.TypeOff != b.TypeOff || a.TypeSize != b.TypeSize || a.SumOff != b.SumOff || a.SumSize != b.SumSize ||
 		a.LogOff != b.LogOff || a.LogSize != b.LogSize || a.SlabOff != b.SlabOff ||
 		a.SlabSize != b.SlabSize || a.Slabs != b.Slabs {
 		return fmt.Errorf("slot with sequence %d and slot with sequence %d describe different pools", a.Seq, b.Seq)

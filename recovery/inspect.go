@@ -45,7 +45,8 @@ type PoolFile struct {
 // under a shared lock that it fails at once to take when a writer holds
 // the pool, and recovers it as Open does (a live undo log rolled back, an
 // interrupted swizzle finished) in a private mapping: the file is never
-// written. Close the result to unmap the pool and release the lock.
+// written. Every slab header is validated: tools do not trust the slab
+// summary (see Options.FullValidation). Close the result to unmap the pool and release the lock.
 func OpenReadOnly(path string) (*PoolFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -55,7 +56,7 @@ func OpenReadOnly(path string) (*PoolFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	p, err := Open(f, Options{Mapper: device.Private{}, ReadOnly: true})
+	p, err := Open(f, Options{Mapper: device.Private{}, ReadOnly: true, FullValidation: true})
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -115,6 +116,19 @@ type Info struct {
 	// not.
 	Slabs    int
 	SlabErrs []error
+	Summary  SummaryInfo
+}
+
+// SummaryInfo describes the slab summary.
+type SummaryInfo struct {
+	// Present is set when the region holds a summary, usable or not.
+	Present bool
+	// Entries is the number of slabs it describes, when it decodes.
+	Entries int
+	// Stale says why an intact summary describes an older state of the
+	// pool (Open does not use it), Err why it fails its checks; both nil
+	// when the next open at the pool's base will use it.
+	Stale, Err error
 }
 
 // Inspect reads the metadata of the pool file at path without writing it,
@@ -212,6 +226,9 @@ func (info *Info) readRegions(mem []byte) {
 	} else {
 		info.Log = readLog(mem, h, end)
 	}
+	if info.StateErr == nil && h.SumOff+h.SumSize <= end {
+		info.Summary = readSummary(mem, h, &info.State, info.OpenMark)
+	}
 	if info.StateErr == nil && end > h.SlabOff {
 		walk := *h
 		walk.Slabs = min(h.Slabs, (end-h.SlabOff)/h.SlabSize)
@@ -225,6 +242,24 @@ func (info *Info) readRegions(mem []byte) {
 			return true
 		})
 	}
+}
+
+// readSummary decodes the slab summary and says whether Open could use it.
+func readSummary(mem []byte, h *layout.Header, st *layout.State, open bool) SummaryInfo {
+	si := SummaryInfo{Present: layout.SummaryPresent(mem[h.SumOff : h.SumOff+h.SumSize])}
+	if !si.Present {
+		return si
+	}
+	if sum, err := layout.DecodeSummary(mem[h.SumOff:h.SumOff+h.SumSize], h); err == nil {
+		si.Entries = len(sum.Slabs)
+	}
+	_, err := boundSummary(mem, h, st, open)
+	if errors.Is(err, errStale) {
+		si.Stale = err
+	} else {
+		si.Err = err
+	}
+	return si
 }
 
 // readLog scans the undo log of a pool whose file ends at end.

@@ -33,6 +33,9 @@ type Options struct {
 	ForceRelocate bool
 	// Workers is the number of goroutines swizzling; 0 means GOMAXPROCS.
 	Workers int
+	// FullValidation validates every slab header at open even when the
+	// pool was closed cleanly and its slab summary could be used.
+	FullValidation bool
 }
 
 // Report says what Open did to bring the pool up.
@@ -49,6 +52,14 @@ type Report struct {
 	// validation pass took.
 	Swizzle  swizzle.Stats
 	Validate time.Duration
+	// FromSummary is true when the slabs were read from the slab summary
+	// of a clean close rather than from every slab's header: each slab's
+	// header is then validated when it is first used (see LoadSlab).
+	FromSummary bool
+	// SummaryIgnored says why a summary that was present could not be
+	// used: it was stale or failed its checks. Nil when none was present
+	// or it was used.
+	SummaryIgnored error
 }
 
 // Pool is a validated, recovered and mapped pool.
@@ -62,6 +73,9 @@ type Pool struct {
 	Slabs  *SlabMap
 	Report Report
 	ro     bool
+	// marked is set while the open mark is set on the media: by this
+	// session's first write, or by a session that did not close.
+	marked bool
 }
 
 // Base returns the address the pool is mapped at.
@@ -84,6 +98,7 @@ func Open(f *os.File, opts Options) (*Pool, error) {
 		return nil, fmt.Errorf("map pool: %w", err)
 	}
 	p := &Pool{Dev: dev, Header: hdr, ro: opts.ReadOnly}
+	p.marked = layout.OpenMark(dev.Bytes()[layout.OpenMarkOff:]) != 0
 	if err := p.recover(opts); err != nil {
 		dev.Close()
 		return nil, err
@@ -122,12 +137,18 @@ func (p *Pool) recover(opts Options) error {
 	if p.State, err = layout.DecodeState(mem[layout.StateOff:], h); err != nil {
 		return err
 	}
-	prefault(mem[h.SlabOff : h.SlabOff+uint64(p.State.SlabHigh)*h.SlabSize])
 	if p.Types, err = layout.DecodeTypeTable(mem[h.TypeOff:h.TypeOff+p.State.TypeBytes], p.State.Types, h.TypeOff); err != nil {
 		return err
 	}
-	if p.Slabs, err = ValidateSlabs(mem, h, p.State.SlabHigh, p.Types); err != nil {
-		return err
+	if h.Flags&layout.FlagSwizzling == 0 && uint64(p.Base()) == h.Base && !opts.FullValidation {
+		p.Slabs, p.Report.SummaryIgnored = p.fromSummary()
+		p.Report.FromSummary = p.Slabs != nil
+	}
+	if p.Slabs == nil {
+		prefault(mem[h.SlabOff : h.SlabOff+uint64(p.State.SlabHigh)*h.SlabSize])
+		if p.Slabs, err = ValidateSlabs(mem, h, p.State.SlabHigh, p.Types); err != nil {
+			return err
+		}
 	}
 	if err := validateRoot(mem, p.Slabs, &p.State); err != nil {
 		return err
@@ -158,7 +179,8 @@ func (p *Pool) relocate(opts Options) error {
 		h.Target = addr
 		h.SwizzleGen++
 	default:
-		return p.markOpen()
+		// Nothing to write: the open mark is set by the first write.
+		return nil
 	}
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("relocating to %#x: %w: %w", addr, err, pmemgo.ErrCorrupt)
@@ -195,15 +217,23 @@ func (p *Pool) relocate(opts Options) error {
 	return p.WriteHeader(h)
 }
 
-// markOpen sets the open mark before the first header write of this open,
-// so that a header slot torn by a crash from now on is recovered from, not
-// taken for corruption.
-func (p *Pool) markOpen() error {
-	if p.ro {
+// MarkOpen sets the open mark, if it is not set yet, before the first
+// write of this open: a header slot torn by a crash from then on is
+// recovered from rather than taken for corruption, and the slab summary
+// of the last clean close is no longer trusted. Every write to the pool
+// comes after it; an open that writes nothing leaves the file as it was.
+func (p *Pool) MarkOpen() error {
+	if p.ro || p.marked {
 		return nil
 	}
-	return p.setOpenMark(1)
+	if err := p.setOpenMark(1); err != nil {
+		return err
+	}
+	p.marked = true
+	return nil
 }
+
+func (p *Pool) markOpen() error { return p.MarkOpen() }
 
 func (p *Pool) setOpenMark(v uint64) error {
 	layout.SetOpenMark(p.Dev.Bytes()[layout.OpenMarkOff:], v)
@@ -217,6 +247,9 @@ func (p *Pool) setOpenMark(v uint64) error {
 // WriteHeader makes h the pool's header: it is written, with the next
 // sequence number, to the slot not holding the current header, and fenced.
 func (p *Pool) WriteHeader(h layout.Header) error {
+	if err := p.MarkOpen(); err != nil {
+		return err
+	}
 	h.Seq = p.Header.Seq + 1
 	off := int(layout.SlotOff(int(h.Seq % 2)))
 	h.Encode(p.Dev.Bytes()[off:])
@@ -228,16 +261,28 @@ func (p *Pool) WriteHeader(h layout.Header) error {
 	return nil
 }
 
-// Close writes the header to both slots, so that either one failing
-// validation later is known to be corruption, clears the open mark and
-// unmaps the pool. A read-only pool is only unmapped.
-func (p *Pool) Close() error {
+// Close is CloseSummary without a summary: a summary of an earlier clean
+// close is invalidated rather than left to describe slabs that may have
+// changed.
+func (p *Pool) Close() error { return p.CloseSummary(nil) }
+
+// CloseSummary closes the pool. When this open wrote to it, the last
+// transaction's log is retired, the header is written to both slots (so
+// that either one failing validation later is known to be corruption),
+// sum, which must describe every slab below the high-water mark, is
+// written as the slab summary bound to that state, and the open mark is
+// cleared last; then the pool is unmapped. A pool this open did not write
+// to, and a read-only one, are only unmapped.
+func (p *Pool) CloseSummary(sum *layout.Summary) error {
 	var err error
-	if !p.ro {
+	if !p.ro && p.marked {
 		// The last transaction's log is retired here, off its commit path.
 		_, err = Rollback(p.Dev, &p.Header)
 		h := p.Header
 		err = errors.Join(err, p.WriteHeader(h), p.WriteHeader(h))
+		if err == nil {
+			err = p.writeSummary(sum)
+		}
 		if err == nil {
 			err = p.setOpenMark(0)
 		}

@@ -125,7 +125,7 @@ func runGC(cmd *cobra.Command, src string, o copyOptions) (err error) {
 // collect opens the copy and frees, in one transaction, what the root
 // does not reach.
 func (r *gcResult) collect(cmd *cobra.Command, o copyOptions) (err error) {
-	h, err := heap.Open(o.output, nil)
+	h, err := heap.Open(o.output, &heap.Options{FullValidation: true})
 	if err != nil {
 		return err
 	}

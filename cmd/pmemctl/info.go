@@ -81,6 +81,8 @@ type infoGeometry struct {
 	TypeSize   uint64 `json:"type_table_size"`
 	LogOffset  uint64 `json:"undo_log_offset"`
 	LogSize    uint64 `json:"undo_log_size"`
+	SumOffset  uint64 `json:"slab_summary_offset"`
+	SumSize    uint64 `json:"slab_summary_size"`
 }
 
 type infoSwizzle struct {
@@ -124,6 +126,7 @@ func newInfoResult(path string, info *recovery.Info) *infoResult {
 	r.Geometry = &infoGeometry{
 		SlabSize: h.SlabSize, Slabs: h.Slabs, SlabsUsed: info.State.SlabHigh, SlabOffset: h.SlabOff,
 		TypeOffset: h.TypeOff, TypeSize: h.TypeSize, LogOffset: h.LogOff, LogSize: h.LogSize,
+		SumOffset: h.SumOff, SumSize: h.SumSize,
 	}
 	if h.Flags&layout.FlagSwizzling != 0 {
 		r.Swizzle = &infoSwizzle{Target: fmt.Sprintf("%#x", h.Target), Old: []string{}}
@@ -213,6 +216,15 @@ func infoChecks(info *recovery.Info) []infoCheck {
 		slabErr = fmt.Errorf("%d of %d fail, the first: %w", n, n+info.Slabs, info.SlabErrs[0])
 	}
 	check("slab headers", slabErr, fmt.Sprintf("%s with their bitmaps", plural(info.Slabs, "slab header")))
+	sum := &info.Summary
+	sumDetail := "none: the next clean close writes one"
+	switch {
+	case sum.Stale != nil:
+		sumDetail = "not used by the next open: " + strings.TrimPrefix(sum.Stale.Error(), "slab summary is ")
+	case sum.Present:
+		sumDetail = fmt.Sprintf("%s; the next open at the pool's base reads it instead of every slab header", plural(sum.Entries, "slab"))
+	}
+	check("slab summary", sum.Err, sumDetail)
 	return cs
 }
 
@@ -237,6 +249,7 @@ func (r *infoResult) print(out io.Writer) {
 		row("base", r.Base+" (stored pointers are relative to it)")
 		row("slabs", fmt.Sprintf("%d of %s at offset %d, %d initialised", g.Slabs, humanBytes(g.SlabSize), g.SlabOffset, g.SlabsUsed))
 		row("type table", fmt.Sprintf("%s at offset %d", humanBytes(g.TypeSize), g.TypeOffset))
+		row("slab summary", fmt.Sprintf("%s at offset %d", humanBytes(g.SumSize), g.SumOffset))
 		row("undo log", fmt.Sprintf("%s at offset %d", humanBytes(g.LogSize), g.LogOffset))
 		row("sequence", fmt.Sprintf("%d, epoch %d, swizzle generation %d", r.Seq, r.Epoch, r.SwizzleGen))
 	}

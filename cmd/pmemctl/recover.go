@@ -110,7 +110,7 @@ func runRecover(cmd *cobra.Command, src string, o copyOptions) error {
 // openAndClose opens the pool at path, which recovers it, and closes it.
 // When that fails the file, a copy made for recovery, is removed.
 func openAndClose(path string) (recovery.Report, error) {
-	h, err := heap.Open(path, nil)
+	h, err := heap.Open(path, &heap.Options{FullValidation: true})
 	if err != nil {
 		os.Remove(path)
 		return recovery.Report{}, fmt.Errorf("%w (%s removed)", err, path)

@@ -141,3 +141,52 @@ func FuzzDecodeTypeTable(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeSummary(f *testing.F) {
+	h := validHeader(f)
+	slots, off := SlabGeometry(h.SlabSize, 64)
+	bigSlots, bigOff := SlabGeometry(2*h.SlabSize, uint32(h.SlabSize))
+	s := Summary{LogGen: 7, HeaderSeq: 9, Slabs: []SlabHeader{
+		{Kind: KindObjects, Type: 1, SlotSize: 64, Slots: slots, Used: 3, DataOff: off, Extent: 1, Elems: 1},
+		{},
+		{Kind: KindArray, Type: 2, SlotSize: uint32(h.SlabSize), Slots: bigSlots, Used: 1, DataOff: bigOff, Extent: 2, Elems: 8},
+		{},
+	}}
+	b := make([]byte, SummarySize(uint64(len(s.Slabs))))
+	EncodeSummary(b, &s)
+	f.Add(b)
+	f.Add(b[:SummaryHeaderSize+SummaryEntrySize])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < SummaryHeaderSize {
+			return
+		}
+		got, err := DecodeSummary(b, &h)
+		if err != nil {
+			return
+		}
+		if uint64(len(got.Slabs)) > h.Slabs {
+			t.Fatalf("accepted %d entries for %d slabs", len(got.Slabs), h.Slabs)
+		}
+		end := 0
+		for i, sh := range got.Slabs {
+			if sh.Kind == KindFree {
+				continue
+			}
+			if i < end || i+int(sh.Extent) > len(got.Slabs) || sh.Used > sh.Slots {
+				t.Fatalf("accepted entry %d %+v (previous extent ends at %d, %d entries)", i, sh, end, len(got.Slabs))
+			}
+			end = i + int(sh.Extent)
+		}
+		out := make([]byte, SummarySize(uint64(len(got.Slabs))))
+		EncodeSummary(out, &got)
+		again, err := DecodeSummary(out, &h)
+		if err != nil || again.LogGen != got.LogGen || again.HeaderSeq != got.HeaderSeq || len(again.Slabs) != len(got.Slabs) {
+			t.Fatalf("re-encoded summary: %v", err)
+		}
+		for i := range got.Slabs {
+			if again.Slabs[i] != got.Slabs[i] {
+				t.Fatalf("entry %d changed in a round trip: %+v, %+v", i, got.Slabs[i], again.Slabs[i])
+			}
+		}
+	})
+}

@@ -47,7 +47,11 @@ func NewHeader(g Geometry) (Header, error) {
 		TypeSize: alignUp(g.TypeSize, 4096),
 		SlabSize: g.SlabSize,
 	}
-	h.LogOff = h.TypeOff + h.TypeSize
+	// The summary is sized for as many slabs as the whole pool could
+	// hold, which bounds the count the rest of the layout leaves.
+	h.SumOff = h.TypeOff + h.TypeSize
+	h.SumSize = SummarySize(g.Size / g.SlabSize)
+	h.LogOff = h.SumOff + h.SumSize
 	h.LogSize = alignUp(g.LogSize, 4096)
 	h.SlabOff = alignUp(h.LogOff+h.LogSize, h.SlabSize)
 	if h.SlabOff+h.SlabSize > h.Size {

@@ -9,6 +9,7 @@
 //	[4096, 8192)       header slot B
 //	[8192, 8256)       heap state: root, slab high-water mark, type count
 //	[TypeOff, +TypeSize) type table: checksummed type descriptors
+//	[SumOff, +SumSize)   slab summary: every slab header, written at a clean close
 //	[LogOff, +LogSize)   undo log: generation word, then entries
 //	[SlabOff, Size)      slabs of SlabSize bytes each
 //
@@ -26,7 +27,7 @@ import (
 )
 
 // Version is the format version this package reads and writes.
-const Version = 1
+const Version = 2
 
 // Magic starts both header slots of every pool file.
 const Magic = "PMEMGO\x00\x01"
@@ -74,6 +75,8 @@ type Header struct {
 	Epoch    uint64
 	TypeOff  uint64
 	TypeSize uint64
+	SumOff   uint64
+	SumSize  uint64
 	LogOff   uint64
 	LogSize  uint64
 	SlabOff  uint64
@@ -106,6 +109,8 @@ const (
 	hSlabs    = 128
 	hNOld     = 136
 	hOld      = 144
+	hSumOff   = hOld + 8*MaxRelocations
+	hSumSize  = hSumOff + 8
 	hSum      = HeaderBytes - 8
 )
 
@@ -130,6 +135,7 @@ func (h *Header) Encode(b []byte) {
 		{hGen, h.SwizzleGen}, {hEpoch, h.Epoch}, {hTypeOff, h.TypeOff},
 		{hTypeSize, h.TypeSize}, {hLogOff, h.LogOff}, {hLogSize, h.LogSize},
 		{hSlabOff, h.SlabOff}, {hSlabSize, h.SlabSize}, {hSlabs, h.Slabs},
+		{hSumOff, h.SumOff}, {hSumSize, h.SumSize},
 	} {
 		le.PutUint64(b[f.off:], f.v)
 	}
@@ -167,6 +173,7 @@ func DecodeHeader(b []byte) (Header, error) {
 		{hGen, &h.SwizzleGen}, {hEpoch, &h.Epoch}, {hTypeOff, &h.TypeOff},
 		{hTypeSize, &h.TypeSize}, {hLogOff, &h.LogOff}, {hLogSize, &h.LogSize},
 		{hSlabOff, &h.SlabOff}, {hSlabSize, &h.SlabSize}, {hSlabs, &h.Slabs},
+		{hSumOff, &h.SumOff}, {hSumSize, &h.SumSize},
 	} {
 		*f.v = le.Uint64(b[f.off:])
 	}
@@ -194,6 +201,7 @@ func (h *Header) Validate() error {
 		off, size uint64
 	}{
 		{"type table", h.TypeOff, h.TypeSize},
+		{"slab summary", h.SumOff, h.SumSize},
 		{"undo log", h.LogOff, h.LogSize},
 		{"slabs", h.SlabOff, h.Slabs * h.SlabSize},
 	}
@@ -209,6 +217,9 @@ func (h *Header) Validate() error {
 	}
 	if h.Slabs > 1<<31 {
 		return fmt.Errorf("%d slabs is more than the format allows", h.Slabs)
+	}
+	if h.SumSize < SummaryHeaderSize+h.Slabs*SummaryEntrySize {
+		return fmt.Errorf("slab summary of %d bytes cannot describe %d slabs", h.SumSize, h.Slabs)
 	}
 	if h.Flags&FlagSwizzling == 0 && len(h.Old) != 0 {
 		return fmt.Errorf("relocation table has %d entries but no swizzle is in progress", len(h.Old))

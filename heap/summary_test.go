@@ -1,0 +1,306 @@
+package heap_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/recovery"
+)
+
+// The tests in this file cover the slab summary: a clean Close writes it,
+// and a reopen at the same base uses it instead of reading every slab
+// header, validating each slab when it is first used.
+
+// openSameBase opens path with opts at the base the pool was closed at.
+// The Go runtime of this process may have mapped something into that
+// range since the pool was unmapped; the pool then lands elsewhere, and
+// is closed and opened again at its new base. The test is skipped if that
+// keeps happening, since the summary is only used at the same base.
+func openSameBase(t *testing.T, path string, opts *heap.Options) *heap.Heap {
+	t.Helper()
+	for range 5 {
+		h, err := heap.Open(path, opts)
+		require.NoError(t, err)
+		if !h.Recovery().Relocated {
+			return h
+		}
+		require.NoError(t, h.Close())
+	}
+	t.Skip("the pool's base kept being taken in this process; the summary is only used at the same base")
+	return nil
+}
+
+// summaryPool makes a pool with nodes, strings and slices in several slabs
+// and a free slab between used ones, and returns its path and snapshot.
+func summaryPool(t *testing.T) (string, string) {
+	t.Helper()
+	path := filepath.Join(fastTempDir(t), "s.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 2 << 20, SlabSize: 16 << 10})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 300) }))
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		for range 100 {
+			if err := removeHead(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	want := snapshot(t, h)
+	require.NoError(t, h.Close())
+	return path, want
+}
+
+func TestReopenFromSummary(t *testing.T) {
+	path, want := summaryPool(t)
+	checkPool(t, path)
+
+	h := openSameBase(t, path, nil)
+	r := h.Recovery()
+	require.True(t, r.FromSummary, "a clean pool reopened at its base is opened from its summary: %+v", r)
+	require.NoError(t, r.SummaryIgnored)
+	stats := h.Stats()
+	assert.Equal(t, want, snapshot(t, h))
+	// Allocate, free and log objects in slabs known only from the summary.
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 1000, 50) }))
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return removeHead(tx) }))
+	require.NoError(t, h.Update(renameAll))
+	after := snapshot(t, h)
+	require.NoError(t, h.Close())
+	checkPool(t, path)
+
+	h = openSameBase(t, path, &heap.Options{FullValidation: true})
+	assert.False(t, h.Recovery().FromSummary, "FullValidation reads every slab header")
+	assert.Equal(t, after, snapshot(t, h))
+	full := h.Stats()
+	require.NoError(t, h.Close())
+
+	h = openSameBase(t, path, nil)
+	assert.True(t, h.Recovery().FromSummary)
+	assert.Equal(t, after, snapshot(t, h))
+	assert.Equal(t, full, h.Stats(), "stats from the summary equal those from the slab headers")
+	assert.NotEqual(t, stats, full)
+	require.NoError(t, h.Close())
+
+	// A pool opened and closed without a write is left as it was.
+	h = openSameBase(t, path, nil)
+	before := readFile(t, path)
+	require.NoError(t, h.View(func(*heap.Tx) error { return nil }))
+	require.NoError(t, h.Close())
+	assert.Equal(t, before, readFile(t, path), "an open that writes nothing leaves the file untouched")
+}
+
+// TestSummaryDamageFallsBack flips bits across the summary of a clean
+// pool: each open at the same base notices, validates every slab header
+// instead and opens the pool; the checker reports the damage; and Close
+// writes a good summary again.
+func TestSummaryDamageFallsBack(t *testing.T) {
+	path, want := summaryPool(t)
+	hdr, st := poolMeta(t, readFile(t, path))
+	used := uint64(layout.SummaryHeaderSize + layout.SummaryEntrySize*int(st.SlabHigh))
+	flips, moved := 0, 0
+	for off := hdr.SumOff; off < hdr.SumOff+used; off += 7 {
+		// The pool as the last iteration's Close left it: clean, with a
+		// good summary, at the base it was last mapped at.
+		img := readFile(t, path)
+		img[off] ^= 1 << (off % 8)
+		require.NoError(t, os.WriteFile(path, img, 0o600))
+
+		var problems []recovery.Problem
+		require.NoError(t, recovery.CheckFile(path, func(p recovery.Problem) bool {
+			problems = append(problems, p)
+			return true
+		}))
+		require.Len(t, problems, 1, "flip at offset %d", off)
+		assert.Equal(t, "summary", problems[0].Kind)
+
+		h, err := heap.Open(path, nil)
+		require.NoError(t, err)
+		r := h.Recovery()
+		if r.Relocated {
+			// See openSameBase; the next flip gets the pool at its new base.
+			moved++
+			require.NoError(t, h.Close())
+			continue
+		}
+		require.False(t, r.FromSummary, "flip at offset %d", off)
+		require.ErrorIs(t, r.SummaryIgnored, pmemgo.ErrCorrupt, "flip at offset %d", off)
+		require.Equal(t, want, snapshot(t, h))
+		require.NoError(t, h.Close())
+		checkPool(t, path)
+		flips++
+	}
+	require.Greater(t, flips, 3*moved, "most opens must land at the pool's base for the test to mean something")
+	h := openSameBase(t, path, nil)
+	assert.True(t, h.Recovery().FromSummary, "Close wrote a new summary")
+	require.NoError(t, h.Close())
+	t.Logf("%d flips in the slab summary, each noticed (%d more not tested: the pool could not be mapped at its base)", flips, moved)
+}
+
+// TestSummaryNotTrustedAfterCrash copies a pool while it is open, as a
+// crash would leave it: its summary, written by an earlier clean close,
+// describes an older state and is not used.
+func TestSummaryNotTrustedAfterCrash(t *testing.T) {
+	path, _ := summaryPool(t)
+	h := openSameBase(t, path, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 500, 200) }))
+	crashed := filepath.Join(filepath.Dir(path), "crashed.pool")
+	require.NoError(t, os.WriteFile(crashed, readFile(t, path), 0o600))
+	want := snapshot(t, h)
+	require.NoError(t, h.Close())
+
+	c := openSameBase(t, crashed, nil)
+	r := c.Recovery()
+	assert.False(t, r.FromSummary)
+	require.Error(t, r.SummaryIgnored)
+	assert.NotErrorIs(t, r.SummaryIgnored, pmemgo.ErrCorrupt, "a stale summary is not damage")
+	assert.Contains(t, r.SummaryIgnored.Error(), "not closed cleanly")
+	assert.Equal(t, want, snapshot(t, c))
+	require.NoError(t, c.Close())
+	checkPool(t, crashed)
+}
+
+// nodeSlab returns the index of a slab holding Nodes in the pool image.
+func nodeSlab(t *testing.T, img []byte) uint32 {
+	t.Helper()
+	hdr, st := poolMeta(t, img)
+	types, err := layout.DecodeTypeTable(img[hdr.TypeOff:hdr.TypeOff+st.TypeBytes], st.Types, hdr.TypeOff)
+	require.NoError(t, err)
+	found := -1
+	layout.WalkSlabs(img, &hdr, st.SlabHigh, func(i uint32, sh *layout.SlabHeader, err error) bool {
+		require.NoError(t, err)
+		if sh.Kind == layout.KindObjects && strings.HasSuffix(types[sh.Type-1].Name, "_test.Node") {
+			found = int(i)
+			return false
+		}
+		return true
+	})
+	require.GreaterOrEqual(t, found, 0)
+	return uint32(found)
+}
+
+// TestLazySlabValidation damages the header of a slab of a clean pool.
+// Opened from the summary, the pool opens (that slab's header is not
+// read), reads work, and the first transaction that needs the slab fails
+// with a corruption error naming it, leaving the slab as it was.
+func TestLazySlabValidation(t *testing.T) {
+	path, want := summaryPool(t)
+	img := readFile(t, path)
+	hdr, _ := poolMeta(t, img)
+	slab := nodeSlab(t, img)
+	off := hdr.SlabOffset(slab)
+	img[off+20] ^= 4 // the used count, under the header checksum
+	require.NoError(t, os.WriteFile(path, img, 0o600))
+
+	_, err := heap.Open(path, &heap.Options{FullValidation: true})
+	require.ErrorIs(t, err, pmemgo.ErrCorrupt)
+
+	h := openSameBase(t, path, nil)
+	require.True(t, h.Recovery().FromSummary)
+	assert.Equal(t, want, snapshot(t, h))
+	err = h.Update(func(tx *heap.Tx) error {
+		root, err := heap.Root[Root](tx)
+		if err != nil {
+			return err
+		}
+		// Every node slab is used in turn until the damaged one is hit.
+		for n := root.Head; n != nil; n = n.Next {
+			if err := heap.Set(tx, &n.Key, n.Key+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, pmemgo.ErrCorrupt)
+	assert.Contains(t, err.Error(), fmt.Sprintf("slab %d at offset %d", slab, off))
+	assert.Equal(t, want, snapshot(t, h), "the failed transaction rolled back")
+	require.NoError(t, h.Close())
+	assert.Equal(t, img[off:off+64], readFile(t, path)[off:off+64], "the damaged header is left as it was")
+
+	var problems []recovery.Problem
+	require.NoError(t, recovery.CheckFile(path, func(p recovery.Problem) bool {
+		problems = append(problems, p)
+		return true
+	}))
+	require.NotEmpty(t, problems)
+}
+
+// TestSummaryFreeSlabChecked forges a summary, with valid checksums and
+// bindings, that lists a used slab as free: the checker reports the
+// disagreement, and an allocation that would reuse the slab is refused
+// instead of writing over its objects.
+func TestSummaryFreeSlabChecked(t *testing.T) {
+	path, _ := summaryPool(t)
+	img := readFile(t, path)
+	hdr, _ := poolMeta(t, img)
+	slab := nodeSlab(t, img)
+	region := img[hdr.SumOff : hdr.SumOff+hdr.SumSize]
+	sum, err := layout.DecodeSummary(region, &hdr)
+	require.NoError(t, err)
+	sum.Slabs[slab] = layout.SlabHeader{}
+	layout.EncodeSummary(region, &sum)
+	require.NoError(t, os.WriteFile(path, img, 0o600))
+
+	var problems []recovery.Problem
+	require.NoError(t, recovery.CheckFile(path, func(p recovery.Problem) bool {
+		problems = append(problems, p)
+		return true
+	}))
+	require.Len(t, problems, 1)
+	assert.Equal(t, "summary", problems[0].Kind)
+	assert.Contains(t, problems[0].String(), fmt.Sprintf("slab summary entry %d", slab))
+
+	type Other struct{ A, B uint64 }
+	h := openSameBase(t, path, nil)
+	require.True(t, h.Recovery().FromSummary)
+	err = h.Update(func(tx *heap.Tx) error {
+		_, err := heap.New[Other](tx)
+		return err
+	})
+	require.ErrorIs(t, err, pmemgo.ErrCorrupt)
+	assert.Contains(t, err.Error(), fmt.Sprintf("slab %d", slab))
+	require.NoError(t, h.Close())
+	assert.Equal(t, img[hdr.SlabOffset(slab):hdr.SlabOffset(slab+1)], readFile(t, path)[hdr.SlabOffset(slab):hdr.SlabOffset(slab+1)])
+}
+
+// TestCrashClose takes a crash at every flush and fence of a Close, which
+// writes the header slots, the summary and the open mark: every image
+// reopens at the same base with the committed state, from the summary
+// only when the close completed, and passes the checker.
+func TestCrashClose(t *testing.T) {
+	path, _ := summaryPool(t)
+	dir := filepath.Dir(path)
+	c := newCapture(true)
+	h, err := heap.Open(path, &heap.Options{Device: c.emu})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 700, 30) }))
+	want := snapshot(t, h)
+	c.armed = true
+	require.NoError(t, h.Close())
+	c.armed = false
+	require.NotEmpty(t, c.images)
+
+	fromSummary := 0
+	for i, img := range c.images {
+		p := filepath.Join(dir, "image.pool")
+		require.NoError(t, os.WriteFile(p, img, 0o600))
+		h, err := heap.Open(p, nil)
+		require.NoError(t, err, "image %d", i)
+		if h.Recovery().FromSummary {
+			fromSummary++
+		}
+		require.Equal(t, want, snapshot(t, h), "image %d", i)
+		require.NoError(t, h.Close())
+		checkPool(t, p)
+	}
+	t.Logf("close: %d crash images taken, %d distinct ones checked, %d opened from the summary", c.points, len(c.images), fromSummary)
+}
