@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/pmemgo/pmemgo"
@@ -83,7 +84,27 @@ func CheckFile(path string, yield func(Problem) bool) error {
 // CheckFileStats is CheckFile, and also returns how much was checked, for
 // a summary line. The stats count what was checked before the check ended
 // or yield stopped it.
-func CheckFileStats(path string, yield func(Problem) bool) (stats CheckStats, err error) {
+func CheckFileStats(path string, yield func(Problem) bool) (CheckStats, error) {
+	return CheckFileOptions(path, nil, yield)
+}
+
+// CheckOptions are the options of CheckFileOptions. A nil *CheckOptions
+// is the zero value: a check that reports no progress.
+type CheckOptions struct {
+	// Progress, if not nil, is called from time to time, on the goroutine
+	// running the check, with the number of slabs the check has gone
+	// through and the number it goes through: the slabs below the pool's
+	// high-water mark, free and damaged ones included. It is first called
+	// with done 0, once the slab headers are read, then about every 16 MiB
+	// of slabs; done never decreases, and reaches total when the check
+	// runs to the end. A check that yield stops, or that damage stops
+	// before the slab headers, ends without reaching total, or without a
+	// call.
+	Progress func(done, total int64)
+}
+
+// CheckFileOptions is CheckFileStats with options; opts may be nil.
+func CheckFileOptions(path string, opts *CheckOptions, yield func(Problem) bool) (stats CheckStats, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return stats, err
@@ -95,6 +116,9 @@ func CheckFileStats(path string, yield func(Problem) bool) (stats CheckStats, er
 		return stats, fmt.Errorf("check %s: %w", path, err)
 	}
 	c := &checker{path: path, f: f, yield: yield}
+	if opts != nil {
+		c.progress = opts.Progress
+	}
 	// A file truncated by someone else while it is mapped faults on the
 	// pages that are gone; that must be an error, not a crash. Any other
 	// panic, in yield for instance, is not ours to turn into an error.
@@ -119,6 +143,10 @@ type checker struct {
 	// stopped is set once yield returned false.
 	stopped bool
 	stats   CheckStats
+	// progress is CheckOptions.Progress; reported is the done it was last
+	// called with.
+	progress func(done, total int64)
+	reported uint32
 
 	fileSize int64
 	slot     int           // the header slot in use
@@ -220,6 +248,7 @@ func (c *checker) header() (bool, error) {
 		magic[i] = n >= len(layout.Magic) && string(buf[:len(layout.Magic)]) == layout.Magic
 		cut[i] = n < layout.HeaderBytes
 		hdrs[i], errs[i] = layout.DecodeHeader(buf[:n])
+		errs[i] = dropWhere(errs[i], "header")
 	}
 	for i := range errs {
 		// A newer format is not ours to judge, even in one slot: Open
@@ -238,7 +267,7 @@ func (c *checker) header() (bool, error) {
 			}
 		}
 		if cut[0] || cut[1] {
-			c.report("size", c.fileSize, "file", fmt.Errorf("file of %d bytes is too short for two header slots: %w", c.fileSize, pmemgo.ErrTruncated))
+			c.report("size", c.fileSize, "file", fmt.Errorf("%d bytes, too short for two header slots: %w", c.fileSize, pmemgo.ErrTruncated))
 		}
 		return false, nil
 	}
@@ -305,12 +334,12 @@ func (c *checker) size() (bool, error) {
 	var err error
 	switch {
 	case size < c.h.SlabOff:
-		err = fmt.Errorf("file is %d bytes, its header records %d: it ends inside the metadata, which ends at %d, so nothing more can be checked: %w",
+		err = fmt.Errorf("%d bytes, but the header records %d: it ends inside the metadata, which ends at %d, so nothing more can be checked: %w",
 			size, c.h.Size, c.h.SlabOff, pmemgo.ErrTruncated)
 	case size < c.h.Size:
-		err = fmt.Errorf("file is %d bytes, its header records %d: the last %d bytes are missing: %w", size, c.h.Size, c.h.Size-size, pmemgo.ErrTruncated)
+		err = fmt.Errorf("%d bytes, but the header records %d: the last %d bytes are missing: %w", size, c.h.Size, c.h.Size-size, pmemgo.ErrTruncated)
 	default:
-		err = fmt.Errorf("file is %d bytes, its header records %d: %d bytes follow the pool: %w", size, c.h.Size, size-c.h.Size, pmemgo.ErrTruncated)
+		err = fmt.Errorf("%d bytes, but the header records %d: %d bytes follow the pool: %w", size, c.h.Size, size-c.h.Size, pmemgo.ErrTruncated)
 	}
 	ok := c.report("size", int64(min(size, c.h.Size)), "file", err)
 	return ok && size >= c.h.SlabOff, nil
@@ -340,7 +369,7 @@ func (c *checker) rollback(dev device.Device) bool {
 	h.Size = uint64(len(c.mem))
 	n, err := Rollback(dev, &h)
 	c.stats.RolledBack = n
-	if err != nil && !c.report("undo-log", int64(h.LogOff), "undo log", err) {
+	if err != nil && !c.report("undo-log", int64(h.LogOff), "undo log", dropWhere(err, "undo log")) {
 		return false
 	}
 	if n > 0 {
@@ -354,7 +383,7 @@ func (c *checker) rollback(dev device.Device) bool {
 func (c *checker) heapState() bool {
 	s, err := layout.DecodeState(c.mem[layout.StateOff:], &c.h)
 	if err != nil {
-		c.report("state", layout.StateOff, "heap state", err)
+		c.report("state", layout.StateOff, "heap state", dropWhere(err, "heap state"))
 		return false
 	}
 	c.state = s
@@ -367,7 +396,7 @@ func (c *checker) typeTable() bool {
 	h := &c.h
 	types, err := layout.DecodeTypeTable(c.mem[h.TypeOff:h.TypeOff+c.state.TypeBytes], c.state.Types, h.TypeOff)
 	if err != nil {
-		c.report("type-table", int64(h.TypeOff), "type table", err)
+		c.report("type-table", int64(h.TypeOff), "type table", dropWhere(err, "type table"))
 		return false
 	}
 	c.types = types
@@ -375,7 +404,7 @@ func (c *checker) typeTable() bool {
 	for i := range types {
 		if prev, dup := ids[types[i].Name]; dup {
 			if !c.report("type-table", int64(h.TypeOff), typeWhere(i+1, types[i].Name),
-				fmt.Errorf("type %d has the same name: %w", prev, pmemgo.ErrCorrupt)) {
+				fmt.Errorf("has the same name as type %d: %w", prev, pmemgo.ErrCorrupt)) {
 				return false
 			}
 			continue
@@ -452,6 +481,34 @@ func (c *checker) badSlab(i uint32, err error, skip *uint32) bool {
 }
 
 func slabWhere(i uint32) string { return "slab " + strconv.FormatUint(uint64(i), 10) }
+
+// placedError is an error whose message leaves out the place that the
+// message of the error it wraps starts with.
+type placedError struct {
+	msg string
+	err error
+}
+
+func (e *placedError) Error() string { return e.msg }
+func (e *placedError) Unwrap() error { return e.err }
+
+// dropWhere returns err without the "<place>...: " its message starts
+// with, when it starts with place. The layout decoders say where what they
+// found is ("heap state at offset 8192: checksum ..."), and so does a
+// Problem, in Where and Offset.
+func dropWhere(err error, place string) error {
+	if err == nil {
+		return nil
+	}
+	msg, ok := strings.CutPrefix(err.Error(), place)
+	if !ok {
+		return err
+	}
+	if _, rest, ok := strings.Cut(msg, ": "); ok {
+		return &placedError{msg: rest, err: err}
+	}
+	return err
+}
 
 // slabErr drops the slab and offset a *layout.SlabError adds: the
 // problem's Where and Offset say them.
@@ -566,7 +623,7 @@ func (c *checker) root() bool {
 		return true
 	}
 	fail := func(format string, args ...any) bool {
-		return c.report("root", layout.StateOff, "heap state root", fmt.Errorf("root at offset %d "+format+": %w",
+		return c.report("root", layout.StateOff, "heap state root", fmt.Errorf("points to pool offset %d, "+format+": %w",
 			append(append([]any{st.RootOff}, args...), pmemgo.ErrCorrupt)...))
 	}
 	s, ok, kind, what := c.locate(st.RootOff)
@@ -574,11 +631,11 @@ func (c *checker) root() bool {
 	case !ok && kind == "":
 		return true
 	case !ok:
-		return fail("is %s", what)
+		return fail("%s", what)
 	case s.head.sh.Kind != layout.KindObjects || s.head.sh.Type != st.RootType:
-		return fail("is in %s, but the root is a %s", s.where(), c.typeName(st.RootType))
+		return fail("in %s, but the root is a %s", s.where(), c.typeName(st.RootType))
 	case s.inSlot != 0:
-		return fail("is %d bytes into %s", s.inSlot, s.where())
+		return fail("%d bytes into %s", s.inSlot, s.where())
 	}
 	return true
 }
@@ -590,14 +647,41 @@ func (c *checker) typeName(id uint32) string {
 	return c.types[id-1].Name
 }
 
-// objects checks the pointers of every allocated slot of every usable slab.
+// objects checks the pointers of every allocated slot of every usable
+// slab, and reports the progress it makes: objects are most of the time a
+// check takes.
 func (c *checker) objects() bool {
+	c.reportProgress(0)
+	// step is how many slabs make the 16 MiB between two reports, so that
+	// they come at about the same rate whatever the slab size.
+	step := max(1, uint32(progressBytes/c.h.SlabSize))
 	for k := range c.heads {
-		if !c.slabObjects(&c.heads[k]) {
+		hd := &c.heads[k]
+		if !c.slabObjects(hd) {
 			return false
 		}
+		if end := hd.idx + hd.sh.Extent; end-c.reported >= step {
+			c.reportProgress(end)
+		}
+	}
+	if c.reported != c.high {
+		c.reportProgress(c.high)
 	}
 	return true
+}
+
+// progressBytes is how many bytes of slabs the checker goes through
+// between two calls of CheckOptions.Progress: about a hundredth of a
+// second of checking.
+const progressBytes = 16 << 20
+
+// reportProgress calls the progress callback, if any, with done slabs
+// gone through.
+func (c *checker) reportProgress(done uint32) {
+	if c.progress != nil {
+		c.reported = done
+		c.progress(int64(done), int64(c.high))
+	}
 }
 
 // ptrSite is where a pointer word is: slab, slot, element and pointer of

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -150,8 +151,24 @@ func runCheck(t *testing.T, path string) ([]recovery.Problem, recovery.CheckStat
 		t.Log(p)
 		assert.True(t, errors.Is(p.Err, pmemgo.ErrCorrupt) || errors.Is(p.Err, pmemgo.ErrTruncated) ||
 			errors.Is(p.Err, recovery.ErrNeedsRecovery), "problem %v wraps no sentinel", p)
+		assertWhereOnce(t, p)
 	}
 	return probs, st, err
+}
+
+// assertWhereOnce asserts that a problem names its place once, in Where
+// and Offset: its message must not start by naming it again, as "heap
+// state at offset 8192: heap state at offset 8192: checksum ..." and
+// "header slot A at offset 0: header: checksum ..." did.
+func assertWhereOnce(t *testing.T, p recovery.Problem) {
+	t.Helper()
+	first := func(s string) string {
+		w, _, _ := strings.Cut(s, " ")
+		return strings.TrimSuffix(w, ":")
+	}
+	msg := p.Err.Error()
+	assert.NotEqual(t, first(p.Where), first(msg), "problem %q names its place again", p)
+	assert.NotContains(t, msg, p.Where+" at offset", "problem %q names its place again", p)
 }
 
 func checkKinds(probs []recovery.Problem) []string {
@@ -315,6 +332,17 @@ func TestCheckFindsDamage(t *testing.T) {
 			name: "heap state checksum",
 			damage: func(_ *testing.T, _ *checkPool, b []byte) []byte {
 				b[layout.StateOff+20] ^= 4
+				return b
+			},
+			want: []want{{kind: "state", off: at(layout.StateOff), where: "heap state"}},
+		},
+		{
+			name: "heap state field resealed",
+			damage: func(t *testing.T, p *checkPool, b []byte) []byte {
+				s, err := layout.DecodeState(b[layout.StateOff:], &p.hdr)
+				require.NoError(t, err)
+				s.RootType = s.Types + 1
+				s.Encode(b[layout.StateOff:])
 				return b
 			},
 			want: []want{{kind: "state", off: at(layout.StateOff), where: "heap state"}},
@@ -540,6 +568,65 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 	}
 }
 
+// TestCheckProgress checks the progress reports: from 0 to the number of
+// slabs below the high-water mark, never backwards, about once every
+// 16 MiB of slabs.
+func TestCheckProgress(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// fill, if not nil, is the transaction that fills a 32 MiB pool.
+		fill func(tx *heap.Tx) error
+		// calls is the fewest calls the check must make.
+		calls int
+	}{
+		{name: "empty pool", calls: 1},
+		{name: "one object", fill: func(tx *heap.Tx) error {
+			_, err := heap.Root[checkRoot](tx)
+			return err
+		}, calls: 2},
+		{name: "24 MiB of arrays", fill: func(tx *heap.Tx) error {
+			for range 6 {
+				if _, err := heap.MakeSlice[uint64](tx, 512<<10, 512<<10); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, calls: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "p.pool")
+			h, err := heap.Open(path, &heap.Options{Size: 32 << 20})
+			require.NoError(t, err)
+			if tc.fill != nil {
+				require.NoError(t, h.Update(tc.fill))
+			}
+			require.NoError(t, h.Close())
+			info, err := recovery.Inspect(path)
+			require.NoError(t, err)
+			high := int64(info.State.SlabHigh)
+
+			var calls [][2]int64
+			opts := &recovery.CheckOptions{Progress: func(done, total int64) {
+				calls = append(calls, [2]int64{done, total})
+			}}
+			_, err = recovery.CheckFileOptions(path, opts, func(p recovery.Problem) bool {
+				t.Error(p)
+				return true
+			})
+			require.NoError(t, err)
+			t.Log(calls)
+			require.GreaterOrEqual(t, len(calls), tc.calls)
+			assert.LessOrEqual(t, len(calls), 2+int(high*int64(info.Header.SlabSize)/(16<<20)), "too many calls")
+			assert.Equal(t, [2]int64{0, high}, calls[0])
+			assert.Equal(t, [2]int64{high, high}, calls[len(calls)-1])
+			for i := 1; i < len(calls); i++ {
+				assert.LessOrEqual(t, calls[i-1][0], calls[i][0], "done went backwards")
+				assert.Equal(t, high, calls[i][1], "total changed")
+			}
+		})
+	}
+}
+
 func TestCheckStopsWhenYieldSaysSo(t *testing.T) {
 	p := newCheckPool(t)
 	damageCheckSeveral(t, p)
@@ -588,9 +675,8 @@ func TestCheckRandomDamage(t *testing.T) {
 			b = b[:rng.IntN(len(b))]
 		}
 		require.NoError(t, os.WriteFile(p.path, b, 0o644))
-		var n int
-		err := recovery.CheckFile(p.path, func(recovery.Problem) bool {
-			n++
+		err := recovery.CheckFile(p.path, func(p recovery.Problem) bool {
+			assertWhereOnce(t, p)
 			return true
 		})
 		if err != nil {

@@ -152,7 +152,7 @@ func (c *checker) summary() bool {
 	case errors.Is(err, errStale):
 		return true
 	case err != nil:
-		return c.report("summary", int64(h.SumOff), "slab summary", err)
+		return c.report("summary", int64(h.SumOff), "slab summary", dropWhere(err, "slab summary"))
 	}
 	for i := range min(uint32(len(sum.Slabs)), c.high) {
 		entry := &sum.Slabs[i]

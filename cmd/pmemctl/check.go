@@ -100,7 +100,9 @@ type leakResult struct {
 // returns an error only when the pool cannot be checked at all.
 func checkPool(cmd *cobra.Command, path string, leaks, jsonOut bool, show func(recovery.Problem)) (*checkResult, error) {
 	r := &checkResult{Pool: path, Problems: []problemJSON{}}
-	bar := newProgress(cmd, jsonOut, spin, 0, "checking")
+	// The checker says how many slabs it goes through once it has read
+	// their headers; the bar spins until then.
+	bar := newProgress(cmd, jsonOut, countItems, totalLater, "checking slabs")
 	add := func(p recovery.Problem) bool {
 		pending := errors.Is(p.Err, recovery.ErrNeedsRecovery)
 		if !pending {
@@ -112,7 +114,7 @@ func checkPool(cmd *cobra.Command, path string, leaks, jsonOut bool, show func(r
 		}
 		return true
 	}
-	st, err := recovery.CheckFileStats(path, add)
+	st, err := recovery.CheckFileOptions(path, &recovery.CheckOptions{Progress: bar.checkProgress()}, add)
 	bar.done()
 	if err != nil {
 		return nil, err

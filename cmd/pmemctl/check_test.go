@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -85,6 +86,46 @@ func TestCheckCorrupt(t *testing.T) {
 			assert.Contains(t, out, tc.want)
 			assert.NotContains(t, out, ": 0 problems")
 			assert.Contains(t, stderr, "found")
+		})
+	}
+}
+
+// TestCheckProgressBar checks that check draws a bar of the slabs it goes
+// through on standard error when standard output is a terminal, and
+// nothing when it is not or the output is JSON; the output is the same
+// either way.
+func TestCheckProgressBar(t *testing.T) {
+	path, _ := cleanPool(t)
+	info, err := recovery.Inspect(path)
+	require.NoError(t, err)
+	// A bar with its total ends its count so; the spinner drawn until
+	// the checker knows the total shows "(0/-)".
+	slabs := fmt.Sprintf("/%d)", info.State.SlabHigh)
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		terminal bool
+		// want is in the progress drawn, none when empty.
+		want []string
+	}{
+		{"terminal", []string{"check", path}, true, []string{"checking slabs", slabs}},
+		{"terminal with leaks", []string{"check", "--leaks", path}, true, []string{"checking slabs", slabs, "walking"}},
+		{"terminal with JSON", []string{"check", "--json", "--leaks", path}, true, nil},
+		{"not a terminal", []string{"check", "--leaks", path}, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plain, _, _ := pmemctl(t, tc.args...)
+			isTerminal = func(io.Writer) bool { return tc.terminal }
+			t.Cleanup(func() { isTerminal = defaultIsTerminal })
+			out, stderr, code := pmemctl(t, tc.args...)
+			assert.Equal(t, exitOK, code)
+			assert.Equal(t, plain, out, "the progress changed the output")
+			if len(tc.want) == 0 {
+				assert.Empty(t, stderr)
+			}
+			for _, w := range tc.want {
+				assert.Contains(t, stderr, w)
+			}
 		})
 	}
 }

@@ -78,7 +78,7 @@ func TestCorruptPools(t *testing.T) {
 		{
 			name:   "header checksum",
 			damage: func(t *testing.T, g *goldenPool) { flipByte(t, g.path, 100) },
-			kind:   "header", want: "header slot A at offset 0: header: checksum",
+			kind:   "header", want: "header slot A at offset 0: checksum",
 			infoCode: exitProblems, readCode: exitIO,
 		},
 		{

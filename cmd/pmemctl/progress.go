@@ -28,8 +28,10 @@ func defaultIsTerminal(w io.Writer) bool {
 type progress struct {
 	// mu serialises the use of bar: the spinner's ticker redraws it while
 	// the command may be printing above it.
-	mu   sync.Mutex
-	bar  *progressbar.ProgressBar
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+	// stop ends the spinner's ticker; it is nil once the bar does not
+	// spin.
 	stop chan struct{}
 }
 
@@ -39,10 +41,11 @@ type progressKind int
 const (
 	countItems progressKind = iota
 	countBytes
-	// spin is for an operation whose length is unknown: a spinner with
-	// the elapsed time.
-	spin
 )
+
+// totalLater is the total of a progress whose total is not known yet: it
+// is a spinner with the elapsed time until setTotal gives it.
+const totalLater = -1
 
 // spinInterval is how often a spinner turns.
 const spinInterval = 100 * time.Millisecond
@@ -67,32 +70,62 @@ func newProgress(cmd *cobra.Command, jsonOut bool, kind progressKind, total int6
 		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
 	case countItems:
 		opts = append(opts, progressbar.OptionShowCount())
-	case spin:
-		total = -1
+	}
+	total = max(total, totalLater)
+	if total < 0 {
 		opts = append(opts, progressbar.OptionSetElapsedTime(true))
 	}
-	p := &progress{bar: progressbar.NewOptions64(max(total, -1), opts...)}
+	p := &progress{bar: progressbar.NewOptions64(total, opts...)}
 	_ = p.bar.RenderBlank()
-	if kind == spin {
+	if total < 0 {
 		p.stop = make(chan struct{})
-		go p.spin()
+		go p.spin(p.stop)
 	}
 	return p
 }
 
-func (p *progress) spin() {
+func (p *progress) spin(stop <-chan struct{}) {
 	t := time.NewTicker(spinInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-p.stop:
+		case <-stop:
 			return
 		case <-t.C:
 			p.mu.Lock()
-			_ = p.bar.RenderBlank()
+			// The bar may have finished or got its total while this
+			// waited for the lock: a spinner drawn now would stay.
+			select {
+			case <-stop:
+			default:
+				_ = p.bar.RenderBlank()
+			}
 			p.mu.Unlock()
 		}
 	}
+}
+
+// stopSpinning stops the spinner's ticker, if it runs.
+func (p *progress) stopSpinning() {
+	if p.stop != nil {
+		close(p.stop)
+		p.stop = nil
+	}
+}
+
+// setTotal gives its total to a bar created with totalLater: it stops
+// spinning and becomes a bar, drawn at once rather than at its next
+// move, which the throttle may hold back. A zero total is left alone:
+// there is nothing to show, and a bar of zero draws nonsense.
+func (p *progress) setTotal(total int64) {
+	if p.bar == nil || total <= 0 {
+		return
+	}
+	p.stopSpinning()
+	p.mu.Lock()
+	p.bar.ChangeMax64(total)
+	_ = p.bar.RenderBlank()
+	p.mu.Unlock()
 }
 
 // set moves the bar to n.
@@ -132,12 +165,26 @@ func (p *progress) done() {
 	if p.bar == nil {
 		return
 	}
-	if p.stop != nil {
-		close(p.stop)
-	}
+	p.stopSpinning()
 	p.mu.Lock()
 	_ = p.bar.Finish()
 	p.mu.Unlock()
+}
+
+// checkProgress returns a callback for recovery.CheckOptions that gives
+// p, created with totalLater, its total at the first call, and moves it.
+func (p *progress) checkProgress() func(done, total int64) {
+	if p.bar == nil {
+		return nil
+	}
+	counting := false
+	return func(done, total int64) {
+		if !counting {
+			p.setTotal(total)
+			counting = total > 0
+		}
+		p.set(done)
+	}
 }
 
 // walkProgress returns a callback for recovery.Walk that moves p.
