@@ -477,3 +477,30 @@ func TestLogThenFreeInOneTx(t *testing.T) {
 		return err
 	}))
 }
+
+// TestOnClose checks that close hooks run once, in order, before the pool
+// is unmapped (they may still use the heap), and not once cancelled.
+func TestOnClose(t *testing.T) {
+	h, err := heap.Open(filepath.Join(t.TempDir(), "p.pool"), &heap.Options{Size: 2 << 20})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 2) }))
+	var ran []string
+	h.OnClose(func() {
+		// The heap is still open: a hook may finish what it does with it.
+		ran = append(ran, "first")
+		require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 10, 1) }))
+	})
+	cancel := h.OnClose(func() { ran = append(ran, "cancelled") })
+	h.OnClose(func() {
+		ran = append(ran, "second")
+		require.NoError(t, h.View(func(tx *heap.Tx) error {
+			root, err := heap.Root[Root](tx)
+			require.Equal(t, 3, root.Count)
+			return err
+		}))
+	})
+	cancel()
+	require.NoError(t, h.Close())
+	require.ErrorIs(t, h.Close(), pmemgo.ErrClosed)
+	assert.Equal(t, []string{"first", "second"}, ran)
+}

@@ -217,11 +217,13 @@ func syncDir(dir string) error {
 }
 
 // Close waits for running transactions, marks the pool cleanly closed and
-// unmaps it. Pointers into the pool must not be used afterwards. When the
+// unmaps it, after running the OnClose hooks. Pointers into the pool must
+// not be used afterwards. When the
 // pool was written to, Close also writes a summary of its slabs, with
 // which the next open at the same base reads one contiguous region
 // instead of a header on every slab's page.
 func (h *Heap) Close() error {
+	h.runCloseHooks()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {

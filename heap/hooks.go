@@ -2,14 +2,17 @@ package heap
 
 import (
 	"errors"
+	"slices"
 	"sync"
 )
 
-// commitHooks are functions run after every commit.
+// commitHooks are functions run after every commit, and closeHooks
+// those run when the heap closes.
 type commitHooks struct {
-	mu  sync.Mutex
-	fns map[int]func() error
-	id  int
+	mu      sync.Mutex
+	fns     map[int]func() error
+	closing map[int]func()
+	id      int
 }
 
 // OnCommit registers fn to run at the end of every Update that committed,
@@ -51,4 +54,48 @@ func (h *Heap) runCommitHooks() error {
 		err = errors.Join(err, fn())
 	}
 	return err
+}
+
+// OnClose registers fn to run when Close is called, before Close waits for
+// running transactions and unmaps the pool: whatever reads the pool's
+// memory in goroutines of its own (a replication mirror does) stops there.
+// fn runs without the heap's lock, so it may wait for goroutines that
+// still run transactions. It runs once; the returned function unregisters
+// it.
+func (h *Heap) OnClose(fn func()) (cancel func()) {
+	c := &h.hooks
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing == nil {
+		c.closing = map[int]func(){}
+	}
+	c.id++
+	id := c.id
+	c.closing[id] = fn
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.closing, id)
+	}
+}
+
+// runCloseHooks runs and forgets the close hooks, in the order they were
+// registered.
+func (h *Heap) runCloseHooks() {
+	c := &h.hooks
+	c.mu.Lock()
+	ids := make([]int, 0, len(c.closing))
+	for id := range c.closing {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	fns := make([]func(), 0, len(ids))
+	for _, id := range ids {
+		fns = append(fns, c.closing[id])
+	}
+	c.closing = nil
+	c.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 }

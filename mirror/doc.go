@@ -60,6 +60,7 @@
 //
 // # Lifetime
 //
-// Close the Mirror before the heap: snapshots are read from the pool's
-// mapping.
+// Closing the heap closes the Mirror first (heap.OnClose), so that
+// nothing reads the pool's mapping once it is unmapped; closing the Mirror
+// on its own stops replication and leaves the heap open.
 package mirror

@@ -54,8 +54,7 @@ func Example() {
 	st := m.Status()[0]
 	fmt.Println(st.State, "epoch", st.Epoch, "acknowledged", st.Acked == m.Seq())
 
-	// Close the mirror before the heap.
-	m.Close()
+	// Closing the heap closes the mirror too.
 	h.Close()
 	srv.Close()
 	pools, err := mirror.ReadDirStatus(filepath.Join(dir, "replica"))

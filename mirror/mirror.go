@@ -136,8 +136,10 @@ type Mirror struct {
 	epoch      uint64
 	tracker    *Tracker
 	cancelHook func()
-	metrics    *primaryMetrics
-	unregister func()
+	// cancelClose unregisters the heap's close hook.
+	cancelClose func()
+	metrics     *primaryMetrics
+	unregister  func()
 	// runs is scratch for captures, which happen one at a time under the
 	// heap's writer lock.
 	runs []Run
@@ -202,6 +204,12 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 		return nil, err
 	}
 	m.cancelHook = h.OnCommit(m.onCommit)
+	// Closing the heap first closes the mirror, whose goroutines read the
+	// pool's memory: they are done before it is unmapped.
+	m.cancelClose = h.OnClose(func() {
+		m.Close()
+		m.wg.Wait()
+	})
 	for _, addr := range opts.Replicas {
 		s := &session{m: m, addr: addr, wake: make(chan struct{}, 1)}
 		m.sessions = append(m.sessions, s)
@@ -225,7 +233,8 @@ func (m *Mirror) Seq() uint64 {
 }
 
 // Close stops replicating: connections are closed and commits no longer
-// wait. It does not wait for replicas to catch up; Flush does.
+// wait. It does not wait for replicas to catch up; Flush does. Closing the
+// heap closes its mirror first.
 func (m *Mirror) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -242,6 +251,7 @@ func (m *Mirror) Close() error {
 	}
 	m.mu.Unlock()
 	m.cancelHook()
+	m.cancelClose()
 	m.tracker.Stop()
 	m.wg.Wait()
 	m.unregister()

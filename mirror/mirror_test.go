@@ -227,3 +227,34 @@ func TestAsyncBackpressure(t *testing.T) {
 		})
 	}
 }
+
+// TestHeapCloseClosesMirror closes the heap under a running mirror, in
+// both modes, while a replica is being sent its snapshot and commits go
+// on: the mirror is closed first and its goroutines are done before the
+// pool is unmapped (a read of the unmapped pool would crash the test).
+func TestHeapCloseClosesMirror(t *testing.T) {
+	for _, mode := range []mirror.Mode{mirror.Sync, mirror.Async} {
+		t.Run(mode.String(), func(t *testing.T) {
+			for i := range 5 {
+				_, addr := startServer(t, fastDir(t))
+				h := openPrimary(t, fastDir(t))
+				m, err := mirror.Start(h, mirror.Options{Replicas: []string{addr}, Mode: mode, AckTimeout: time.Second, Logger: testLogger(t)})
+				require.NoError(t, err)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					for c := uint64(1); ; c++ {
+						// Commits fail once the heap is closing or closed.
+						if h.Update(func(tx *heap.Tx) error { return step(tx, c) }) != nil {
+							return
+						}
+					}
+				}()
+				time.Sleep(time.Duration(i) * 5 * time.Millisecond)
+				require.NoError(t, h.Close())
+				<-done
+				assert.ErrorIs(t, m.Close(), mirror.ErrClosed, "closing the heap closed the mirror")
+			}
+		})
+	}
+}
