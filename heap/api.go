@@ -184,6 +184,17 @@ func Add[T any](tx *Tx, p *T) error {
 	return tx.AddRange(unsafe.Pointer(p), unsafe.Sizeof(*p))
 }
 
+// AddAll logs every *p, as Add does, with one fence for all of them (see
+// Tx.AddRanges): call it before changing many existing objects of one
+// type in a transaction.
+func AddAll[T any](tx *Tx, ps ...*T) error {
+	rs := make([]Range, len(ps))
+	for i, p := range ps {
+		rs[i] = Range{unsafe.Pointer(p), unsafe.Sizeof(*p)}
+	}
+	return tx.AddRanges(rs...)
+}
+
 // Set logs *p and stores v in it.
 func Set[T any](tx *Tx, p *T, v T) error {
 	if err := Add(tx, p); err != nil {

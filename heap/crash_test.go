@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/stretchr/testify/require"
@@ -191,6 +192,32 @@ func renameAll(tx *heap.Tx) error {
 	return nil
 }
 
+// renameAllBatched is renameAll with every node logged by one AddAll, and
+// their tags by one AddRanges: one fence before all the changes.
+func renameAllBatched(tx *heap.Tx) error {
+	root, err := heap.Root[Root](tx)
+	if err != nil {
+		return err
+	}
+	var nodes []*Node
+	var tags []heap.Range
+	for n := root.Head; n != nil; n = n.Next {
+		nodes = append(nodes, n)
+		tags = append(tags, heap.Range{Ptr: unsafe.Pointer(unsafe.SliceData(n.Tags)), Len: uintptr(len(n.Tags)) * 4})
+	}
+	if err := heap.AddAll(tx, nodes...); err != nil {
+		return err
+	}
+	if err := tx.AddRanges(tags...); err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		n.Key += 1000
+		n.Tags[1]++
+	}
+	return nil
+}
+
 // crashCase is one operation whose crash points are enumerated.
 type crashCase struct {
 	name  string
@@ -211,6 +238,7 @@ func crashCases() []crashCase {
 		{name: "free", setup: three, op: removeHead},
 		{name: "free-all", setup: func(tx *heap.Tx) error { return addNodes(tx, 0, 1) }, op: removeHead},
 		{name: "commit", setup: three, op: renameAll},
+		{name: "commit-batched", setup: three, op: renameAllBatched},
 		{name: "abort", setup: three, fails: true, op: func(tx *heap.Tx) error {
 			return errors.Join(renameAll(tx), addNodes(tx, 20, 2), removeHead(tx), errAbort)
 		}},

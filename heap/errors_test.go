@@ -504,3 +504,39 @@ func TestOnClose(t *testing.T) {
 	require.ErrorIs(t, h.Close(), pmemgo.ErrClosed)
 	assert.Equal(t, []string{"first", "second"}, ran)
 }
+
+// TestAddAllOneFence checks that AddAll and AddRanges log many objects
+// with one fence, that the changes commit, and that an abandoned
+// transaction restores every one of them.
+func TestAddAllOneFence(t *testing.T) {
+	h, err := heap.Open(filepath.Join(t.TempDir(), "p.pool"), &heap.Options{Size: 2 << 20})
+	require.NoError(t, err)
+	defer h.Close()
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 50) }))
+	before := snapshot(t, h)
+
+	var c deviceCounter
+	cancel := h.Device().Subscribe(&c)
+	require.NoError(t, h.Update(renameAllBatched))
+	cancel()
+	assert.Equal(t, 3, c.fences, "one fence for the 50 nodes, one for their 50 tag arrays, one for the commit")
+	c = deviceCounter{}
+	cancel = h.Device().Subscribe(&c)
+	require.NoError(t, h.Update(renameAll))
+	cancel()
+	assert.Equal(t, 101, c.fences, "logged one by one, each range costs a fence")
+	changed := snapshot(t, h)
+	require.NotEqual(t, before, changed)
+
+	err = h.Update(func(tx *heap.Tx) error {
+		return errors.Join(renameAllBatched(tx), errAbort)
+	})
+	require.ErrorIs(t, err, errAbort)
+	assert.Equal(t, changed, snapshot(t, h), "the abandoned transaction restored every range")
+
+	err = h.Update(func(tx *heap.Tx) error {
+		var local Node
+		return heap.AddAll(tx, &local)
+	})
+	require.ErrorIs(t, err, pmemgo.ErrNotInPool)
+}

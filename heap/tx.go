@@ -143,15 +143,50 @@ func (tx *Tx) Writable() bool { return tx.writable }
 // before changing memory of an object that existed before the transaction;
 // objects allocated by the transaction need no logging.
 func (tx *Tx) AddRange(p unsafe.Pointer, n uintptr) error {
+	return tx.AddRanges(Range{p, n})
+}
+
+// Range is n bytes of pool memory starting at Ptr, for AddRanges.
+type Range struct {
+	Ptr unsafe.Pointer
+	Len uintptr
+}
+
+// AddRanges logs several ranges as AddRange does, with one fence for all
+// of them instead of one each: a transaction that changes many existing
+// objects pays one ordering point before it changes them. Nothing may be
+// changed before AddRanges returns; on an error, ranges before the
+// failing one may be logged, and the transaction should be abandoned.
+func (tx *Tx) AddRanges(rs ...Range) error {
 	if err := tx.usable(true); err != nil {
 		return err
 	}
+	logged := false
+	for _, r := range rs {
+		l, err := tx.logAdded(r.Ptr, r.Len)
+		if err != nil {
+			return err
+		}
+		logged = logged || l
+	}
+	if !logged {
+		return nil
+	}
+	// The caller changes the ranges as soon as this returns: their old
+	// bytes, and any entry logged before them, must be durable first.
+	tx.h.log.flush()
+	return tx.h.dev.Fence()
+}
+
+// logAdded checks and logs one range of AddRanges, without the fence, and
+// reports whether it logged anything.
+func (tx *Tx) logAdded(p unsafe.Pointer, n uintptr) (bool, error) {
 	off, ok := tx.h.offset(p)
 	if !ok {
-		return fmt.Errorf("add range %p+%d: %w", p, n, pmemgo.ErrNotInPool)
+		return false, fmt.Errorf("add range %p+%d: %w", p, n, pmemgo.ErrNotInPool)
 	}
 	if n == 0 {
-		return nil
+		return false, nil
 	}
 	// The range must lie in one allocated slot: logging metadata or free
 	// memory would let a rollback overwrite what the allocator owns.
@@ -161,27 +196,24 @@ func (tx *Tx) AddRange(p unsafe.Pointer, n uintptr) error {
 	if ok {
 		var err error
 		if set, err = a.allocated(s, slot); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if !set || uint64(within)+uint64(n) > uint64(s.sh.SlotSize) {
-		return fmt.Errorf("add range at offset %d, %d bytes: not inside an allocated object: %w", off, n, pmemgo.ErrNotInPool)
+		return false, fmt.Errorf("add range at offset %d, %d bytes: not inside an allocated object: %w", off, n, pmemgo.ErrNotInPool)
 	}
 	tx.added = append(tx.added, span{off, uint64(n)})
 	tx.flushLater(off, uint64(n))
 	if tx.allocAt[a.slotOff(s, slot)] {
-		return nil
+		return false, nil
 	}
 	if l, ok := tx.logged[off]; ok && uint64(l) >= uint64(n) {
-		return nil
+		return false, nil
 	}
 	if err := tx.logRange(off, int(n)); err != nil {
-		return err
+		return false, err
 	}
-	// The caller changes the range as soon as Add returns: its old bytes,
-	// and any entry logged before them, must be durable first.
-	tx.h.log.flush()
-	return tx.h.dev.Fence()
+	return true, nil
 }
 
 // logRange appends the current bytes of [off, off+n) to the undo log and
