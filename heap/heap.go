@@ -164,7 +164,7 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	}
 	h.types = newRegistry(pool.Types)
 	h.alloc = newAllocator(h, pool.Slabs)
-	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header}
+	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header, mark: pool.MarkOpen}
 	h.log.reset()
 	if r := pool.Report; opts.Logger != nil && (r.RolledBack > 0 || r.Relocated) {
 		opts.Logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,

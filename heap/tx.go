@@ -59,9 +59,6 @@ func (h *Heap) Update(fn func(*Tx) error) (err error) {
 	if h.ro {
 		return pmemgo.ErrReadOnly
 	}
-	if err := h.pool.MarkOpen(); err != nil {
-		return err
-	}
 	tx := h.begin()
 	defer func() {
 		if r := recover(); r != nil {
@@ -502,7 +499,9 @@ func (tx *Tx) rollback() error {
 type undoLog struct {
 	dev device.Device
 	hdr *layout.Header
-	gen uint64
+	// mark sets the pool's open mark before the first store of an open.
+	mark func() error
+	gen  uint64
 	// open is set once the running transaction wrote to the log.
 	open bool
 	// tail is the next entry's offset in the log, end the end of the
@@ -525,20 +524,27 @@ func (l *undoLog) reset() {
 
 // begin starts the transaction's entries in the half of the next
 // generation.
-func (l *undoLog) begin() {
+func (l *undoLog) begin() error {
 	if l.open {
-		return
+		return nil
+	}
+	// This is the first store of the transaction, and maybe of this open.
+	if err := l.mark(); err != nil {
+		return err
 	}
 	l.gen++
 	layout.SetLogGen(l.region(), l.gen)
 	l.dev.Flush(int(l.hdr.LogOff)+layout.LogGenOff, 8)
 	l.tail, l.end = layout.LogHalf(l.hdr.LogSize, l.gen)
 	l.flushed, l.entries, l.open = l.tail, 0, true
+	return nil
 }
 
 // append logs the current bytes of mem[off:off+n].
 func (l *undoLog) append(mem []byte, off uint64, n int) error {
-	l.begin()
+	if err := l.begin(); err != nil {
+		return err
+	}
 	size := layout.LogEntrySize(n)
 	if l.tail+size > l.end {
 		return l.full(fmt.Sprintf("logging %d bytes at offset %d", n, off))
@@ -567,7 +573,9 @@ func (l *undoLog) flush() bool {
 // commit appends and flushes the commit record for ranges, whose content
 // is final.
 func (l *undoLog) commit(mem []byte, ranges []layout.CommitRange) error {
-	l.begin()
+	if err := l.begin(); err != nil {
+		return err
+	}
 	size := layout.CommitRecordSize(len(ranges))
 	if l.tail+size > l.end {
 		return l.full(fmt.Sprintf("committing %d ranges", len(ranges)))
