@@ -245,49 +245,67 @@ func crashCases() []crashCase {
 	}
 }
 
+// TestCrashTransactions runs each case on a heap opened from its slab
+// summary, whose slabs are validated as the operation first uses them,
+// and on one opened with every slab header validated (full).
 func TestCrashTransactions(t *testing.T) {
 	total := 0
 	for _, tc := range crashCases() {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := fastTempDir(t)
-			path := filepath.Join(dir, "p.pool")
-			h, err := heap.Open(path, &heap.Options{Size: crashPoolSize})
-			require.NoError(t, err)
-			require.NoError(t, h.Update(tc.setup))
-			before := snapshot(t, h)
-			require.NoError(t, h.Close())
-
-			c := newCapture(true)
-			h, err = heap.Open(path, &heap.Options{Device: c.emu})
-			require.NoError(t, err)
-			c.armed = true
-			err = h.Update(tc.op)
-			c.armed = false
-			if tc.fails {
-				require.ErrorIs(t, err, errAbort)
-			} else {
-				require.NoError(t, err)
+		for _, full := range []bool{false, true} {
+			name := tc.name
+			if full {
+				name += "/full"
 			}
-			after := snapshot(t, h)
-			if tc.fails {
-				require.Equal(t, before, after, "a failed transaction must leave the state before")
-			} else {
-				require.NotEqual(t, before, after, "the operation must change something")
-			}
-			require.NoError(t, h.Close())
-			require.NotEmpty(t, c.images)
-
-			for i, img := range c.images {
-				got := reopenImage(t, dir, img)
-				if got != before && got != after {
-					t.Fatalf("image %d of %d: state is neither before nor after:\n--- got\n%s--- before\n%s--- after\n%s", i, len(c.images), got, before, after)
-				}
-			}
-			t.Logf("%s: %d crash images taken, %d distinct ones checked", tc.name, c.points, len(c.images))
-			total += len(c.images)
-		})
+			t.Run(name, func(t *testing.T) { total += crashTransaction(t, tc, full) })
+		}
 	}
 	t.Logf("transactions: %d crash images checked", total)
+}
+
+// crashTransaction enumerates the crash points of tc and returns the
+// number of distinct images checked.
+func crashTransaction(t *testing.T, tc crashCase, full bool) int {
+	dir := fastTempDir(t)
+	path := filepath.Join(dir, "p.pool")
+	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(tc.setup))
+	before := snapshot(t, h)
+	require.NoError(t, h.Close())
+
+	c := newCapture(true)
+	h, err = heap.Open(path, &heap.Options{Device: c.emu, FullValidation: full})
+	require.NoError(t, err)
+	// Opened from the slab summary unless full or the base was
+	// taken: the operation then validates each slab when it first
+	// uses it.
+	lazy := h.Recovery().FromSummary
+	require.False(t, lazy && full)
+	c.armed = true
+	err = h.Update(tc.op)
+	c.armed = false
+	if tc.fails {
+		require.ErrorIs(t, err, errAbort)
+	} else {
+		require.NoError(t, err)
+	}
+	after := snapshot(t, h)
+	if tc.fails {
+		require.Equal(t, before, after, "a failed transaction must leave the state before")
+	} else {
+		require.NotEqual(t, before, after, "the operation must change something")
+	}
+	require.NoError(t, h.Close())
+	require.NotEmpty(t, c.images)
+
+	for i, img := range c.images {
+		got := reopenImage(t, dir, img)
+		if got != before && got != after {
+			t.Fatalf("image %d of %d: state is neither before nor after:\n--- got\n%s--- before\n%s--- after\n%s", i, len(c.images), got, before, after)
+		}
+	}
+	t.Logf("%s: %d crash images taken, %d distinct ones checked (slabs validated lazily: %v)", tc.name, c.points, len(c.images), lazy)
+	return len(c.images)
 }
 
 // reopenImage writes img to a file, opens it at a new base (which
