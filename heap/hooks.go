@@ -4,11 +4,15 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // commitHooks are functions run after every commit, and closeHooks
 // those run when the heap closes.
 type commitHooks struct {
+	// n counts the commit hooks, so that a commit without any takes no
+	// lock.
+	n       atomic.Int32
 	mu      sync.Mutex
 	fns     map[int]func() error
 	closing map[int]func()
@@ -30,15 +34,20 @@ func (h *Heap) OnCommit(fn func() error) (cancel func()) {
 	c.id++
 	id := c.id
 	c.fns[id] = fn
+	c.n.Store(int32(len(c.fns)))
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		delete(c.fns, id)
+		c.n.Store(int32(len(c.fns)))
 	}
 }
 
 func (h *Heap) runCommitHooks() error {
 	c := &h.hooks
+	if c.n.Load() == 0 {
+		return nil
+	}
 	c.mu.Lock()
 	if len(c.fns) == 0 {
 		c.mu.Unlock()

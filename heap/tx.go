@@ -23,9 +23,9 @@ type Tx struct {
 	// state is the heap state as this transaction sees and changes it.
 	state layout.State
 
-	logged  map[uint64]uint32 // ranges logged: offset -> length
-	flushes []span            // ranges to make durable at commit
-	added   []span            // ranges given to Add: their objects are checked at commit
+	logged  *loggedSet // ranges logged: offset -> length
+	flushes []span     // ranges to make durable at commit
+	added   []span     // ranges given to Add: their objects are checked at commit
 	allocs  []slotRef
 	allocAt map[uint64]bool // slot offsets allocated by this transaction
 	frees   []slotRef
@@ -106,7 +106,7 @@ func (h *Heap) begin() *Tx {
 	tx := &Tx{h: h, writable: true, state: h.state}
 	if b := h.spare; b != nil {
 		h.spare = nil
-		clear(b.logged)
+		b.logged.reset()
 		clear(b.allocAt)
 		clear(b.freed)
 		tx.logged, tx.allocAt, tx.freed = b.logged, b.allocAt, b.freed
@@ -204,7 +204,7 @@ func (tx *Tx) logAdded(p unsafe.Pointer, n uintptr) (bool, error) {
 	if tx.allocAt[a.slotOff(s, slot)] {
 		return false, nil
 	}
-	if l, ok := tx.logged[off]; ok && uint64(l) >= uint64(n) {
+	if l, ok := tx.logged.get(off); ok && uint64(l) >= uint64(n) {
 		return false, nil
 	}
 	if err := tx.logRange(off, int(n)); err != nil {
@@ -220,9 +220,9 @@ func (tx *Tx) logRange(off uint64, n int) error {
 		return err
 	}
 	if tx.logged == nil {
-		tx.logged = map[uint64]uint32{}
+		tx.logged = &loggedSet{}
 	}
-	tx.logged[off] = uint32(n)
+	tx.logged.put(off, uint32(n))
 	return nil
 }
 
@@ -249,7 +249,7 @@ func slabMetaSize(s *slabRef) int { return layout.SlabHeaderSize + int(layout.Bi
 // touchState logs the heap state line before the transaction first
 // changes it.
 func (tx *Tx) touchState() error {
-	if _, ok := tx.logged[layout.StateOff]; ok {
+	if _, ok := tx.logged.get(layout.StateOff); ok {
 		return nil
 	}
 	return tx.logRange(layout.StateOff, layout.StateSize)
@@ -386,7 +386,7 @@ func (tx *Tx) logMetadata() ([]metaWrite, error) {
 		}})
 	}
 	for _, w := range writes {
-		if l, ok := tx.logged[w.off]; ok && uint64(l) >= w.n {
+		if l, ok := tx.logged.get(w.off); ok && uint64(l) >= w.n {
 			continue
 		}
 		if err := tx.logRange(w.off, int(w.n)); err != nil {

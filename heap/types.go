@@ -26,6 +26,19 @@ type registry struct {
 	snapshot atomic.Pointer[[]*typeInfo]
 	byName   map[string]*typeInfo
 	byType   map[reflect.Type]*typeInfo
+	// checked is a copy of byType as of its last change, for lock-free
+	// lookups of Go types already checked.
+	checked atomic.Pointer[map[reflect.Type]*typeInfo]
+}
+
+// publish makes the current byType visible to lock-free lookups; the
+// caller holds mu.
+func (r *registry) publish() {
+	m := make(map[reflect.Type]*typeInfo, len(r.byType))
+	for t, ti := range r.byType {
+		m[t] = ti
+	}
+	r.checked.Store(&m)
 }
 
 func newRegistry(descs []layout.TypeDesc) *registry {
@@ -60,6 +73,11 @@ func (r *registry) byID(id uint32) *typeInfo {
 // every type its pointers refer to.
 func (tx *Tx) typeOf(rt reflect.Type) (*typeInfo, error) {
 	r := tx.h.types
+	if m := r.checked.Load(); m != nil {
+		if ti := (*m)[rt]; ti != nil {
+			return ti, nil
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ti := r.byType[rt]; ti != nil {
@@ -104,6 +122,7 @@ func (tx *Tx) typeOf(rt reflect.Type) (*typeInfo, error) {
 	for i, t := range closure {
 		r.byType[t] = r.byName[descs[i].Name]
 	}
+	r.publish()
 	return r.byType[rt], nil
 }
 
@@ -154,4 +173,5 @@ func (r *registry) forget(added []*typeInfo) {
 			delete(r.byType, t)
 		}
 	}
+	r.publish()
 }
