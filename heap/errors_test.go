@@ -2,6 +2,7 @@ package heap_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/recovery"
@@ -539,4 +541,75 @@ func TestAddAllOneFence(t *testing.T) {
 		return heap.AddAll(tx, &local)
 	})
 	require.ErrorIs(t, err, pmemgo.ErrNotInPool)
+}
+
+// failingMapper maps pools on the msync device whose fences fail while
+// fail is set, as after an I/O error.
+type failingMapper struct{ fail *atomic.Bool }
+
+func (m failingMapper) Map(f *os.File, size int, req device.MapRequest) (device.Device, error) {
+	d, err := device.Msync{}.Map(f, size, req)
+	if err != nil {
+		return nil, err
+	}
+	return failingDevice{d, m.fail}, nil
+}
+
+type failingDevice struct {
+	device.Device
+	fail *atomic.Bool
+}
+
+var errIO = errors.New("injected I/O error")
+
+func (d failingDevice) Fence() error {
+	if d.fail.Load() {
+		return errIO
+	}
+	return d.Device.Fence()
+}
+
+// TestFailedRollbackBreaksHeap makes the rollback of an abandoned
+// transaction fail: the heap refuses every later use with that error but
+// stays mapped until Close, which runs the close hooks first; reopening
+// the pool recovers the state before the transaction.
+func TestFailedRollbackBreaksHeap(t *testing.T) {
+	path := filepath.Join(fastTempDir(t), "p.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 2 << 20})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 3) }))
+	before := snapshot(t, h)
+	require.NoError(t, h.Close())
+
+	var fail atomic.Bool
+	h, err = heap.Open(path, &heap.Options{Device: failingMapper{&fail}})
+	require.NoError(t, err)
+	err = h.Update(func(tx *heap.Tx) error {
+		if err := renameAll(tx); err != nil {
+			return err
+		}
+		fail.Store(true) // the changes are logged; the rollback's fence fails
+		return errAbort
+	})
+	require.ErrorIs(t, err, errAbort)
+	require.ErrorIs(t, err, errIO)
+	assert.ErrorIs(t, h.Update(func(*heap.Tx) error { return nil }), errIO, "a broken heap refuses updates")
+	assert.ErrorIs(t, h.View(func(*heap.Tx) error { return nil }), errIO, "and views")
+	_, err = h.NewEpoch()
+	assert.ErrorIs(t, err, errIO)
+	hooked := false
+	h.OnClose(func() {
+		hooked = true
+		// Still mapped: what a hook reads is there.
+		_ = h.Device().Bytes()[0]
+	})
+	assert.Error(t, h.Close(), "Close retries the rollback, whose fence still fails")
+	assert.True(t, hooked)
+
+	h, err = heap.Open(path, nil)
+	require.NoError(t, err)
+	assert.Positive(t, h.Recovery().RolledBack, "the reopen rolled the transaction back")
+	assert.Equal(t, before, snapshot(t, h))
+	require.NoError(t, h.Close())
+	checkPool(t, path)
 }

@@ -98,6 +98,9 @@ type Heap struct {
 	// mu is held for writing by Update and Close, for reading by View.
 	mu     sync.RWMutex
 	closed bool
+	// broken is set when a rollback failed: the heap refuses every use
+	// until Close.
+	broken error
 	types  *registry
 	alloc  *allocator
 	log    undoLog
@@ -230,6 +233,11 @@ func (h *Heap) Close() error {
 		return pmemgo.ErrClosed
 	}
 	h.closed = true
+	if h.broken != nil {
+		// The allocator's state is not the pool's: no summary, and Close
+		// retries the rollback.
+		return errors.Join(h.pool.Close(), h.f.Close())
+	}
 	var err error
 	if !h.ro && !h.pool.Report.FromSummary {
 		// Opened without a usable summary: the pool gets one, so that the
@@ -280,6 +288,9 @@ func (h *Heap) NewEpoch() (uint64, error) {
 	defer h.mu.Unlock()
 	if h.closed {
 		return 0, pmemgo.ErrClosed
+	}
+	if h.broken != nil {
+		return 0, h.broken
 	}
 	if h.ro {
 		return 0, pmemgo.ErrReadOnly

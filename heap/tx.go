@@ -56,6 +56,9 @@ func (h *Heap) Update(fn func(*Tx) error) (err error) {
 	if h.closed {
 		return pmemgo.ErrClosed
 	}
+	if h.broken != nil {
+		return h.broken
+	}
 	if h.ro {
 		return pmemgo.ErrReadOnly
 	}
@@ -75,12 +78,15 @@ func (h *Heap) Update(fn func(*Tx) error) (err error) {
 	return h.runCommitHooks()
 }
 
-// fail closes the heap when a rollback could not complete: the mapping no
-// longer matches what is durable, and only a reopen recovers it.
+// fail marks the heap broken when a rollback could not complete: the
+// mapping no longer matches what is durable, and only a reopen recovers
+// it. Every later Update and View returns the error; the pool stays
+// mapped until Close, which runs the close hooks first, so that nothing
+// still reading it (a mirror) finds it unmapped.
 func (h *Heap) fail(err error) error {
 	if err != nil {
-		h.closed = true
-		err = errors.Join(fmt.Errorf("rollback failed, pool closed (reopen to recover): %w", err), h.pool.Close(), h.f.Close())
+		h.broken = fmt.Errorf("rollback failed; close the heap and reopen the pool to recover it: %w", err)
+		err = h.broken
 	}
 	return err
 }
@@ -92,6 +98,9 @@ func (h *Heap) View(fn func(*Tx) error) error {
 	defer h.mu.RUnlock()
 	if h.closed {
 		return pmemgo.ErrClosed
+	}
+	if h.broken != nil {
+		return h.broken
 	}
 	tx := &Tx{h: h, state: h.state}
 	defer func() { tx.closed = true }()
