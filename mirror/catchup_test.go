@@ -3,12 +3,14 @@ package mirror_test
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 )
 
@@ -99,6 +101,60 @@ func TestCatchUp(t *testing.T) {
 				requireSameData(t, primary, replica)
 				assert.Equal(t, i, checkReplica(t, path))
 			}
+		})
+	}
+}
+
+// TestDeltaSnapshot restarts the primary, which starts a new epoch with no
+// history: the replica, which missed commits while it was down, is sent a
+// snapshot that carries only the chunks in which its copy differs, and
+// converges to the primary byte for byte.
+func TestDeltaSnapshot(t *testing.T) {
+	for _, mode := range []mirror.Mode{mirror.Sync, mirror.Async} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir, pdir := fastDir(t), fastDir(t)
+			srv, addr := startServer(t, dir)
+			h := openPrimary(t, pdir)
+			opts := mirror.Options{Replicas: []string{addr}, Mode: mode, RetryInterval: 5 * time.Millisecond, Logger: testLogger(t)}
+			m, err := mirror.Start(h, opts)
+			require.NoError(t, err)
+			i := uint64(0)
+			commits := func(n int) {
+				for range n {
+					i++
+					require.NoError(t, commit(t, h, i))
+				}
+			}
+			commits(100)
+			flush(t, m)
+			assert.Equal(t, int64(poolSize), m.Status()[0].SnapshotBytes, "a new replica is sent the whole pool")
+			require.NoError(t, h.Close(), "closes the mirror too")
+
+			// The replica is down while the restarted primary commits.
+			require.NoError(t, srv.Close())
+			h, err = heap.Open(filepath.Join(pdir, "primary.pool"), nil)
+			require.NoError(t, err)
+			defer h.Close()
+			commits(50)
+			srv = restartServer(t, dir, addr)
+			m, err = mirror.Start(h, opts)
+			require.NoError(t, err)
+			commits(100) // while the replica catches up
+			flush(t, m)
+			st := m.Status()[0]
+			assert.Equal(t, 1, st.Snapshots)
+			assert.Positive(t, st.SnapshotBytes)
+			assert.Less(t, st.SnapshotBytes, int64(poolSize/2), "only the chunks that differ are sent")
+			t.Logf("delta snapshot: %d of %d bytes", st.SnapshotBytes, poolSize)
+			require.NoError(t, m.Close())
+			primary := append([]byte(nil), h.Device().Bytes()...)
+
+			require.NoError(t, srv.Close())
+			path := replicaFile(t, dir)
+			replica, err := os.ReadFile(path)
+			require.NoError(t, err)
+			requireSameData(t, primary, replica)
+			assert.Equal(t, i, checkReplica(t, path))
 		})
 	}
 }

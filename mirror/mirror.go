@@ -125,8 +125,8 @@ const maxCapture = 64 << 20
 // boundary, ships what changed since the previous one as a batch that
 // replicas apply atomically.
 //
-// Close the Mirror before closing the heap: snapshots for replicas that
-// catch up are read from the pool's mapping.
+// Closing the heap closes the Mirror first: snapshots and batches are
+// read from the pool's mapping.
 type Mirror struct {
 	h          *heap.Heap
 	opts       Options
@@ -316,8 +316,11 @@ type ReplicaStatus struct {
 	LagBatches uint64
 	LagBytes   int64
 	LagTime    time.Duration
-	// Snapshots is how many snapshots the replica was sent.
-	Snapshots int
+	// Snapshots is how many snapshots the replica was sent; SnapshotBytes
+	// the pool bytes the last one carried: the whole pool, or for a delta
+	// snapshot only the chunks that differed from the replica's copy.
+	Snapshots     int
+	SnapshotBytes int64
 	// Err is the error that ended the last connection, if any.
 	Err error
 }
@@ -331,7 +334,7 @@ func (m *Mirror) Status() []ReplicaStatus {
 	defer m.mu.Unlock()
 	out := make([]ReplicaStatus, 0, len(m.sessions))
 	for _, s := range m.sessions {
-		st := ReplicaStatus{Addr: s.addr, State: s.state.String(), Epoch: m.epoch, Head: m.head, Acked: s.acked, Snapshots: s.snapshots, Err: s.err}
+		st := ReplicaStatus{Addr: s.addr, State: s.state.String(), Epoch: m.epoch, Head: m.head, Acked: s.acked, Snapshots: s.snapshots, SnapshotBytes: s.snapBytes, Err: s.err}
 		st.LagBatches = m.head - min(s.acked, m.head)
 		st.LagBytes, st.LagTime = m.lagLocked(s, now, dirty)
 		out = append(out, st)

@@ -213,8 +213,12 @@ type snapshot struct {
 }
 
 // beginSnapshot starts receiving a copy of the pool taken after batch
-// base of epoch.
-func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64) (*snapshot, error) {
+// base of epoch. A delta copy starts from the replica's own pool file;
+// the chunks received replace what differs.
+func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64, delta bool) (*snapshot, error) {
+	if delta && (p.pool == nil || p.size != size) {
+		return nil, protocolError("delta snapshot of a pool the replica has no copy of")
+	}
 	// The mark makes a snapshot file left over by a crash from here on
 	// one that recovery discards rather than installs.
 	if err := p.j.write(record{kind: recordMark, seen: p.seen, epoch: p.epoch, seq: p.seq}); err != nil {
@@ -227,6 +231,12 @@ func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64) (*snapshot, 
 	if err := f.Truncate(size); err != nil {
 		f.Close()
 		return nil, err
+	}
+	if delta {
+		if _, err := f.WriteAt(p.mem, 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("start a delta snapshot from the pool: %w", err)
+		}
 	}
 	return &snapshot{f: f, size: size, epoch: epoch, applied: base}, nil
 }

@@ -23,8 +23,11 @@ type replicaSession struct {
 	head uint64
 	size int64
 	snap *snapshot
-	runs []wire.Run
-	ack  []byte
+	// offered is set while the pool file holds what the chunk hashes of
+	// the answer to hello describe: a delta snapshot starts from it.
+	offered bool
+	runs    []wire.Run
+	ack     []byte
 	// applied and lag are the pool's metrics.
 	applied, lag prometheus.Gauge
 }
@@ -43,7 +46,14 @@ func (rs *replicaSession) run() error {
 		return err
 	}
 	rs.setState("connected")
-	ready := wire.AppendFrame(nil, wire.TypeReady, p.epoch, p.seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen}))
+	var hashes []wire.ChunkHash
+	if p.pool != nil {
+		// The primary compares these with its own chunks, to send only
+		// those that differ if it must send a snapshot.
+		hashes = chunkHashes(p.mem)
+		rs.offered = true
+	}
+	ready := wire.AppendFrame(nil, wire.TypeReady, p.epoch, p.seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen, Hashes: hashes}))
 	if _, err := rs.c.Write(ready); err != nil {
 		return err
 	}
@@ -79,8 +89,12 @@ func (rs *replicaSession) frame(f wire.Frame) error {
 		if sb.UUID != rs.p.uuid || int64(sb.Size) != rs.size {
 			return protocolError("snapshot of another pool")
 		}
+		if sb.Delta && !rs.offered {
+			return protocolError("delta snapshot, but the replica's copy is not the one it described")
+		}
 		rs.p.abort(rs.snap)
-		rs.snap, err = rs.p.beginSnapshot(rs.epoch, f.Seq, rs.size)
+		rs.snap, err = rs.p.beginSnapshot(rs.epoch, f.Seq, rs.size, sb.Delta)
+		rs.offered = false
 		rs.setState("snapshot")
 		return err
 	case wire.TypeSnapChunk:
@@ -127,6 +141,7 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 		if f.Seq != p.seq+1 || p.epoch != rs.epoch {
 			return protocolError("batch %d of epoch %d, the replica holds batch %d of epoch %d", f.Seq, rs.epoch, p.seq, p.epoch)
 		}
+		rs.offered = false
 		if err := p.applyBatch(rs.epoch, f.Seq, f.Payload, f.PayloadSum, b.Runs); err != nil {
 			return err
 		}
@@ -157,4 +172,13 @@ func (rs *replicaSession) setState(state string) {
 	}
 	rs.applied.Set(float64(p.seq))
 	rs.lag.Set(float64(head - p.seq))
+}
+
+// chunkHashes returns the hash of each wire.HashChunk of mem.
+func chunkHashes(mem []byte) []wire.ChunkHash {
+	hs := make([]wire.ChunkHash, 0, (len(mem)+wire.HashChunk-1)/wire.HashChunk)
+	for off := 0; off < len(mem); off += wire.HashChunk {
+		hs = append(hs, wire.HashChunkOf(mem[off:min(off+wire.HashChunk, len(mem))]))
+	}
+	return hs
 }

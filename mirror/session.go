@@ -58,8 +58,10 @@ type session struct {
 	// frames in sequence.
 	writing bool
 	err     error
-	// snapshots counts the snapshots sent.
+	// snapshots counts the snapshots sent; snapBytes is the pool bytes
+	// the last one carried (less than the pool for a delta snapshot).
 	snapshots int
+	snapBytes int64
 }
 
 func (s *session) wakeUp() {
@@ -206,7 +208,11 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 	m.log.Info("mirror: replica connected", "replica", s.addr, "replica_epoch", ready.Epoch,
 		"replica_seq", ready.Seq, "resume", resume)
 	if !resume {
-		if err := s.sendSnapshot(conn); err != nil {
+		r, err := wire.DecodeReady(ready.Payload)
+		if err != nil {
+			return err
+		}
+		if err := s.sendSnapshot(conn, r.Hashes); err != nil {
 			return err
 		}
 	}
@@ -219,7 +225,13 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 // after it, and the replica installs the copy only once it has applied
 // the batches up to the first one captured after the copy ended
 // (SnapEnd.ConsistentAt): then every line holds its state at that batch.
-func (s *session) sendSnapshot(conn net.Conn) error {
+//
+// When the replica sent the hashes of its own copy's chunks, the snapshot
+// is a delta: the replica starts from its copy, and only the chunks whose
+// content differs when they are read are sent. A chunk left out held, at
+// the moment it was compared, what the replica holds; every line changed
+// after that is in a batch after the copy began, as above.
+func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	m := s.m
 	m.mu.Lock()
 	base := m.head
@@ -231,13 +243,22 @@ func (s *session) sendSnapshot(conn net.Conn) error {
 	start := time.Now()
 	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem))
 
-	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem))}))
+	delta := len(hashes) > 0 && len(hashes) == (len(m.mem)+wire.HashChunk-1)/wire.HashChunk
+	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem)), Delta: delta}))
 	if err := s.write(conn, buf); err != nil {
 		return err
 	}
+	step := snapChunk
+	if delta {
+		step = wire.HashChunk
+	}
+	var sent int64
 	buf = make([]byte, 0, wire.HeaderSize+8+snapChunk)
-	for off := 0; off < len(m.mem); off += snapChunk {
-		end := min(off+snapChunk, len(m.mem))
+	for off := 0; off < len(m.mem); off += step {
+		end := min(off+step, len(m.mem))
+		if delta && wire.HashChunkOf(m.mem[off:end]) == hashes[off/step] {
+			continue
+		}
 		f := wire.BeginFrame(buf[:0], wire.TypeSnapChunk, m.epoch, base)
 		f = wire.AppendSnapChunkHeader(f, uint64(off))
 		f = append(f, m.mem[off:end]...)
@@ -245,7 +266,11 @@ func (s *session) sendSnapshot(conn net.Conn) error {
 		if err := s.write(conn, f); err != nil {
 			return err
 		}
+		sent += int64(end - off)
 	}
+	m.mu.Lock()
+	s.snapBytes = sent
+	m.mu.Unlock()
 	m.mu.Lock()
 	at := m.head + 1
 	m.requestCaptureLocked()
@@ -254,7 +279,7 @@ func (s *session) sendSnapshot(conn net.Conn) error {
 	if err := s.write(conn, end); err != nil {
 		return err
 	}
-	m.log.Info("mirror: snapshot sent", "replica", s.addr, "consistent_at", at, "took", time.Since(start))
+	m.log.Info("mirror: snapshot sent", "replica", s.addr, "consistent_at", at, "delta", delta, "bytes", sent, "took", time.Since(start))
 	return nil
 }
 

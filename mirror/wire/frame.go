@@ -31,7 +31,7 @@ import (
 )
 
 // Version is the protocol version this package speaks.
-const Version = 1
+const Version = 2
 
 // Magic starts every frame.
 const Magic = "PMRP"

@@ -3,6 +3,8 @@ package wire
 import (
 	"fmt"
 	"math"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Hello is the payload of TypeHello: which pool the primary replicates.
@@ -30,21 +32,63 @@ func DecodeHello(p []byte) (Hello, error) {
 	return h, nil
 }
 
+// HashChunk is the span of pool bytes each ChunkHash of Ready covers.
+const HashChunk = 256 << 10
+
+// ChunkHash identifies the content of one HashChunk of a pool: two
+// xxhash64 digests with different seeds, so that two chunks taken for
+// equal differ in 128 bits of hash.
+type ChunkHash [2]uint64
+
+// HashChunkOf returns the ChunkHash of b.
+func HashChunkOf(b []byte) ChunkHash {
+	var d xxhash.Digest
+	d.ResetWithSeed(0)
+	d.Write(b)
+	a := d.Sum64()
+	d.ResetWithSeed(0x9e3779b97f4a7c15)
+	d.Write(b)
+	return ChunkHash{a, d.Sum64()}
+}
+
 // Ready is the payload of TypeReady.
 type Ready struct {
 	// SeenEpoch is the newest epoch the replica has seen for the pool.
 	SeenEpoch uint64
+	// Hashes, when the replica holds a copy of the pool, identify the
+	// content of each HashChunk of that copy, so that a snapshot need
+	// only carry the chunks that differ (SnapBegin.Delta). Empty when
+	// the replica holds no copy.
+	Hashes []ChunkHash
 }
 
 // AppendReady appends the payload of r to dst.
-func AppendReady(dst []byte, r Ready) []byte { return le.AppendUint64(dst, r.SeenEpoch) }
+func AppendReady(dst []byte, r Ready) []byte {
+	dst = le.AppendUint64(dst, r.SeenEpoch)
+	dst = le.AppendUint64(dst, uint64(len(r.Hashes)))
+	for _, h := range r.Hashes {
+		dst = le.AppendUint64(le.AppendUint64(dst, h[0]), h[1])
+	}
+	return dst
+}
 
 // DecodeReady decodes a TypeReady payload.
 func DecodeReady(p []byte) (Ready, error) {
-	if len(p) != 8 {
-		return Ready{}, fmt.Errorf("ready payload of %d bytes, want 8: %w", len(p), ErrCorrupt)
+	if len(p) < 16 {
+		return Ready{}, fmt.Errorf("ready payload of %d bytes, want at least 16: %w", len(p), ErrCorrupt)
 	}
-	return Ready{SeenEpoch: le.Uint64(p)}, nil
+	r := Ready{SeenEpoch: le.Uint64(p)}
+	n := le.Uint64(p[8:])
+	if n > uint64(len(p)-16)/16 || uint64(len(p)-16) != 16*n {
+		return Ready{}, fmt.Errorf("ready payload of %d bytes for %d chunk hashes: %w", len(p), n, ErrCorrupt)
+	}
+	if n > 0 {
+		r.Hashes = make([]ChunkHash, n)
+		for i := range r.Hashes {
+			r.Hashes[i] = ChunkHash{le.Uint64(p[16+16*i:]), le.Uint64(p[24+16*i:])}
+		}
+	}
+	return r, nil
 }
 
 // Error codes of TypeError.
@@ -158,20 +202,36 @@ func DecodeBatch(p []byte, runs []Run) (Batch, error) {
 type SnapBegin struct {
 	UUID [16]byte
 	Size uint64
+	// Delta is set when the copy starts from the replica's own copy of
+	// the pool, as it was when it answered hello with its chunk hashes:
+	// only the chunks whose content differs are sent.
+	Delta bool
 }
 
 // AppendSnapBegin appends the payload of s to dst.
 func AppendSnapBegin(dst []byte, s SnapBegin) []byte {
-	return AppendHello(dst, Hello(s))
+	dst = AppendHello(dst, Hello{UUID: s.UUID, Size: s.Size})
+	var flags uint64
+	if s.Delta {
+		flags = 1
+	}
+	return le.AppendUint64(dst, flags)
 }
 
 // DecodeSnapBegin decodes a TypeSnapBegin payload.
 func DecodeSnapBegin(p []byte) (SnapBegin, error) {
-	h, err := DecodeHello(p)
+	if len(p) < 8 {
+		return SnapBegin{}, fmt.Errorf("snapshot begin payload of %d bytes: %w", len(p), ErrCorrupt)
+	}
+	h, err := DecodeHello(p[:len(p)-8])
 	if err != nil {
 		return SnapBegin{}, fmt.Errorf("snapshot begin: %w", err)
 	}
-	return SnapBegin(h), nil
+	flags := le.Uint64(p[len(p)-8:])
+	if flags > 1 {
+		return SnapBegin{}, fmt.Errorf("snapshot begin: unknown flags %#x: %w", flags, ErrCorrupt)
+	}
+	return SnapBegin{UUID: h.UUID, Size: h.Size, Delta: flags == 1}, nil
 }
 
 // SnapChunk is the payload of TypeSnapChunk.

@@ -24,11 +24,13 @@ func sampleFrames() [][]byte {
 	return [][]byte{
 		wire.AppendFrame(nil, wire.TypeHello, 3, 10, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: 8 << 20})),
 		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3})),
+		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3, Hashes: []wire.ChunkHash{{1, 2}, {3, 4}}})),
 		wire.AppendFrame(nil, wire.TypeBatch, 3, 11, batch),
 		wire.AppendFrame(nil, wire.TypeBatch, 3, 12, wire.AppendBatchHeader(nil, 0)),
 		wire.AppendFrame(nil, wire.TypeAck, 3, 11, nil),
 		wire.AppendFrame(nil, wire.TypeError, 0, 0, wire.AppendError(nil, wire.Error{Code: wire.CodeStaleEpoch, Message: "stale"})),
 		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20})),
+		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20, Delta: true})),
 		wire.AppendFrame(nil, wire.TypeSnapChunk, 3, 11, chunk),
 		wire.AppendFrame(nil, wire.TypeSnapEnd, 3, 11, wire.AppendSnapEnd(nil, wire.SnapEnd{ConsistentAt: 12})),
 		wire.AppendFrame(nil, wire.TypeStatusRequest, 0, 0, nil),
@@ -151,4 +153,29 @@ func TestVersion(t *testing.T) {
 	binary.LittleEndian.PutUint64(b[40:], xxhash.Sum64(b[:40]))
 	_, _, err := wire.Decode(b)
 	assert.ErrorIs(t, err, wire.ErrVersion)
+}
+
+func TestReadyHashesAndDeltaRoundTrip(t *testing.T) {
+	chunk := make([]byte, wire.HashChunk)
+	a := wire.HashChunkOf(chunk)
+	chunk[100] = 1
+	b := wire.HashChunkOf(chunk)
+	require.NotEqual(t, a, b)
+	require.NotEqual(t, a[0], a[1], "the two digests use different seeds")
+	r := wire.Ready{SeenEpoch: 5, Hashes: []wire.ChunkHash{a, b}}
+	got, err := wire.DecodeReady(wire.AppendReady(nil, r))
+	require.NoError(t, err)
+	require.Equal(t, r, got)
+	p := wire.AppendReady(nil, r)
+	_, err = wire.DecodeReady(p[:len(p)-1])
+	require.ErrorIs(t, err, wire.ErrCorrupt)
+
+	sb := wire.SnapBegin{Size: 8 << 20, Delta: true}
+	gotSB, err := wire.DecodeSnapBegin(wire.AppendSnapBegin(nil, sb))
+	require.NoError(t, err)
+	require.Equal(t, sb, gotSB)
+	bad := wire.AppendSnapBegin(nil, sb)
+	bad[len(bad)-1] = 0x80
+	_, err = wire.DecodeSnapBegin(bad)
+	require.ErrorIs(t, err, wire.ErrCorrupt)
 }
