@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,14 +160,18 @@ func TestMetrics(t *testing.T) {
 	assert.Empty(t, values(preg), "Close unregisters the mirror's metrics")
 }
 
-// slowConn delays every write, as a slow network or replica would.
+// slowConn delays every write while slow is set, as a slow network or
+// replica would.
 type slowConn struct {
 	net.Conn
 	delay time.Duration
+	slow  *atomic.Bool
 }
 
 func (c slowConn) Write(b []byte) (int, error) {
-	time.Sleep(c.delay)
+	if c.slow.Load() {
+		time.Sleep(c.delay)
+	}
 	return c.Conn.Write(b)
 }
 
@@ -175,13 +180,19 @@ func (c slowConn) Write(b []byte) (int, error) {
 // replica lags by no more than MaxLagBytes; and with a time bound, by no
 // more than MaxLagTime.
 func TestAsyncBackpressure(t *testing.T) {
+	// Each write to the replica takes delay: far longer than a commit, even
+	// on a loaded machine, so that the bounds are reached and commits must
+	// wait. A lag in time is only reached if commits come faster than the
+	// link acknowledges them, hence the longer delay of that case.
 	for _, tc := range []struct {
 		name     string
 		maxBytes int64
 		maxTime  time.Duration
+		delay    time.Duration
+		commits  int
 	}{
-		{"bytes", 2 << 20, time.Hour},
-		{"time", 1 << 40, 20 * time.Millisecond},
+		{"bytes", 2 << 20, time.Hour, 40 * time.Millisecond, 30},
+		{"time", 1 << 40, 20 * time.Millisecond, 100 * time.Millisecond, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, addr := startServer(t, fastDir(t))
@@ -190,26 +201,35 @@ func TestAsyncBackpressure(t *testing.T) {
 			defer h.Close()
 			fillChunks(t, h)
 			var d net.Dialer
+			var slow atomic.Bool // once the replica holds the pool
 			m, err := mirror.Start(h, mirror.Options{
 				Replicas: []string{addr}, Mode: mirror.Async, MaxLagBytes: tc.maxBytes, MaxLagTime: tc.maxTime,
 				Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 					c, err := d.DialContext(ctx, network, address)
-					// Far slower than a commit, even on a loaded machine,
-					// so that the bounds are reached and commits must wait.
-					return slowConn{Conn: c, delay: 40 * time.Millisecond}, err
+					return slowConn{Conn: c, delay: tc.delay, slow: &slow}, err
 				},
 				Logger: testLogger(t),
 			})
 			require.NoError(t, err)
 			defer m.Close()
 			flush(t, m)
+			slow.Store(true)
 			var maxLag int64
 			var maxAge time.Duration
-			// Commits go on long enough for the oldest unacknowledged one
-			// to pass the time bound: the link takes longer than that to
-			// carry one write, however slow the machine is.
-			start, minRun := time.Now(), 3*min(tc.maxTime, time.Second)
-			for i := 0; i < 30 || time.Since(start) < minRun; i++ {
+			// Commits go on until the lag has come near its bound, which
+			// the slow link makes certain on any machine: a batch waits at
+			// least the link's delay for its acknowledgement, and a commit
+			// returns well within it.
+			reached := func() bool {
+				if tc.name == "bytes" {
+					return maxLag > tc.maxBytes/4
+				}
+				return maxAge > tc.maxTime/2
+			}
+			// Two writes' worth of time on the link, so that commits run
+			// into the bound and wait, not only come near it.
+			start := time.Now()
+			for i := 0; i < tc.commits || time.Since(start) < 2*tc.delay || !reached() && time.Since(start) < 10*time.Second; i++ {
 				require.NoError(t, h.Update(writeChunk(i)))
 				returned := time.Now()
 				st := m.Status()[0]
@@ -218,11 +238,7 @@ func TestAsyncBackpressure(t *testing.T) {
 				maxLag, maxAge = max(maxLag, st.LagBytes), max(maxAge, st.LagTime)
 			}
 			t.Logf("largest lag seen after a commit: %d bytes, %v", maxLag, maxAge)
-			if tc.name == "bytes" {
-				assert.Greater(t, maxLag, tc.maxBytes/4, "the link is slow enough to need back-pressure")
-			} else {
-				assert.Greater(t, maxAge, tc.maxTime/4, "the link is slow enough to need back-pressure")
-			}
+			assert.True(t, reached(), "the lag came near its bound: back-pressure was needed")
 			flush(t, m)
 		})
 	}
