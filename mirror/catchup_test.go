@@ -2,7 +2,6 @@ package mirror_test
 
 import (
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -95,11 +94,7 @@ func TestCatchUp(t *testing.T) {
 				dir string
 			}{{srvA, dirA}, {srvB, dirB}} {
 				require.NoError(t, r.srv.Close())
-				path := replicaFile(t, r.dir)
-				replica, err := os.ReadFile(path)
-				require.NoError(t, err)
-				requireSameData(t, primary, replica)
-				assert.Equal(t, i, checkReplica(t, path))
+				requireConverged(t, r.dir, primary, i)
 			}
 		})
 	}
@@ -150,11 +145,7 @@ func TestDeltaSnapshot(t *testing.T) {
 			primary := append([]byte(nil), h.Device().Bytes()...)
 
 			require.NoError(t, srv.Close())
-			path := replicaFile(t, dir)
-			replica, err := os.ReadFile(path)
-			require.NoError(t, err)
-			requireSameData(t, primary, replica)
-			assert.Equal(t, i, checkReplica(t, path))
+			requireConverged(t, dir, primary, i)
 		})
 	}
 }

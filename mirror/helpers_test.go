@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
@@ -233,6 +234,18 @@ func requireSameData(t testing.TB, want, got []byte) {
 		}
 	}
 	require.True(t, string(want) == string(got), "pool headers differ")
+}
+
+// requireConverged checks the pool file of the stopped replica in dir:
+// its data regions equal primary's, it passes the checker and holds the
+// state after commit.
+func requireConverged(t testing.TB, dir string, primary []byte, commit uint64) {
+	t.Helper()
+	path := replicaFile(t, dir)
+	replica, err := os.ReadFile(path)
+	require.NoError(t, err)
+	requireSameData(t, primary, replica)
+	assert.Equal(t, commit, checkReplica(t, path))
 }
 
 // flush waits until every replica acknowledged everything committed.

@@ -3,7 +3,6 @@ package mirror_test
 import (
 	"context"
 	"net"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -43,11 +42,7 @@ func TestReplicate(t *testing.T) {
 
 			primary := append([]byte(nil), h.Device().Bytes()...)
 			require.NoError(t, srv.Close())
-			path := replicaFile(t, dir)
-			replica, err := os.ReadFile(path)
-			require.NoError(t, err)
-			requireSameData(t, primary, replica)
-			assert.Equal(t, uint64(commits), checkReplica(t, path))
+			requireConverged(t, dir, primary, commits)
 		})
 	}
 }

@@ -3,7 +3,6 @@ package mirror_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -138,10 +137,6 @@ func TestServerKilled(t *testing.T) {
 	primary := append([]byte(nil), h.Device().Bytes()...)
 	c.stop(t)
 
-	path := replicaFile(t, replicaDir)
-	replica, err := os.ReadFile(path)
-	require.NoError(t, err)
-	requireSameData(t, primary, replica)
-	assert.Equal(t, last, checkReplica(t, path))
+	requireConverged(t, replicaDir, primary, last)
 	t.Logf("replica converged at commit %d", last)
 }
