@@ -56,12 +56,12 @@
 // the copy began is in one of those batches, so once the replica has
 // applied them up to the first batch captured after the copy ended it
 // holds that batch's state exactly; only then does it install the copy as
-// its pool file. A replica that already holds a copy of the pool (after a
-// primary restart, which starts a new epoch without history, or after
-// missing more than was retained) sends the hashes of its copy's 256 KiB
-// chunks with its answer to hello, and the snapshot carries only the
-// chunks whose content differs: the replica starts the copy from its own
-// file.
+// its pool file. A replica that holds a copy of the pool written by an
+// earlier epoch (a primary restart starts a new epoch, without history)
+// sends the hashes of its copy's 256 KiB chunks with its answer to hello,
+// and the snapshot carries only the chunks whose content differs: the
+// replica starts the copy from its own file. (A replica of the primary's
+// own epoch that missed more than was retained gets a full snapshot.)
 //
 // # Lifetime
 //

@@ -47,9 +47,12 @@ func (rs *replicaSession) run() error {
 	}
 	rs.setState("connected")
 	var hashes []wire.ChunkHash
-	if p.pool != nil {
-		// The primary compares these with its own chunks, to send only
-		// those that differ if it must send a snapshot.
+	if p.pool != nil && rs.epoch != p.epoch {
+		// A primary of another epoch (a restarted one) holds no history
+		// for this replica and will send a snapshot: it compares these
+		// with its own chunks, to send only those that differ. A primary
+		// of the replica's own epoch most likely resumes; if it cannot,
+		// its snapshot is a full one.
 		hashes = chunkHashes(p.mem)
 		rs.offered = true
 	}
