@@ -200,7 +200,7 @@ func (p *Pool) relocate(opts Options) error {
 		return err
 	}
 	p.Report.Validate = time.Since(t0)
-	if err := p.markOpen(); err != nil {
+	if err := p.MarkOpen(); err != nil {
 		return err
 	}
 	if err := p.WriteHeader(h); err != nil {
@@ -232,8 +232,6 @@ func (p *Pool) MarkOpen() error {
 	p.marked = true
 	return nil
 }
-
-func (p *Pool) markOpen() error { return p.MarkOpen() }
 
 func (p *Pool) setOpenMark(v uint64) error {
 	layout.SetOpenMark(p.Dev.Bytes()[layout.OpenMarkOff:], v)
