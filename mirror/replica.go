@@ -33,6 +33,11 @@ type replicaPool struct {
 	pool *os.File
 	mem  []byte
 	size int64
+	// unsynced is set while runs copied into mem may not be durable yet:
+	// the batch they belong to is durable in the journal, whose newest
+	// record recovery redoes, and the pool file is synced before the next
+	// record is written (see syncPool).
+	unsynced bool
 	// seen is the newest epoch seen; epoch and seq say which batch of which
 	// primary incarnation the pool file holds the state after.
 	seen, epoch, seq uint64
@@ -147,7 +152,8 @@ func (p *replicaPool) redo(payload []byte) error {
 	if err := p.checkRuns(b.Runs, p.size); err != nil {
 		return fmt.Errorf("journal batch: %w", err)
 	}
-	return p.write(b.Runs)
+	p.write(b.Runs)
+	return p.syncPool()
 }
 
 // checkRuns returns an error if a run lies outside the pool.
@@ -160,13 +166,37 @@ func (p *replicaPool) checkRuns(runs []wire.Run, size int64) error {
 	return nil
 }
 
-// write writes runs, checked to lie in the pool, to the pool file and
-// makes them durable.
-func (p *replicaPool) write(runs []wire.Run) error {
+// write copies runs, checked to lie in the pool, into the pool file's
+// mapping; syncPool makes them durable.
+func (p *replicaPool) write(runs []wire.Run) {
 	for _, r := range runs {
 		copy(p.mem[r.Off:], r.Data)
 	}
-	return unix.Fdatasync(int(p.pool.Fd()))
+	p.unsynced = true
+}
+
+// syncPool makes what write copied durable. It must happen before the
+// next journal record is written, since recovery redoes only the newest
+// one; the server does it right after acknowledging a batch, off the
+// commit's path, since the batch was durable in the journal already.
+func (p *replicaPool) syncPool() error {
+	if !p.unsynced || p.pool == nil {
+		return nil
+	}
+	if err := unix.Fdatasync(int(p.pool.Fd())); err != nil {
+		return fmt.Errorf("sync replica pool file: %w", err)
+	}
+	p.unsynced = false
+	return nil
+}
+
+// journal writes r to the journal, once the pool file holds durably the
+// batch of the record before.
+func (p *replicaPool) journal(r record) error {
+	if err := p.syncPool(); err != nil {
+		return err
+	}
+	return p.j.write(r)
 }
 
 // noteEpoch records durably that epoch was seen, if it is newer than any
@@ -175,7 +205,7 @@ func (p *replicaPool) noteEpoch(epoch uint64) error {
 	if epoch <= p.seen {
 		return nil
 	}
-	if err := p.j.write(record{kind: recordMark, seen: epoch, epoch: p.epoch, seq: p.seq}); err != nil {
+	if err := p.journal(record{kind: recordMark, seen: epoch, epoch: p.epoch, seq: p.seq}); err != nil {
 		return err
 	}
 	p.seen = epoch
@@ -192,12 +222,10 @@ func (p *replicaPool) applyBatch(epoch, seq uint64, payload []byte, sum uint64, 
 	if err := p.checkRuns(runs, p.size); err != nil {
 		return err
 	}
-	if err := p.j.write(record{kind: recordBatch, seen: p.seen, epoch: epoch, seq: seq, payload: payload, sum: sum}); err != nil {
+	if err := p.journal(record{kind: recordBatch, seen: p.seen, epoch: epoch, seq: seq, payload: payload, sum: sum}); err != nil {
 		return err
 	}
-	if err := p.write(runs); err != nil {
-		return fmt.Errorf("apply batch %d: %w", seq, err)
-	}
+	p.write(runs)
 	p.epoch, p.seq = epoch, seq
 	return nil
 }
@@ -221,7 +249,7 @@ func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64, delta bool) 
 	}
 	// The mark makes a snapshot file left over by a crash from here on
 	// one that recovery discards rather than installs.
-	if err := p.j.write(record{kind: recordMark, seen: p.seen, epoch: p.epoch, seq: p.seq}); err != nil {
+	if err := p.journal(record{kind: recordMark, seen: p.seen, epoch: p.epoch, seq: p.seq}); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(p.snapPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -295,7 +323,7 @@ func (p *replicaPool) install(s *snapshot) error {
 	if err := unix.Flock(int(s.f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fmt.Errorf("lock snapshot file: %w", err)
 	}
-	if err := p.j.write(record{kind: recordInstall, seen: p.seen, epoch: s.epoch, seq: s.applied}); err != nil {
+	if err := p.journal(record{kind: recordInstall, seen: p.seen, epoch: s.epoch, seq: s.applied}); err != nil {
 		return err
 	}
 	if err := os.Rename(s.f.Name(), p.poolPath()); err != nil {
@@ -321,9 +349,9 @@ func (p *replicaPool) abort(s *snapshot) {
 }
 
 func (p *replicaPool) close() error {
-	var err error
+	err := p.syncPool()
 	if p.j != nil {
-		err = p.j.close()
+		err = errors.Join(err, p.j.close())
 	}
 	return errors.Join(err, p.closePool())
 }

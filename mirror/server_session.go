@@ -155,8 +155,12 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 	}
 	rs.setState("streaming")
 	rs.ack = wire.AppendFrame(rs.ack[:0], wire.TypeAck, rs.epoch, p.seq, nil)
-	_, err = rs.c.Write(rs.ack)
-	return err
+	if _, err = rs.c.Write(rs.ack); err != nil {
+		return err
+	}
+	// The batch is durable in the journal, which is what the ack
+	// promises; the pool file is synced now, while the primary goes on.
+	return p.syncPool()
 }
 
 // setState updates what Status reports.
