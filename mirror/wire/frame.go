@@ -269,9 +269,10 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		return Frame{}, err
 	}
-	// A huge buffer kept for one snapshot or large batch would be held for
-	// the life of the connection; keep only buffers of ordinary size.
-	if cap(r.buf) > 8<<20 {
+	// A huge buffer kept for one unusually large batch would be held for
+	// the life of the connection; keep buffers up to the size of the
+	// batches a busy primary sends (a mirror captures at most 64 MiB).
+	if cap(r.buf) > 64<<20 {
 		r.buf = nil
 	}
 	return h.finish(payload)
