@@ -158,6 +158,8 @@ type journal struct {
 	// last is the newest valid record.
 	last record
 	hdr  [recordHeader]byte
+	// noDSync is set once the kernel refused pwritev2 with RWF_DSYNC.
+	noDSync bool
 }
 
 func journalPath(base string, i int) string { return fmt.Sprintf("%s.journal.%d", base, i) }
@@ -209,12 +211,9 @@ func (j *journal) write(r record) error {
 	if len(r.payload) > 0 {
 		iov = append(iov, r.payload)
 	}
-	n, err := unix.Pwritev(int(f.Fd()), iov, 0)
+	n, err := j.writeSync(int(f.Fd()), iov)
 	if err == nil && n != recordHeader+len(r.payload) {
 		err = fmt.Errorf("short write: %d of %d bytes", n, recordHeader+len(r.payload))
-	}
-	if err == nil {
-		err = unix.Fdatasync(int(f.Fd()))
 	}
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", f.Name(), err)
@@ -222,6 +221,24 @@ func (j *journal) write(r record) error {
 	r.payload = nil
 	j.last = r
 	return nil
+}
+
+// writeSync writes iov at the start of fd and makes it durable: with one
+// pwritev2(RWF_DSYNC) where the kernel has it (Linux 4.7), else pwritev
+// and fdatasync.
+func (j *journal) writeSync(fd int, iov [][]byte) (int, error) {
+	if !j.noDSync {
+		n, err := unix.Pwritev2(fd, iov, 0, unix.RWF_DSYNC)
+		if err != unix.ENOSYS && err != unix.EOPNOTSUPP && err != unix.EINVAL {
+			return n, err
+		}
+		j.noDSync = true
+	}
+	n, err := unix.Pwritev(fd, iov, 0)
+	if err == nil {
+		err = unix.Fdatasync(fd)
+	}
+	return n, err
 }
 
 func (j *journal) close() error {

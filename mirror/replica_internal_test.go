@@ -153,6 +153,19 @@ func TestReplicaRecovery(t *testing.T) {
 		_, err = p.beginSnapshot(1, 5, testSize, true)
 		require.Error(t, err)
 	})
+	t.Run("journal without RWF_DSYNC", func(t *testing.T) {
+		// The path for kernels that refuse pwritev2 with RWF_DSYNC.
+		dir := t.TempDir()
+		p := installed(t, dir, image)
+		p.j.noDSync = true
+		require.NoError(t, p.applyBatch(1, 2, batchPayload(run), 0, []wire.Run{run}))
+		require.NoError(t, p.close())
+		p, err := openReplicaPool(dir, testUUID)
+		require.NoError(t, err)
+		defer p.close()
+		assert.Equal(t, [2]uint64{1, 2}, [2]uint64{p.epoch, p.seq})
+		assert.Equal(t, after, readPool(t, p))
+	})
 	t.Run("seen epoch survives", func(t *testing.T) {
 		dir := t.TempDir()
 		p := installed(t, dir, image)
