@@ -92,24 +92,27 @@ func (m *Mirror) capture() uint64 {
 	}
 	var direct []net.Conn
 	var directTo []*session
+	var b *batch
 	if frame == nil {
 		m.dropHistoryLocked(seq, n)
 	} else {
-		m.hist.add(&batch{seq: seq, frame: frame, bytes: n, cum: m.cum, oldest: oldest, captured: now}, m.keepLocked())
+		b = &batch{seq: seq, frame: frame, bytes: n, cum: m.cum, oldest: oldest, captured: now}
 		for _, s := range m.sessions {
 			if m.opts.Mode == Sync {
 				if c := s.directLocked(seq); c != nil {
 					direct, directTo = append(direct, c), append(directTo, s)
+					b.take()
 					continue
 				}
 			}
 			s.wakeUp()
 		}
+		m.hist.add(b, m.keepLocked())
 	}
 	m.mu.Unlock()
 	for i, c := range direct {
 		_, err := c.Write(frame)
-		directTo[i].release(c, err)
+		directTo[i].release(c, err, b)
 	}
 	m.metrics.batches.Inc()
 	m.metrics.bytes.Add(float64(n))
@@ -127,7 +130,7 @@ func (m *Mirror) encode(seq uint64, runs []Run) ([]byte, int64) {
 	if size > wire.MaxPayload {
 		return nil, int64(n)
 	}
-	f := make([]byte, 0, wire.HeaderSize+size)
+	f := getFrame(wire.HeaderSize + size)
 	f = wire.BeginFrame(f, wire.TypeBatch, m.epoch, seq)
 	f = wire.AppendBatchHeader(f, len(runs))
 	for _, r := range runs {
@@ -141,7 +144,7 @@ func (m *Mirror) encode(seq uint64, runs []Run) ([]byte, int64) {
 // be sent it, so every replica is disconnected and will get a snapshot.
 func (m *Mirror) dropHistoryLocked(seq uint64, n int64) {
 	m.log.Warn("mirror: batch too large for a frame; replicas will be sent snapshots", "seq", seq, "bytes", n)
-	m.hist = history{limit: m.hist.limit}
+	m.hist.reset()
 	for _, s := range m.sessions {
 		if s.conn != nil {
 			s.conn.Close()

@@ -14,6 +14,36 @@ type batch struct {
 	// oldest is when the oldest commit it carries ended; captured is when
 	// it was read from the pool.
 	oldest, captured time.Time
+	// refs counts the writes of frame under way; dropped is set once the
+	// history let the batch go. The frame is recycled when both allow it.
+	// Both are guarded by Mirror.mu.
+	refs    int
+	dropped bool
+}
+
+// take returns the frame for a write to a replica; done must follow.
+func (b *batch) take() []byte {
+	b.refs++
+	return b.frame
+}
+
+// done ends a write of the frame taken with take.
+func (b *batch) done() {
+	b.refs--
+	b.recycle()
+}
+
+// drop lets the batch go from the history.
+func (b *batch) drop() {
+	b.dropped = true
+	b.recycle()
+}
+
+func (b *batch) recycle() {
+	if b.dropped && b.refs == 0 && b.frame != nil {
+		putFrame(b.frame)
+		b.frame = nil
+	}
 }
 
 // history is the batches kept for replicas that fall behind or reconnect,
@@ -38,7 +68,16 @@ func (h *history) add(b *batch, keep uint64) {
 		h.bytes -= int64(len(old.frame))
 		h.batches[0] = nil
 		h.batches = h.batches[1:]
+		old.drop()
 	}
+}
+
+// reset drops every batch.
+func (h *history) reset() {
+	for _, b := range h.batches {
+		b.drop()
+	}
+	*h = history{limit: h.limit}
 }
 
 // get returns batch seq, or nil if it was dropped or not yet captured.

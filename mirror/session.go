@@ -299,6 +299,7 @@ func (s *session) write(conn net.Conn, b []byte) error {
 func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 	m := s.m
 	var frames [][]byte
+	var taken []*batch
 	for {
 		m.mu.Lock()
 		for s.next > m.head || s.writing {
@@ -316,15 +317,19 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 			}
 			m.mu.Lock()
 		}
-		frames = frames[:0]
+		frames, taken = frames[:0], taken[:0]
 		size := 0
 		for s.next <= m.head && size < maxWrite {
 			b := m.hist.get(s.next)
 			if b == nil {
+				for _, t := range taken {
+					t.done()
+				}
 				m.mu.Unlock()
 				return fmt.Errorf("batch %d: %w", s.next, errHistoryGone)
 			}
-			frames = append(frames, b.frame)
+			frames = append(frames, b.take())
+			taken = append(taken, b)
 			size += len(b.frame)
 			s.next++
 		}
@@ -332,7 +337,7 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 		m.mu.Unlock()
 		bufs := net.Buffers(frames)
 		_, err := bufs.WriteTo(conn)
-		s.release(conn, err)
+		s.release(conn, err, taken...)
 		if err != nil {
 			return err
 		}
@@ -348,15 +353,19 @@ func (s *session) claimLocked(conn net.Conn) {
 	conn.SetWriteDeadline(time.Now().Add(s.m.opts.Timeout))
 }
 
-// release gives up the right to write, after writing to conn. A failed
-// write closes the connection: the session reconnects.
-func (s *session) release(conn net.Conn, err error) {
+// release gives up the right to write, after writing the frames of
+// batches to conn. A failed write closes the connection: the session
+// reconnects.
+func (s *session) release(conn net.Conn, err error, batches ...*batch) {
 	if err != nil {
 		conn.Close()
 	}
 	m := s.m
 	m.mu.Lock()
 	s.writing = false
+	for _, b := range batches {
+		b.done()
+	}
 	m.mu.Unlock()
 	s.wakeUp()
 }
