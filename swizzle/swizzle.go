@@ -32,6 +32,12 @@ type Plan struct {
 	Workers int
 	// Batch is how many slabs are made durable per fence; 0 means 64.
 	Batch int
+
+	// planned is set once the slabs to do were listed, by Validate or
+	// Run: the other uses the list rather than walking the slabs again.
+	planned bool
+	todo    []job
+	skipped int
 }
 
 // Stats says what a swizzle did.
@@ -52,8 +58,20 @@ type job struct {
 	td   *layout.TypeDesc
 }
 
-// jobs lists the slabs with pointers that are not yet stamped with p.Gen.
+// jobs lists the slabs with pointers that are not yet stamped with p.Gen,
+// once.
 func (p *Plan) jobs() ([]job, int, error) {
+	if p.planned {
+		return p.todo, p.skipped, nil
+	}
+	jobs, skipped, err := p.list()
+	if err == nil {
+		p.planned, p.todo, p.skipped = true, jobs, skipped
+	}
+	return jobs, skipped, err
+}
+
+func (p *Plan) list() ([]job, int, error) {
 	var jobs []job
 	var skipped int
 	var werr error
