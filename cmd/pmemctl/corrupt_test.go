@@ -102,6 +102,19 @@ func TestCorruptPools(t *testing.T) {
 			infoCode: -1, readCode: exitOK,
 		},
 		{
+			name: "slab summary",
+			damage: func(t *testing.T, g *goldenPool) {
+				info, err := recovery.Inspect(g.path)
+				require.NoError(t, err)
+				require.True(t, info.Summary.Present)
+				flipByte(t, g.path, int64(info.Header.SumOff)+layout.SummaryHeaderSize+8)
+			},
+			kind: "summary", want: "slab summary at offset 77824: entries checksum",
+			// Read commands validate every slab header and never use
+			// the summary.
+			infoCode: exitProblems, readCode: exitOK,
+		},
+		{
 			name: "truncated file",
 			damage: func(t *testing.T, g *goldenPool) {
 				require.NoError(t, os.Truncate(g.path, 2<<20-16<<10))
