@@ -357,22 +357,30 @@ func reopenSameBase(b *testing.B, path string, full bool) {
 	b.ReportAllocs()
 	for b.Loop() {
 		t0 := time.Now()
-		h, err := heap.Open(path, &heap.Options{FullValidation: full})
+		// A timeout, so that a pool left open by a failure ends the run
+		// with an error rather than a wait.
+		h, err := heap.Open(path, &heap.Options{FullValidation: full, Timeout: 10 * time.Second})
 		t1 := time.Now()
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := h.Update(alloc); err != nil {
-			b.Fatal(err)
-		}
+		err = h.Update(alloc)
 		t2 := time.Now()
 		open += t1.Sub(t0)
 		first += t2.Sub(t0)
-		if r := h.Recovery(); r.Relocated || r.RolledBack != 0 || r.FromSummary == full {
-			b.Fatalf("reopen did not land at the same base cleanly, from the summary unless full: %+v", r)
+		r := h.Recovery()
+		if cerr := h.Close(); err == nil {
+			err = cerr
 		}
-		if err := h.Close(); err != nil {
+		switch {
+		case err != nil:
 			b.Fatal(err)
+		case r.Relocated:
+			// Something of this process took the pool's range since it
+			// was unmapped (see heap/summary_test.go, openSameBase).
+			b.Skipf("the pool's base was taken in this process; reopen at the same base not measured")
+		case r.RolledBack != 0 || r.FromSummary == full:
+			b.Fatalf("reopen was not clean, or not from the summary unless full: %+v", r)
 		}
 	}
 	n := float64(b.N)
