@@ -152,19 +152,15 @@ func DecodeSlabHeader(b []byte, span uint64, slabSize uint64) (SlabHeader, error
 	if h.Extent == 0 || uint64(h.Extent)*slabSize > span {
 		return h, fmt.Errorf("extent of %d slabs does not fit the %d bytes left: %w", h.Extent, span, pmemgo.ErrCorrupt)
 	}
-	total := uint64(h.Extent) * slabSize
-	if h.Slots == 0 || h.SlotSize == 0 || uint64(SlabHeaderSize+BitmapBytes(h.Slots)) > uint64(h.DataOff) ||
-		uint64(h.DataOff)+uint64(h.Slots)*uint64(h.SlotSize) > total || h.DataOff%8 != 0 {
-		return h, fmt.Errorf("%d slots of %d bytes from offset %d do not fit %d bytes: %w", h.Slots, h.SlotSize, h.DataOff, total, pmemgo.ErrCorrupt)
+	// The slots must fit before the checksum reads the bitmap they size.
+	if err := slotsFit(&h, slabSize); err != nil {
+		return h, fmt.Errorf("%w: %w", err, pmemgo.ErrCorrupt)
 	}
 	if sum, want := le.Uint64(b[shSum:]), slabSum(b, h.Slots); sum != want {
 		return h, fmt.Errorf("checksum %#x, computed %#x: %w", sum, want, pmemgo.ErrCorrupt)
 	}
-	if h.Kind != KindObjects && h.Kind != KindArray {
-		return h, fmt.Errorf("unknown kind %d: %w", h.Kind, pmemgo.ErrCorrupt)
-	}
-	if h.Elems == 0 || h.Used > h.Slots {
-		return h, fmt.Errorf("%d elements per slot, %d of %d slots used: %w", h.Elems, h.Used, h.Slots, pmemgo.ErrCorrupt)
+	if err := kindAndCounts(&h); err != nil {
+		return h, fmt.Errorf("%w: %w", err, pmemgo.ErrCorrupt)
 	}
 	bm := Bitmap(b, h.Slots)
 	if tail := h.Slots % 64; tail != 0 && le.Uint64(bm[len(bm)-8:])>>tail != 0 {
@@ -176,6 +172,27 @@ func DecodeSlabHeader(b []byte, span uint64, slabSize uint64) (SlabHeader, error
 		return h, fmt.Errorf("bitmap has %d slots set, header counts %d: %w", got, h.Used, pmemgo.ErrCorrupt)
 	}
 	return h, nil
+}
+
+// slotsFit checks that the slots of sh, with their bitmap, fit its extent.
+func slotsFit(sh *SlabHeader, slabSize uint64) error {
+	total := uint64(sh.Extent) * slabSize
+	if sh.Slots == 0 || sh.SlotSize == 0 || uint64(SlabHeaderSize+BitmapBytes(sh.Slots)) > uint64(sh.DataOff) ||
+		uint64(sh.DataOff)+uint64(sh.Slots)*uint64(sh.SlotSize) > total || sh.DataOff%8 != 0 {
+		return fmt.Errorf("%d slots of %d bytes from offset %d do not fit %d bytes", sh.Slots, sh.SlotSize, sh.DataOff, total)
+	}
+	return nil
+}
+
+// kindAndCounts checks the kind, elements per slot and used count of sh.
+func kindAndCounts(sh *SlabHeader) error {
+	switch {
+	case sh.Kind != KindObjects && sh.Kind != KindArray:
+		return fmt.Errorf("unknown kind %d", sh.Kind)
+	case sh.Elems == 0 || sh.Used > sh.Slots:
+		return fmt.Errorf("%d elements per slot, %d of %d slots used", sh.Elems, sh.Used, sh.Slots)
+	}
+	return nil
 }
 
 // Bitmap returns the allocation bitmap words of a slab of n slots as bytes.

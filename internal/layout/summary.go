@@ -175,21 +175,13 @@ func DecodeSummary(b []byte, h *Header) (Summary, error) {
 // checkSlabFields checks the fields of a slab header that an entry
 // records, for a slab with span slabs up to the end of what is described.
 func checkSlabFields(sh *SlabHeader, span, slabSize uint64) error {
-	switch {
-	case sh.Kind != KindObjects && sh.Kind != KindArray:
-		return fmt.Errorf("unknown kind %d", sh.Kind)
-	case sh.Extent == 0 || uint64(sh.Extent) > span:
+	if sh.Extent == 0 || uint64(sh.Extent) > span {
 		return fmt.Errorf("extent of %d slabs, %d left", sh.Extent, span)
 	}
-	total := uint64(sh.Extent) * slabSize
-	switch {
-	case sh.Slots == 0 || sh.SlotSize == 0 || uint64(SlabHeaderSize+BitmapBytes(sh.Slots)) > uint64(sh.DataOff) ||
-		uint64(sh.DataOff)+uint64(sh.Slots)*uint64(sh.SlotSize) > total || sh.DataOff%8 != 0:
-		return fmt.Errorf("%d slots of %d bytes from offset %d do not fit %d bytes", sh.Slots, sh.SlotSize, sh.DataOff, total)
-	case sh.Elems == 0 || sh.Used > sh.Slots:
-		return fmt.Errorf("%d elements per slot, %d of %d slots used", sh.Elems, sh.Used, sh.Slots)
+	if err := slotsFit(sh, slabSize); err != nil {
+		return err
 	}
-	return nil
+	return kindAndCounts(sh)
 }
 
 // SameSlab reports whether a slab header agrees with its summary entry in
