@@ -13,6 +13,15 @@ import (
 	"github.com/pmemgo/pmemgo/mirror"
 )
 
+// commitN makes n more commits of the workload, counting them in *i.
+func commitN(t *testing.T, h *heap.Heap, i *uint64, n int) {
+	t.Helper()
+	for range n {
+		*i++
+		require.NoError(t, commit(t, h, *i))
+	}
+}
+
 // restartServer starts a replica server on dir listening on addr, the
 // address of a server closed just before.
 func restartServer(t testing.TB, dir, addr string) *mirror.Server {
@@ -62,13 +71,8 @@ func TestCatchUp(t *testing.T) {
 			})
 			require.NoError(t, err)
 			defer m.Close()
-			i := uint64(0)
-			commits := func(n int) {
-				for range n {
-					i++
-					require.NoError(t, commit(t, h, i))
-				}
-			}
+			var i uint64
+			commits := func(n int) { commitN(t, h, &i, n) }
 			commits(100)
 			flush(t, m)
 			require.NoError(t, srvB.Close())
@@ -113,13 +117,8 @@ func TestDeltaSnapshot(t *testing.T) {
 			opts := mirror.Options{Replicas: []string{addr}, Mode: mode, RetryInterval: 5 * time.Millisecond, Logger: testLogger(t)}
 			m, err := mirror.Start(h, opts)
 			require.NoError(t, err)
-			i := uint64(0)
-			commits := func(n int) {
-				for range n {
-					i++
-					require.NoError(t, commit(t, h, i))
-				}
-			}
+			var i uint64
+			commits := func(n int) { commitN(t, h, &i, n) }
 			commits(100)
 			flush(t, m)
 			assert.Equal(t, int64(poolSize), m.Status()[0].SnapshotBytes, "a new replica is sent the whole pool")

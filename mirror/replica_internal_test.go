@@ -85,21 +85,27 @@ func TestReplicaRecovery(t *testing.T) {
 		assert.Equal(t, uint64(1), p.seq, "the torn batch is discarded")
 		assert.Equal(t, image, readPool(t, p))
 	})
-	t.Run("snapshot not installed", func(t *testing.T) {
-		dir := t.TempDir()
-		p := installed(t, dir, image)
-		s, err := p.beginSnapshot(1, 5, testSize, false)
-		require.NoError(t, err)
-		require.NoError(t, s.chunk(0, after))
-		require.NoError(t, s.f.Close())
-		require.NoError(t, p.close())
-		p, err = openReplicaPool(dir, testUUID)
-		require.NoError(t, err)
-		defer p.close()
-		assert.Equal(t, uint64(1), p.seq)
-		assert.Equal(t, image, readPool(t, p))
-		assert.NoFileExists(t, p.snapPath())
-	})
+	for _, delta := range []bool{false, true} {
+		name := "snapshot not installed"
+		if delta {
+			name = "delta " + name
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := installed(t, dir, image)
+			s, err := p.beginSnapshot(1, 5, testSize, delta)
+			require.NoError(t, err)
+			require.NoError(t, s.chunk(run.Off, run.Data))
+			require.NoError(t, s.f.Close())
+			require.NoError(t, p.close())
+			p, err = openReplicaPool(dir, testUUID)
+			require.NoError(t, err)
+			defer p.close()
+			assert.Equal(t, uint64(1), p.seq)
+			assert.Equal(t, image, readPool(t, p))
+			assert.NoFileExists(t, p.snapPath())
+		})
+	}
 	t.Run("install journaled, not renamed", func(t *testing.T) {
 		dir := t.TempDir()
 		p := installed(t, dir, image)
@@ -130,21 +136,6 @@ func TestReplicaRecovery(t *testing.T) {
 		require.True(t, ok)
 		assert.Equal(t, after, readPool(t, p))
 		require.NoError(t, p.close())
-	})
-	t.Run("delta snapshot not installed", func(t *testing.T) {
-		dir := t.TempDir()
-		p := installed(t, dir, image)
-		s, err := p.beginSnapshot(1, 5, testSize, true)
-		require.NoError(t, err)
-		require.NoError(t, s.chunk(run.Off, run.Data))
-		require.NoError(t, s.f.Close())
-		require.NoError(t, p.close())
-		p, err = openReplicaPool(dir, testUUID)
-		require.NoError(t, err)
-		defer p.close()
-		assert.Equal(t, uint64(1), p.seq)
-		assert.Equal(t, image, readPool(t, p))
-		assert.NoFileExists(t, p.snapPath())
 	})
 	t.Run("delta snapshot without a copy", func(t *testing.T) {
 		p, err := openReplicaPool(t.TempDir(), testUUID)
