@@ -71,6 +71,12 @@ var (
 	// pool opened read-only.
 	ErrReadOnly = errors.New("pmemgo: read-only")
 
+	// ErrNestedTx is returned by Update, View, their Context variants and
+	// Close when the calling goroutine is already inside a transaction of
+	// the same heap: waiting would deadlock. Finish the outer transaction
+	// first, or do the work inside it with its Tx.
+	ErrNestedTx = errors.New("pmemgo: transaction inside a transaction of the same heap")
+
 	// ErrClosed is returned when using a pool after Close.
 	ErrClosed = errors.New("pmemgo: pool is closed")
 

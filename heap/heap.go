@@ -33,12 +33,12 @@
 package heap
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -95,8 +95,8 @@ type Heap struct {
 	base uintptr
 	ro   bool
 
-	// mu is held for writing by Update and Close, for reading by View.
-	mu     sync.RWMutex
+	// lock is held for writing by Update and Close, for reading by View.
+	lock   txLock
 	closed bool
 	// broken is set when a rollback failed: the heap refuses every use
 	// until Close.
@@ -108,7 +108,9 @@ type Heap struct {
 	state layout.State
 	hooks commitHooks
 	// spare holds the buffers of the last write transaction, for reuse.
-	spare *Tx
+	spare  *Tx
+	stats  txCounters
+	logger *slog.Logger
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
@@ -167,7 +169,8 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	}
 	h.types = newRegistry(pool.Types)
 	h.alloc = newAllocator(h, pool.Slabs)
-	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header, mark: pool.MarkOpen}
+	h.logger = loggerOf(opts)
+	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header, mark: pool.MarkOpen, stray: h.reportStray}
 	h.log.reset()
 	if r := pool.Report; opts.Logger != nil && (r.RolledBack > 0 || r.Relocated) {
 		opts.Logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,
@@ -226,9 +229,12 @@ func syncDir(dir string) error {
 // which the next open at the same base reads one contiguous region
 // instead of a header on every slab's page.
 func (h *Heap) Close() error {
+	if h.lock.heldByCaller() {
+		return fmt.Errorf("close inside a transaction: %w", pmemgo.ErrNestedTx)
+	}
 	h.runCloseHooks()
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	_ = h.lock.lock(context.Background())
+	defer h.lock.unlock()
 	if h.closed {
 		return pmemgo.ErrClosed
 	}
@@ -238,11 +244,11 @@ func (h *Heap) Close() error {
 		// retries the rollback.
 		return errors.Join(h.pool.Close(), h.f.Close())
 	}
-	var err error
+	err := h.retireCommitted()
 	if !h.ro && !h.pool.Report.FromSummary {
 		// Opened without a usable summary: the pool gets one, so that the
 		// next open at this base is quick.
-		err = h.pool.MarkOpen()
+		err = errors.Join(err, h.pool.MarkOpen())
 	}
 	err = errors.Join(err, h.pool.CloseSummary(h.alloc.summary(h.state.SlabHigh)))
 	return errors.Join(err, h.f.Close())
@@ -276,16 +282,28 @@ func (h *Heap) at(off uint64) unsafe.Pointer {
 // Epoch returns the pool's epoch: the incarnation of the primary that
 // writes it, for replication.
 func (h *Heap) Epoch() uint64 {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+	defer h.readLock()()
 	return h.pool.Header.Epoch
+}
+
+// readLock takes the lock for reading, unless the caller is inside a
+// transaction of this heap and so already excludes every writer, and
+// returns the function that releases it.
+func (h *Heap) readLock() func() {
+	if h.lock.heldByCaller() {
+		return func() {}
+	}
+	slot, _ := h.lock.rlock(context.Background())
+	return func() { h.lock.runlock(slot) }
 }
 
 // NewEpoch makes this open of the pool a new incarnation: it increments
 // the epoch stored in the pool header, durably, and returns it.
 func (h *Heap) NewEpoch() (uint64, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	if err := h.lock.lock(context.Background()); err != nil {
+		return 0, err
+	}
+	defer h.lock.unlock()
 	if h.closed {
 		return 0, pmemgo.ErrClosed
 	}

@@ -20,14 +20,16 @@ type Stats struct {
 	// SlabsUsed is the number of slabs holding something, of SlabsTotal.
 	SlabsUsed, SlabsTotal int
 	Types                 []TypeStats
+	// Tx counts what the write transactions of this open did; it is kept
+	// after Close.
+	Tx TxStats
 }
 
 // Stats returns slabs, objects and bytes per type.
 func (h *Heap) Stats() Stats {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+	defer h.readLock()()
 	hdr := &h.pool.Header
-	st := Stats{Size: hdr.Size, SlabSize: hdr.SlabSize, SlabsTotal: int(hdr.Slabs)}
+	st := Stats{Size: hdr.Size, SlabSize: hdr.SlabSize, SlabsTotal: int(hdr.Slabs), Tx: h.txStats()}
 	if h.closed {
 		return st
 	}

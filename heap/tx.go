@@ -1,7 +1,9 @@
 package heap
 
 import (
+	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -49,10 +51,26 @@ type slotRef struct {
 // transaction commits: every change is durable when Update returns. When fn
 // returns an error or panics, every change is rolled back, allocations and
 // frees included, and the error (or panic) is passed on. A commit that
-// fails, for instance with ErrForeignPointer, is rolled back too.
-func (h *Heap) Update(fn func(*Tx) error) (err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+// fails, for instance with ErrForeignPointer, is rolled back too. Update
+// inside a transaction of the same heap, in the same goroutine, returns
+// ErrNestedTx instead of waiting for itself.
+func (h *Heap) Update(fn func(*Tx) error) error {
+	return h.UpdateContext(context.Background(), fn)
+}
+
+// UpdateContext is Update, waiting for the heap (another goroutine's
+// Update, or running Views) at most until ctx is done: then it returns
+// ctx's error, wrapped, without running fn. ctx bounds the wait only: once
+// fn runs, the transaction runs to its end (fn may watch ctx itself and
+// return an error to roll back).
+func (h *Heap) UpdateContext(ctx context.Context, fn func(*Tx) error) (err error) {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("waiting for the heap's lock: %w", err)
+	}
+	if err := h.lock.lock(ctx); err != nil {
+		return err
+	}
+	defer h.lock.unlock()
 	if h.closed {
 		return pmemgo.ErrClosed
 	}
@@ -92,10 +110,24 @@ func (h *Heap) fail(err error) error {
 }
 
 // View runs fn in a read-only transaction. Views run in parallel with each
-// other, never with an Update.
+// other, never with an Update. A View inside a transaction of the same
+// heap, in the same goroutine, returns ErrNestedTx: a nested read lock
+// would wait for itself as soon as an Update queued between the two.
 func (h *Heap) View(fn func(*Tx) error) error {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+	return h.ViewContext(context.Background(), fn)
+}
+
+// ViewContext is View, waiting for a running Update at most until ctx is
+// done: then it returns ctx's error, wrapped, without running fn.
+func (h *Heap) ViewContext(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("waiting for the heap's lock: %w", err)
+	}
+	slot, err := h.lock.rlock(ctx)
+	if err != nil {
+		return err
+	}
+	defer h.lock.runlock(slot)
 	if h.closed {
 		return pmemgo.ErrClosed
 	}
@@ -181,7 +213,7 @@ func (tx *Tx) AddRanges(rs ...Range) error {
 	// The caller changes the ranges as soon as this returns: their old
 	// bytes, and any entry logged before them, must be durable first.
 	tx.h.log.flush()
-	return tx.h.dev.Fence()
+	return tx.h.fence()
 }
 
 // logAdded checks and logs one range of AddRanges, without the fence, and
@@ -301,14 +333,19 @@ func (tx *Tx) freeSlot(s *slabRef, slot uint32) error {
 
 // commit makes the transaction durable. The steps must happen in order:
 //  1. check that every touched object points only at what the pool holds;
-//  2. make sure the undo entries of all metadata the commit changes are
-//     durable (they were logged when first touched, and usually reached
-//     the media with the fence of a later Add);
-//  3. write that metadata;
-//  4. flush everything the transaction changed, append the commit record
-//     (each changed range with a hash of its new content), and fence: from
-//     here on a crash keeps the transaction. Retiring the log is left to
-//     the next transaction's first fence.
+//  2. log the metadata the commit changes, and choose which changed ranges
+//     the commit record carries (small ones) and which are made durable
+//     before it (ranges too large to copy);
+//  3. fence, so that the metadata's undo entries and the ranges not
+//     carried are durable (one fence, and none when there is nothing new:
+//     entries usually reached the media with the fence of a later Add);
+//  4. write the metadata;
+//  5. flush everything, append the commit record carrying the new content
+//     of every other range, and fence: from here on a crash keeps the
+//     transaction, and recovery copies the record's content back in place
+//     whatever the ranges hold, so that nothing stored after Update
+//     returned can undo it. Retiring the log is left to the next
+//     transaction's first fence, or Close.
 func (tx *Tx) commit() error {
 	defer tx.h.recycle(tx)
 	if err := tx.checkForeign(); err != nil {
@@ -322,31 +359,48 @@ func (tx *Tx) commit() error {
 	if !l.open && len(tx.flushes) == 0 {
 		return nil
 	}
-	dev := tx.h.dev
-	if l.flush() {
-		if err := dev.Fence(); err != nil {
+	h := tx.h
+	dev := h.dev
+	meta := make([]layout.CommitRange, 0, len(writes))
+	for _, w := range writes {
+		meta = append(meta, layout.CommitRange{Off: w.off, Len: w.n, Redo: true})
+	}
+	data := make([]layout.CommitRange, 0, len(tx.flushes))
+	for _, f := range tx.flushes {
+		data = append(data, layout.CommitRange{Off: f.off, Len: f.n})
+	}
+	ranges, early, err := l.plan(mergeRanges(meta), mergeRanges(data))
+	if err != nil {
+		return err
+	}
+	for _, r := range ranges {
+		if !r.Redo {
+			dev.Flush(int(r.Off), int(r.Len))
+		}
+	}
+	if l.flush() || early {
+		if err := h.fence(); err != nil {
 			return err
 		}
 	}
-	ranges := make([]layout.CommitRange, 0, len(writes)+len(tx.flushes))
 	for _, w := range writes {
 		w.apply()
-		dev.Flush(int(w.off), int(w.n))
-		ranges = append(ranges, layout.CommitRange{Off: w.off, Len: w.n})
 	}
-	for _, f := range tx.flushes {
-		dev.Flush(int(f.off), int(f.n))
-		ranges = append(ranges, layout.CommitRange{Off: f.off, Len: f.n})
+	for _, r := range ranges {
+		if r.Redo {
+			dev.Flush(int(r.Off), int(r.Len))
+		}
 	}
-	if err := l.commit(tx.h.mem, mergeRanges(ranges)); err != nil {
+	if err := l.commit(h.mem, ranges); err != nil {
 		return err
 	}
-	if err := dev.Fence(); err != nil {
+	if err := h.fence(); err != nil {
 		return err
 	}
 	l.done()
-	tx.h.state = tx.state
+	h.state = tx.state
 	tx.settle()
+	h.stats.commits++
 	return nil
 }
 
@@ -471,6 +525,7 @@ func (tx *Tx) settle() {
 func (tx *Tx) rollback() error {
 	defer tx.h.recycle(tx)
 	h := tx.h
+	h.stats.rollbacks++
 	var err error
 	if h.log.open {
 		_, err = recovery.Rollback(h.dev, &h.pool.Header)
@@ -517,6 +572,15 @@ type undoLog struct {
 	// half, flushed how far entries were flushed.
 	tail, end, flushed int
 	entries            int
+	// committed holds the ranges of the last commit while its record is
+	// live (until the next transaction's first entry or Close retires it),
+	// with the content the record carries, to detect stray stores.
+	committed []layout.CommitRange
+	// stray is told of ranges a store outside a transaction changed after
+	// the commit that wrote them.
+	stray func(rs []layout.CommitRange, where string)
+	// logged counts the bytes written to the log.
+	logged uint64
 }
 
 func (l *undoLog) region() []byte {
@@ -541,6 +605,20 @@ func (l *undoLog) begin() error {
 	if err := l.mark(); err != nil {
 		return err
 	}
+	// Retiring the last commit's record is the cheap place to notice a
+	// store into its ranges since: the content it carries is at hand.
+	if l.committed != nil {
+		var changed []layout.CommitRange
+		for _, r := range l.committed {
+			if r.Data != nil && !bytes.Equal(l.dev.Bytes()[r.Off:r.Off+r.Len], r.Data) {
+				changed = append(changed, r)
+			}
+		}
+		if len(changed) > 0 && l.stray != nil {
+			l.stray(changed, "before the next transaction")
+		}
+		l.committed = nil
+	}
 	l.gen++
 	layout.SetLogGen(l.region(), l.gen)
 	l.dev.Flush(int(l.hdr.LogOff)+layout.LogGenOff, 8)
@@ -560,12 +638,15 @@ func (l *undoLog) append(mem []byte, off uint64, n int) error {
 	}
 	layout.PutLogEntry(l.region()[l.tail:], l.gen, off, mem[off:off+uint64(n)])
 	l.tail += size
+	l.logged += uint64(size)
 	l.entries++
 	return nil
 }
 
 func (l *undoLog) full(what string) error {
-	return fmt.Errorf("%s: %d of %d bytes of the log's half used: %w", what, l.tail, l.end, pmemgo.ErrTxTooLarge)
+	start, _ := layout.LogHalf(l.hdr.LogSize, l.gen)
+	return fmt.Errorf("%s: the transaction has used %d of the %d bytes one transaction may log (half of the pool's %d-byte undo log, set by Options.LogSize at creation): %w",
+		what, l.tail-start, l.end-start, l.hdr.LogSize, pmemgo.ErrTxTooLarge)
 }
 
 // flush flushes the entries not flushed yet and reports whether there
@@ -579,19 +660,53 @@ func (l *undoLog) flush() bool {
 	return true
 }
 
+// redoBudget bounds the object content a commit record carries. Changes
+// beyond it are flushed and fenced before the record instead: a fence
+// costs less than copying them.
+const redoBudget = 64 << 10
+
+// plan returns the commit record's ranges: meta, which the record always
+// carries (metadata is written only after the fence that makes its undo
+// entries durable), and data, whose ranges it carries while they fit the
+// budget and the log. early reports a range that must be durable before
+// the record is written.
+func (l *undoLog) plan(meta, data []layout.CommitRange) (ranges []layout.CommitRange, early bool, err error) {
+	if err := l.begin(); err != nil {
+		return nil, false, err
+	}
+	ranges = append(meta, data...)
+	need := layout.RedoRecordSize(ranges)
+	if l.tail+need > l.end {
+		return nil, false, l.full(fmt.Sprintf("committing %d ranges", len(ranges)))
+	}
+	budget := min(redoBudget, l.end-l.tail-need)
+	for i := len(meta); i < len(ranges); i++ {
+		r := &ranges[i]
+		if n := int(r.Len+7) &^ 7; n <= budget {
+			r.Redo = true
+			budget -= n
+		} else {
+			early = true
+		}
+	}
+	return ranges, early, nil
+}
+
 // commit appends and flushes the commit record for ranges, whose content
-// is final.
+// is final, and keeps the ranges to check for stray stores.
 func (l *undoLog) commit(mem []byte, ranges []layout.CommitRange) error {
 	if err := l.begin(); err != nil {
 		return err
 	}
-	size := layout.CommitRecordSize(len(ranges))
+	size := layout.RedoRecordSize(ranges)
 	if l.tail+size > l.end {
 		return l.full(fmt.Sprintf("committing %d ranges", len(ranges)))
 	}
-	layout.PutCommitRecord(l.region()[l.tail:], l.gen, l.entries, ranges, mem)
+	layout.PutRedoRecord(l.region()[l.tail:], l.gen, l.entries, ranges, mem)
 	l.tail += size
+	l.logged += uint64(size)
 	l.flush()
+	l.committed = ranges
 	return nil
 }
 

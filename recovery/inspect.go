@@ -83,9 +83,10 @@ type LogInfo struct {
 	// the log is retired.
 	Entries int
 	// Commit is set when the live transaction wrote its commit record, and
-	// Holds when every range the record lists holds the content it was
-	// committed with: Open then keeps the transaction instead of rolling
-	// it back.
+	// Holds when Open keeps the transaction instead of rolling it back: the
+	// record is complete (a redo record, whose content Open copies back in
+	// place) or every range it lists holds the content it was committed
+	// with (an older pool's hash record).
 	Commit, Holds bool
 	// Err says why the log cannot be read.
 	Err error
@@ -277,7 +278,7 @@ func readLog(mem []byte, h *layout.Header, end uint64) LogInfo {
 	li.Entries = len(entries)
 	if commit != nil {
 		li.Commit = true
-		li.Holds = commit.Entries == len(entries) && commit.Holds(mem)
+		li.Holds = commit.Keeps(len(entries), mem)
 	}
 	return li
 }

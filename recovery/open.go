@@ -288,9 +288,10 @@ func (p *Pool) CloseSummary(sum *layout.Summary) error {
 	return errors.Join(err, p.Dev.Close())
 }
 
-// Rollback brings the undo log to rest: a transaction whose commit record
-// shows it reached the media whole is kept, any other live transaction is
-// undone; then the log is retired. It returns the number of entries rolled
+// Rollback brings the undo log to rest: a transaction with a complete
+// commit record is kept (a redo record's content is copied back in place;
+// an older pool's hash record must show the ranges reached the media
+// whole), any other live transaction is undone; then the log is retired. It returns the number of entries rolled
 // back. A crash in the middle leaves the log live, so doing it again is
 // safe.
 func Rollback(dev device.Device, h *layout.Header) (int, error) {
@@ -312,8 +313,8 @@ func Rollback(dev device.Device, h *layout.Header) (int, error) {
 				return 0, fmt.Errorf("undo log: commit record lists [%d, +%d), which overlaps the log itself: %w", r.Off, r.Len, pmemgo.ErrCorrupt)
 			}
 		}
-		if commit.Entries == len(entries) && commit.Holds(mem) {
-			return 0, RetireLog(dev, h)
+		if commit.Keeps(len(entries), mem) {
+			return 0, redo(dev, h, commit)
 		}
 	}
 	if len(entries) == 0 {
@@ -332,6 +333,23 @@ func Rollback(dev device.Device, h *layout.Header) (int, error) {
 		return 0, fmt.Errorf("roll back: %w", err)
 	}
 	return len(entries), RetireLog(dev, h)
+}
+
+// redo keeps a committed transaction: the content its record carries is
+// copied back in place (stores made after the commit, or in-place writes a
+// crash tore, are overwritten by what the transaction committed), made
+// durable, and the log retired.
+func redo(dev device.Device, h *layout.Header, c *layout.Commit) error {
+	applied := c.Apply(dev.Bytes())
+	for _, r := range applied {
+		dev.Flush(int(r.Off), int(r.Len))
+	}
+	if len(applied) > 0 {
+		if err := dev.Fence(); err != nil {
+			return fmt.Errorf("redo committed transaction: %w", err)
+		}
+	}
+	return RetireLog(dev, h)
 }
 
 // RetireLog ends the current transaction's log with one 8-byte store of

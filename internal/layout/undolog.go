@@ -19,10 +19,16 @@ import (
 // stay intact until both are.
 //
 // A transaction ends its entries with a commit record listing every range
-// it changed and a hash of the range's new content. The commit is durable
-// once the record and the ranges are: recovery then sees that every range
-// holds what the record says and keeps the transaction instead of rolling
-// it back. Retiring the log is thus off the commit's critical path.
+// it changed. A redo record (what this build writes) carries the new
+// content of the ranges that were not made durable before it: a valid
+// record means the transaction committed, whatever the ranges hold, and
+// recovery copies that content back in place. So a store made after the
+// commit (by the application, outside any transaction) can never make a
+// committed transaction look torn and roll it back; ranges too large to
+// carry are flushed and fenced before the record is written. Older pools
+// may hold a hash record, which lists a hash of each range's new content
+// instead: that transaction is kept only if every range still holds it.
+// Either way retiring the log is off the commit's critical path.
 const (
 	logMagic      = 0x474f4c4f444e55 // "UNDOLOG"
 	logMagicOff   = 0
@@ -31,8 +37,13 @@ const (
 	// LogEntryHeader is the fixed part of an entry: generation, pool
 	// offset, length, checksum. The old bytes follow, padded to 8.
 	LogEntryHeader = 32
-	// commitOff marks a commit record in an entry's offset field.
+	// commitOff marks a hash commit record in an entry's offset field,
+	// redoOff a redo commit record.
 	commitOff = ^uint64(0)
+	redoOff   = ^uint64(1)
+	// redoFlag marks, in a redo record's range length, a range whose new
+	// content the record carries.
+	redoFlag = uint64(1) << 63
 	// CommitRangeSize is the size of one range in a commit record.
 	CommitRangeSize = 24
 )
@@ -100,9 +111,12 @@ type LogEntry struct {
 }
 
 // CommitRange is a range a committed transaction changed, with the hash of
-// its new content.
+// its new content. Redo is set when a redo record carries that content;
+// Data is the content, in a decoded record.
 type CommitRange struct {
 	Off, Len, Hash uint64
+	Redo           bool
+	Data           []byte
 }
 
 // CommitRecordSize returns the bytes a commit record of n ranges takes.
@@ -129,11 +143,93 @@ func PutCommitRecord(dst []byte, gen uint64, entries int, ranges []CommitRange, 
 	return size
 }
 
+// RedoRecordSize returns the bytes a redo record takes for ranges, of
+// which those marked Redo carry their content.
+func RedoRecordSize(ranges []CommitRange) int {
+	n := 16 + len(ranges)*CommitRangeSize
+	for _, r := range ranges {
+		if r.Redo {
+			n += int(alignUp(r.Len, 8))
+		}
+	}
+	return LogEntrySize(n)
+}
+
+// PutRedoRecord writes a redo commit record for ranges at the start of
+// dst, hashing each range's content in mem and copying the content of
+// those marked Redo, and returns its size. entries is the number of undo
+// entries before it. Each range's Hash is set, and its Data to the copy in
+// dst for a range the record carries.
+func PutRedoRecord(dst []byte, gen uint64, entries int, ranges []CommitRange, mem []byte) int {
+	size := RedoRecordSize(ranges)
+	body := dst[LogEntryHeader:size]
+	le.PutUint64(body, uint64(entries))
+	le.PutUint64(body[8:], uint64(len(ranges)))
+	data := body[16+len(ranges)*CommitRangeSize:]
+	for i, r := range ranges {
+		b := body[16+i*CommitRangeSize:]
+		content := mem[r.Off : r.Off+r.Len]
+		le.PutUint64(b, r.Off)
+		l := r.Len
+		if r.Redo {
+			l |= redoFlag
+			n := copy(data, content)
+			p := int(alignUp(uint64(n), 8))
+			clear(data[n:p])
+			ranges[i].Data = data[:n:n]
+			data = data[p:]
+		}
+		ranges[i].Hash = xxhash.Sum64(content)
+		le.PutUint64(b[8:], l)
+		le.PutUint64(b[16:], ranges[i].Hash)
+	}
+	le.PutUint64(dst[0:], SealWord(gen))
+	le.PutUint64(dst[8:], redoOff)
+	le.PutUint64(dst[16:], uint64(len(body)))
+	le.PutUint64(dst[24:], entrySum(dst[:24], body))
+	return size
+}
+
 // Commit is a decoded commit record: how many entries precede it and the
-// ranges the transaction changed.
+// ranges the transaction changed. Redo is set for a redo record.
 type Commit struct {
 	Entries int
 	Ranges  []CommitRange
+	Redo    bool
+}
+
+// Keeps reports whether recovery keeps the transaction of this record,
+// given the number of undo entries found before it: a redo record that
+// follows all its entries is kept (its content is copied back in place by
+// Redo), a hash record only if the ranges hold what it recorded.
+func (c *Commit) Keeps(entries int, mem []byte) bool {
+	return c.Entries == entries && (c.Redo || c.Holds(mem))
+}
+
+// Apply copies the content a redo record carries back in place and
+// returns the ranges it wrote.
+func (c *Commit) Apply(mem []byte) []CommitRange {
+	var out []CommitRange
+	for _, r := range c.Ranges {
+		if r.Data != nil {
+			copy(mem[r.Off:r.Off+r.Len], r.Data)
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Stray returns the ranges of the record whose content in mem is no
+// longer what the transaction committed: stores made after the commit
+// outside any transaction.
+func (c *Commit) Stray(mem []byte) []CommitRange {
+	var out []CommitRange
+	for _, r := range c.Ranges {
+		if xxhash.Sum64(mem[r.Off:r.Off+r.Len]) != r.Hash {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Holds reports whether every range of the record holds the content it
@@ -180,8 +276,12 @@ func ScanLog(log []byte, lo, hi uint64) ([]LogEntry, *Commit, error) {
 		}
 		off := le.Uint64(e[8:])
 		body := e[LogEntryHeader : LogEntryHeader+int(n)]
-		if off == commitOff {
+		switch off {
+		case commitOff:
 			c, err := decodeCommit(body, lo, hi, p)
+			return out, c, err
+		case redoOff:
+			c, err := decodeRedo(body, lo, hi, p)
 			return out, c, err
 		}
 		if off < lo || off+n > hi || off+n < off {
@@ -204,6 +304,41 @@ func decodeCommit(body []byte, lo, hi uint64, at int) (*Commit, error) {
 			return nil, fmt.Errorf("undo log: commit record at log offset %d lists [%d, +%d), outside [%d, %d): %w", at, r.Off, r.Len, lo, hi, pmemgo.ErrCorrupt)
 		}
 		c.Ranges = append(c.Ranges, r)
+	}
+	return c, nil
+}
+
+func decodeRedo(body []byte, lo, hi uint64, at int) (*Commit, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("undo log: redo record at log offset %d: "+format+": %w", append([]any{at}, append(args, pmemgo.ErrCorrupt)...)...)
+	}
+	if len(body) < 16 {
+		return nil, bad("%d bytes", len(body))
+	}
+	n := le.Uint64(body[8:])
+	if n > uint64(len(body)-16)/CommitRangeSize {
+		return nil, bad("%d ranges in %d bytes", n, len(body))
+	}
+	c := &Commit{Entries: int(le.Uint64(body)), Redo: true}
+	data := body[16+n*CommitRangeSize:]
+	for i := range n {
+		b := body[16+i*CommitRangeSize:]
+		l := le.Uint64(b[8:])
+		r := CommitRange{Off: le.Uint64(b), Len: l &^ redoFlag, Hash: le.Uint64(b[16:]), Redo: l&redoFlag != 0}
+		if r.Off < lo || r.Off+r.Len > hi || r.Off+r.Len < r.Off {
+			return nil, bad("lists [%d, +%d), outside [%d, %d)", r.Off, r.Len, lo, hi)
+		}
+		if r.Redo {
+			p := alignUp(r.Len, 8)
+			if p > uint64(len(data)) {
+				return nil, bad("range %d carries %d bytes, %d left", i, r.Len, len(data))
+			}
+			r.Data, data = data[:r.Len:r.Len], data[p:]
+		}
+		c.Ranges = append(c.Ranges, r)
+	}
+	if len(data) != 0 {
+		return nil, bad("%d bytes after the last range's content", len(data))
 	}
 	return c, nil
 }
