@@ -613,3 +613,38 @@ func TestFailedRollbackBreaksHeap(t *testing.T) {
 	require.NoError(t, h.Close())
 	checkPool(t, path)
 }
+
+type Shelf struct {
+	Label string
+	Books []*Node
+}
+
+// TestForeignPointerInSliceNamesField checks that a bad element of an
+// array is named through the field of the object that holds the slice.
+func TestForeignPointerInSliceNamesField(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	for _, logged := range []bool{false, true} {
+		err := h.Update(func(tx *heap.Tx) error {
+			s, err := heap.New[Shelf](tx)
+			if err != nil {
+				return err
+			}
+			if s.Books, err = heap.MakeSlice[*Node](tx, 4, 4); err != nil {
+				return err
+			}
+			if logged {
+				// An object that existed before would be logged: Add the
+				// slice's elements of a fresh array, as a user who is not
+				// sure would.
+				if err := heap.AddSlice(tx, s.Books); err != nil {
+					return err
+				}
+			}
+			s.Books[2] = goHeapNode
+			return nil
+		})
+		require.ErrorIs(t, err, pmemgo.ErrForeignPointer)
+		assert.Contains(t, err.Error(), "heap_test.Shelf")
+		assert.Contains(t, err.Error(), "field Books[2]")
+	}
+}

@@ -60,14 +60,14 @@ func (tx *Tx) checkSlot(s *slabRef, slot, first, last uint32) error {
 				continue
 			}
 			if v-h.base >= uintptr(len(h.mem)) {
-				return pointerError(&ti.desc, s, slot, e, p, elem, fmt.Sprintf("holds %#x", v), pmemgo.ErrForeignPointer)
+				return tx.pointerError(&ti.desc, s, slot, e, p, elem, fmt.Sprintf("holds %#x", v), pmemgo.ErrForeignPointer)
 			}
 			why, err := tx.pointee(p, uint64(v-h.base), word)
 			if err != nil {
 				return err
 			}
 			if why != "" {
-				return pointerError(&ti.desc, s, slot, e, p, elem, why, pmemgo.ErrBadPointer)
+				return tx.pointerError(&ti.desc, s, slot, e, p, elem, why, pmemgo.ErrBadPointer)
 			}
 		}
 	}
@@ -116,14 +116,78 @@ func (tx *Tx) pointee(p layout.Pointer, off uint64, word unsafe.Pointer) (string
 	return "", nil
 }
 
-func pointerError(td *layout.TypeDesc, s *slabRef, slot, elem uint32, p layout.Pointer, off uint64, why string, sentinel error) error {
-	what := fmt.Sprintf("object %s (slab %d slot %d, offset %d)", td.Name, s.idx, slot, off)
-	if s.sh.Kind == layout.KindArray {
-		what = fmt.Sprintf("element %d of a %s array (slab %d slot %d, offset %d)", elem, td.Name, s.idx, slot, off)
-	}
+// pointerError names the bad pointer by the object and field it is in.
+// An array element is named through the field of an object the
+// transaction touched that holds the slice, when there is one: the array
+// itself has no name a user would know.
+func (tx *Tx) pointerError(td *layout.TypeDesc, s *slabRef, slot, elem uint32, p layout.Pointer, off uint64, why string, sentinel error) error {
 	field := p.Field
+	if s.sh.Kind == layout.KindArray {
+		arr := fmt.Sprintf("element %d of a %s array (slab %d slot %d, offset %d)", elem, td.Name, s.idx, slot, off)
+		if ref := tx.referrer(s, slot, elem); ref != "" {
+			if field != "" {
+				ref += "." + field
+			}
+			return fmt.Errorf("%s, %s, %s: %w", ref, arr, why, sentinel)
+		}
+		if field == "" {
+			return fmt.Errorf("%s %s: %w", arr, why, sentinel)
+		}
+		return fmt.Errorf("%s field %s %s: %w", arr, field, why, sentinel)
+	}
 	if field == "" {
 		field = "(value)"
 	}
-	return fmt.Errorf("%s field %s %s: %w", what, field, why, sentinel)
+	return fmt.Errorf("object %s (slab %d slot %d, offset %d) field %s %s: %w", td.Name, s.idx, slot, off, field, why, sentinel)
+}
+
+// referrer returns "object T (slab s slot n) field F[i]" for an object the
+// transaction allocated or logged whose slice F holds element elem of the
+// array in slot, or "". It runs only on the error path.
+func (tx *Tx) referrer(arr *slabRef, slot, elem uint32) string {
+	h := tx.h
+	a := h.alloc
+	start := a.slotOff(arr, slot)
+	end := start + uint64(arr.sh.SlotSize)
+	var size uint64
+	if ti := h.types.byID(arr.sh.Type); ti != nil {
+		size = uint64(ti.desc.Size)
+	}
+	if size == 0 {
+		return ""
+	}
+	candidates := make([]slotRef, 0, len(tx.allocs)+len(tx.added))
+	candidates = append(candidates, tx.allocs...)
+	for _, sp := range tx.added {
+		if s, sl, _, ok := a.lookup(sp.off); ok {
+			candidates = append(candidates, slotRef{s, sl})
+		}
+	}
+	for _, c := range candidates {
+		ti := h.types.byID(c.s.sh.Type)
+		if ti == nil || (c.s == arr && c.slot == slot) {
+			continue
+		}
+		base := a.slotOff(c.s, c.slot)
+		for e := range c.s.sh.Elems {
+			at := base + uint64(e)*uint64(ti.desc.Size)
+			for _, p := range ti.desc.Ptrs {
+				if p.Kind != layout.PtrSlice {
+					continue
+				}
+				v := uint64(*(*uintptr)(h.at(at + uint64(p.Offset))) - h.base)
+				n := uint64(*(*uintptr)(h.at(at + uint64(p.Offset) + 8)))
+				first := uint64(elem) - (v-start)/size
+				if v < start || v >= end || (v-start)%size != 0 || uint64(elem) < (v-start)/size || first >= n {
+					continue
+				}
+				name := fmt.Sprintf("object %s (slab %d slot %d)", ti.desc.Name, c.s.idx, c.slot)
+				if c.s.sh.Kind == layout.KindArray {
+					name = fmt.Sprintf("element %d of a %s array (slab %d slot %d)", e, ti.desc.Name, c.s.idx, c.slot)
+				}
+				return fmt.Sprintf("%s field %s[%d]", name, p.Field, first)
+			}
+		}
+	}
+	return ""
 }
