@@ -39,6 +39,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -111,6 +113,10 @@ type Heap struct {
 	spare  *Tx
 	stats  txCounters
 	logger *slog.Logger
+	// snaps lists the open snapshots, which copy each line before a
+	// transaction first changes it; snapMu orders changes to the list.
+	snaps  atomic.Pointer[[]*Snapshot]
+	snapMu sync.Mutex
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
@@ -170,7 +176,7 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	h.types = newRegistry(pool.Types)
 	h.alloc = newAllocator(h, pool.Slabs)
 	h.logger = loggerOf(opts)
-	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header, mark: pool.MarkOpen, stray: h.reportStray}
+	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header, mark: pool.MarkOpen, stray: h.reportStray, cow: h.cow}
 	h.log.reset()
 	if r := pool.Report; opts.Logger != nil && (r.RolledBack > 0 || r.Relocated) {
 		opts.Logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,
@@ -239,6 +245,7 @@ func (h *Heap) Close() error {
 		return pmemgo.ErrClosed
 	}
 	h.closed = true
+	h.closeSnapshots()
 	if h.broken != nil {
 		// The allocator's state is not the pool's: no summary, and Close
 		// retries the rollback.
@@ -315,6 +322,10 @@ func (h *Heap) NewEpoch() (uint64, error) {
 	}
 	hdr := h.pool.Header
 	hdr.Epoch++
+	for i := range 2 {
+		h.cow(uint64(layout.SlotOff(i)), layout.HeaderBytes)
+	}
+	h.cow(layout.OpenMarkOff, 8)
 	if err := h.pool.WriteHeader(hdr); err != nil {
 		return 0, err
 	}

@@ -303,6 +303,7 @@ func (tx *Tx) allocSlot(k classKey, elems uint32) (uint64, error) {
 		return 0, err
 	}
 	off := tx.h.alloc.slotOff(s, slot)
+	tx.h.cow(off, uint64(k.slot))
 	clear(tx.h.mem[off : off+uint64(k.slot)])
 	tx.allocs = append(tx.allocs, slotRef{s, slot})
 	if tx.allocAt == nil {
@@ -579,6 +580,9 @@ type undoLog struct {
 	// stray is told of ranges a store outside a transaction changed after
 	// the commit that wrote them.
 	stray func(rs []layout.CommitRange, where string)
+	// cow is told of every range of the pool before the log or the
+	// transaction changes it, for the open snapshots.
+	cow func(off, n uint64)
 	// logged counts the bytes written to the log.
 	logged uint64
 }
@@ -602,6 +606,7 @@ func (l *undoLog) begin() error {
 		return nil
 	}
 	// This is the first store of the transaction, and maybe of this open.
+	l.cow(layout.OpenMarkOff, 8)
 	if err := l.mark(); err != nil {
 		return err
 	}
@@ -620,6 +625,7 @@ func (l *undoLog) begin() error {
 		l.committed = nil
 	}
 	l.gen++
+	l.cow(l.hdr.LogOff+layout.LogGenOff, 8)
 	layout.SetLogGen(l.region(), l.gen)
 	l.dev.Flush(int(l.hdr.LogOff)+layout.LogGenOff, 8)
 	l.tail, l.end = layout.LogHalf(l.hdr.LogSize, l.gen)
@@ -636,6 +642,9 @@ func (l *undoLog) append(mem []byte, off uint64, n int) error {
 	if l.tail+size > l.end {
 		return l.full(fmt.Sprintf("logging %d bytes at offset %d", n, off))
 	}
+	// The range changes once this returns; the entry's own lines now.
+	l.cow(off, uint64(n))
+	l.cow(l.hdr.LogOff+uint64(l.tail), uint64(size))
 	layout.PutLogEntry(l.region()[l.tail:], l.gen, off, mem[off:off+uint64(n)])
 	l.tail += size
 	l.logged += uint64(size)
@@ -702,6 +711,7 @@ func (l *undoLog) commit(mem []byte, ranges []layout.CommitRange) error {
 	if l.tail+size > l.end {
 		return l.full(fmt.Sprintf("committing %d ranges", len(ranges)))
 	}
+	l.cow(l.hdr.LogOff+uint64(l.tail), uint64(size))
 	layout.PutRedoRecord(l.region()[l.tail:], l.gen, l.entries, ranges, mem)
 	l.tail += size
 	l.logged += uint64(size)

@@ -144,6 +144,7 @@ func (tx *Tx) storeType(d *layout.TypeDesc) error {
 		return err
 	}
 	off := hdr.TypeOff + tx.state.TypeBytes
+	h.cow(off, uint64(n))
 	layout.EncodeTypeEntry(h.mem[off:], payload)
 	tx.flushLater(off, uint64(n))
 	tx.state.TypeBytes += uint64(n)

@@ -63,6 +63,7 @@ func newRootCmd() *cobra.Command {
 		newCheckCmd(),
 		newDumpCmd(),
 		newRecoverCmd(),
+		newBackupCmd(),
 		newGCCmd(),
 		newReplicaCmd(),
 		newDemoCmd(),

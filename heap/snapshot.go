@@ -1,0 +1,452 @@
+package heap
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/layout"
+)
+
+// lineSize is the unit a snapshot copies: a cache line.
+const lineSize = 64
+
+// keptRegion is the granularity at which a snapshot counts kept lines.
+const keptRegion = 64 << 10
+
+// SnapshotOptions configures Snapshot. The zero value keeps up to 64 MiB
+// of copied lines in memory and spills the rest to a file in os.TempDir.
+type SnapshotOptions struct {
+	// MemLimit is how many bytes of copied lines the snapshot keeps in
+	// memory before it spills to a temporary file; 0 means 64 MiB, a
+	// negative value spills every line.
+	MemLimit int64
+	// SpillDir is where the spill file goes; empty means os.TempDir().
+	SpillDir string
+}
+
+// SnapshotStats says what a snapshot keeps.
+type SnapshotStats struct {
+	// Lines is the number of 64-byte lines copied because a transaction
+	// changed them after the snapshot was taken.
+	Lines int
+	// MemBytes and SpilledBytes are what those copies take in memory and
+	// in the spill file.
+	MemBytes, SpilledBytes int64
+}
+
+// Snapshot is a point-in-time view of a pool: its bytes as of the last
+// commit before Snapshot was called, while Update transactions go on. It
+// copies a 64-byte line the first time a transaction changes it, so it
+// costs memory in proportion to the lines written while it is open, not to
+// the pool's size. Its image is that of a cleanly closed pool: it opens
+// without recovery and passes the offline check.
+//
+// A snapshot is volatile: a crash loses it and leaves the pool as it was.
+// It is closed by Close, and by the heap's Close. A store made outside any
+// transaction is not seen by the snapshot's copy-on-write, as it is not by
+// the undo log.
+type Snapshot struct {
+	h    *Heap
+	size int64
+	// patch holds the 8-byte words the image shows in place of the
+	// pool's: the open mark cleared and the log retired, as a clean
+	// Close leaves them.
+	patch map[int64]uint64
+
+	// mu orders the copy of a line before a transaction changes it with
+	// the reads of that line from the pool.
+	mu    sync.Mutex
+	lines map[uint32]int64 // line -> position: >= 0 in mem, < 0 in the spill file (-1-pos)
+	// kept counts the kept lines of each region of keptRegion bytes, so
+	// that reads skip the line lookups where nothing was kept.
+	kept    []uint32
+	mem     []byte
+	limit   int64
+	spill   *os.File
+	spilled int64
+	dir     string
+	err     error // a spill that failed: every read returns it
+	closed  error
+}
+
+// Snapshot returns a point-in-time view of the pool as of the last commit.
+// It waits for a running Update; inside a transaction of this heap it
+// returns ErrNestedTx.
+func (h *Heap) Snapshot(opts *SnapshotOptions) (*Snapshot, error) {
+	if opts == nil {
+		opts = &SnapshotOptions{}
+	}
+	if err := h.lock.lock(context.Background()); err != nil {
+		return nil, err
+	}
+	defer h.lock.unlock()
+	if h.closed {
+		return nil, pmemgo.ErrClosed
+	}
+	if h.broken != nil {
+		return nil, h.broken
+	}
+	s := &Snapshot{
+		h: h, size: int64(len(h.mem)), lines: map[uint32]int64{},
+		kept:  make([]uint32, (len(h.mem)+keptRegion-1)/keptRegion),
+		limit: opts.MemLimit, dir: opts.SpillDir,
+	}
+	if s.limit == 0 {
+		s.limit = 64 << 20
+	}
+	s.patch = cleanPatch(h)
+	h.snapMu.Lock()
+	defer h.snapMu.Unlock()
+	list := append(append([]*Snapshot(nil), h.snapList()...), s)
+	h.snaps.Store(&list)
+	return s, nil
+}
+
+// cleanPatch returns the words a clean Close would leave different from
+// the mapping of an open pool that was written to: the open mark cleared,
+// and the last commit's log retired (its content is in place: the commit
+// fenced it before Update returned).
+func cleanPatch(h *Heap) map[int64]uint64 {
+	if layout.OpenMark(h.mem[layout.OpenMarkOff:]) == 0 {
+		return nil
+	}
+	hdr := &h.pool.Header
+	log := h.mem[hdr.LogOff : hdr.LogOff+hdr.LogSize]
+	gen, err := layout.LogGen(log)
+	if err != nil {
+		return nil
+	}
+	var w [layout.LogGenOff + 8]byte
+	layout.SetLogGen(w[:], gen+1)
+	return map[int64]uint64{
+		layout.OpenMarkOff:                   0,
+		int64(hdr.LogOff + layout.LogGenOff): binary.LittleEndian.Uint64(w[layout.LogGenOff:]),
+	}
+}
+
+func (h *Heap) snapList() []*Snapshot {
+	if p := h.snaps.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// cow keeps, for every open snapshot, the lines of [off, off+n) that a
+// transaction is about to change. It costs one atomic load when no
+// snapshot is open.
+func (h *Heap) cow(off, n uint64) {
+	p := h.snaps.Load()
+	if p == nil || n == 0 {
+		return
+	}
+	for _, s := range *p {
+		s.keep(off, n)
+	}
+}
+
+func (s *Snapshot) keep(off, n uint64) {
+	first, last := uint32(off/lineSize), uint32((off+n-1)/lineSize)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed != nil || s.err != nil {
+		return
+	}
+	for l := first; l <= last; l++ {
+		if _, ok := s.lines[l]; ok {
+			continue
+		}
+		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
+		s.kept[uint64(l)*lineSize/keptRegion]++
+		if int64(len(s.mem))+lineSize <= s.limit {
+			s.lines[l] = int64(len(s.mem))
+			s.mem = append(s.mem, line...)
+			continue
+		}
+		if err := s.spillLine(l, line); err != nil {
+			s.err = fmt.Errorf("snapshot: spilling a copied line: %w", err)
+			return
+		}
+	}
+}
+
+func (s *Snapshot) spillLine(l uint32, line []byte) error {
+	if s.spill == nil {
+		f, err := os.CreateTemp(s.dir, "pmemgo-snapshot-*")
+		if err != nil {
+			return err
+		}
+		// The file is never opened again by name: removing it now means
+		// nothing is left behind, whatever happens to the process.
+		os.Remove(f.Name())
+		s.spill = f
+	}
+	if _, err := s.spill.WriteAt(line, s.spilled); err != nil {
+		return err
+	}
+	s.lines[l] = -1 - s.spilled
+	s.spilled += lineSize
+	return nil
+}
+
+// Size returns the size of the pool image.
+func (s *Snapshot) Size() int64 { return s.size }
+
+// Stats says what the snapshot keeps.
+func (s *Snapshot) Stats() SnapshotStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SnapshotStats{Lines: len(s.lines), MemBytes: int64(len(s.mem)), SpilledBytes: s.spilled}
+}
+
+// ReadAt reads the pool image as of the snapshot.
+func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("snapshot: negative offset %d", off)
+	}
+	n := 0
+	for n < len(p) && off+int64(n) < s.size {
+		chunk := min(len(p)-n, readChunk, int(s.size-off-int64(n)))
+		if err := s.read(p[n:n+chunk], off+int64(n)); err != nil {
+			return n, err
+		}
+		n += chunk
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readChunk bounds how long a read holds the lock that a transaction's
+// first change of a line waits for.
+const readChunk = 256 << 10
+
+// read fills p from offset off, with s.mu held so that no line it reads
+// from the pool is changed meanwhile: a transaction copies a line (under
+// s.mu) before it changes it.
+func (s *Snapshot) read(p []byte, off int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	copy(p, s.h.mem[off:off+int64(len(p))])
+	return s.overlay(p, off)
+}
+
+func (s *Snapshot) usable() error {
+	if s.closed != nil {
+		return s.closed
+	}
+	return s.err
+}
+
+// overlay puts into p, the pool's bytes from off, the lines kept for the
+// snapshot and the patched words. s.mu is held.
+func (s *Snapshot) overlay(p []byte, off int64) error {
+	end := off + int64(len(p))
+	for r := off / keptRegion; r*keptRegion < end; r++ {
+		if s.kept[r] == 0 {
+			continue
+		}
+		first, last := max(off, r*keptRegion)/lineSize, (min(end, (r+1)*keptRegion)-1)/lineSize
+		for l := first; l <= last; l++ {
+			if pos, ok := s.lines[uint32(l)]; ok {
+				if err := s.copyLine(p, off, l, pos); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for at, v := range s.patch {
+		if at >= off && at+8 <= end {
+			binary.LittleEndian.PutUint64(p[at-off:], v)
+		}
+	}
+	return nil
+}
+
+// untouched reports whether [off, off+n) of the image is the pool's own
+// bytes: no line kept, no word patched. s.mu is held.
+func (s *Snapshot) untouched(off, n int64) bool {
+	for r := off / keptRegion; r*keptRegion < off+n; r++ {
+		if s.kept[r] != 0 {
+			return false
+		}
+	}
+	for at := range s.patch {
+		if at+8 > off && at < off+n {
+			return false
+		}
+	}
+	return true
+}
+
+// copyLine puts the kept copy of line l into p, which starts at off.
+func (s *Snapshot) copyLine(p []byte, off, l, pos int64) error {
+	var line []byte
+	if pos >= 0 {
+		line = s.mem[pos : pos+lineSize]
+	} else {
+		var buf [lineSize]byte
+		if _, err := s.spill.ReadAt(buf[:], -1-pos); err != nil {
+			return fmt.Errorf("snapshot: reading a spilled line: %w", err)
+		}
+		line = buf[:]
+	}
+	lo, hi := l*lineSize, (l+1)*lineSize
+	from, to := max(lo, off), min(hi, off+int64(len(p)))
+	copy(p[from-off:to-off], line[from-lo:to-lo])
+	return nil
+}
+
+// WriteTo writes the whole pool image to w. Regions where nothing was
+// kept are written straight from the pool's mapping, without a copy.
+func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, readChunk)
+	var n int64
+	for n < s.size {
+		k := min(int64(readChunk), s.size-n)
+		m, err := s.writeChunk(w, buf[:k], n)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeChunk writes len(buf) bytes of the image from off to w, holding
+// s.mu so that no line is changed while it is read.
+func (s *Snapshot) writeChunk(w io.Writer, buf []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return 0, err
+	}
+	src := s.h.mem[off : off+int64(len(buf))]
+	if !s.untouched(off, int64(len(buf))) {
+		copy(buf, src)
+		if err := s.overlay(buf, off); err != nil {
+			return 0, err
+		}
+		src = buf
+	}
+	return w.Write(src)
+}
+
+// Close frees what the snapshot kept. Transactions stop copying lines
+// for it.
+func (s *Snapshot) Close() error {
+	h := s.h
+	h.snapMu.Lock()
+	var rest []*Snapshot
+	for _, o := range h.snapList() {
+		if o != s {
+			rest = append(rest, o)
+		}
+	}
+	if len(rest) == 0 {
+		h.snaps.Store(nil)
+	} else {
+		h.snaps.Store(&rest)
+	}
+	h.snapMu.Unlock()
+	return s.drop(pmemgo.ErrClosed)
+}
+
+// drop ends the snapshot: reads return why from now on.
+func (s *Snapshot) drop(why error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed != nil {
+		return nil
+	}
+	s.closed = fmt.Errorf("snapshot: %w", why)
+	s.lines, s.mem = nil, nil
+	if s.spill != nil {
+		return s.spill.Close()
+	}
+	return nil
+}
+
+// closeSnapshots ends every open snapshot, before Close writes the pool
+// and unmaps it.
+func (h *Heap) closeSnapshots() {
+	h.snapMu.Lock()
+	list := h.snapList()
+	h.snaps.Store(nil)
+	h.snapMu.Unlock()
+	for _, s := range list {
+		s.drop(pmemgo.ErrClosed)
+	}
+}
+
+// Backup writes a copy of the pool as of the last commit to path,
+// atomically: the image goes to a temporary file in the same directory,
+// which is synced and renamed into place, so that path holds a whole pool
+// or nothing. Transactions go on meanwhile.
+func (h *Heap) Backup(path string) error {
+	s, err := h.Snapshot(nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Backup(path)
+}
+
+// Backup writes the snapshot's image to path as Heap.Backup does.
+func (s *Snapshot) Backup(path string) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".backup-*")
+	if err != nil {
+		return fmt.Errorf("backup to %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = s.WriteTo(tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("backup to %s: %w", path, err)
+	}
+	return nil
+}
+
+// Open opens the snapshot's image as a read-only heap, to read objects as
+// they were at the snapshot. The image is copied into an anonymous file in
+// memory, which the heap's Close frees.
+func (s *Snapshot) Open(opts *Options) (*Heap, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.ReadOnly, o.Size = true, 0
+	fd, err := unix.MemfdCreate("pmemgo-snapshot", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: open: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "pmemgo-snapshot")
+	defer f.Close()
+	if _, err := s.WriteTo(f); err != nil {
+		return nil, fmt.Errorf("snapshot: open: %w", err)
+	}
+	return Open(fmt.Sprintf("/proc/self/fd/%d", fd), &o)
+}
