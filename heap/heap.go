@@ -117,6 +117,12 @@ type Heap struct {
 	// transaction first changes it; snapMu orders changes to the list.
 	snaps  atomic.Pointer[[]*Snapshot]
 	snapMu sync.Mutex
+	// batchQueue holds the Batch callers waiting for the next batch, run
+	// by the caller that is leader while batchLeader is set.
+	batchMu     sync.Mutex
+	batchQueue  []batchCall
+	batchLeader bool
+	batchOpts   BatchOptions
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
