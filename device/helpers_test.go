@@ -27,6 +27,7 @@ func mappers() []struct {
 		{"msync", device.Msync{}},
 		{"emulated", &device.Emulator{}},
 		{"private", device.Private{}},
+		{"dax-forced", device.Dax{Force: true}},
 	}
 }
 

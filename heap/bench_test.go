@@ -389,14 +389,16 @@ func reopenSameBase(b *testing.B, path string, full bool) {
 }
 
 // txDevices are the devices of the transaction benchmarks: the default
-// msync device, and the emulated persistent memory whose fences copy
-// lines instead of making syscalls.
+// msync device, the emulated persistent memory whose fences copy lines
+// instead of making syscalls, and the DAX device forced on tmpfs, whose
+// flushes are CLWB and fences SFENCE (as PMDK with PMEM_IS_PMEM_FORCE).
 var txDevices = []struct {
 	name string
 	new  func() device.Mapper
 }{
 	{"msync", func() device.Mapper { return nil }},
 	{"emulated", func() device.Mapper { return &device.Emulator{} }},
+	{"dax-forced", func() device.Mapper { return device.Dax{Force: true} }},
 }
 
 // deviceCounter counts what a device writes back, to report fences and

@@ -67,8 +67,9 @@ type Options struct {
 	// readers. Recovery, if the pool needs any, happens in memory and never
 	// reaches the file.
 	ReadOnly bool
-	// Device chooses the device. Nil means device.Msync for a read-write
-	// pool and device.Private for a read-only one.
+	// Device chooses the device. Nil means device.Auto for a read-write
+	// pool (device.Dax on a DAX file system, where a commit needs no system
+	// call, else device.Msync) and device.Private for a read-only one.
 	Device device.Mapper
 	// ForceRelocate maps the pool away from its previous base, so that the
 	// open swizzles. Tests use it to exercise swizzling every time.
@@ -161,7 +162,7 @@ func Open(path string, opts *Options) (*Heap, error) {
 func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	mapper := opts.Device
 	if mapper == nil {
-		mapper = device.Msync{}
+		mapper = device.Auto{}
 		if opts.ReadOnly {
 			mapper = device.Private{}
 		}

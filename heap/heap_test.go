@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 )
 
@@ -78,4 +79,26 @@ func TestSmokeRoundTrip(t *testing.T) {
 		t.Log(h.Stats())
 		require.NoError(t, h.Close())
 	}
+}
+
+// TestDaxDevice runs transactions on the DAX device forced on an ordinary
+// file system (the instructions run; tmpfs makes them no more durable than
+// the page cache), then reopens the pool with the default device.
+func TestDaxDevice(t *testing.T) {
+	if device.DaxInstruction() == "" {
+		t.Skip("no cache-line write-back instruction on this processor")
+	}
+	path := filepath.Join(t.TempDir(), "p.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 4 << 20, Device: device.Dax{Force: true}})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 5) }))
+	require.NoError(t, h.Update(renameAll))
+	want := snapshot(t, h)
+	st := h.Stats().Tx
+	require.NoError(t, h.Close())
+	assert.EqualValues(t, 2, st.Commits)
+	h, err = heap.Open(path, &heap.Options{ForceRelocate: true})
+	require.NoError(t, err)
+	defer h.Close()
+	assert.Equal(t, want, snapshot(t, h))
 }
