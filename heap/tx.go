@@ -362,15 +362,16 @@ func (tx *Tx) commit() error {
 	}
 	h := tx.h
 	dev := h.dev
-	meta := make([]layout.CommitRange, 0, len(writes))
+	buf := l.scratch()
 	for _, w := range writes {
-		meta = append(meta, layout.CommitRange{Off: w.off, Len: w.n, Redo: true})
+		buf = append(buf, layout.CommitRange{Off: w.off, Len: w.n, Redo: true})
 	}
-	data := make([]layout.CommitRange, 0, len(tx.flushes))
+	nmeta := len(mergeRanges(buf))
+	buf = buf[:nmeta]
 	for _, f := range tx.flushes {
-		data = append(data, layout.CommitRange{Off: f.off, Len: f.n})
+		buf = append(buf, layout.CommitRange{Off: f.off, Len: f.n})
 	}
-	ranges, early, err := l.plan(mergeRanges(meta), mergeRanges(data))
+	ranges, early, err := l.plan(buf[:nmeta+len(mergeRanges(buf[nmeta:]))], nmeta)
 	if err != nil {
 		return err
 	}
@@ -585,6 +586,10 @@ type undoLog struct {
 	cow func(off, n uint64)
 	// logged counts the bytes written to the log.
 	logged uint64
+	// bufs are the commits' range buffers, used in turn (flip) so that
+	// committed stays intact while the next commit builds its ranges.
+	bufs [2][]layout.CommitRange
+	flip bool
 }
 
 func (l *undoLog) region() []byte {
@@ -674,22 +679,21 @@ func (l *undoLog) flush() bool {
 // costs less than copying them.
 const redoBudget = 64 << 10
 
-// plan returns the commit record's ranges: meta, which the record always
-// carries (metadata is written only after the fence that makes its undo
-// entries durable), and data, whose ranges it carries while they fit the
-// budget and the log. early reports a range that must be durable before
-// the record is written.
-func (l *undoLog) plan(meta, data []layout.CommitRange) (ranges []layout.CommitRange, early bool, err error) {
+// plan marks which ranges the commit record carries: the first nmeta,
+// metadata, always (metadata is written only after the fence that makes
+// its undo entries durable), and the rest while they fit the budget and
+// the log. early reports a range that must be durable before the record
+// is written.
+func (l *undoLog) plan(ranges []layout.CommitRange, nmeta int) (_ []layout.CommitRange, early bool, err error) {
 	if err := l.begin(); err != nil {
 		return nil, false, err
 	}
-	ranges = append(meta, data...)
 	need := layout.RedoRecordSize(ranges)
 	if l.tail+need > l.end {
 		return nil, false, l.full(fmt.Sprintf("committing %d ranges", len(ranges)))
 	}
 	budget := min(redoBudget, l.end-l.tail-need)
-	for i := len(meta); i < len(ranges); i++ {
+	for i := nmeta; i < len(ranges); i++ {
 		r := &ranges[i]
 		if n := int(r.Len+7) &^ 7; n <= budget {
 			r.Redo = true
@@ -699,6 +703,17 @@ func (l *undoLog) plan(meta, data []layout.CommitRange) (ranges []layout.CommitR
 		}
 	}
 	return ranges, early, nil
+}
+
+// scratch returns an empty buffer for the next commit's ranges: not the
+// one the last commit's ranges are kept in, which the next transaction's
+// first entry reads.
+func (l *undoLog) scratch() []layout.CommitRange {
+	l.flip = !l.flip
+	if l.flip {
+		return l.bufs[0][:0]
+	}
+	return l.bufs[1][:0]
 }
 
 // commit appends and flushes the commit record for ranges, whose content
@@ -717,6 +732,11 @@ func (l *undoLog) commit(mem []byte, ranges []layout.CommitRange) error {
 	l.logged += uint64(size)
 	l.flush()
 	l.committed = ranges
+	if l.flip {
+		l.bufs[0] = ranges
+	} else {
+		l.bufs[1] = ranges
+	}
 	return nil
 }
 
