@@ -9,6 +9,7 @@
 //	pmemctl recover POOL --output NEW [--json]
 //	pmemctl gc POOL --output NEW [--json]
 //	pmemctl replica serve|status ...
+//	pmemctl cert ca|issue ...
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
 //
@@ -65,6 +66,7 @@ func newRootCmd() *cobra.Command {
 		newRecoverCmd(),
 		newGCCmd(),
 		newReplicaCmd(),
+		newCertCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),
 		newVersionCmd(),
