@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -145,7 +146,8 @@ func (s *Server) secure(c net.Conn) (net.Conn, string, error) {
 	if s.opts.TLS == nil {
 		return c, "", nil
 	}
-	tc := tls.Server(c, s.opts.TLS)
+	bc := &bufferedConn{Conn: c}
+	tc := tls.Server(bc, s.opts.TLS)
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.HandshakeTimeout)
 	defer cancel()
 	c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
@@ -153,6 +155,7 @@ func (s *Server) secure(c net.Conn) (net.Conn, string, error) {
 		return nil, "", err
 	}
 	c.SetDeadline(time.Time{})
+	bc.r = bufio.NewReaderSize(c, 64<<10)
 	return tc, peerIdentity(tc.ConnectionState()), nil
 }
 
@@ -163,4 +166,21 @@ func peerIdentity(st tls.ConnectionState) string {
 		return ""
 	}
 	return st.PeerCertificates[0].Subject.CommonName
+}
+
+// bufferedConn reads, once the handshake is done, through a buffer: the
+// TLS layer asks for one record (16 KiB at most) at a time, and would
+// otherwise make a system call for each one of a large batch. The buffer
+// is not allocated before, so that connections that fail the handshake
+// cost little memory.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if c.r == nil {
+		return c.Conn.Read(p)
+	}
+	return c.r.Read(p)
 }
