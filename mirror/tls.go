@@ -148,10 +148,8 @@ func (s *Server) secure(c net.Conn) (net.Conn, string, error) {
 	}
 	bc := &bufferedConn{Conn: c}
 	tc := tls.Server(bc, s.opts.TLS)
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.HandshakeTimeout)
-	defer cancel()
 	c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := tc.Handshake(); err != nil {
 		return nil, "", err
 	}
 	c.SetDeadline(time.Time{})

@@ -334,3 +334,26 @@ func TestSecurityOptions(t *testing.T) {
 		assert.ErrorIs(t, err, net.ErrClosed, "the listener is closed")
 	}
 }
+
+// TestTLSHandshakeTimeout checks that a peer that connects and says
+// nothing is dropped after HandshakeTimeout, and that one that sends a
+// plain hello to a server with TLS gets no answer but a TLS alert.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	srv, addr := startServerWith(t, secureServer(t, mirror.ServerOptions{Dir: fastDir(t), HandshakeTimeout: 100 * time.Millisecond}))
+	silent, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer silent.Close()
+	silent.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = silent.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "the server closed the silent connection")
+
+	plain, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer plain.Close()
+	plain.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = plain.Write(helloFrame([16]byte{1}, 1))
+	require.NoError(t, err)
+	_, err = wire.NewReader(plain).Next()
+	assert.Error(t, err, "no frame in answer to plain TCP")
+	assert.Empty(t, srv.Status())
+}
