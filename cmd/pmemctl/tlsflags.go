@@ -26,7 +26,7 @@ func (f *tlsFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.ca, "tls-ca", "", "PEM file of the CA that signs the peers' certificates")
 	fs.StringVar(&f.cert, "tls-cert", "", "PEM file of this node's certificate")
 	fs.StringVar(&f.key, "tls-key", "", "PEM file of this node's private key")
-	fs.BoolVar(&f.insecure, "insecure", false, "use plain TCP without TLS: anyone on the network can read and pose (loopback only)")
+	fs.BoolVar(&f.insecure, "insecure", false, "use plain TCP without TLS, unauthenticated and unencrypted (refused on every interface)")
 }
 
 // check returns a usage error unless the flags give either all three
