@@ -121,15 +121,25 @@ func startChild(t *testing.T, role string, env ...string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
 	cmd.Stderr = &prefixWriter{t: t, prefix: role + ": "}
-	out, err := cmd.StdoutPipe()
+	// A pipe of our own, not StdoutPipe: Wait closes that one as soon as
+	// the child is dead, and the lines it printed just before a kill,
+	// still in the pipe, would be lost.
+	out, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		out.Close()
 		t.Fatal(err)
 	}
 	c := &child{cmd: cmd, lines: readLines(out)}
-	t.Cleanup(func() { c.kill() })
+	t.Cleanup(func() {
+		c.kill()
+		out.Close()
+	})
 	return c
 }
 
