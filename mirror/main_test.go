@@ -38,8 +38,8 @@ func TestMain(m *testing.M) {
 const childMaxTime = 60 * time.Second
 
 // runPrimary runs the workload on the pool at $POOL, replicated to
-// $REPLICA in $MODE over TLS (childTLSEnv), printing "ack N" once commit N returned without
-// error, until killed.
+// $REPLICA in $MODE over TLS (childTLSEnv), printing "ack N" once commit
+// N returned without error, until killed.
 func runPrimary() int {
 	h, err := heap.Open(os.Getenv("POOL"), &heap.Options{Size: poolSize})
 	if err != nil {
@@ -76,8 +76,8 @@ func runPrimary() int {
 }
 
 // runServer runs a replica server on $DIR, listening on $LISTEN with TLS
-// (childTLSEnv), until
-// SIGTERM. It prints "listening ADDR" once it accepts.
+// (childTLSEnv), until SIGTERM. It prints "listening ADDR" once it
+// accepts.
 func runServer() int {
 	cfg, err := childTLS(true)
 	if err != nil {
