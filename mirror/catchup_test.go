@@ -26,7 +26,7 @@ func commitN(t *testing.T, h *heap.Heap, i *uint64, n int) {
 // address of a server closed just before.
 func restartServer(t testing.TB, dir, addr string) *mirror.Server {
 	t.Helper()
-	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: dir, Logger: testLogger(t)})
+	srv, err := mirror.NewServer(secureServer(t, mirror.ServerOptions{Dir: dir, Logger: testLogger(t)}))
 	require.NoError(t, err)
 	l, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
@@ -65,10 +65,10 @@ func TestCatchUp(t *testing.T) {
 			srvB, addrB := startServer(t, dirB)
 			h := openPrimary(t, fastDir(t))
 			defer h.Close()
-			m, err := mirror.Start(h, mirror.Options{
+			m, err := mirror.Start(h, secure(t, mirror.Options{
 				Replicas: []string{addrA, addrB}, Mode: tc.mode, RetainBytes: tc.retain,
 				RetryInterval: 5 * time.Millisecond, Logger: testLogger(t),
-			})
+			}))
 			require.NoError(t, err)
 			defer m.Close()
 			var i uint64
@@ -114,7 +114,7 @@ func TestDeltaSnapshot(t *testing.T) {
 			dir, pdir := fastDir(t), fastDir(t)
 			srv, addr := startServer(t, dir)
 			h := openPrimary(t, pdir)
-			opts := mirror.Options{Replicas: []string{addr}, Mode: mode, RetryInterval: 5 * time.Millisecond, Logger: testLogger(t)}
+			opts := secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, RetryInterval: 5 * time.Millisecond, Logger: testLogger(t)})
 			m, err := mirror.Start(h, opts)
 			require.NoError(t, err)
 			var i uint64

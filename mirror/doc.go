@@ -63,6 +63,19 @@
 // replica starts the copy from its own file. (A replica of the primary's
 // own epoch that missed more than was retained gets a full snapshot.)
 //
+// # Security
+//
+// Primaries and servers talk over mutual TLS 1.3 (Options.TLS,
+// ServerOptions.TLS): the server requires a client certificate signed by
+// a CA of its ClientCAs, the primary checks the server's certificate for
+// the host it dials. A peer's identity is the common name of its verified
+// certificate, and ServerOptions.Policy says which identities may be the
+// primary of which pools and read the status; by default any certificate
+// the CA signed may do both. A refused peer is sent ErrUnauthorized and
+// logged, and the server goes on. Plain TCP needs Insecure, logs a
+// warning, and a server without TLS refuses to listen on every interface
+// (ErrInsecure).
+//
 // # Lifetime
 //
 // Closing the heap closes the Mirror first (heap.OnClose), so that

@@ -38,6 +38,16 @@ var (
 
 	// ErrClosed is returned when using a Mirror or Server after Close.
 	ErrClosed = errors.New("pmemgo/mirror: closed")
+
+	// ErrInsecure is returned by Start and NewServer when neither TLS nor
+	// Insecure is set, and by Server.Serve when a server without TLS would
+	// listen on every interface.
+	ErrInsecure = errors.New("pmemgo/mirror: plain TCP not explicitly allowed")
+
+	// ErrUnauthorized is returned to a peer, and logged by the server, when
+	// the identity of its certificate may not do what it asked: replicate
+	// that pool, or read the status (ServerOptions.Policy).
+	ErrUnauthorized = errors.New("pmemgo/mirror: peer not authorized")
 )
 
 // RemoteError is an error a peer reported before closing the connection.
@@ -63,6 +73,8 @@ func (e *RemoteError) Unwrap() error {
 		return ErrReplicaIO
 	case wire.CodeWrongPool:
 		return ErrWrongPool
+	case codeUnauthorized:
+		return ErrUnauthorized
 	}
 	return ErrProtocol
 }
@@ -78,6 +90,8 @@ func errorCode(err error) uint16 {
 		return wire.CodeCorrupt
 	case errors.Is(err, ErrWrongPool):
 		return wire.CodeWrongPool
+	case errors.Is(err, ErrUnauthorized):
+		return codeUnauthorized
 	case errors.Is(err, ErrProtocol), errors.Is(err, wire.ErrVersion):
 		return wire.CodeProtocol
 	}

@@ -20,8 +20,10 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 
-	// The replica server; `pmemctl replica serve` runs the same.
-	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: filepath.Join(dir, "replica")})
+	// The replica server; `pmemctl replica serve` runs the same. Plain TCP
+	// keeps the example short; a deployment sets ServerOptions.TLS and
+	// Options.TLS (certificates from `pmemctl cert`) instead of Insecure.
+	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: filepath.Join(dir, "replica"), Insecure: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -36,7 +38,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	m, err := mirror.Start(h, mirror.Options{Replicas: []string{l.Addr().String()}, Mode: mirror.Sync})
+	m, err := mirror.Start(h, mirror.Options{Replicas: []string{l.Addr().String()}, Mode: mirror.Sync, Insecure: true})
 	if err != nil {
 		log.Fatal(err)
 	}

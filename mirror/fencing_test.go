@@ -48,7 +48,7 @@ func TestStaleEpoch(t *testing.T) {
 	h, err := heap.Open(path, nil)
 	require.NoError(t, err)
 	for i := range uint64(2) {
-		m, err := mirror.Start(h, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t)})
+		m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t)}))
 		require.NoError(t, err)
 		assert.Equal(t, i+1, m.Epoch())
 		require.NoError(t, commit(t, h, i+2))
@@ -60,7 +60,7 @@ func TestStaleEpoch(t *testing.T) {
 	old, err := heap.Open(stale, nil)
 	require.NoError(t, err)
 	defer old.Close()
-	m, err := mirror.Start(old, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t)})
+	m, err := mirror.Start(old, secure(t, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t)}))
 	require.NoError(t, err)
 	defer m.Close()
 	assert.Equal(t, uint64(1), m.Epoch())
@@ -93,11 +93,9 @@ type fakePrimary struct {
 
 func dialFake(t *testing.T, addr string, uuid [16]byte, epoch uint64) *fakePrimary {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
+	conn := dialServer(t, addr)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = conn.Write(wire.AppendFrame(nil, wire.TypeHello, epoch, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
+	_, err := conn.Write(wire.AppendFrame(nil, wire.TypeHello, epoch, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
 	require.NoError(t, err)
 	fp := &fakePrimary{conn: conn, r: wire.NewReader(conn), epoch: epoch}
 	fp.ready, err = fp.r.Next()
@@ -119,7 +117,7 @@ func TestBadFrameRejected(t *testing.T) {
 	replicaDir := fastDir(t)
 	srv, addr := startServer(t, replicaDir)
 	h := openPrimary(t, fastDir(t))
-	m, err := mirror.Start(h, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t)})
+	m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t)}))
 	require.NoError(t, err)
 	for i := range uint64(5) {
 		require.NoError(t, commit(t, h, i+1))
@@ -166,7 +164,7 @@ func TestBadFrameRejected(t *testing.T) {
 			_, err := fp.conn.Write(tc.frame)
 			require.NoError(t, err)
 			if tc.name == "truncated" {
-				fp.conn.(*net.TCPConn).CloseWrite()
+				fp.conn.(interface{ CloseWrite() error }).CloseWrite()
 			}
 			f, err := fp.r.Next()
 			require.NoError(t, err)
@@ -224,9 +222,7 @@ func TestTakeOver(t *testing.T) {
 	require.Len(t, st, 1)
 	assert.Equal(t, second.conn.LocalAddr().String(), st[0].Primary)
 
-	conn, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer conn.Close()
+	conn := dialServer(t, addr)
 	_, err = conn.Write(wire.AppendFrame(nil, wire.TypeHello, 2, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
 	require.NoError(t, err)
 	f, err := wire.NewReader(conn).Next()

@@ -149,7 +149,7 @@ func (w tbWriter) Write(p []byte) (int, error) {
 // the test ends, if the test did not close it.
 func startServer(t testing.TB, dir string) (*mirror.Server, string) {
 	t.Helper()
-	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: dir, Logger: testLogger(t)})
+	srv, err := mirror.NewServer(secureServer(t, mirror.ServerOptions{Dir: dir, Logger: testLogger(t)}))
 	require.NoError(t, err)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -38,10 +38,15 @@ func TestMain(m *testing.M) {
 const childMaxTime = 60 * time.Second
 
 // runPrimary runs the workload on the pool at $POOL, replicated to
-// $REPLICA in $MODE, printing "ack N" once commit N returned without
-// error, until killed.
+// $REPLICA in $MODE over TLS (childTLSEnv), printing "ack N" once commit
+// N returned without error, until killed.
 func runPrimary() int {
 	h, err := heap.Open(os.Getenv("POOL"), &heap.Options{Size: poolSize})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg, err := childTLS(false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -52,7 +57,7 @@ func runPrimary() int {
 	}
 	m, err := mirror.Start(h, mirror.Options{
 		Replicas: []string{os.Getenv("REPLICA")}, Mode: mode,
-		MaxLagTime: 50 * time.Millisecond, AckTimeout: 20 * time.Second,
+		MaxLagTime: 50 * time.Millisecond, AckTimeout: 20 * time.Second, TLS: cfg,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -70,10 +75,16 @@ func runPrimary() int {
 	return 0
 }
 
-// runServer runs a replica server on $DIR, listening on $LISTEN, until
-// SIGTERM. It prints "listening ADDR" once it accepts.
+// runServer runs a replica server on $DIR, listening on $LISTEN with TLS
+// (childTLSEnv), until SIGTERM. It prints "listening ADDR" once it
+// accepts.
 func runServer() int {
-	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: os.Getenv("DIR")})
+	cfg, err := childTLS(true)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: os.Getenv("DIR"), TLS: cfg})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -110,15 +121,25 @@ func startChild(t *testing.T, role string, env ...string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
 	cmd.Stderr = &prefixWriter{t: t, prefix: role + ": "}
-	out, err := cmd.StdoutPipe()
+	// A pipe of our own, not StdoutPipe: Wait closes that one as soon as
+	// the child is dead, and the lines it printed just before a kill,
+	// still in the pipe, would be lost.
+	out, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		out.Close()
 		t.Fatal(err)
 	}
 	c := &child{cmd: cmd, lines: readLines(out)}
-	t.Cleanup(func() { c.kill() })
+	t.Cleanup(func() {
+		c.kill()
+		out.Close()
+	})
 	return c
 }
 

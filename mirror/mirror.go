@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,8 +70,17 @@ type Options struct {
 	// RetryInterval is the first wait before reconnecting to a replica; it
 	// doubles up to 5 seconds. Zero means 100 milliseconds.
 	RetryInterval time.Duration
-	// Dial connects to a replica; nil means a net.Dialer.
+	// Dial connects to a replica; nil means a net.Dialer. With TLS, the
+	// handshake runs over the connection it returns.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// TLS configures mutual TLS 1.3 with the replicas: RootCAs verify each
+	// replica's certificate, for the host of its address unless ServerName
+	// is set, and Certificates hold the primary's own certificate, whose
+	// identity (common name) the replicas authorize.
+	TLS *tls.Config
+	// Insecure replicates over plain TCP instead, and logs a warning. One
+	// of TLS and Insecure must be set.
+	Insecure bool
 	// Logger receives what the mirror does; nil discards it.
 	Logger *slog.Logger
 	// Metrics, if set, gets the mirror's Prometheus metrics.
@@ -105,7 +115,7 @@ func (o *Options) setDefaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return nil
+	return o.secureDial()
 }
 
 func setDefault[T comparable](v *T, def T) {

@@ -26,7 +26,7 @@ func TestReplicate(t *testing.T) {
 			srv, addr := startServer(t, dir)
 			h := openPrimary(t, fastDir(t))
 			defer h.Close()
-			m, err := mirror.Start(h, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)})
+			m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)}))
 			require.NoError(t, err)
 			const commits = 300
 			for i := uint64(1); i <= commits; i++ {
@@ -57,9 +57,9 @@ func TestSyncAcks(t *testing.T) {
 	srvB, addrB := startServer(t, dirB)
 	h := openPrimary(t, fastDir(t))
 	defer h.Close()
-	m, err := mirror.Start(h, mirror.Options{
+	m, err := mirror.Start(h, secure(t, mirror.Options{
 		Replicas: []string{addrA, addrB}, Acks: 2, AckTimeout: 300 * time.Millisecond, Logger: testLogger(t),
-	})
+	}))
 	require.NoError(t, err)
 	// Both replicas are sent a snapshot when they connect, and its end asks
 	// for a capture that a background commit may serve at any moment: the
@@ -78,7 +78,7 @@ func TestSyncAcks(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	require.NoError(t, m.Close())
 
-	m, err = mirror.Start(h, mirror.Options{Replicas: []string{addrA, addrB}, Acks: 1, Logger: testLogger(t)})
+	m, err = mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addrA, addrB}, Acks: 1, Logger: testLogger(t)}))
 	require.NoError(t, err)
 	defer m.Close()
 	before = m.Seq()
@@ -106,7 +106,7 @@ func TestOptions(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	dir := fastDir(t)
 	sreg := prometheus.NewRegistry()
-	srv, err := mirror.NewServer(mirror.ServerOptions{Dir: dir, Metrics: sreg})
+	srv, err := mirror.NewServer(secureServer(t, mirror.ServerOptions{Dir: dir, Metrics: sreg}))
 	require.NoError(t, err)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -115,7 +115,7 @@ func TestMetrics(t *testing.T) {
 	h := openPrimary(t, fastDir(t))
 	defer h.Close()
 	preg := prometheus.NewRegistry()
-	m, err := mirror.Start(h, mirror.Options{Replicas: []string{l.Addr().String()}, Metrics: preg})
+	m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{l.Addr().String()}, Metrics: preg}))
 	require.NoError(t, err)
 	for i := range uint64(5) {
 		require.NoError(t, commit(t, h, i+1))
@@ -190,21 +190,23 @@ func TestAsyncBackpressure(t *testing.T) {
 		{"time", 1 << 40, 20 * time.Millisecond, 100 * time.Millisecond, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, addr := startServer(t, fastDir(t))
+			// Plain TCP: under TLS the slow link would delay each 16 KiB
+			// record, not each write the mirror makes.
+			_, addr := startServerWith(t, mirror.ServerOptions{Dir: fastDir(t), Insecure: true})
 			h, err := heap.Open(filepath.Join(fastDir(t), "p.pool"), &heap.Options{Size: 32 << 20, LogSize: 2 << 20})
 			require.NoError(t, err)
 			defer h.Close()
 			fillChunks(t, h)
 			var d net.Dialer
 			var slow atomic.Bool // once the replica holds the pool
-			m, err := mirror.Start(h, mirror.Options{
+			m, err := mirror.Start(h, secure(t, mirror.Options{
 				Replicas: []string{addr}, Mode: mirror.Async, MaxLagBytes: tc.maxBytes, MaxLagTime: tc.maxTime,
 				Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 					c, err := d.DialContext(ctx, network, address)
 					return slowConn{Conn: c, delay: tc.delay, slow: &slow}, err
 				},
-				Logger: testLogger(t),
-			})
+				Logger: testLogger(t), Insecure: true,
+			}))
 			require.NoError(t, err)
 			defer m.Close()
 			flush(t, m)
@@ -249,7 +251,7 @@ func TestHeapCloseClosesMirror(t *testing.T) {
 			for i := range 5 {
 				_, addr := startServer(t, fastDir(t))
 				h := openPrimary(t, fastDir(t))
-				m, err := mirror.Start(h, mirror.Options{Replicas: []string{addr}, Mode: mode, AckTimeout: time.Second, Logger: testLogger(t)})
+				m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, AckTimeout: time.Second, Logger: testLogger(t)}))
 				require.NoError(t, err)
 				done := make(chan struct{})
 				go func() {

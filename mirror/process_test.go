@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
 )
 
@@ -55,7 +56,7 @@ func TestPrimaryKilled(t *testing.T) {
 				replicaDir := fastDir(t)
 				srv, addr := startServer(t, replicaDir)
 				pool := filepath.Join(fastDir(t), "primary.pool")
-				c := startChild(t, "primary", "POOL="+pool, "REPLICA="+addr, "MODE="+mode)
+				c := startChild(t, "primary", append(childTLSEnv(t, tlstesting.Default(t).Primary), "POOL="+pool, "REPLICA="+addr, "MODE="+mode)...)
 				// Kill once the replica is streaming, after a random number
 				// of further commits.
 				var acked uint64
@@ -93,15 +94,16 @@ func TestServerKilled(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	replicaDir := fastDir(t)
-	c := startChild(t, "server", "DIR="+replicaDir, "LISTEN=127.0.0.1:0")
+	tlsEnv := childTLSEnv(t, tlstesting.Default(t).Replica)
+	c := startChild(t, "server", append(tlsEnv, "DIR="+replicaDir, "LISTEN=127.0.0.1:0")...)
 	addr, ok := strings.CutPrefix(<-c.lines, "listening ")
 	require.True(t, ok)
 	h := openPrimary(t, fastDir(t))
 	defer h.Close()
-	m, err := mirror.Start(h, mirror.Options{
+	m, err := mirror.Start(h, secure(t, mirror.Options{
 		Replicas: []string{addr}, Mode: mirror.Async, RetryInterval: 10 * time.Millisecond,
 		MaxLagTime: 100 * time.Millisecond, Logger: testLogger(t),
-	})
+	}))
 	require.NoError(t, err)
 	defer m.Close()
 
@@ -126,7 +128,7 @@ func TestServerKilled(t *testing.T) {
 		time.Sleep(time.Duration(30+rng.IntN(150)) * time.Millisecond)
 		c.kill()
 		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
-		c = startChild(t, "server", "DIR="+replicaDir, "LISTEN="+addr)
+		c = startChild(t, "server", append(tlsEnv, "DIR="+replicaDir, "LISTEN="+addr)...)
 		require.Equal(t, "listening "+addr, <-c.lines)
 	}
 	time.Sleep(100 * time.Millisecond)

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,9 +30,22 @@ type ServerOptions struct {
 	Logger *slog.Logger
 	// Metrics, if set, gets the server's Prometheus metrics.
 	Metrics prometheus.Registerer
-	// HandshakeTimeout bounds the wait for a connection's first message.
-	// Zero means 10 seconds.
+	// HandshakeTimeout bounds the TLS handshake and the wait for a
+	// connection's first message. Zero means 10 seconds.
 	HandshakeTimeout time.Duration
+	// TLS configures mutual TLS 1.3: Certificates hold the server's own
+	// certificate, and ClientCAs verify the certificates every peer must
+	// present. The server requires TLS 1.3 and a verified client
+	// certificate whatever the configuration says.
+	TLS *tls.Config
+	// Insecure serves over plain TCP instead, and logs a warning; Serve
+	// then refuses a listener on every interface. One of TLS and Insecure
+	// must be set.
+	Insecure bool
+	// Policy says which identities may act as primaries of which pools and
+	// read the status; the zero Policy lets any certificate the CA signed
+	// do both. It needs TLS.
+	Policy Policy
 }
 
 // Server is a replica server: it accepts primaries and keeps, for each
@@ -114,6 +128,9 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := opts.checkSecurity(log); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("replica server: %w", err)
 	}
@@ -163,8 +180,13 @@ func poolsIn(dir string) ([][16]byte, error) {
 }
 
 // Serve accepts primaries on l until Close. It returns ErrClosed after
-// Close, or the error that stopped accepting.
+// Close, or the error that stopped accepting. Without TLS, a listener on
+// every interface is closed and refused (ErrInsecure).
 func (s *Server) Serve(l net.Listener) error {
+	if err := s.checkListener(l); err != nil {
+		l.Close()
+		return err
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -265,7 +287,12 @@ func (s *Server) Status() []PoolStatus {
 }
 
 // handle runs one connection: a status request, or a primary's session.
-func (s *Server) handle(c net.Conn) {
+func (s *Server) handle(raw net.Conn) {
+	c, id, err := s.secure(raw)
+	if err != nil {
+		s.log.Warn("replica: TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+		return
+	}
 	r := wire.NewReader(c)
 	c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	f, err := r.Next()
@@ -277,6 +304,11 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if err := s.authorize(id, f); err != nil {
+		s.log.Warn("replica: refused peer", "identity", id, "remote", c.RemoteAddr().String(), "request", f.Type.String(), "err", err)
+		sendError(c, err)
+		return
+	}
 	switch f.Type {
 	case wire.TypeStatusRequest:
 		body, _ := json.Marshal(s.Status())

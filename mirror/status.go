@@ -2,10 +2,10 @@ package mirror
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,10 +14,11 @@ import (
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
-// QueryStatus asks the replica server at addr for the status of its pools.
-func QueryStatus(ctx context.Context, addr string) ([]PoolStatus, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+// QueryStatus asks the replica server at addr for the status of its
+// pools, over mutual TLS with cfg (as Options.TLS), or over plain TCP
+// when cfg is nil, for a server run with Insecure.
+func QueryStatus(ctx context.Context, addr string, cfg *tls.Config) ([]PoolStatus, error) {
+	conn, err := dialStatus(ctx, addr, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@
 //	pmemctl recover POOL --output NEW [--json]
 //	pmemctl gc POOL --output NEW [--json]
 //	pmemctl replica serve|status ...
+//	pmemctl cert ca|issue ...
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
 //
@@ -66,6 +67,7 @@ func newRootCmd() *cobra.Command {
 		newBackupCmd(),
 		newGCCmd(),
 		newReplicaCmd(),
+		newCertCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),
 		newVersionCmd(),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,8 @@ func newReplicaCmd() *cobra.Command {
 
 type serveOptions struct {
 	dir, listen, metrics string
+	tls                  tlsFlags
+	policy               policyFlags
 }
 
 func newReplicaServeCmd() *cobra.Command {
@@ -48,12 +51,28 @@ is a valid pool holding the primary's state at some commit: it passes
 'pmemctl check' and opens with the heap API. A primary older (by epoch) than
 one already seen for its pool is refused.
 
+Peers connect over mutual TLS 1.3 (--tls-ca, --tls-cert, --tls-key; make
+the files with 'pmemctl cert'): each presents a certificate signed by the
+CA, whose name is its identity. By default any such identity may act as
+the primary of any pool and read the status; --allow-primary and
+--allow-status restrict that. --insecure serves plain TCP instead, with a
+warning, and is refused on every interface (":PORT", "0.0.0.0", "::").
+
 With --metrics, Prometheus metrics are served on http://ADDR/metrics.
 The server runs until interrupted (SIGINT or SIGTERM).`,
 		Args: cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			if o.dir == "" || o.listen == "" {
 				return usageError(errors.New("--dir and --listen are required"))
+			}
+			if err := o.tls.check(); err != nil {
+				return err
+			}
+			if o.tls.insecure {
+				if len(o.policy.primaries)+len(o.policy.status) > 0 {
+					return usageError(errors.New("--allow-primary and --allow-status need TLS"))
+				}
+				return checkInsecureListen(o.listen)
 			}
 			return nil
 		},
@@ -64,6 +83,8 @@ The server runs until interrupted (SIGINT or SIGTERM).`,
 	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of the replicated pools")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "address to accept primaries on, host:port")
 	cmd.Flags().StringVar(&o.metrics, "metrics", "", "address to serve Prometheus metrics on, host:port (default: none)")
+	o.tls.register(cmd.Flags())
+	o.policy.register(cmd.Flags())
 	return cmd
 }
 
@@ -74,9 +95,18 @@ func runServe(ctx context.Context, out, errOut io.Writer, o serveOptions) error 
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	cfg, err := o.tls.config(true, errOut)
+	if err != nil {
+		return err
+	}
+	policy, err := o.policy.policy()
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	srv, err := mirror.NewServer(mirror.ServerOptions{
 		Dir: o.dir, Logger: slog.New(slog.NewTextHandler(errOut, nil)), Metrics: reg,
+		TLS: cfg, Insecure: cfg == nil, Policy: policy,
 	})
 	if err != nil {
 		return err
@@ -121,6 +151,7 @@ func serveMetrics(out io.Writer, addr string, reg *prometheus.Registry) (stop fu
 type statusOptions struct {
 	addr, dir string
 	json      bool
+	tls       tlsFlags
 }
 
 func newReplicaStatusCmd() *cobra.Command {
@@ -132,25 +163,31 @@ func newReplicaStatusCmd() *cobra.Command {
 the epoch and sequence number of the batch its pool file holds, the newest
 batch of its primary as of the primary's connection and how far behind that
 the replica is, and whether a primary is connected. With --dir it reads the
-journals of a stopped server's directory instead.`,
+journals of a stopped server's directory instead. A running server is asked
+over mutual TLS (--tls-ca, --tls-cert, --tls-key), or over plain TCP with
+--insecure.`,
 		Args: cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			if (o.addr == "") == (o.dir == "") {
 				return usageError(errors.New("give one of --addr and --dir"))
 			}
+			if o.addr != "" {
+				return o.tls.check()
+			}
 			return nil
 		},
 		RunE: poolCommand(func(cmd *cobra.Command, _ []string) error {
-			return runStatus(cmd.Context(), cmd.OutOrStdout(), o)
+			return runStatus(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		}),
 	}
 	cmd.Flags().StringVar(&o.addr, "addr", "", "address of a running replica server")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of a stopped replica server")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
+	o.tls.register(cmd.Flags())
 	return cmd
 }
 
-func runStatus(ctx context.Context, out io.Writer, o statusOptions) error {
+func runStatus(ctx context.Context, out, errOut io.Writer, o statusOptions) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -159,7 +196,11 @@ func runStatus(ctx context.Context, out io.Writer, o statusOptions) error {
 	if o.addr != "" {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		st, err = mirror.QueryStatus(ctx, o.addr)
+		var cfg *tls.Config
+		if cfg, err = o.tls.config(false, errOut); err != nil {
+			return err
+		}
+		st, err = mirror.QueryStatus(ctx, o.addr, cfg)
 	} else {
 		st, err = mirror.ReadDirStatus(o.dir)
 	}
