@@ -2,6 +2,7 @@ package heap_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -182,4 +183,17 @@ func threeBigBelow(tx *heap.Tx) error {
 	}
 	_, err := heap.New[bigRoot](tx)
 	return err
+}
+
+// TestAllocFreeInOneTx allocates a node with its name and tags and frees
+// them in the same transaction: the commit does not check where the freed
+// node points, since it is gone at commit, and nothing is left allocated.
+func TestAllocFreeInOneTx(t *testing.T) {
+	h, _ := openTemp(t, nil)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 2) }))
+	before := h.Stats()
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		return errors.Join(addNodes(tx, 10, 1), removeHead(tx))
+	}))
+	assert.Equal(t, before, h.Stats())
 }

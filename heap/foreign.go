@@ -18,6 +18,10 @@ import (
 func (tx *Tx) checkForeign() error {
 	a := tx.h.alloc
 	for _, r := range tx.allocs {
+		if tx.freed[a.slotOff(r.s, r.slot)] {
+			// Allocated and freed by the transaction: gone at commit.
+			continue
+		}
 		if err := tx.checkSlot(r.s, r.slot, 0, r.s.sh.Elems); err != nil {
 			return err
 		}
