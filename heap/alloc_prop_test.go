@@ -341,7 +341,7 @@ func (p *propTx) free(kind, i int) error {
 // limits are the largest sizes of the array size ranges the test draws
 // from, each range as likely as the others: a few bytes, a slab, several
 // slabs, most of the pool.
-var propLimits = []int{256, 16 << 10, 256 << 10, 1800 << 10}
+var propLimits = []int{256, 16 << 10, 128 << 10, 800 << 10}
 
 // step draws and runs one operation of a transaction: a free of a live
 // object or an allocation into an empty handle.
@@ -541,7 +541,7 @@ func TestAllocatorModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		n++
 		m := &propModel{t: rt, path: filepath.Join(dir, fmt.Sprintf("prop-%d.pool", n))}
-		h, err := heap.Open(m.path, &heap.Options{Size: 2 << 20, SlabSize: 16 << 10})
+		h, err := heap.Open(m.path, &heap.Options{Size: 1 << 20, SlabSize: 16 << 10})
 		if err != nil {
 			rt.Fatal(err)
 		}
