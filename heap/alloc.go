@@ -323,6 +323,12 @@ func (a *allocator) lowerMark(tx *Tx) {
 	for i > 0 {
 		o := a.owner[i-1]
 		if o < 0 {
+			if a.lazy && recovery.CheckFreeSlab(a.h.mem, a.hdr, i-1) != nil {
+				// The summary says free, the slab's header does not: it
+				// stays below the mark, where the allocation that would
+				// reuse it checks it and reports it.
+				break
+			}
 			i--
 			continue
 		}

@@ -90,3 +90,51 @@ func openForged(t *testing.T, path string, img []byte) *heap.Heap {
 	t.Skip("the pool's base kept being taken in this process; the summary is only used at the same base")
 	return nil
 }
+
+// TestSummaryFreeSlabKeepsMark forges a summary that lists a used slab as
+// free just below the top extent, then frees that extent: the mark comes
+// down only to the forged slab, whose header says it is used, so the slab
+// stays where the checker and the next allocation that wants it look at
+// it, instead of passing above the mark, where nothing is checked.
+func TestSummaryFreeSlabKeepsMark(t *testing.T) {
+	path := filepath.Join(fastTempDir(t), "mark.pool")
+	img := make([]byte, 2<<20)
+	h, err := heap.Open(path, &heap.Options{Size: 2 << 20, SlabSize: 16 << 10})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		r, err := heap.Root[bigRoot](tx) // slab 0
+		if err != nil {
+			return err
+		}
+		if _, err = heap.New[propSmall](tx); err != nil { // slab 1
+			return err
+		}
+		r.Data, err = heap.MakeSlice[byte](tx, 10000, 10000) // slab 2
+		return err
+	}))
+	require.NoError(t, h.Close())
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	_, err = io.ReadFull(f, img)
+	require.NoError(t, errors.Join(err, f.Close()))
+	hdr, st := poolMeta(t, img)
+	require.Equal(t, uint32(3), st.SlabHigh)
+	region := img[hdr.SumOff : hdr.SumOff+hdr.SumSize]
+	sum, err := layout.DecodeSummary(region, &hdr)
+	require.NoError(t, err)
+	require.Equal(t, uint8(layout.KindObjects), sum.Slabs[1].Kind)
+	sum.Slabs[1] = layout.SlabHeader{}
+	layout.EncodeSummary(region, &sum)
+
+	h = openForged(t, path, img)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		r, err := heap.Root[bigRoot](tx)
+		if err != nil {
+			return err
+		}
+		return errors.Join(heap.FreeSlice(tx, r.Data), heap.Set(tx, &r.Data, nil))
+	}))
+	require.NoError(t, h.Close())
+	_, st = poolMeta(t, readFile(t, path))
+	assert.Equal(t, uint32(2), st.SlabHigh, "the mark stops above the slab whose header says used")
+}
