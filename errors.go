@@ -36,6 +36,12 @@ var (
 	// The transaction is rolled back if the closure returns it.
 	ErrNoSpace = errors.New("pmemgo: pool is out of space")
 
+	// ErrInvalidOptions is returned by Open when an option cannot be
+	// used: a pool size below the minimum, a slab size that is not a power
+	// of two in range, an undo log that leaves no room for slabs. The
+	// wrapping error names the option, its value and the limit.
+	ErrInvalidOptions = errors.New("pmemgo: invalid options")
+
 	// ErrTxTooLarge is returned when a transaction's undo log does not fit
 	// in the pool's log region.
 	ErrTxTooLarge = errors.New("pmemgo: transaction too large for the undo log")

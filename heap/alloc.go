@@ -233,51 +233,115 @@ func (a *allocator) newSlab(tx *Tx, k classKey, elems uint32) (*slabRef, error) 
 	return s, nil
 }
 
-// findFree returns the first run of n free slabs below the high-water
-// mark, or raises the mark.
+// findFree returns the start of the first run of n free slabs. Free
+// slabs below the high-water mark and the never-used ones above it form
+// one space: a run may lie below the mark, or begin with the free slabs
+// just below it and go on above it, raising the mark.
 func (a *allocator) findFree(tx *Tx, n uint32) (uint32, error) {
-	run := uint32(0)
+	start, run := uint32(0), uint32(0)
 	for i := uint32(0); i < a.high; i++ {
 		if a.owner[i] >= 0 {
 			run = 0
 			continue
 		}
-		if a.lazy {
-			// The summary said free; the slab's own header must agree
-			// before it is written over.
-			if err := recovery.CheckFreeSlab(a.h.mem, a.hdr, i); err != nil {
-				return 0, err
-			}
+		if run == 0 {
+			start = i
 		}
 		if run++; run == n {
-			start := i + 1 - n
-			// The slabs after the first of a reused run hold object data
-			// from now on, yet they start where a header would. Their zero
-			// first lines are logged, so that a rollback puts back slabs a
-			// reopen reads as free.
-			for k := start + 1; k <= i; k++ {
-				if err := tx.logRange(a.hdr.SlabOffset(k), layout.SlabHeaderSize); err != nil {
-					return 0, err
-				}
-			}
-			if n > 1 {
-				if err := tx.h.dev.Fence(); err != nil {
-					return 0, err
-				}
-			}
-			return start, nil
+			return start, a.claim(tx, start, n)
 		}
 	}
-	if uint64(a.high)+uint64(n) > a.hdr.Slabs {
-		return 0, pmemgo.ErrNoSpace
+	if run == 0 {
+		start = a.high
+	}
+	if uint64(start)+uint64(n) > a.hdr.Slabs {
+		return 0, fmt.Errorf("%d contiguous slabs needed, the longest free run is %d of %d slabs: %w",
+			n, a.longestRun(), a.hdr.Slabs, pmemgo.ErrNoSpace)
+	}
+	if err := a.claim(tx, start, run); err != nil {
+		return 0, err
 	}
 	if err := tx.touchState(); err != nil {
 		return 0, err
 	}
-	start := a.high
-	a.high += n
+	a.high = start + n
 	tx.state.SlabHigh = a.high
 	return start, nil
+}
+
+// claim prepares the m free slabs from start, all below the high-water
+// mark, to become (the beginning of) a new extent.
+func (a *allocator) claim(tx *Tx, start, m uint32) error {
+	if a.lazy {
+		// The summary said free; the slabs' own headers must agree
+		// before they are written over.
+		for k := start; k < start+m; k++ {
+			if err := recovery.CheckFreeSlab(a.h.mem, a.hdr, k); err != nil {
+				return err
+			}
+		}
+	}
+	if m < 2 {
+		return nil
+	}
+	// The slabs after the first of a reused run hold object data from now
+	// on, yet they start where a header would. Their zero first lines are
+	// logged, so that a rollback puts back slabs a reopen reads as free.
+	// Slabs above the mark need no such care: a rollback lowers the mark
+	// below them again.
+	for k := start + 1; k < start+m; k++ {
+		if err := tx.logRange(a.hdr.SlabOffset(k), layout.SlabHeaderSize); err != nil {
+			return err
+		}
+	}
+	return tx.h.dev.Fence()
+}
+
+// longestRun returns the length of the longest run of free slabs, the
+// never-used ones above the high-water mark included.
+func (a *allocator) longestRun() uint32 {
+	best, run := uint32(0), uint32(0)
+	for i := range a.owner {
+		if a.owner[i] >= 0 {
+			run = 0
+			continue
+		}
+		run++
+		best = max(best, run)
+	}
+	return best
+}
+
+// lowerMark brings the transaction's high-water mark down over the free
+// slabs at the top, including the extents its commit releases (those it
+// left with no slot used), so that the summary and the checker cover only
+// slabs in use and a reopen sees one free space above the last used
+// extent. The heap state is logged and written at commit like any other
+// change of it, so lowering the mark is atomic with the frees.
+func (a *allocator) lowerMark(tx *Tx) {
+	i := a.high
+	for i > 0 {
+		o := a.owner[i-1]
+		if o < 0 {
+			if a.lazy && recovery.CheckFreeSlab(a.h.mem, a.hdr, i-1) != nil {
+				// The summary says free, the slab's header does not: it
+				// stays below the mark, where the allocation that would
+				// reuse it checks it and reports it.
+				break
+			}
+			i--
+			continue
+		}
+		s := a.heads[o]
+		if !s.inTx || s.used != 0 {
+			break
+		}
+		i = s.idx
+	}
+	if i < a.high {
+		a.high = i
+		tx.state.SlabHigh = i
+	}
 }
 
 // lookup returns the slab and slot holding pool offset off, and the byte

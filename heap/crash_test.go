@@ -223,6 +223,8 @@ type crashCase struct {
 	name  string
 	setup func(tx *heap.Tx) error
 	op    func(tx *heap.Tx) error
+	// prep, when set, runs in a transaction of its own after setup.
+	prep func(tx *heap.Tx) error
 	// fails is set when op returns an error on purpose: the transaction
 	// aborts, and only the state before is acceptable.
 	fails bool
@@ -239,6 +241,8 @@ func crashCases() []crashCase {
 		{name: "free-all", setup: func(tx *heap.Tx) error { return addNodes(tx, 0, 1) }, op: removeHead},
 		{name: "commit", setup: three, op: renameAll},
 		{name: "commit-batched", setup: three, op: renameAllBatched},
+		{name: "free-extent", setup: threeBig, op: removeHead},
+		{name: "reuse-extent", setup: threeBigBelow, prep: smallTags, op: bigTags},
 		{name: "abort", setup: three, fails: true, op: func(tx *heap.Tx) error {
 			return errors.Join(renameAll(tx), addNodes(tx, 20, 2), removeHead(tx), errAbort)
 		}},
@@ -270,6 +274,9 @@ func crashTransaction(t *testing.T, tc crashCase, full bool) int {
 	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize})
 	require.NoError(t, err)
 	require.NoError(t, h.Update(tc.setup))
+	if tc.prep != nil {
+		require.NoError(t, h.Update(tc.prep))
+	}
 	before := snapshot(t, h)
 	require.NoError(t, h.Close())
 

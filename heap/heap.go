@@ -53,11 +53,17 @@ import (
 // Options configures Open. The zero value opens an existing pool.
 type Options struct {
 	// Size is the size in bytes of a pool created because the file does not
-	// exist. Zero means the file must exist.
+	// exist, at least 1 MiB. Zero means the file must exist. The size of a
+	// pool is fixed when it is created: opening an existing pool ignores
+	// Size, SlabSize and LogSize, and Stats().Size tells the pool's size.
+	// Growing a pool is not supported yet.
 	Size int64
-	// SlabSize and LogSize override the slab size (a power of two, default
-	// 64 KiB) and the undo log size (default Size/16, between 128 KiB and
-	// 64 MiB) of a new pool.
+	// SlabSize and LogSize override the slab size (a power of two from
+	// 16 KiB to 16 MiB, default 64 KiB) and the undo log size (default
+	// Size/16, between 128 KiB and 64 MiB; rounded up to 4 KiB) of a new
+	// pool. A negative size, or one no new pool can have, is an error
+	// wrapping ErrInvalidOptions that names the option, its value and the
+	// limit.
 	SlabSize, LogSize int64
 	// Timeout is how long Open waits for the pool's file lock, held by
 	// another process (or another Open of the same file). Zero waits
@@ -134,6 +140,9 @@ func Open(path string, opts *Options) (*Heap, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
+	if err := opts.check(); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && opts.Size > 0 && !opts.ReadOnly {
 		if err := create(path, opts); err != nil {
 			return nil, err
@@ -200,14 +209,16 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 // create makes a new pool in a temporary file next to path and renames it
 // into place once it is complete, so that path never names half a pool.
 func create(path string, opts *Options) error {
+	g, err := opts.geometry()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".creating-*")
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	_, err = recovery.Create(tmp, layout.Geometry{
-		Size: uint64(opts.Size), SlabSize: uint64(opts.SlabSize), LogSize: uint64(opts.LogSize),
-	}, opts.Device)
+	_, err = recovery.Create(tmp, g, opts.Device)
 	if err == nil {
 		err = tmp.Sync()
 	}

@@ -441,6 +441,9 @@ func (tx *Tx) logMetadata() ([]metaWrite, error) {
 		f.s.used--
 		f.s.touch(int(f.slot / 64))
 	}
+	if len(tx.frees) > 0 {
+		tx.h.alloc.lowerMark(tx)
+	}
 	var writes []metaWrite
 	for _, s := range tx.slabs {
 		writes = append(writes, tx.slabWrites(s)...)

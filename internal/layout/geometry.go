@@ -37,7 +37,10 @@ func NewHeader(g Geometry) (Header, error) {
 		g.LogSize = min(max(g.Size/16, 128<<10), 64<<20)
 	}
 	if g.Size < MinPoolSize {
-		return Header{}, fmt.Errorf("pool size %d is below the minimum of %d bytes: %w", g.Size, MinPoolSize, pmemgo.ErrNoSpace)
+		return Header{}, &GeometryError{Field: "Size", Value: g.Size, Reason: fmt.Sprintf("is below the minimum of %d bytes (1 MiB)", MinPoolSize)}
+	}
+	if g.SlabSize < MinSlabSize || g.SlabSize > MaxSlabSize || g.SlabSize&(g.SlabSize-1) != 0 {
+		return Header{}, &GeometryError{Field: "SlabSize", Value: g.SlabSize, Reason: fmt.Sprintf("is not a power of two from %d to %d bytes", MinSlabSize, MaxSlabSize)}
 	}
 	h := Header{
 		Version:  Version,
@@ -55,11 +58,35 @@ func NewHeader(g Geometry) (Header, error) {
 	h.LogSize = alignUp(g.LogSize, 4096)
 	h.SlabOff = alignUp(h.LogOff+h.LogSize, h.SlabSize)
 	if h.SlabOff+h.SlabSize > h.Size {
-		return Header{}, fmt.Errorf("pool size %d leaves no room for a slab after %d bytes of metadata: %w", g.Size, h.SlabOff, pmemgo.ErrNoSpace)
+		meta := h.LogOff + h.LogSize
+		if h.LogSize > g.Size {
+			return Header{}, &GeometryError{Field: "LogSize", Value: g.LogSize, Reason: fmt.Sprintf("is larger than the pool (Size %d)", g.Size)}
+		}
+		return Header{}, &GeometryError{Field: "Size", Value: g.Size, Reason: fmt.Sprintf(
+			"leaves no room for a slab: the metadata, with an undo log of %d bytes, takes %d bytes and a slab %d more (a smaller undo log or slab helps)",
+			h.LogSize, meta, h.SlabSize)}
 	}
 	h.Slabs = (h.Size - h.SlabOff) / h.SlabSize
 	if err := h.Validate(); err != nil {
-		return Header{}, fmt.Errorf("pool geometry: %w", err)
+		return Header{}, fmt.Errorf("pool geometry: %w: %w", err, pmemgo.ErrInvalidOptions)
 	}
 	return h, nil
 }
+
+// GeometryError is a pool geometry NewHeader refuses: Field is the
+// Geometry field at fault (Size, SlabSize or LogSize), Value its value,
+// and Reason says what is wrong with it, limit included. It wraps
+// pmemgo.ErrInvalidOptions.
+type GeometryError struct {
+	Field  string
+	Value  uint64
+	Reason string
+}
+
+var geometryNames = map[string]string{"Size": "pool size", "SlabSize": "slab size", "LogSize": "undo log size"}
+
+func (e *GeometryError) Error() string {
+	return fmt.Sprintf("%s %d %s: %v", geometryNames[e.Field], e.Value, e.Reason, pmemgo.ErrInvalidOptions)
+}
+
+func (e *GeometryError) Unwrap() error { return pmemgo.ErrInvalidOptions }

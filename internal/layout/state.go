@@ -24,8 +24,9 @@ type State struct {
 	RootOff uint64
 	// RootType is the type id of the root object.
 	RootType uint32
-	// SlabHigh is how many slabs have ever been initialised; slabs at and
-	// above it are untouched.
+	// SlabHigh is the high-water mark of the slabs: every slab in use lies
+	// below it, and slabs at and above it are free and never read. It
+	// comes down when the extents at the top are freed.
 	SlabHigh uint32
 }
 
