@@ -294,7 +294,7 @@ func (a *allocator) claim(tx *Tx, start, m uint32) error {
 			return err
 		}
 	}
-	return tx.h.dev.Fence()
+	return tx.h.fence()
 }
 
 // longestRun returns the length of the longest run of free slabs, the

@@ -648,18 +648,3 @@ func TestForeignPointerInSliceNamesField(t *testing.T) {
 		assert.Contains(t, err.Error(), "field Books[2]")
 	}
 }
-
-// TestAllocThenFreeInOneTx frees, in the transaction that allocated them,
-// nodes that point at each other: what is gone at commit is not checked.
-func TestAllocThenFreeInOneTx(t *testing.T) {
-	h, _ := openTemp(t, nil)
-	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 1) }))
-	before := snapshot(t, h)
-	require.NoError(t, h.Update(func(tx *heap.Tx) error {
-		if err := addNodes(tx, 10, 2); err != nil {
-			return err
-		}
-		return errors.Join(removeHead(tx), removeHead(tx))
-	}))
-	assert.Equal(t, before, snapshot(t, h))
-}
