@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
 // Mode chooses when a commit returns.
@@ -69,6 +70,10 @@ type Options struct {
 	// RetryInterval is the first wait before reconnecting to a replica; it
 	// doubles up to 5 seconds. Zero means 100 milliseconds.
 	RetryInterval time.Duration
+	// Heartbeat is how long a connection to a replica may stay silent
+	// before a ping is sent on it: replica servers end sessions that are
+	// silent for their ServerOptions.IdleTimeout. Zero means 5 seconds.
+	Heartbeat time.Duration
 	// Dial connects to a replica; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Logger receives what the mirror does; nil discards it.
@@ -99,6 +104,7 @@ func (o *Options) setDefaults() error {
 	setDefault(&o.FlushDelay, time.Millisecond)
 	setDefault(&o.Timeout, 10*time.Second)
 	setDefault(&o.RetryInterval, 100*time.Millisecond)
+	setDefault(&o.Heartbeat, 5*time.Second)
 	if o.Dial == nil {
 		o.Dial = (&net.Dialer{}).DialContext
 	}
@@ -151,8 +157,10 @@ type Mirror struct {
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{}
-	// head is the newest batch captured; cum the pool bytes captured.
+	// head is the newest batch captured, chain the chain value after it;
+	// cum the pool bytes captured.
 	head     uint64
+	chain    wire.Chain
 	cum      int64
 	hist     history
 	sessions []*session
