@@ -290,8 +290,19 @@ func readLines(r io.Reader) <-chan string {
 // ackTap dials for a primary and keeps what the replica sends it, as a
 // peer on the path would see it.
 type ackTap struct {
-	mu   sync.Mutex
-	read []byte
+	mu    sync.Mutex
+	read  []byte
+	conns []net.Conn
+}
+
+// cut closes the connections dialled, as a network failure would.
+func (a *ackTap) cut() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.conns {
+		c.Close()
+	}
+	a.conns = nil
 }
 
 func (a *ackTap) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -301,6 +312,7 @@ func (a *ackTap) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	}
 	a.mu.Lock()
 	a.read = a.read[:0]
+	a.conns = append(a.conns, c)
 	a.mu.Unlock()
 	return &tapConn{Conn: c, a: a}, nil
 }

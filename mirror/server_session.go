@@ -1,9 +1,11 @@
 package mirror
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,10 +73,13 @@ func (rs *replicaSession) run() error {
 		if err == io.EOF {
 			return nil
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("no message from the primary within the idle timeout of %v: %w", rs.s.opts.IdleTimeout, err)
+		}
 		if err != nil {
 			return err
 		}
-		if f.Epoch != rs.epoch {
+		if f.Epoch != rs.epoch && f.Type != wire.TypeError {
 			return protocolError("%s frame of epoch %d in a session of epoch %d", f.Type, f.Epoch, rs.epoch)
 		}
 		if err := rs.frame(f); err != nil {
