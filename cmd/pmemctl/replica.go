@@ -27,12 +27,13 @@ func newReplicaCmd() *cobra.Command {
 		Use:   "replica",
 		Short: "Run a replica server, or show the state of replicas",
 	}
-	cmd.AddCommand(newReplicaServeCmd(), newReplicaStatusCmd())
+	cmd.AddCommand(newReplicaServeCmd(), newReplicaStatusCmd(), newReplicaScrubCmd(), newReplicaResetFencingCmd())
 	return cmd
 }
 
 type serveOptions struct {
 	dir, listen, metrics string
+	limits               serveLimits
 }
 
 func newReplicaServeCmd() *cobra.Command {
@@ -47,6 +48,13 @@ acknowledged once durable, so that after the server stops every pool file
 is a valid pool holding the primary's state at some commit: it passes
 'pmemctl check' and opens with the heap API. A primary older (by epoch) than
 one already seen for its pool is refused.
+
+What any client can make the server spend is capped: connections
+(--max-conns), pools (--max-pools), pool size (--max-pool-size), memory
+held by frames being received (--max-memory), the wait for a silent peer
+(--idle-timeout, --handshake-timeout), and how far ahead of the newest
+epoch seen a primary's may be (--max-epoch-jump). Each pool is verified at
+start; one that cannot be opened is set aside and reported by status.
 
 With --metrics, Prometheus metrics are served on http://ADDR/metrics.
 The server runs until interrupted (SIGINT or SIGTERM).`,
@@ -64,6 +72,7 @@ The server runs until interrupted (SIGINT or SIGTERM).`,
 	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of the replicated pools")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "address to accept primaries on, host:port")
 	cmd.Flags().StringVar(&o.metrics, "metrics", "", "address to serve Prometheus metrics on, host:port (default: none)")
+	o.limits.addFlags(cmd.Flags())
 	return cmd
 }
 
@@ -75,9 +84,11 @@ func runServe(ctx context.Context, out, errOut io.Writer, o serveOptions) error 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reg := prometheus.NewRegistry()
-	srv, err := mirror.NewServer(mirror.ServerOptions{
+	opts := mirror.ServerOptions{
 		Dir: o.dir, Logger: slog.New(slog.NewTextHandler(errOut, nil)), Metrics: reg,
-	})
+	}
+	o.limits.apply(&opts)
+	srv, err := mirror.NewServer(opts)
 	if err != nil {
 		return err
 	}
