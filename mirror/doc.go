@@ -63,6 +63,55 @@
 // replica starts the copy from its own file. (A replica of the primary's
 // own epoch that missed more than was retained gets a full snapshot.)
 //
+// # Chain and fencing
+//
+// Each batch carries the chain value after the batch before it (a running
+// SHA-256 over the epoch, sequence number and payload of every batch of the
+// incarnation), as Raft's entries carry the term of the previous one. A
+// replica applies a batch only on top of its own newest one, and its
+// acknowledgement carries the chain value after the batch, so a sync commit
+// returns only once a replica holds exactly that batch on this primary's
+// chain. A replica that connects shows a tag of its chain value; the
+// primary resumes only where the tag is that of its own batch. A history
+// that diverges (a batch of the primary's epoch that the primary did not
+// make) is refused on both sides with ErrDiverged.
+//
+// The fencing state of each pool (the newest epoch seen, and the position
+// of the pool file) is kept apart from the journal, in two checksummed
+// copies, so that losing the journal does not let an older primary in:
+// the pool is then only sent a whole copy. With both copies lost the pool
+// is set aside until an operator resets it (ResetFencing, pmemctl replica
+// reset-fencing), never reset to epoch 0. A primary whose epoch is further
+// than ServerOptions.MaxEpochJump ahead of the newest seen is refused, so
+// that one hello cannot lock the real primary out for good; a hello of the
+// epoch of the session holding a pool does not take it over. A snapshot is
+// never installed below the replica's batch in its epoch, nor unless every
+// chunk arrived and the copy has a valid header of the pool.
+//
+// # What a client can make a server spend
+//
+// Every message type bounds its payload, checked from the header before
+// anything is read or allocated, and a frame's buffer grows only as its
+// bytes arrive, charged to ServerOptions.MaxMemory over all connections.
+// The server caps connections, pools and pool size, ends sessions silent
+// for ServerOptions.IdleTimeout (primaries ping every Options.Heartbeat),
+// retries accept errors such as EMFILE with a backoff, holds a pool's
+// files open only while a session uses it, reserves disk space with
+// fallocate before it writes a mapped file (and turns a fault writing the
+// mapping into an error), verifies each pool at start and on Scrub, and
+// sets aside a pool that fails to open while serving the others.
+//
+// What remains: without authentication (mutual TLS, outside this file's
+// scope) any peer that reaches the server can create pools up to the caps,
+// and a peer that presents a newer epoch than the replica's, within
+// MaxEpochJump, both fences the real primary out until it restarts and
+// receives the hashes of the replica's chunks (which confirm guesses of
+// whole 256 KiB chunks; ServerOptions.NoChunkHashes turns them off, at the
+// cost of whole snapshots). A peer that watched a session in plaintext
+// knows the chain value and can extend the history while the primary is
+// away; the primary then detects the divergence, but the replica's content
+// is the peer's until an operator resets it.
+//
 // # Lifetime
 //
 // Closing the heap closes the Mirror first (heap.OnClose), so that

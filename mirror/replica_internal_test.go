@@ -186,3 +186,17 @@ func TestReplicaRecovery(t *testing.T) {
 		assert.Equal(t, [3]uint64{7, 1, 1}, [3]uint64{p.seen, p.epoch, p.seq})
 	})
 }
+
+// TestWriteFault maps a replica pool, then shrinks its file under the
+// mapping, as a full disk or an I/O error paging in would make a write
+// fault: the batch fails with an error instead of crashing the server.
+func TestWriteFault(t *testing.T) {
+	image, uuid := testImage(t)
+	p := installed(t, t.TempDir(), image, uuid)
+	defer p.release()
+	require.NoError(t, os.Truncate(p.poolPath(), 4096))
+	run := wire.Run{Off: testSize / 2, Data: bytes.Repeat([]byte{3}, 64)}
+	err := p.applyBatch(1, 2, batchPayload(p.chain, run), 0, wire.Batch{Prev: p.chain, Runs: []wire.Run{run}})
+	require.ErrorIs(t, err, ErrReplicaIO)
+	assert.Contains(t, err.Error(), "memory fault")
+}

@@ -281,3 +281,32 @@ func TestRogueBitRot(t *testing.T) {
 	require.NoError(t, srv.Close())
 	requireConverged(t, dir, h.Device().Bytes(), 5)
 }
+
+// TestRogueChunkHashes asks for the hashes of a replica's chunks, which
+// confirm guesses of whole chunks: a peer of the replica's own epoch gets
+// none; one of a newer epoch gets them, unless the server is told never
+// to hand them out.
+func TestRogueChunkHashes(t *testing.T) {
+	dir := fastDir(t)
+	srv := serve(t, mirror.ServerOptions{Dir: dir})
+	h := openPrimary(t, fastDir(t))
+	m := replicate(t, h, srv.addr, 0, 2, mirror.Options{})
+	epoch, uuid := m.Epoch(), h.UUID()
+	require.NoError(t, m.Close())
+	waitIdle(t, srv.Server, uuid)
+	hashes := func(srv *served, epoch uint64) int {
+		r := rogueHello(t, srv.addr, uuid, epoch, poolSize)
+		f := r.next()
+		require.Equal(t, wire.TypeReady, f.Type)
+		ready, err := wire.DecodeReady(f.Payload)
+		require.NoError(t, err)
+		r.conn.Close()
+		waitIdle(t, srv.Server, uuid)
+		return len(ready.Hashes)
+	}
+	assert.Zero(t, hashes(srv, epoch))
+	assert.Equal(t, poolSize/wire.HashChunk, hashes(srv, epoch+1))
+	require.NoError(t, srv.Close())
+	srv = serve(t, mirror.ServerOptions{Dir: dir, NoChunkHashes: true})
+	assert.Zero(t, hashes(srv, epoch+2))
+}

@@ -55,6 +55,10 @@ type ServerOptions struct {
 	// lock every real primary out. pmemctl replica reset-fencing accepts a
 	// new epoch on purpose. Zero means 65536.
 	MaxEpochJump uint64
+	// NoChunkHashes, if set, keeps the server from answering a primary of
+	// a new epoch with the hashes of its copy's chunks, which confirm a
+	// peer's guesses of whole chunks: every snapshot is then whole.
+	NoChunkHashes bool
 }
 
 func (o *ServerOptions) setDefaults() {

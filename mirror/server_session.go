@@ -49,7 +49,7 @@ func (rs *replicaSession) run() error {
 	}
 	rs.setState("connected")
 	var hashes []wire.ChunkHash
-	if p.pool != nil && rs.epoch != p.epoch {
+	if p.pool != nil && rs.epoch != p.epoch && !rs.s.opts.NoChunkHashes {
 		// A primary of another epoch (a restarted one) holds no history
 		// for this replica and will send a snapshot: it compares these
 		// with its own chunks, to send only those that differ. A primary
