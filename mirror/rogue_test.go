@@ -108,21 +108,24 @@ func TestRogueDescriptorExhaustion(t *testing.T) {
 		}
 	}
 	defer restore()
-	// Each connection costs a descriptor on both ends: dial until the
-	// test runs out, and the server, accepting, runs out too.
+	// Each connection costs a descriptor on both ends. The test dials
+	// until it runs out, then frees one of its own and dials again: its
+	// dial takes the descriptor before the server's accept can, so the
+	// connection waits for an accept that fails.
 	var conns []net.Conn
-	for range 64 {
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(srv.log.String(), "accept failed"); time.Sleep(time.Millisecond) {
+		require.True(t, time.Now().Before(deadline), "the server never ran out of descriptors")
 		c, err := net.Dial("tcp", srv.addr)
 		if err != nil {
-			break
+			require.NotEmpty(t, conns, "no descriptor for a single connection: %v", err)
+			conns[0].Close()
+			conns = conns[1:]
+			continue
 		}
 		conns = append(conns, c)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(srv.log.String(), "accept failed"); time.Sleep(5 * time.Millisecond) {
-		require.True(t, time.Now().Before(deadline), "the server never ran out of descriptors")
-	}
-	for _, f := range conns {
-		f.Close()
+	for _, c := range conns {
+		c.Close()
 	}
 	restore()
 	h := openPrimary(t, fastDir(t))
@@ -137,7 +140,7 @@ func TestRogueDescriptorExhaustion(t *testing.T) {
 // session with pings.
 func TestRogueSilentPeer(t *testing.T) {
 	dir := fastDir(t)
-	srv := serve(t, mirror.ServerOptions{Dir: dir, IdleTimeout: 300 * time.Millisecond})
+	srv := serve(t, mirror.ServerOptions{Dir: dir, IdleTimeout: 600 * time.Millisecond})
 	uuid := [16]byte{0x51}
 	r := rogueHello(t, srv.addr, uuid, 1, poolSize)
 	require.Equal(t, wire.TypeReady, r.next().Type)
@@ -158,8 +161,8 @@ func TestRogueSilentPeer(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(dir, hexUUID(uuid)+".snap"))
 
 	h := openPrimary(t, fastDir(t))
-	m := replicate(t, h, srv.addr, 0, 2, mirror.Options{Heartbeat: 50 * time.Millisecond})
-	time.Sleep(time.Second)
+	m := replicate(t, h, srv.addr, 0, 2, mirror.Options{Heartbeat: 30 * time.Millisecond})
+	time.Sleep(1500 * time.Millisecond)
 	require.NoError(t, commit(t, h, 3))
 	st := m.Status()
 	assert.Equal(t, "streaming", st[0].State)

@@ -52,8 +52,9 @@ type ServerOptions struct {
 	// MaxEpochJump bounds how far a primary's epoch may be ahead of the
 	// newest one seen for its pool: a primary starts a new epoch each time
 	// it starts, so a larger jump is refused rather than let one hello
-	// lock every real primary out. pmemctl replica reset-fencing accepts a
-	// new epoch on purpose. Zero means 65536.
+	// lock every real primary out. A pool the server has not seen yet
+	// takes any epoch. pmemctl replica reset-fencing accepts a new epoch
+	// on purpose. Zero means 65536.
 	MaxEpochJump uint64
 	// NoChunkHashes, if set, keeps the server from answering a primary of
 	// a new epoch with the hashes of its copy's chunks, which confirm a

@@ -199,10 +199,7 @@ func TestTypeLimits(t *testing.T) {
 			if limit >= wire.MaxPayload {
 				return
 			}
-			h := wire.BeginFrame(nil, typ, 1, 1)
-			h = append(h, make([]byte, limit+1)...)
-			wire.FinishFrame(h)
-			_, err := wire.NewReader(bytes.NewReader(h[:wire.HeaderSize])).Next()
+			_, err := wire.NewReader(bytes.NewReader(announce(typ, limit+1))).Next()
 			assert.ErrorIs(t, err, wire.ErrTooLarge)
 		})
 	}
