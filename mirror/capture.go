@@ -80,11 +80,11 @@ func (m *Mirror) capture() uint64 {
 	frame, n := m.encode(seq, prev, m.runs)
 	var chain wire.Chain
 	if frame != nil {
-		chain = wire.NextChain(m.epoch, seq, frame[wire.HeaderSize:])
+		chain = m.chainer.Next(m.epoch, seq, frame[wire.HeaderSize:])
 	} else {
 		// No replica is sent this batch: they get a snapshot taken after
 		// it. Its chain value only has to be one no other batch has.
-		chain = wire.NextChain(m.epoch, seq, prev[:])
+		chain = m.chainer.Next(m.epoch, seq, m.chain[:])
 	}
 	now := time.Now()
 	m.mu.Lock()

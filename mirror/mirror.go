@@ -146,9 +146,10 @@ type Mirror struct {
 	cancelClose func()
 	metrics     *primaryMetrics
 	unregister  func()
-	// runs is scratch for captures, which happen one at a time under the
-	// heap's writer lock.
-	runs []Run
+	// runs and chainer are scratch for captures, which happen one at a
+	// time under the heap's writer lock.
+	runs    []Run
+	chainer wire.Chainer
 
 	// ctx is cancelled by Close, ending dials in progress.
 	ctx    context.Context

@@ -56,6 +56,7 @@ type replicaPool struct {
 	fence fence
 	// damaged, if set, says why the pool file failed verification.
 	damaged error
+	chainer wire.Chainer
 }
 
 func (p *replicaPool) poolPath() string { return p.base + ".pool" }
@@ -372,13 +373,13 @@ func (p *replicaPool) applyBatch(epoch, seq uint64, payload []byte, sum uint64, 
 		return protocolError("batch %d for a pool the replica has no copy of", seq)
 	}
 	if b.Prev != p.chain {
-		return divergedError("batch %d of epoch %d does not follow the replica's batch %d: chain %x, the batch follows %x",
-			seq, epoch, p.seq, p.chain[:8], b.Prev[:8])
+		return divergedError("batch %d of epoch %d does not follow the replica's batch %d: chain %v, the batch follows %v",
+			seq, epoch, p.seq, p.chain, b.Prev)
 	}
 	if err := p.checkRuns(b.Runs, p.size); err != nil {
 		return err
 	}
-	chain := wire.NextChain(epoch, seq, payload)
+	chain := p.chainer.Next(epoch, seq, payload)
 	if err := p.journal(record{kind: recordBatch, seen: p.seen, epoch: epoch, seq: seq, chain: chain, payload: payload, sum: sum}); err != nil {
 		return err
 	}

@@ -481,8 +481,8 @@ func (s *session) ack(conn net.Conn, seq uint64, chain wire.Chain) error {
 	case !known:
 		return protocolError("acknowledgement of batch %d, no longer held to check", seq)
 	case want != chain:
-		return divergedError("replica %s acknowledged a batch %d of epoch %d that is not this primary's (chain %x, this primary's %x)",
-			s.addr, seq, m.epoch, chain[:8], want[:8])
+		return divergedError("replica %s acknowledged a batch %d of epoch %d that is not this primary's (chain %v, this primary's %v)",
+			s.addr, seq, m.epoch, chain, want)
 	}
 	if b := m.hist.get(seq); b != nil {
 		m.metrics.ack.Observe(now.Sub(b.captured).Seconds())

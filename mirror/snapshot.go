@@ -41,8 +41,8 @@ func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64, delta bool, 
 			base, epoch, p.seq)
 	}
 	if epoch == p.epoch && base == p.seq && chain != p.chain {
-		return nil, divergedError("snapshot taken after batch %d of epoch %d with chain %x, the replica's batch %d has chain %x",
-			base, epoch, chain[:8], p.seq, p.chain[:8])
+		return nil, divergedError("snapshot taken after batch %d of epoch %d with chain %v, the replica's batch %d has chain %v",
+			base, epoch, chain, p.seq, p.chain)
 	}
 	if delta && (p.pool == nil || p.size != size) {
 		return nil, protocolError("delta snapshot of a pool the replica has no copy of")
@@ -139,8 +139,8 @@ func (p *replicaPool) snapBatch(s *snapshot, seq uint64, payload []byte, b wire.
 		return false, protocolError("batch %d after batch %d", seq, s.applied)
 	}
 	if b.Prev != s.chain {
-		return false, divergedError("batch %d of epoch %d does not follow batch %d of the snapshot: chain %x, the batch follows %x",
-			seq, s.epoch, s.applied, s.chain[:8], b.Prev[:8])
+		return false, divergedError("batch %d of epoch %d does not follow batch %d of the snapshot: chain %v, the batch follows %v",
+			seq, s.epoch, s.applied, s.chain, b.Prev)
 	}
 	if err := p.checkRuns(b.Runs, s.size); err != nil {
 		return false, err
@@ -150,7 +150,7 @@ func (p *replicaPool) snapBatch(s *snapshot, seq uint64, payload []byte, b wire.
 			return false, err
 		}
 	}
-	s.applied, s.chain = seq, wire.NextChain(s.epoch, seq, payload)
+	s.applied, s.chain = seq, p.chainer.Next(s.epoch, seq, payload)
 	if seq < s.consistentAt {
 		return false, nil
 	}

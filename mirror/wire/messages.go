@@ -2,7 +2,9 @@ package wire
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"hash"
 	"math"
 
 	"github.com/cespare/xxhash/v2"
@@ -22,16 +24,34 @@ type Chain [ChainSize]byte
 // NextChain returns the chain value after the batch of the given epoch and
 // sequence number whose payload is p.
 func NextChain(epoch, seq uint64, p []byte) Chain {
-	d := sha256.New()
-	var h [16]byte
-	le.PutUint64(h[:], epoch)
-	le.PutUint64(h[8:], seq)
-	d.Write(h[:])
-	d.Write(p)
-	var c Chain
-	d.Sum(c[:0])
-	return c
+	var c Chainer
+	return c.Next(epoch, seq, p)
 }
+
+// Chainer computes chain values without allocating, for one goroutine at a
+// time. The zero value is ready to use.
+type Chainer struct {
+	d   hash.Hash
+	buf [ChainSize]byte
+}
+
+// Next returns the chain value after the batch of the given epoch and
+// sequence number whose payload is p.
+func (c *Chainer) Next(epoch, seq uint64, p []byte) Chain {
+	if c.d == nil {
+		c.d = sha256.New()
+	}
+	c.d.Reset()
+	le.PutUint64(c.buf[:], epoch)
+	le.PutUint64(c.buf[8:], seq)
+	c.d.Write(c.buf[:16])
+	c.d.Write(p)
+	return Chain(c.d.Sum(c.buf[:0]))
+}
+
+// String returns the first 8 bytes of c in hex, enough to tell values
+// apart in a message.
+func (c Chain) String() string { return hex.EncodeToString(c[:8]) }
 
 // Tag returns what a replica shows of its chain value in answer to hello:
 // a primary that holds the value can compare tags, but the tag does not
