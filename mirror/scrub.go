@@ -89,8 +89,17 @@ func (s *Server) verify(e *poolEntry) []string {
 
 // Scrub verifies every pool no primary is using, as the server does at
 // start: header and checker. A pool that fails is reported in Status as
-// damaged and is sent a whole copy by its next primary.
+// damaged and is sent a whole copy by its next primary. One scrub runs at
+// a time: a call while another runs waits for it, and a scrub request
+// from a peer is refused with ErrBusy.
 func (s *Server) Scrub() []ScrubResult {
+	s.scrubMu.Lock()
+	defer s.scrubMu.Unlock()
+	return s.scrubLocked()
+}
+
+// scrubLocked is Scrub, with scrubMu held.
+func (s *Server) scrubLocked() []ScrubResult {
 	s.mu.Lock()
 	var entries []*poolEntry
 	for _, e := range s.pools {

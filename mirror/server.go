@@ -83,6 +83,9 @@ type Server struct {
 
 	budget *budget
 	done   chan struct{}
+	// scrubMu is held by the scrub running, so that requests for scrubs
+	// do not multiply the work.
+	scrubMu sync.Mutex
 
 	mu        sync.Mutex
 	closed    bool
@@ -375,7 +378,13 @@ func (s *Server) handle(c net.Conn) {
 		c.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 		c.Write(wire.AppendFrame(nil, wire.TypeStatus, 0, 0, body))
 	case wire.TypeScrubRequest:
-		body, _ := json.Marshal(s.Scrub())
+		if !s.scrubMu.TryLock() {
+			sendError(c, fmt.Errorf("a scrub is running: %w", ErrBusy))
+			return
+		}
+		res := s.scrubLocked()
+		s.scrubMu.Unlock()
+		body, _ := json.Marshal(res)
 		c.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 		c.Write(wire.AppendFrame(nil, wire.TypeScrubResult, 0, 0, body))
 	case wire.TypeHello:
