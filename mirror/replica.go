@@ -127,7 +127,9 @@ func (p *replicaPool) recover() error {
 	if err := os.Remove(p.snapPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := p.openPool(); err != nil {
+	// Space is reserved once at start: a file copied in sparse, or
+	// shrunk, faults on a full disk when written through the mapping.
+	if err := p.openPool(true); err != nil {
 		return err
 	}
 	if p.pool == nil {
@@ -165,10 +167,10 @@ func validPoolSize(size int64) error {
 	return nil
 }
 
-// openPool opens, locks and maps the pool file if there is one. A file of
-// a size no pool has is left alone as damaged: the next snapshot replaces
-// it.
-func (p *replicaPool) openPool() error {
+// openPool opens, locks and maps the pool file if there is one, reserving
+// its disk space first if alloc is set. A file of a size no pool has is
+// left alone as damaged: the next snapshot replaces it.
+func (p *replicaPool) openPool(alloc bool) error {
 	f, err := os.OpenFile(p.poolPath(), os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		p.size = 0
@@ -188,6 +190,12 @@ func (p *replicaPool) openPool() error {
 		p.size = 0
 		return nil
 	}
+	if alloc {
+		if err := allocate(f, fi.Size()); err != nil {
+			f.Close()
+			return err
+		}
+	}
 	return p.adopt(f)
 }
 
@@ -196,7 +204,7 @@ func (p *replicaPool) reopen() error {
 	if p.size == 0 || p.pool != nil {
 		return nil
 	}
-	if err := p.openPool(); err != nil {
+	if err := p.openPool(false); err != nil {
 		return fmt.Errorf("replica of pool %s: %w", p.name(), err)
 	}
 	if p.pool == nil {
@@ -211,17 +219,12 @@ func (p *replicaPool) release() error {
 	return errors.Join(err, p.j.close(), p.closePool())
 }
 
-// adopt makes f the pool file: allocated, so that writes through the
-// mapping cannot fault on a full disk, locked, so that the heap API cannot
-// open it while the server writes it, and mapped. The file it replaces,
-// if any, is closed.
+// adopt makes f, whose space is allocated, the pool file: locked, so that
+// the heap API cannot open it while the server writes it, and mapped. The
+// file it replaces, if any, is closed.
 func (p *replicaPool) adopt(f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return err
-	}
-	if err := allocate(f, fi.Size()); err != nil {
 		f.Close()
 		return err
 	}
