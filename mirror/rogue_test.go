@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -255,5 +256,73 @@ func TestRoguePoolDescriptors(t *testing.T) {
 	assert.LessOrEqual(t, openFDs(t), base+2, "descriptors held after 40 pools")
 	r := rogueHello(t, srv.addr, [16]byte{0xfd, 0xff}, 1, poolSize)
 	assert.Contains(t, r.refused(wire.CodeLimit), "40 pools")
+	srv.stillServing(t)
+}
+
+// TestRogueFlood opens 10,000 connections in waves, each sending a hello
+// announcing 1 GiB, a hello for a new pool followed by a batch announcing
+// 1 GiB of which 256 KiB arrive, or nothing, while a real primary commits
+// in sync mode: every commit succeeds, and the memory in use stays within
+// the server's caps.
+func TestRogueFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 connections")
+	}
+	const maxMemory = 32 << 20
+	srv := serve(t, mirror.ServerOptions{Dir: fastDir(t), MaxMemory: maxMemory, MaxPools: 64,
+		HandshakeTimeout: time.Second, IdleTimeout: 2 * time.Second})
+	h := openPrimary(t, fastDir(t))
+	m := replicate(t, h, srv.addr, 0, 1, mirror.Options{AckTimeout: 20 * time.Second})
+	stop, done := make(chan struct{}), make(chan error, 1)
+	var commits uint64 = 1
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			i := commits + 1
+			if err := h.Update(func(tx *heap.Tx) error { return step(tx, i) }); err != nil {
+				done <- err
+				return
+			}
+			commits = i
+		}
+	}()
+	oversized := append(announce(wire.TypeBatch, 1<<30), make([]byte, 256<<10)...)
+	var peak uint64
+	for wave := range 50 {
+		conns := make([]net.Conn, 0, 200)
+		for i := range 200 {
+			c, err := net.Dial("tcp", srv.addr)
+			if err != nil {
+				continue
+			}
+			conns = append(conns, c)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			switch i % 3 {
+			case 0:
+				c.Write(announce(wire.TypeHello, 1<<30))
+			case 1:
+				uuid := [16]byte{0xf1, byte(wave), byte(i)}
+				c.Write(wire.AppendFrame(nil, wire.TypeHello, 1, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
+				c.Write(oversized)
+			}
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	close(stop)
+	require.NoError(t, <-done)
+	flush(t, m)
+	t.Logf("%d commits during the flood; peak heap in use %d MiB", commits, peak>>20)
+	assert.Less(t, peak, uint64(256<<20), "heap in use under the flood")
+	require.NoError(t, m.Close())
 	srv.stillServing(t)
 }
