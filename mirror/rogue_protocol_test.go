@@ -234,6 +234,21 @@ func TestRoguePoolSetAside(t *testing.T) {
 	r.refused(wire.CodeUnavailable)
 	require.NoError(t, replicate(t, b, srv.addr, 2, 4, mirror.Options{}).Close())
 	srv.stillServing(t)
+	require.NoError(t, srv.Close())
+
+	// A pool file of 0 bytes, as an old server installed from a rogue's
+	// snapshot: the server starts and the next primary replaces it.
+	bPath := filepath.Join(dir, hexUUID(b.UUID())+".pool")
+	require.NoError(t, os.Truncate(bPath, 0))
+	srv = serve(t, mirror.ServerOptions{Dir: dir})
+	st = poolStatus(t, srv.Server, b.UUID())
+	assert.Equal(t, "damaged", st.State)
+	assert.Contains(t, st.LastError, "pool size 0")
+	require.NoError(t, replicate(t, b, srv.addr, 4, 5, mirror.Options{}).Close())
+	require.NoError(t, srv.Close())
+	replica, err := os.ReadFile(bPath)
+	require.NoError(t, err)
+	requireSameData(t, b.Device().Bytes(), replica)
 }
 
 // TestRogueBitRot damages a replica's pool file while the server is

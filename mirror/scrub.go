@@ -72,14 +72,16 @@ func checkPoolFile(p *replicaPool) []string {
 // primary sends a whole copy over it.
 func (s *Server) verify(e *poolEntry) []string {
 	p := e.p
+	var problems []string
 	if p.damaged != nil {
-		return []string{p.damaged.Error()}
+		// A file of a size no pool has: only a snapshot replaces it.
+		problems = []string{p.damaged.Error()}
+	} else if problems = checkPoolFile(p); len(problems) > 0 {
+		p.damaged = errors.New(strings.Join(problems, "; "))
 	}
-	problems := checkPoolFile(p)
 	if len(problems) == 0 {
 		return nil
 	}
-	p.damaged = errors.New(strings.Join(problems, "; "))
 	p.unknownPosition()
 	s.log.Error("replica: pool file fails verification; the next primary will send a whole copy",
 		"pool", p.name(), "problems", len(problems), "first", problems[0])
