@@ -6,6 +6,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -80,11 +82,11 @@ func (m *Mirror) capture() uint64 {
 	frame, n := m.encode(seq, prev, m.runs)
 	var chain wire.Chain
 	if frame != nil {
-		chain = m.chainer.Next(m.epoch, seq, frame[wire.HeaderSize:])
+		chain = m.chainer.Next(m.epoch, seq, wire.FrameSum(frame))
 	} else {
 		// No replica is sent this batch: they get a snapshot taken after
 		// it. Its chain value only has to be one no other batch has.
-		chain = m.chainer.Next(m.epoch, seq, m.chain[:])
+		chain = m.chainer.Next(m.epoch, seq, xxhash.Sum64(m.chain[:]))
 	}
 	now := time.Now()
 	m.mu.Lock()

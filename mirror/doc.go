@@ -66,8 +66,9 @@
 // # Chain and fencing
 //
 // Each batch carries the chain value after the batch before it (a running
-// SHA-256 over the epoch, sequence number and payload of every batch of the
-// incarnation), as Raft's entries carry the term of the previous one. A
+// hash: SHA-256 of the epoch, sequence number and xxhash64 of each batch's
+// payload, which starts with the previous value), as Raft's entries carry
+// the term of the previous one. A
 // replica applies a batch only on top of its own newest one, and its
 // acknowledgement carries the chain value after the batch, so a sync commit
 // returns only once a replica holds exactly that batch on this primary's

@@ -110,15 +110,24 @@ func startChild(t *testing.T, role string, env ...string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
 	cmd.Stderr = &prefixWriter{t: t, prefix: role + ": "}
-	out, err := cmd.StdoutPipe()
+	// A pipe of our own rather than StdoutPipe, which Wait closes: the
+	// lines a killed child wrote before it died must all be read.
+	out, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		out.Close()
 		t.Fatal(err)
 	}
 	c := &child{cmd: cmd, lines: readLines(out)}
-	t.Cleanup(func() { c.kill() })
+	t.Cleanup(func() {
+		c.kill()
+		out.Close()
+	})
 	return c
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo/internal/layout"
@@ -368,7 +369,8 @@ func (p *replicaPool) noteEpoch(epoch uint64) error {
 }
 
 // applyBatch applies the batch of the given epoch and sequence number,
-// with the given payload (whose xxhash64 is sum) and decoded content,
+// with the given payload (whose xxhash64 is sum, or zero to compute it)
+// and decoded content,
 // atomically: journal, apply, then the state is (epoch, seq) and the chain
 // is extended. The batch must follow the pool's own newest batch.
 func (p *replicaPool) applyBatch(epoch, seq uint64, payload []byte, sum uint64, b wire.Batch) error {
@@ -382,7 +384,10 @@ func (p *replicaPool) applyBatch(epoch, seq uint64, payload []byte, sum uint64, 
 	if err := p.checkRuns(b.Runs, p.size); err != nil {
 		return err
 	}
-	chain := p.chainer.Next(epoch, seq, payload)
+	if sum == 0 {
+		sum = xxhash.Sum64(payload)
+	}
+	chain := p.chainer.Next(epoch, seq, sum)
 	if err := p.journal(record{kind: recordBatch, seen: p.seen, epoch: epoch, seq: seq, chain: chain, payload: payload, sum: sum}); err != nil {
 		return err
 	}

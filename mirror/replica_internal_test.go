@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -42,10 +43,10 @@ func installed(t *testing.T, dir string, image []byte, uuid [16]byte) *replicaPo
 	require.NoError(t, s.chunk(0, image))
 	require.NoError(t, s.end(1))
 	empty := batchPayload(wire.Chain{})
-	ok, err := p.snapBatch(s, 1, empty, wire.Batch{})
+	ok, err := p.snapBatch(s, 1, xxhash.Sum64(empty), wire.Batch{})
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.Equal(t, wire.NextChain(1, 1, empty), p.chain)
+	require.Equal(t, wire.NextChain(1, 1, xxhash.Sum64(empty)), p.chain)
 	return p
 }
 
@@ -85,7 +86,7 @@ func TestReplicaRecovery(t *testing.T) {
 		dir := t.TempDir()
 		p := installed(t, dir, image, uuid)
 		payload := batchPayload(p.chain, run)
-		chain := wire.NextChain(1, 2, payload)
+		chain := wire.NextChain(1, 2, xxhash.Sum64(payload))
 		require.NoError(t, p.j.write(record{kind: recordBatch, seen: 1, epoch: 1, seq: 2, chain: chain, payload: payload}))
 		require.NoError(t, p.release())
 		p = reopen(t, dir)
@@ -153,11 +154,11 @@ func TestReplicaRecovery(t *testing.T) {
 		require.NoError(t, s.end(6))
 		assert.Equal(t, image, readPool(t, p), "the pool file is untouched until the install")
 		payload := batchPayload(wire.Chain{9})
-		ok, err := p.snapBatch(s, 6, payload, wire.Batch{Prev: wire.Chain{9}})
+		ok, err := p.snapBatch(s, 6, xxhash.Sum64(payload), wire.Batch{Prev: wire.Chain{9}})
 		require.NoError(t, err)
 		require.True(t, ok)
 		assert.Equal(t, after, readPool(t, p))
-		assert.Equal(t, wire.NextChain(1, 6, payload), p.chain)
+		assert.Equal(t, wire.NextChain(1, 6, xxhash.Sum64(payload)), p.chain)
 		require.NoError(t, p.release())
 	})
 	t.Run("delta snapshot without a copy", func(t *testing.T) {

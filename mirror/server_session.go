@@ -146,7 +146,7 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 	rs.runs = b.Runs
 	p := rs.p
 	if rs.snap != nil {
-		installed, err := p.snapBatch(rs.snap, f.Seq, f.Payload, b)
+		installed, err := p.snapBatch(rs.snap, f.Seq, f.PayloadSum, b)
 		if err != nil || !installed {
 			return err
 		}

@@ -129,9 +129,10 @@ func (s *snapshot) end(at uint64) error {
 	return nil
 }
 
-// snapBatch applies a batch to the copy and installs the copy once it
-// reaches the batch it is consistent at. It reports whether it installed.
-func (p *replicaPool) snapBatch(s *snapshot, seq uint64, payload []byte, b wire.Batch) (bool, error) {
+// snapBatch applies a batch, whose payload's xxhash64 is sum, to the copy
+// and installs the copy once it reaches the batch it is consistent at. It
+// reports whether it installed.
+func (p *replicaPool) snapBatch(s *snapshot, seq, sum uint64, b wire.Batch) (bool, error) {
 	if s.consistentAt == 0 {
 		return false, protocolError("batch %d in the middle of a snapshot", seq)
 	}
@@ -150,7 +151,7 @@ func (p *replicaPool) snapBatch(s *snapshot, seq uint64, payload []byte, b wire.
 			return false, err
 		}
 	}
-	s.applied, s.chain = seq, p.chainer.Next(s.epoch, seq, payload)
+	s.applied, s.chain = seq, p.chainer.Next(s.epoch, seq, sum)
 	if seq < s.consistentAt {
 		return false, nil
 	}

@@ -205,6 +205,10 @@ func FinishFrame(frame []byte) {
 	le.PutUint64(frame[fHeaderSum:], xxhash.Sum64(frame[:fHeaderSum]))
 }
 
+// FrameSum returns the payload's xxhash64 recorded in the header of a frame
+// that FinishFrame completed.
+func FrameSum(frame []byte) uint64 { return le.Uint64(frame[fPayloadSum:]) }
+
 // AppendFrame appends a whole frame to dst.
 func AppendFrame(dst []byte, t Type, epoch, seq uint64, payload []byte) []byte {
 	start := len(dst)

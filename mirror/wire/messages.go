@@ -14,18 +14,23 @@ import (
 const ChainSize = sha256.Size
 
 // Chain is the running hash of a primary incarnation's batches: the chain
-// value after batch seq is NextChain of that batch, whose payload starts
-// with the chain value after the batch before (Batch.Prev). Two replicas
-// with the same chain value at the same epoch and sequence number hold the
-// same history, as Raft's log matching property has it; the zero Chain is
-// the value before the first batch.
+// value after batch seq is NextChain of that batch's epoch, sequence number
+// and payload checksum, and the payload starts with the chain value after
+// the batch before (Batch.Prev). Two replicas with the same chain value at
+// the same epoch and sequence number hold the same history, as Raft's log
+// matching property has it; the zero Chain is the value before the first
+// batch. The payload enters through its xxhash64, which both sides compute
+// for the frame anyway: SHA-256 over whole batches would cost more than
+// the network on the async path, and the chain is there to tell histories
+// apart and to be unknown to a peer that did not see the previous one, not
+// to resist collisions crafted by one that did.
 type Chain [ChainSize]byte
 
 // NextChain returns the chain value after the batch of the given epoch and
-// sequence number whose payload is p.
-func NextChain(epoch, seq uint64, p []byte) Chain {
+// sequence number whose payload's xxhash64 is sum.
+func NextChain(epoch, seq, sum uint64) Chain {
 	var c Chainer
-	return c.Next(epoch, seq, p)
+	return c.Next(epoch, seq, sum)
 }
 
 // Chainer computes chain values without allocating, for one goroutine at a
@@ -36,16 +41,16 @@ type Chainer struct {
 }
 
 // Next returns the chain value after the batch of the given epoch and
-// sequence number whose payload is p.
-func (c *Chainer) Next(epoch, seq uint64, p []byte) Chain {
+// sequence number whose payload's xxhash64 is sum.
+func (c *Chainer) Next(epoch, seq, sum uint64) Chain {
 	if c.d == nil {
 		c.d = sha256.New()
 	}
 	c.d.Reset()
 	le.PutUint64(c.buf[:], epoch)
 	le.PutUint64(c.buf[8:], seq)
-	c.d.Write(c.buf[:16])
-	c.d.Write(p)
+	le.PutUint64(c.buf[16:], sum)
+	c.d.Write(c.buf[:24])
 	return Chain(c.d.Sum(c.buf[:0]))
 }
 
