@@ -8,10 +8,6 @@ import (
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
-// codeUnauthorized is the wire error code of ErrUnauthorized. It lies
-// above the codes package wire defines, so that the two cannot collide.
-const codeUnauthorized uint16 = 0x100
-
 // Policy says what each peer of a replica server with TLS may do. A
 // peer's identity is the common name of its verified certificate (pmemctl
 // cert issue sets it to the node's name). The zero Policy lets every peer
@@ -55,9 +51,11 @@ func (s *Server) authorize(id string, f wire.Frame) error {
 		return nil
 	}
 	switch f.Type {
-	case wire.TypeStatusRequest:
+	case wire.TypeStatusRequest, wire.TypeScrubRequest:
+		// A scrub reads every pool the server holds: it needs the right
+		// to see them, the status right.
 		if !s.opts.Policy.MayReadStatus(id) {
-			return fmt.Errorf("identity %q may not read status: %w", id, ErrUnauthorized)
+			return fmt.Errorf("identity %q may not read status or scrub: %w", id, ErrUnauthorized)
 		}
 	case wire.TypeHello:
 		h, err := wire.DecodeHello(f.Payload)

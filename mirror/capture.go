@@ -6,6 +6,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -76,10 +78,19 @@ func (m *Mirror) capture() uint64 {
 	}
 	m.mu.Unlock()
 
-	frame, n := m.encode(seq, m.runs)
+	prev := m.chain
+	frame, n := m.encode(seq, prev, m.runs)
+	var chain wire.Chain
+	if frame != nil {
+		chain = m.chainer.Next(m.epoch, seq, wire.FrameSum(frame))
+	} else {
+		// No replica is sent this batch: they get a snapshot taken after
+		// it. Its chain value only has to be one no other batch has.
+		chain = m.chainer.Next(m.epoch, seq, xxhash.Sum64(m.chain[:]))
+	}
 	now := time.Now()
 	m.mu.Lock()
-	m.head = seq
+	m.head, m.chain = seq, chain
 	m.cum += n
 	oldest := m.pendingSince
 	if oldest.IsZero() {
@@ -96,7 +107,7 @@ func (m *Mirror) capture() uint64 {
 	if frame == nil {
 		m.dropHistoryLocked(seq, n)
 	} else {
-		b = &batch{seq: seq, frame: frame, bytes: n, cum: m.cum, oldest: oldest, captured: now}
+		b = &batch{seq: seq, frame: frame, prev: prev, chain: chain, bytes: n, cum: m.cum, oldest: oldest, captured: now}
 		for _, s := range m.sessions {
 			if m.opts.Mode == Sync {
 				if c := s.directLocked(seq); c != nil {
@@ -119,9 +130,10 @@ func (m *Mirror) capture() uint64 {
 	return seq
 }
 
-// encode makes the wire frame of batch seq from the pool's memory. It
-// returns a nil frame when the batch is too large for one frame.
-func (m *Mirror) encode(seq uint64, runs []Run) ([]byte, int64) {
+// encode makes the wire frame of batch seq, following the batch whose
+// chain value is prev, from the pool's memory. It returns a nil frame when
+// the batch is too large for one frame.
+func (m *Mirror) encode(seq uint64, prev wire.Chain, runs []Run) ([]byte, int64) {
 	var n int
 	for _, r := range runs {
 		n += r.Len
@@ -132,7 +144,7 @@ func (m *Mirror) encode(seq uint64, runs []Run) ([]byte, int64) {
 	}
 	f := getFrame(wire.HeaderSize + size)
 	f = wire.BeginFrame(f, wire.TypeBatch, m.epoch, seq)
-	f = wire.AppendBatchHeader(f, len(runs))
+	f = wire.AppendBatchHeader(f, prev, len(runs))
 	for _, r := range runs {
 		f = wire.AppendRun(f, uint64(r.Off), m.mem[r.Off:r.Off+r.Len])
 	}

@@ -75,6 +75,56 @@
 // logged, and the server goes on. Plain TCP needs Insecure, logs a
 // warning, and a server without TLS refuses to listen on every interface
 // (ErrInsecure).
+// # Chain and fencing
+//
+// Each batch carries the chain value after the batch before it (a running
+// hash: SHA-256 of the epoch, sequence number and xxhash64 of each batch's
+// payload, which starts with the previous value), as Raft's entries carry
+// the term of the previous one. A
+// replica applies a batch only on top of its own newest one, and its
+// acknowledgement carries the chain value after the batch, so a sync commit
+// returns only once a replica holds exactly that batch on this primary's
+// chain. A replica that connects shows a tag of its chain value; the
+// primary resumes only where the tag is that of its own batch. A history
+// that diverges (a batch of the primary's epoch that the primary did not
+// make) is refused on both sides with ErrDiverged.
+//
+// The fencing state of each pool (the newest epoch seen, and the position
+// of the pool file) is kept apart from the journal, in two checksummed
+// copies, so that losing the journal does not let an older primary in:
+// the pool is then only sent a whole copy. With both copies lost the pool
+// is set aside until an operator resets it (ResetFencing, pmemctl replica
+// reset-fencing), never reset to epoch 0. A primary whose epoch is further
+// than ServerOptions.MaxEpochJump ahead of the newest seen is refused, so
+// that one hello cannot lock the real primary out for good; a hello of the
+// epoch of the session holding a pool does not take it over. A snapshot is
+// never installed below the replica's batch in its epoch, nor unless every
+// chunk arrived and the copy has a valid header of the pool.
+//
+// # What a client can make a server spend
+//
+// Every message type bounds its payload, checked from the header before
+// anything is read or allocated, and a frame's buffer grows only as its
+// bytes arrive, charged to ServerOptions.MaxMemory over all connections.
+// The server caps connections, pools and pool size, ends sessions silent
+// for ServerOptions.IdleTimeout (primaries ping every Options.Heartbeat),
+// retries accept errors such as EMFILE with a backoff, holds a pool's
+// files open only while a session uses it, reserves disk space with
+// fallocate before it writes a mapped file (and turns a fault writing the
+// mapping into an error), verifies each pool at start and on Scrub, and
+// sets aside a pool that fails to open while serving the others.
+//
+// What remains: a peer whose certificate the policy allows as the primary
+// of a pool, presenting a newer epoch than the replica's within
+// MaxEpochJump, fences the real primary out until it restarts and receives
+// the hashes of the replica's chunks (ServerOptions.NoChunkHashes turns
+// them off, at the cost of whole snapshots). With Insecure (plain TCP) any
+// peer that reaches the server can do so and create pools up to the caps,
+// and a peer that watched a session knows the chain value and can extend
+// the history while the primary is away; the primary then detects the
+// divergence, but the replica's content is the peer's until an operator
+// resets it. Pool data still travels and rests in plaintext: encryption
+// with a pool key is not built yet.
 //
 // # Lifetime
 //

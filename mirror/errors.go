@@ -48,6 +48,23 @@ var (
 	// the identity of its certificate may not do what it asked: replicate
 	// that pool, or read the status (ServerOptions.Policy).
 	ErrUnauthorized = errors.New("pmemgo/mirror: peer not authorized")
+	// ErrLimit is returned by a replica server to a peer that exceeds one
+	// of its limits (ServerOptions): connections, pools, pool size, memory
+	// in flight, frame size, or an epoch further ahead of the one it has
+	// seen than MaxEpochJump.
+	ErrLimit = errors.New("pmemgo/mirror: replica server limit exceeded")
+
+	// ErrDiverged is returned when a replica's history is not the
+	// primary's: it holds a batch of the primary's epoch that the primary
+	// did not make, or a batch does not follow the replica's on the chain.
+	// Both sides stop; an operator resets the replica's fencing
+	// (pmemctl replica reset-fencing) for it to be sent a new copy.
+	ErrDiverged = errors.New("pmemgo/mirror: replica history diverges from the primary's")
+
+	// ErrUnavailable is returned by a replica server for a pool it set
+	// aside: the pool failed to open at start, or its fencing state is
+	// lost. It stays so until an operator repairs it.
+	ErrUnavailable = errors.New("pmemgo/mirror: replica pool set aside")
 )
 
 // RemoteError is an error a peer reported before closing the connection.
@@ -73,8 +90,14 @@ func (e *RemoteError) Unwrap() error {
 		return ErrReplicaIO
 	case wire.CodeWrongPool:
 		return ErrWrongPool
-	case codeUnauthorized:
+	case wire.CodeUnauthorized:
 		return ErrUnauthorized
+	case wire.CodeLimit:
+		return ErrLimit
+	case wire.CodeDiverged:
+		return ErrDiverged
+	case wire.CodeUnavailable:
+		return ErrUnavailable
 	}
 	return ErrProtocol
 }
@@ -91,7 +114,13 @@ func errorCode(err error) uint16 {
 	case errors.Is(err, ErrWrongPool):
 		return wire.CodeWrongPool
 	case errors.Is(err, ErrUnauthorized):
-		return codeUnauthorized
+		return wire.CodeUnauthorized
+	case errors.Is(err, ErrLimit), errors.Is(err, wire.ErrTooLarge):
+		return wire.CodeLimit
+	case errors.Is(err, ErrDiverged):
+		return wire.CodeDiverged
+	case errors.Is(err, ErrUnavailable):
+		return wire.CodeUnavailable
 	case errors.Is(err, ErrProtocol), errors.Is(err, wire.ErrVersion):
 		return wire.CodeProtocol
 	}
@@ -101,4 +130,14 @@ func errorCode(err error) uint16 {
 // protocolError returns an ErrProtocol error saying what went wrong.
 func protocolError(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrProtocol)
+}
+
+// divergedError returns an ErrDiverged error saying where.
+func divergedError(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrDiverged)
+}
+
+// limitError returns an ErrLimit error saying which.
+func limitError(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrLimit)
 }

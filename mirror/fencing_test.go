@@ -93,7 +93,21 @@ type fakePrimary struct {
 
 func dialFake(t *testing.T, addr string, uuid [16]byte, epoch uint64) *fakePrimary {
 	t.Helper()
-	conn := dialServer(t, addr)
+	return fakeOver(t, dialServer(t, addr), uuid, epoch)
+}
+
+// dialFakePlain is dialFake for a server on plain TCP.
+func dialFakePlain(t *testing.T, addr string, uuid [16]byte, epoch uint64) *fakePrimary {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return fakeOver(t, conn, uuid, epoch)
+}
+
+// fakeOver says hello over conn and reads the server's answer.
+func fakeOver(t *testing.T, conn net.Conn, uuid [16]byte, epoch uint64) *fakePrimary {
+	t.Helper()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	_, err := conn.Write(wire.AppendFrame(nil, wire.TypeHello, epoch, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
 	require.NoError(t, err)
@@ -104,9 +118,10 @@ func dialFake(t *testing.T, addr string, uuid [16]byte, epoch uint64) *fakePrima
 	return fp
 }
 
-// batchFrame encodes a batch of one run.
-func batchFrame(epoch, seq uint64, off uint64, data []byte) []byte {
-	p := wire.AppendRun(wire.AppendBatchHeader(nil, 1), off, data)
+// batchFrame encodes a batch of one run following the batch whose chain
+// value is prev.
+func batchFrame(epoch, seq uint64, prev wire.Chain, off uint64, data []byte) []byte {
+	p := wire.AppendRun(wire.AppendBatchHeader(nil, prev, 1), off, data)
 	return wire.AppendFrame(nil, wire.TypeBatch, epoch, seq, p)
 }
 
@@ -115,15 +130,21 @@ func batchFrame(epoch, seq uint64, off uint64, data []byte) []byte {
 // replica's pool file and sequence number do not change.
 func TestBadFrameRejected(t *testing.T) {
 	replicaDir := fastDir(t)
-	srv, addr := startServer(t, replicaDir)
 	h := openPrimary(t, fastDir(t))
-	m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t)}))
+	// The tap reads what the replica sends the primary, as a peer on the
+	// path would: plain TCP on both sides, so that it sees the frames.
+	srv, addr := startServerWith(t, mirror.ServerOptions{Dir: replicaDir, Logger: testLogger(t), Insecure: true})
+	tap := &ackTap{}
+	m, err := mirror.Start(h, mirror.Options{Replicas: []string{addr}, Logger: testLogger(t), Dial: tap.dial, Insecure: true})
 	require.NoError(t, err)
 	for i := range uint64(5) {
 		require.NoError(t, commit(t, h, i+1))
 	}
 	flush(t, m)
 	require.NoError(t, m.Close())
+	// What a peer that watched the session knows: the chain value after
+	// the last batch, from its acknowledgement.
+	chain := tap.last(t)
 	hdr, err := layout.DecodeHeader(h.Device().Bytes())
 	require.NoError(t, err)
 	epoch := m.Epoch()
@@ -144,7 +165,7 @@ func TestBadFrameRejected(t *testing.T) {
 	require.NoError(t, err)
 	off := hdr.SlabOff
 	line := bytes.Repeat([]byte{0xee}, 64)
-	good := batchFrame(epoch, before.Seq+1, off, line)
+	good := batchFrame(epoch, before.Seq+1, chain, off, line)
 
 	for _, tc := range []struct {
 		name  string
@@ -154,12 +175,13 @@ func TestBadFrameRejected(t *testing.T) {
 		{"payload bit flipped", flip(good, wire.HeaderSize+20), wire.CodeCorrupt},
 		{"header bit flipped", flip(good, 18), wire.CodeCorrupt},
 		{"truncated", good[:len(good)-10], wire.CodeCorrupt},
-		{"out of sequence", batchFrame(epoch, before.Seq+2, off, line), wire.CodeProtocol},
-		{"outside the pool", batchFrame(epoch, before.Seq+1, poolSize-32, line), wire.CodeProtocol},
-		{"other epoch", batchFrame(epoch+1, before.Seq+1, off, line), wire.CodeProtocol},
+		{"out of sequence", batchFrame(epoch, before.Seq+2, chain, off, line), wire.CodeProtocol},
+		{"outside the pool", batchFrame(epoch, before.Seq+1, chain, poolSize-32, line), wire.CodeProtocol},
+		{"other epoch", batchFrame(epoch+1, before.Seq+1, chain, off, line), wire.CodeProtocol},
+		{"not on the chain", batchFrame(epoch, before.Seq+1, wire.Chain{1}, off, line), wire.CodeDiverged},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fp := dialFake(t, addr, hdr.UUID, epoch)
+			fp := dialFakePlain(t, addr, hdr.UUID, epoch)
 			assert.Equal(t, before.Seq, fp.ready.Seq)
 			_, err := fp.conn.Write(tc.frame)
 			require.NoError(t, err)
@@ -185,13 +207,16 @@ func TestBadFrameRejected(t *testing.T) {
 	}
 
 	// The same batch, intact, is applied and acknowledged.
-	fp := dialFake(t, addr, hdr.UUID, epoch)
+	fp := dialFakePlain(t, addr, hdr.UUID, epoch)
 	_, err = fp.conn.Write(good)
 	require.NoError(t, err)
 	f, err := fp.r.Next()
 	require.NoError(t, err)
 	assert.Equal(t, wire.TypeAck, f.Type)
 	assert.Equal(t, before.Seq+1, f.Seq)
+	ackChain, err := wire.DecodeAck(f.Payload)
+	require.NoError(t, err)
+	assert.Equal(t, wire.NextChain(epoch, before.Seq+1, wire.FrameSum(good)), ackChain, "the ack carries the chain value after the batch")
 	fp.conn.Close()
 	idle()
 	got, err := os.ReadFile(path)
@@ -206,15 +231,19 @@ func flip(b []byte, i int) []byte {
 	return c
 }
 
-// TestTakeOver connects a second primary of the same epoch while a first
-// one's connection is open, as after a primary's machine died without
-// closing it: the second takes the pool over. One of an older epoch is
-// refused as stale.
+// TestTakeOver connects a second primary while a first one's connection
+// is open. One of the same epoch is refused as busy: only one primary holds
+// an epoch, and the status of a replica tells anybody what it is. One of a
+// newer epoch takes the pool over, as after a primary's machine died
+// without closing its connection. One of an older epoch is refused as
+// stale.
 func TestTakeOver(t *testing.T) {
 	srv, addr := startServer(t, fastDir(t))
 	uuid := [16]byte{7, 7, 7}
 	first := dialFake(t, addr, uuid, 3)
-	second := dialFake(t, addr, uuid, 3)
+	refused := helloRefused(t, addr, uuid, 3)
+	assert.Equal(t, wire.CodeBusy, refused.Code, refused.Message)
+	second := dialFake(t, addr, uuid, 4)
 	_, err := first.r.Next()
 	assert.ErrorIs(t, err, io.EOF, "the first connection is closed")
 	assert.Equal(t, wire.TypeReady, second.ready.Type)
@@ -222,13 +251,21 @@ func TestTakeOver(t *testing.T) {
 	require.Len(t, st, 1)
 	assert.Equal(t, second.conn.LocalAddr().String(), st[0].Primary)
 
+	refused = helloRefused(t, addr, uuid, 2)
+	assert.Equal(t, wire.CodeStaleEpoch, refused.Code, refused.Message)
+}
+
+// helloRefused says hello and returns the error the server answers with.
+func helloRefused(t *testing.T, addr string, uuid [16]byte, epoch uint64) wire.Error {
+	t.Helper()
 	conn := dialServer(t, addr)
-	_, err = conn.Write(wire.AppendFrame(nil, wire.TypeHello, 2, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err := conn.Write(wire.AppendFrame(nil, wire.TypeHello, epoch, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
 	require.NoError(t, err)
 	f, err := wire.NewReader(conn).Next()
 	require.NoError(t, err)
 	require.Equal(t, wire.TypeError, f.Type)
 	e, err := wire.DecodeError(f.Payload)
 	require.NoError(t, err)
-	assert.Equal(t, wire.CodeStaleEpoch, e.Code, e.Message)
+	return e
 }

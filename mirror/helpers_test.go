@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -21,6 +22,7 @@ import (
 	"github.com/pmemgo/pmemgo/internal/benchutil"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/mirror"
+	"github.com/pmemgo/pmemgo/mirror/wire"
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
@@ -283,4 +285,70 @@ func readLines(r io.Reader) <-chan string {
 		}
 	}()
 	return ch
+}
+
+// ackTap dials for a primary and keeps what the replica sends it, as a
+// peer on the path would see it.
+type ackTap struct {
+	mu    sync.Mutex
+	read  []byte
+	conns []net.Conn
+}
+
+// cut closes the connections dialled, as a network failure would.
+func (a *ackTap) cut() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.conns {
+		c.Close()
+	}
+	a.conns = nil
+}
+
+func (a *ackTap) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.read = a.read[:0]
+	a.conns = append(a.conns, c)
+	a.mu.Unlock()
+	return &tapConn{Conn: c, a: a}, nil
+}
+
+// last returns the chain value of the last acknowledgement seen.
+func (a *ackTap) last(t testing.TB) wire.Chain {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var chain wire.Chain
+	found := false
+	for b := a.read; len(b) > 0; {
+		f, n, err := wire.Decode(b)
+		if err != nil {
+			break
+		}
+		if f.Type == wire.TypeAck {
+			chain, err = wire.DecodeAck(f.Payload)
+			require.NoError(t, err)
+			found = true
+		}
+		b = b[n:]
+	}
+	require.True(t, found, "no acknowledgement seen")
+	return chain
+}
+
+type tapConn struct {
+	net.Conn
+	a *ackTap
+}
+
+func (c *tapConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.a.mu.Lock()
+	c.a.read = append(c.a.read, p[:n]...)
+	c.a.mu.Unlock()
+	return n, err
 }

@@ -1,6 +1,10 @@
 package mirror
 
-import "time"
+import (
+	"time"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
+)
 
 // batch is a captured batch: the lines written back between two commit
 // boundaries (several, in async mode), with their content at the later
@@ -8,6 +12,8 @@ import "time"
 type batch struct {
 	seq   uint64
 	frame []byte
+	// prev and chain are the chain values before and after the batch.
+	prev, chain wire.Chain
 	// bytes is the pool bytes it carries; cum the pool bytes captured up
 	// to and including it, so that lag in bytes is a subtraction.
 	bytes, cum int64

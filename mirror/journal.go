@@ -9,6 +9,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
 // A replica's journal is two files, written alternately, each holding one
@@ -19,6 +21,9 @@ import (
 // rename of an installed snapshot. A record torn by a crash is invalid, and
 // then the other file's record holds: it describes an action that was
 // complete before the torn record was begun.
+//
+// The files are open only while a session uses the pool, so that a server
+// holding many pools does not hold descriptors for the idle ones.
 //
 // Record layout (little-endian):
 //
@@ -32,12 +37,14 @@ import (
 //	[40, 48)  sequence number of the state after this record
 //	[48, 56)  payload length
 //	[56, 64)  xxhash64 of the payload
-//	[64, 72)  xxhash64 of bytes [0, 64)
-//	[72, ...) payload: for a batch record, the wire batch payload
+//	[64, 96)  chain value of the state after this record (wire.Chain)
+//	[96, 104) xxhash64 of bytes [0, 96)
+//	[104, ...) payload: for a batch record, the wire batch payload
 const (
 	journalMagic   = "PMRJ"
-	journalVersion = 1
-	recordHeader   = 72
+	journalVersion = 2
+	recordHeader   = 104
+	recordSumOff   = 96
 )
 
 // recordKind says what a journal record describes.
@@ -60,6 +67,7 @@ type record struct {
 	counter          uint64
 	kind             recordKind
 	seen, epoch, seq uint64
+	chain            wire.Chain
 	payload          []byte
 	// sum is the payload's xxhash64 when known, zero to compute it.
 	sum uint64
@@ -82,7 +90,8 @@ func (r *record) encodeHeader(h []byte) {
 	}
 	le.PutUint64(h[48:], uint64(len(r.payload)))
 	le.PutUint64(h[56:], sum)
-	le.PutUint64(h[64:], xxhash.Sum64(h[:64]))
+	copy(h[64:], r.chain[:])
+	le.PutUint64(h[recordSumOff:], xxhash.Sum64(h[:recordSumOff]))
 }
 
 // errNoRecord is returned by readRecord for an empty journal file.
@@ -121,7 +130,7 @@ func recordSize(h []byte) (uint64, error) {
 		return 0, fmt.Errorf("record header: %d of %d bytes", len(h), recordHeader)
 	case string(h[:4]) != journalMagic:
 		return 0, fmt.Errorf("record magic %q", h[:4])
-	case le.Uint64(h[64:]) != xxhash.Sum64(h[:64]):
+	case le.Uint64(h[recordSumOff:]) != xxhash.Sum64(h[:recordSumOff]):
 		return 0, fmt.Errorf("record header checksum fails")
 	case le.Uint32(h[4:]) != journalVersion:
 		return 0, fmt.Errorf("record version %d", le.Uint32(h[4:]))
@@ -146,6 +155,7 @@ func decodeRecord(b []byte) (record, error) {
 		seen: le.Uint64(b[24:]), epoch: le.Uint64(b[32:]), seq: le.Uint64(b[40:]),
 		payload: b[recordHeader : recordHeader+size], sum: le.Uint64(b[56:]),
 	}
+	copy(r.chain[:], b[64:])
 	if xxhash.Sum64(r.payload) != r.sum {
 		return record{}, fmt.Errorf("record payload checksum fails")
 	}
@@ -154,8 +164,10 @@ func decodeRecord(b []byte) (record, error) {
 
 // journal is the pair of journal files of one replicated pool.
 type journal struct {
+	base string
+	// files are open between open and close.
 	files [2]*os.File
-	// last is the newest valid record.
+	// last is the newest valid record, without its payload.
 	last record
 	hdr  [recordHeader]byte
 	// noDSync is set once the kernel refused pwritev2 with RWF_DSYNC.
@@ -164,11 +176,13 @@ type journal struct {
 
 func journalPath(base string, i int) string { return fmt.Sprintf("%s.journal.%d", base, i) }
 
-// readJournal returns the newest valid record of the journal at base
-// without changing anything; ok is false when there is none.
-func readJournal(base string) (rec record, ok bool, err error) {
+// readJournal returns the newest valid record of the journal at base,
+// with its payload, without changing anything; ok is false when there is
+// none. Each invalid record is passed to bad, with the reason.
+func readJournal(base string, bad func(path string, err error)) (rec record, ok bool, err error) {
 	for i := range 2 {
-		f, err := os.Open(journalPath(base, i))
+		path := journalPath(base, i)
+		f, err := os.Open(path)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -177,33 +191,45 @@ func readJournal(base string) (rec record, ok bool, err error) {
 		}
 		r, rerr := readRecord(f)
 		f.Close()
-		if rerr == nil && (!ok || r.counter > rec.counter) {
-			rec, ok = r, true
+		switch {
+		case rerr == nil:
+			if !ok || r.counter > rec.counter {
+				rec, ok = r, true
+			}
+		case !errors.Is(rerr, errNoRecord) && bad != nil:
+			bad(path, rerr)
 		}
 	}
 	return rec, ok, nil
 }
 
-// openJournal opens, creating them if need be, the journal files at base.
-func openJournal(base string) (*journal, error) {
-	j := &journal{}
+// newJournal returns the journal at base whose newest record is last.
+func newJournal(base string, last record) *journal {
+	last.payload = nil
+	return &journal{base: base, last: last}
+}
+
+// open opens, creating them if need be, the journal files.
+func (j *journal) open() error {
 	for i := range j.files {
-		f, err := os.OpenFile(journalPath(base, i), os.O_RDWR|os.O_CREATE, 0o644)
+		if j.files[i] != nil {
+			continue
+		}
+		f, err := os.OpenFile(journalPath(j.base, i), os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
 			j.close()
-			return nil, err
+			return err
 		}
 		j.files[i] = f
-		r, err := readRecord(f)
-		if err == nil && r.counter > j.last.counter {
-			j.last = r
-		}
 	}
-	return j, nil
+	return nil
 }
 
 // write makes r the newest record, durably. Its counter is set here.
 func (j *journal) write(r record) error {
+	if err := j.open(); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
 	r.counter = j.last.counter + 1
 	r.encodeHeader(j.hdr[:])
 	f := j.files[r.counter%2]
@@ -241,11 +267,13 @@ func (j *journal) writeSync(fd int, iov [][]byte) (int, error) {
 	return n, err
 }
 
+// close closes the journal files; write opens them again.
 func (j *journal) close() error {
 	var errs []error
-	for _, f := range j.files {
+	for i, f := range j.files {
 		if f != nil {
 			errs = append(errs, f.Close())
+			j.files[i] = nil
 		}
 	}
 	return errors.Join(errs...)

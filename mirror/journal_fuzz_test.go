@@ -3,6 +3,8 @@ package mirror
 import (
 	"bytes"
 	"testing"
+
+	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
 // FuzzDecodeRecord feeds arbitrary bytes to the journal record decoder. It
@@ -11,7 +13,7 @@ import (
 func FuzzDecodeRecord(f *testing.F) {
 	for _, r := range []record{
 		{counter: 1, kind: recordMark, seen: 2},
-		{counter: 7, kind: recordBatch, seen: 2, epoch: 2, seq: 9, payload: batchPayload()},
+		{counter: 7, kind: recordBatch, seen: 2, epoch: 2, seq: 9, chain: wire.Chain{1, 2}, payload: batchPayload(wire.Chain{3})},
 		{counter: 8, kind: recordInstall, seen: 3, epoch: 3, seq: 1},
 	} {
 		b := make([]byte, recordHeader)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
 // Mode chooses when a commit returns.
@@ -70,6 +71,10 @@ type Options struct {
 	// RetryInterval is the first wait before reconnecting to a replica; it
 	// doubles up to 5 seconds. Zero means 100 milliseconds.
 	RetryInterval time.Duration
+	// Heartbeat is how long a connection to a replica may stay silent
+	// before a ping is sent on it: replica servers end sessions that are
+	// silent for their ServerOptions.IdleTimeout. Zero means 5 seconds.
+	Heartbeat time.Duration
 	// Dial connects to a replica; nil means a net.Dialer. With TLS, the
 	// handshake runs over the connection it returns.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
@@ -109,6 +114,7 @@ func (o *Options) setDefaults() error {
 	setDefault(&o.FlushDelay, time.Millisecond)
 	setDefault(&o.Timeout, 10*time.Second)
 	setDefault(&o.RetryInterval, 100*time.Millisecond)
+	setDefault(&o.Heartbeat, 5*time.Second)
 	if o.Dial == nil {
 		o.Dial = (&net.Dialer{}).DialContext
 	}
@@ -150,9 +156,10 @@ type Mirror struct {
 	cancelClose func()
 	metrics     *primaryMetrics
 	unregister  func()
-	// runs is scratch for captures, which happen one at a time under the
-	// heap's writer lock.
-	runs []Run
+	// runs and chainer are scratch for captures, which happen one at a
+	// time under the heap's writer lock.
+	runs    []Run
+	chainer wire.Chainer
 
 	// ctx is cancelled by Close, ending dials in progress.
 	ctx    context.Context
@@ -161,8 +168,10 @@ type Mirror struct {
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{}
-	// head is the newest batch captured; cum the pool bytes captured.
+	// head is the newest batch captured, chain the chain value after it;
+	// cum the pool bytes captured.
 	head     uint64
+	chain    wire.Chain
 	cum      int64
 	hist     history
 	sessions []*session

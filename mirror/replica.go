@@ -4,70 +4,119 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
 // replicaPool is one replicated pool on a replica: its pool file, named by
-// the pool's UUID, and its journal. It is used by one session at a time.
+// the pool's UUID, its journal and its fencing state. It is used by one
+// session at a time; its files are open only while a session uses it
+// (between reopen and release).
 //
 // Files in the server's directory, for a pool whose UUID is U (in hex):
 //
 //	U.pool        the replica: a valid pool at some commit of the primary
 //	U.journal.0   journal records, see journal.go
 //	U.journal.1
+//	U.fence       the fencing state, see fencestate.go
 //	U.snap        a snapshot being received; renamed to U.pool once whole
 type replicaPool struct {
 	uuid [16]byte
 	base string // directory and hex UUID: the files' common prefix
+	log  *slog.Logger
 	j    *journal
 	// pool is the pool file, locked so that nobody opens it with the heap
-	// API while the server may write it; nil before a first snapshot. mem
-	// maps it shared: a batch's runs are copied in and made durable with
-	// one fdatasync, which writes back pages dirtied through the mapping,
-	// rather than a write system call per run.
+	// API while the server may write it; nil while released or before a
+	// first snapshot. mem maps it shared: a batch's runs are copied in and
+	// made durable with one fdatasync, which writes back pages dirtied
+	// through the mapping, rather than a write system call per run.
 	pool *os.File
 	mem  []byte
+	// size is the size of the pool file, zero when the replica holds no
+	// usable copy.
 	size int64
 	// unsynced is set while runs copied into mem may not be durable yet:
 	// the batch they belong to is durable in the journal, whose newest
 	// record recovery redoes, and the pool file is synced before the next
 	// record is written (see syncPool).
 	unsynced bool
-	// seen is the newest epoch seen; epoch and seq say which batch of which
-	// primary incarnation the pool file holds the state after.
+	// seen is the newest epoch seen; epoch, seq and chain say which batch
+	// of which primary incarnation the pool file holds the state after.
+	// Epoch 0 means the position is unknown: any primary sends a copy.
 	seen, epoch, seq uint64
+	chain            wire.Chain
+	// fence is the fencing state as last written.
+	fence fence
+	// damaged, if set, says why the pool file failed verification.
+	damaged error
+	chainer wire.Chainer
 }
 
 func (p *replicaPool) poolPath() string { return p.base + ".pool" }
 func (p *replicaPool) snapPath() string { return p.base + ".snap" }
 func (p *replicaPool) name() string     { return filepath.Base(p.base) }
 
+// newReplicaPool returns the replicated pool with the given UUID in dir,
+// not yet recovered.
+func newReplicaPool(dir string, uuid [16]byte, log *slog.Logger) *replicaPool {
+	base := filepath.Join(dir, hex.EncodeToString(uuid[:]))
+	return &replicaPool{uuid: uuid, base: base, log: log, j: newJournal(base, record{})}
+}
+
 // openReplicaPool opens the replicated pool with the given UUID in dir and
 // finishes what a crash interrupted: the newest journal record is redone,
-// and a snapshot that was not installed is discarded.
-func openReplicaPool(dir string, uuid [16]byte) (*replicaPool, error) {
-	p := &replicaPool{uuid: uuid, base: filepath.Join(dir, hex.EncodeToString(uuid[:]))}
-	j, err := openJournal(p.base)
-	if err != nil {
-		return nil, err
+// and a snapshot that was not installed is discarded. The pool's files
+// are left open.
+func openReplicaPool(dir string, uuid [16]byte, log *slog.Logger) (*replicaPool, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	p.j = j
+	p := newReplicaPool(dir, uuid, log)
 	if err := p.recover(); err != nil {
-		p.close()
+		p.release()
 		return nil, fmt.Errorf("replica of pool %s: %w", p.name(), err)
 	}
 	return p, nil
 }
 
+// recover reads the fencing state and the journal, and finishes what the
+// newest journal record describes.
 func (p *replicaPool) recover() error {
-	r := p.j.last
-	p.seen, p.epoch, p.seq = r.seen, r.epoch, r.seq
-	if r.kind == recordInstall {
+	f, fenced, err := readFence(p.base, func(slot int, err error) {
+		p.log.Error("replica: a copy of the fencing state is damaged; using the other", "pool", p.name(), "slot", slot, "err", err)
+	})
+	if err != nil {
+		return fmt.Errorf("%w; the pool is not served until its fencing is reset (pmemctl replica reset-fencing)", err)
+	}
+	r, ok, err := readJournal(p.base, func(path string, err error) {
+		p.log.Warn("replica: invalid journal record", "pool", p.name(), "file", path, "err", err)
+	})
+	if err != nil {
+		return err
+	}
+	_, statErr := os.Stat(p.poolPath())
+	if !fenced && (ok || statErr == nil) {
+		return fmt.Errorf("fencing state %s is missing; the pool is not served until its fencing is reset (pmemctl replica reset-fencing)", fencePath(p.base))
+	}
+	p.j = newJournal(p.base, r)
+	p.fence = f
+	p.seen = max(f.seen, r.seen)
+	fromJournal := ok && !before(r.epoch, r.seq, f.epoch, f.seq)
+	if fromJournal {
+		p.epoch, p.seq, p.chain = r.epoch, r.seq, r.chain
+	} else if f.epoch != 0 {
+		p.log.Error("replica: the journal is lost or older than the fencing state; the next primary will send a whole copy",
+			"pool", p.name(), "fence_epoch", f.epoch, "fence_seq", f.seq)
+	}
+	if fromJournal && r.kind == recordInstall {
 		if err := os.Rename(p.snapPath(), p.poolPath()); err == nil {
 			if err := syncDir(filepath.Dir(p.base)); err != nil {
 				return err
@@ -79,26 +128,22 @@ func (p *replicaPool) recover() error {
 	if err := os.Remove(p.snapPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	f, err := os.OpenFile(p.poolPath(), os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		if r.kind == recordBatch || r.kind == recordInstall {
-			return fmt.Errorf("journal says the pool file holds batch %d of epoch %d, but there is none", r.seq, r.epoch)
+	// Space is reserved once at start: a file copied in sparse, or
+	// shrunk, faults on a full disk when written through the mapping.
+	if err := p.openPool(true); err != nil {
+		return err
+	}
+	if p.pool == nil {
+		if fromJournal && r.kind != recordMark {
+			p.log.Error("replica: the journal says the pool file holds a batch, but there is none; the next primary will send a whole copy",
+				"pool", p.name(), "epoch", r.epoch, "seq", r.seq)
 		}
-		// A pool file is made only by installing a snapshot: there is none
-		// yet, whatever epoch was seen.
-		p.epoch, p.seq = 0, 0
+		p.unknownPosition()
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	if err := p.adopt(f); err != nil {
-		return err
-	}
-	if r.counter == 0 {
-		// A pool file without any journal record cannot be placed in the
-		// primary's history: make the primary send a whole copy.
-		p.epoch, p.seq = 0, 0
+	if !fromJournal {
+		p.unknownPosition()
+		return nil
 	}
 	if r.kind == recordBatch {
 		return p.redo(r.payload)
@@ -106,18 +151,87 @@ func (p *replicaPool) recover() error {
 	return nil
 }
 
-// adopt makes f the pool file: locked, so that the heap API cannot open it
-// while the server writes it, and mapped. The file it replaces, if any, is
-// closed.
-func (p *replicaPool) adopt(f *os.File) error {
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		return fmt.Errorf("lock replica pool file %s: %w", f.Name(), err)
+// before reports whether position (e1, s1) comes before (e2, s2).
+func before(e1, s1, e2, s2 uint64) bool { return e1 < e2 || e1 == e2 && s1 < s2 }
+
+// unknownPosition makes any primary send a whole copy: a pool file that
+// cannot be placed in a primary's history is only a base for a delta.
+func (p *replicaPool) unknownPosition() {
+	p.epoch, p.seq, p.chain = 0, 0, wire.Chain{}
+}
+
+// validPoolSize returns an error if size cannot be a pool's.
+func validPoolSize(size int64) error {
+	if size < layout.MinPoolSize || size%4096 != 0 {
+		return fmt.Errorf("pool size %d is not a multiple of 4096 bytes of at least %d", size, layout.MinPoolSize)
+	}
+	return nil
+}
+
+// openPool opens, locks and maps the pool file if there is one, reserving
+// its disk space first if alloc is set. A file of a size no pool has is
+// left alone as damaged: the next snapshot replaces it.
+func (p *replicaPool) openPool(alloc bool) error {
+	f, err := os.OpenFile(p.poolPath(), os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		p.size = 0
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return err
+	}
+	if err := validPoolSize(fi.Size()); err != nil {
+		f.Close()
+		p.damaged = fmt.Errorf("pool file %s: %w", p.poolPath(), err)
+		p.size = 0
+		return nil
+	}
+	if alloc {
+		if err := allocate(f, fi.Size()); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return p.adopt(f)
+}
+
+// reopen opens the files of a released pool for a session.
+func (p *replicaPool) reopen() error {
+	if p.size == 0 || p.pool != nil {
+		return nil
+	}
+	if err := p.openPool(false); err != nil {
+		return fmt.Errorf("replica of pool %s: %w", p.name(), err)
+	}
+	if p.pool == nil {
+		p.unknownPosition()
+	}
+	return nil
+}
+
+// release syncs and closes the pool's files.
+func (p *replicaPool) release() error {
+	err := p.syncPool()
+	return errors.Join(err, p.j.close(), p.closePool())
+}
+
+// adopt makes f, whose space is allocated, the pool file: locked, so that
+// the heap API cannot open it while the server writes it, and mapped. The
+// file it replaces, if any, is closed.
+func (p *replicaPool) adopt(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("lock replica pool file %s: %w", f.Name(), err)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -130,6 +244,20 @@ func (p *replicaPool) adopt(f *os.File) error {
 		return err
 	}
 	p.pool, p.mem, p.size = f, mem, fi.Size()
+	return nil
+}
+
+// allocate reserves the disk space of f's first size bytes, so that a full
+// disk is an error here rather than a SIGBUS when a mapping is written.
+// Where the file system cannot, the file is only extended.
+func allocate(f *os.File, size int64) error {
+	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+		err = f.Truncate(size)
+	}
+	if err != nil {
+		return fmt.Errorf("allocate %d bytes for %s: %w", size, f.Name(), err)
+	}
 	return nil
 }
 
@@ -152,7 +280,9 @@ func (p *replicaPool) redo(payload []byte) error {
 	if err := p.checkRuns(b.Runs, p.size); err != nil {
 		return fmt.Errorf("journal batch: %w", err)
 	}
-	p.write(b.Runs)
+	if err := p.write(b.Runs); err != nil {
+		return fmt.Errorf("journal batch: %w", err)
+	}
 	return p.syncPool()
 }
 
@@ -167,12 +297,24 @@ func (p *replicaPool) checkRuns(runs []wire.Run, size int64) error {
 }
 
 // write copies runs, checked to lie in the pool, into the pool file's
-// mapping; syncPool makes them durable.
-func (p *replicaPool) write(runs []wire.Run) {
+// mapping; syncPool makes them durable. A fault on the mapping (the file
+// shrunk, or an I/O error paging it in) is an error, not a crash.
+func (p *replicaPool) write(runs []wire.Run) (err error) {
+	p.unsynced = true
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(interface{ Addr() uintptr })
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("write replica pool file %s: memory fault at %#x: %w", p.poolPath(), f.Addr(), ErrReplicaIO)
+		}
+	}()
 	for _, r := range runs {
 		copy(p.mem[r.Off:], r.Data)
 	}
-	p.unsynced = true
+	return nil
 }
 
 // syncPool makes what write copied durable. It must happen before the
@@ -199,161 +341,58 @@ func (p *replicaPool) journal(r record) error {
 	return p.j.write(r)
 }
 
+// writeFence records the fencing state durably: the newest epoch seen and
+// the pool's position.
+func (p *replicaPool) writeFence() error {
+	f := p.fence
+	f.seen, f.epoch, f.seq, f.chain = p.seen, p.epoch, p.seq, p.chain
+	if err := writeFence(p.base, &f); err != nil {
+		return err
+	}
+	p.fence = f
+	return nil
+}
+
 // noteEpoch records durably that epoch was seen, if it is newer than any
 // seen so far.
 func (p *replicaPool) noteEpoch(epoch uint64) error {
 	if epoch <= p.seen {
 		return nil
 	}
-	if err := p.journal(record{kind: recordMark, seen: epoch, epoch: p.epoch, seq: p.seq}); err != nil {
+	old := p.seen
+	p.seen = epoch
+	if err := p.writeFence(); err != nil {
+		p.seen = old
 		return err
 	}
-	p.seen = epoch
 	return nil
 }
 
-// applyBatch applies the batch with the given payload (whose xxhash64 is
-// sum) and runs atomically: journal, apply, then the state is (epoch,
-// seq).
-func (p *replicaPool) applyBatch(epoch, seq uint64, payload []byte, sum uint64, runs []wire.Run) error {
+// applyBatch applies the batch of the given epoch and sequence number,
+// with the given payload (whose xxhash64 is sum, or zero to compute it)
+// and decoded content,
+// atomically: journal, apply, then the state is (epoch, seq) and the chain
+// is extended. The batch must follow the pool's own newest batch.
+func (p *replicaPool) applyBatch(epoch, seq uint64, payload []byte, sum uint64, b wire.Batch) error {
 	if p.pool == nil {
 		return protocolError("batch %d for a pool the replica has no copy of", seq)
 	}
-	if err := p.checkRuns(runs, p.size); err != nil {
+	if b.Prev != p.chain {
+		return divergedError("batch %d of epoch %d does not follow the replica's batch %d: chain %v, the batch follows %v",
+			seq, epoch, p.seq, p.chain, b.Prev)
+	}
+	if err := p.checkRuns(b.Runs, p.size); err != nil {
 		return err
 	}
-	if err := p.journal(record{kind: recordBatch, seen: p.seen, epoch: epoch, seq: seq, payload: payload, sum: sum}); err != nil {
+	if sum == 0 {
+		sum = xxhash.Sum64(payload)
+	}
+	chain := p.chainer.Next(epoch, seq, sum)
+	if err := p.journal(record{kind: recordBatch, seen: p.seen, epoch: epoch, seq: seq, chain: chain, payload: payload, sum: sum}); err != nil {
 		return err
 	}
-	p.write(runs)
-	p.epoch, p.seq = epoch, seq
-	return nil
-}
-
-// snapshot is a copy of the pool being received into the snapshot file.
-type snapshot struct {
-	f     *os.File
-	size  int64
-	epoch uint64
-	// applied is the batch whose state the file holds once consistent;
-	// consistentAt is that batch, zero until the copy's end.
-	applied, consistentAt uint64
-}
-
-// beginSnapshot starts receiving a copy of the pool taken after batch
-// base of epoch. A delta copy starts from the replica's own pool file;
-// the chunks received replace what differs.
-func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64, delta bool) (*snapshot, error) {
-	if delta && (p.pool == nil || p.size != size) {
-		return nil, protocolError("delta snapshot of a pool the replica has no copy of")
-	}
-	// The mark makes a snapshot file left over by a crash from here on
-	// one that recovery discards rather than installs.
-	if err := p.journal(record{kind: recordMark, seen: p.seen, epoch: p.epoch, seq: p.seq}); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(p.snapPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if delta {
-		if _, err := f.WriteAt(p.mem, 0); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("start a delta snapshot from the pool: %w", err)
-		}
-	}
-	return &snapshot{f: f, size: size, epoch: epoch, applied: base}, nil
-}
-
-// chunk writes part of the copy.
-func (s *snapshot) chunk(off uint64, data []byte) error {
-	if s.consistentAt != 0 {
-		return protocolError("snapshot chunk after the snapshot's end")
-	}
-	if off+uint64(len(data)) > uint64(s.size) || off+uint64(len(data)) < off {
-		return protocolError("snapshot chunk [%d, +%d) outside the pool of %d bytes", off, len(data), s.size)
-	}
-	_, err := s.f.WriteAt(data, int64(off))
-	return err
-}
-
-// end records the batch after which the copy is consistent.
-func (s *snapshot) end(at uint64) error {
-	if s.consistentAt != 0 || at <= s.applied {
-		return protocolError("snapshot end at batch %d, snapshot taken after batch %d", at, s.applied)
-	}
-	s.consistentAt = at
-	return nil
-}
-
-// snapBatch applies a batch to the copy and installs the copy once it
-// reaches the batch it is consistent at. It reports whether it installed.
-func (p *replicaPool) snapBatch(s *snapshot, seq uint64, runs []wire.Run) (bool, error) {
-	if s.consistentAt == 0 {
-		return false, protocolError("batch %d in the middle of a snapshot", seq)
-	}
-	if seq != s.applied+1 {
-		return false, protocolError("batch %d after batch %d", seq, s.applied)
-	}
-	if err := p.checkRuns(runs, s.size); err != nil {
-		return false, err
-	}
-	for _, r := range runs {
-		if _, err := s.f.WriteAt(r.Data, int64(r.Off)); err != nil {
-			return false, err
-		}
-	}
-	s.applied = seq
-	if seq < s.consistentAt {
-		return false, nil
-	}
-	return true, p.install(s)
-}
-
-// install makes the consistent copy the pool file: it is made durable, the
-// install is journaled, then the copy is renamed over the pool file.
-func (p *replicaPool) install(s *snapshot) error {
-	if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
-		return err
-	}
-	if err := unix.Flock(int(s.f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return fmt.Errorf("lock snapshot file: %w", err)
-	}
-	if err := p.journal(record{kind: recordInstall, seen: p.seen, epoch: s.epoch, seq: s.applied}); err != nil {
-		return err
-	}
-	if err := os.Rename(s.f.Name(), p.poolPath()); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(p.base)); err != nil {
-		return err
-	}
-	f := s.f
-	s.f = nil
-	p.epoch, p.seq = s.epoch, s.applied
-	return p.adopt(f)
-}
-
-// abort discards a snapshot that was not installed.
-func (p *replicaPool) abort(s *snapshot) {
-	if s == nil || s.f == nil {
-		return
-	}
-	s.f.Close()
-	os.Remove(p.snapPath())
-	s.f = nil
-}
-
-func (p *replicaPool) close() error {
-	err := p.syncPool()
-	if p.j != nil {
-		err = errors.Join(err, p.j.close())
-	}
-	return errors.Join(err, p.closePool())
+	p.epoch, p.seq, p.chain = epoch, seq, chain
+	return p.write(b.Runs)
 }
 
 func syncDir(dir string) error {

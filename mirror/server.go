@@ -46,6 +46,44 @@ type ServerOptions struct {
 	// read the status; the zero Policy lets any certificate the CA signed
 	// do both. It needs TLS.
 	Policy Policy
+	// IdleTimeout bounds, after hello, the wait for each message of a
+	// primary and each write to it: a primary sends at least a ping every
+	// Options.Heartbeat. Zero means 30 seconds.
+	IdleTimeout time.Duration
+	// MaxConns bounds the connections served at once; more are closed at
+	// once. Zero means 256.
+	MaxConns int
+	// MaxPools bounds the pools the server keeps; a hello for a new pool
+	// beyond it is refused. Zero means 1024.
+	MaxPools int
+	// MaxPoolSize bounds the size of a pool the server accepts. Zero means
+	// 16 GiB.
+	MaxPoolSize int64
+	// MaxMemory bounds the memory that frames being received hold, over
+	// all connections; a frame that does not fit ends its connection.
+	// Zero means 1 GiB.
+	MaxMemory int64
+	// MaxEpochJump bounds how far a primary's epoch may be ahead of the
+	// newest one seen for its pool: a primary starts a new epoch each time
+	// it starts, so a larger jump is refused rather than let one hello
+	// lock every real primary out. A pool the server has not seen yet
+	// takes any epoch. pmemctl replica reset-fencing accepts a new epoch
+	// on purpose. Zero means 65536.
+	MaxEpochJump uint64
+	// NoChunkHashes, if set, keeps the server from answering a primary of
+	// a new epoch with the hashes of its copy's chunks, which confirm a
+	// peer's guesses of whole chunks: every snapshot is then whole.
+	NoChunkHashes bool
+}
+
+func (o *ServerOptions) setDefaults() {
+	setDefault(&o.HandshakeTimeout, 10*time.Second)
+	setDefault(&o.IdleTimeout, 30*time.Second)
+	setDefault(&o.MaxConns, 256)
+	setDefault(&o.MaxPools, 1024)
+	setDefault(&o.MaxPoolSize, 16<<30)
+	setDefault(&o.MaxMemory, 1<<30)
+	setDefault(&o.MaxEpochJump, 1<<16)
 }
 
 // Server is a replica server: it accepts primaries and keeps, for each
@@ -56,6 +94,12 @@ type Server struct {
 	log        *slog.Logger
 	metrics    *replicaMetrics
 	unregister func()
+
+	budget *budget
+	done   chan struct{}
+	// scrubMu is held by the scrub running, so that requests for scrubs
+	// do not multiply the work.
+	scrubMu sync.Mutex
 
 	mu        sync.Mutex
 	closed    bool
@@ -83,6 +127,8 @@ type poolEntry struct {
 	head         uint64
 	lastErr      string
 	lastTime     time.Time
+	// failed is why the pool was set aside at start: it is not served.
+	failed error
 }
 
 // PoolStatus is what a replica server reports about one pool.
@@ -104,7 +150,10 @@ type PoolStatus struct {
 	Head uint64 `json:"head"`
 	Lag  uint64 `json:"lag"`
 	// State is "idle" (no primary connected), "handshake", "connected"
-	// (nothing received yet), "snapshot" (receiving a copy) or "streaming".
+	// (nothing received yet), "snapshot" (receiving a copy), "streaming",
+	// "scrub" (being verified), "damaged" (idle, failed verification: the
+	// next primary sends a whole copy) or "failed" (set aside at start, not
+	// served: LastError says why).
 	State string `json:"state"`
 	// Primary is the connected primary's address.
 	Primary string `json:"primary,omitempty"`
@@ -121,9 +170,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("replica server: no directory")
 	}
-	if opts.HandshakeTimeout == 0 {
-		opts.HandshakeTimeout = 10 * time.Second
-	}
+	opts.setDefaults()
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -135,7 +182,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("replica server: %w", err)
 	}
 	s := &Server{
-		opts: opts, log: log, metrics: newReplicaMetrics(),
+		opts: opts, log: log, metrics: newReplicaMetrics(), budget: &budget{limit: opts.MaxMemory}, done: make(chan struct{}),
 		pools: map[[16]byte]*poolEntry{}, listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{},
 	}
 	uuids, err := poolsIn(opts.Dir)
@@ -143,20 +190,34 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("replica server: %w", err)
 	}
 	for _, u := range uuids {
-		p, err := openReplicaPool(opts.Dir, u)
-		if err != nil {
-			s.closePools()
-			return nil, fmt.Errorf("replica server: %w", err)
-		}
-		s.pools[u] = &poolEntry{p: p, state: "idle", epoch: p.epoch, seq: p.seq, seen: p.seen}
-		s.metrics.applied.WithLabelValues(p.name()).Set(float64(p.seq))
-		log.Info("replica recovered", "pool", p.name(), "epoch", p.epoch, "seq", p.seq, "seen_epoch", p.seen)
+		s.pools[u] = s.recoverPool(u)
 	}
 	if s.unregister, err = register(opts.Metrics, s.metrics.collectors()); err != nil {
-		s.closePools()
 		return nil, err
 	}
 	return s, nil
+}
+
+// recoverPool recovers and verifies a pool found at start. A pool that
+// fails to open is set aside and reported, so that the others are served;
+// one that fails verification is served as holding no known state, so
+// that its next primary sends a whole copy.
+func (s *Server) recoverPool(u [16]byte) *poolEntry {
+	p, err := openReplicaPool(s.opts.Dir, u, s.log)
+	if err == nil {
+		err = p.release()
+	}
+	if err != nil {
+		s.log.Error("replica: pool set aside", "pool", hex.EncodeToString(u[:]), "err", err)
+		p = newReplicaPool(s.opts.Dir, u, s.log)
+		return &poolEntry{p: p, state: "failed", failed: err, lastErr: err.Error()}
+	}
+	e := &poolEntry{p: p, state: "idle"}
+	s.verify(e)
+	e.epoch, e.seq, e.seen = p.epoch, p.seq, p.seen
+	s.metrics.applied.WithLabelValues(p.name()).Set(float64(p.seq))
+	s.log.Info("replica recovered", "pool", p.name(), "epoch", p.epoch, "seq", p.seq, "seen_epoch", p.seen)
+	return e
 }
 
 // poolsIn returns the UUIDs of the pools with files in dir.
@@ -196,21 +257,46 @@ func (s *Server) Serve(l net.Listener) error {
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
 	s.log.Info("replica server listening", "addr", l.Addr().String(), "dir", s.opts.Dir)
+	var wait time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			delete(s.listeners, l)
-			s.mu.Unlock()
-			if closed {
-				return ErrClosed
+			if errors.Is(err, net.ErrClosed) || s.isClosed() {
+				s.mu.Lock()
+				delete(s.listeners, l)
+				closed := s.closed
+				s.mu.Unlock()
+				if closed {
+					return ErrClosed
+				}
+				return err
 			}
-			return err
+			// Out of descriptors (EMFILE, ENFILE), memory or buffers, or
+			// a connection aborted before it was accepted: none is a reason
+			// to stop serving. Waiting lets sessions end and free what ran
+			// out, as net/http does.
+			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+			s.log.Warn("replica: accept failed; retrying", "err", err, "wait", wait)
+			select {
+			case <-time.After(wait):
+			case <-s.done:
+			}
+			continue
 		}
-		if !s.track(c) {
+		wait = 0
+		switch ok, full := s.track(c); {
+		case !ok:
 			c.Close()
 			return ErrClosed
+		case full:
+			s.log.Warn("replica: connection refused: too many connections", "remote", c.RemoteAddr().String(), "max", s.opts.MaxConns)
+			if s.opts.TLS == nil {
+				// Over TLS the refusal is the closed connection: an error
+				// frame would need a handshake, which is what the cap saves.
+				sendError(c, limitError("the server serves %d connections at most", s.opts.MaxConns))
+			}
+			c.Close()
+			continue
 		}
 		go func() {
 			defer s.wg.Done()
@@ -220,15 +306,26 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-func (s *Server) track(c net.Conn) bool {
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// track registers c; ok is false once the server is closed, full when c
+// would exceed MaxConns.
+func (s *Server) track(c net.Conn) (ok, full bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return false, false
+	}
+	if len(s.conns) >= s.opts.MaxConns {
+		return true, true
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return true, false
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -247,6 +344,7 @@ func (s *Server) Close() error {
 		return ErrClosed
 	}
 	s.closed = true
+	close(s.done)
 	for l := range s.listeners {
 		l.Close()
 	}
@@ -262,7 +360,7 @@ func (s *Server) Close() error {
 func (s *Server) closePools() error {
 	var errs []error
 	for _, e := range s.pools {
-		errs = append(errs, e.p.close())
+		errs = append(errs, e.p.release())
 	}
 	return errors.Join(errs...)
 }
@@ -293,7 +391,8 @@ func (s *Server) handle(raw net.Conn) {
 		s.log.Warn("replica: TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 		return
 	}
-	r := wire.NewReader(c)
+	r := wire.NewBudgetReader(c, s.budget)
+	defer r.Close()
 	c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	f, err := r.Next()
 	if err != nil {
@@ -312,7 +411,18 @@ func (s *Server) handle(raw net.Conn) {
 	switch f.Type {
 	case wire.TypeStatusRequest:
 		body, _ := json.Marshal(s.Status())
+		c.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 		c.Write(wire.AppendFrame(nil, wire.TypeStatus, 0, 0, body))
+	case wire.TypeScrubRequest:
+		if !s.scrubMu.TryLock() {
+			sendError(c, fmt.Errorf("a scrub is running: %w", ErrBusy))
+			return
+		}
+		res := s.scrubLocked()
+		s.scrubMu.Unlock()
+		body, _ := json.Marshal(res)
+		c.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
+		c.Write(wire.AppendFrame(nil, wire.TypeScrubResult, 0, 0, body))
 	case wire.TypeHello:
 		s.session(c, r, f)
 	default:
@@ -324,7 +434,11 @@ func (s *Server) handle(raw net.Conn) {
 func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
 	remote := c.RemoteAddr().String()
 	h, err := wire.DecodeHello(hello.Payload)
+	if err == nil {
+		err = s.checkHello(h, hello.Epoch)
+	}
 	if err != nil {
+		s.log.Warn("replica: refused hello", "pool", hex.EncodeToString(h.UUID[:]), "remote", remote, "err", err)
 		sendError(c, err)
 		return
 	}
@@ -339,11 +453,18 @@ func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
 		return
 	}
 	rs := &replicaSession{s: s, c: c, r: r, e: e, p: e.p, epoch: hello.Epoch, head: hello.Seq, size: int64(h.Size)}
-	err = rs.run()
+	err = e.p.reopen()
+	if err == nil {
+		err = rs.run()
+	}
 	e.p.abort(rs.snap)
+	if rerr := e.p.release(); rerr != nil && err == nil {
+		err = rerr
+	}
 	seq := e.p.seq
 	s.mu.Lock()
-	e.busy, e.state, e.primary, e.conn = false, "idle", "", nil
+	e.busy, e.state, e.primary, e.conn = false, e.idleState(), "", nil
+	e.epoch, e.seq, e.seen = e.p.epoch, e.p.seq, e.p.seen
 	close(e.done)
 	if err != nil {
 		e.lastErr = err.Error()
@@ -352,8 +473,8 @@ func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
 	switch {
 	case err == nil:
 		s.log.Info("replica: primary disconnected", "pool", e.p.name(), "remote", remote, "seq", seq)
-	case errors.Is(err, ErrStaleEpoch):
-		s.log.Error("replica: refused stale primary", "pool", e.p.name(), "remote", remote, "err", err)
+	case errors.Is(err, ErrStaleEpoch), errors.Is(err, ErrDiverged):
+		s.log.Error("replica: refused primary", "pool", e.p.name(), "remote", remote, "err", err)
 		sendError(c, err)
 	default:
 		s.log.Warn("replica: session ended", "pool", e.p.name(), "remote", remote, "seq", seq, "err", err)
@@ -363,10 +484,12 @@ func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
 
 // acquire returns the pool with the given UUID, opening it (for a new pool,
 // with no files yet) and marking it busy with the session of conn. A pool
-// busy with a session of an epoch no newer than this one is taken over:
-// that primary's connection may be dead without the server knowing yet,
-// as when its machine failed, and a primary with an older epoch would be
-// refused anyway. A newer session keeps the pool.
+// busy with a session of an older epoch is taken over: a newer primary
+// exists, and the old one's connection may be dead without the server
+// knowing yet, as when its machine failed. A session of the same epoch
+// keeps the pool: only one primary holds an epoch, so a second hello of it
+// is not that primary's, or is its reconnection after a failure the
+// server has not noticed yet, which the idle timeout ends.
 func (s *Server) acquire(uuid [16]byte, epoch uint64, conn net.Conn) (*poolEntry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -376,15 +499,30 @@ func (s *Server) acquire(uuid [16]byte, epoch uint64, conn net.Conn) (*poolEntry
 		}
 		e := s.pools[uuid]
 		if e == nil {
-			p, err := openReplicaPool(s.opts.Dir, uuid)
+			if len(s.pools) >= s.opts.MaxPools {
+				return nil, limitError("the server keeps %d pools at most", s.opts.MaxPools)
+			}
+			p, err := openReplicaPool(s.opts.Dir, uuid, s.log)
+			if err == nil {
+				err = p.release()
+			}
 			if err != nil {
 				return nil, err
 			}
-			e = &poolEntry{p: p, epoch: p.epoch, seq: p.seq, seen: p.seen}
+			e = &poolEntry{p: p, state: "idle", epoch: p.epoch, seq: p.seq, seen: p.seen}
 			s.pools[uuid] = e
+		}
+		if e.failed != nil {
+			return nil, fmt.Errorf("pool %s was set aside at start (%v): %w", e.p.name(), e.failed, ErrUnavailable)
 		}
 		if epoch < e.seen {
 			err := fmt.Errorf("pool %s: primary epoch %d is older than epoch %d, already seen: %w", e.p.name(), epoch, e.seen, ErrStaleEpoch)
+			e.lastErr = err.Error()
+			return nil, err
+		}
+		if e.seen > 0 && epoch-e.seen > s.opts.MaxEpochJump {
+			err := limitError("pool %s: primary epoch %d is more than %d ahead of epoch %d, the newest seen (pmemctl replica reset-fencing accepts it)",
+				e.p.name(), epoch, s.opts.MaxEpochJump, e.seen)
 			e.lastErr = err.Error()
 			return nil, err
 		}
@@ -393,7 +531,10 @@ func (s *Server) acquire(uuid [16]byte, epoch uint64, conn net.Conn) (*poolEntry
 			e.conn, e.sessionEpoch, e.done = conn, epoch, make(chan struct{})
 			return e, nil
 		}
-		if epoch < e.sessionEpoch {
+		if e.conn == nil {
+			return nil, fmt.Errorf("pool %s is being %s: %w", e.p.name(), e.state, ErrBusy)
+		}
+		if epoch <= e.sessionEpoch {
 			return nil, fmt.Errorf("pool %s: primary %s of epoch %d is connected: %w", e.p.name(), e.primary, e.sessionEpoch, ErrBusy)
 		}
 		s.log.Warn("replica: new connection takes over the pool", "pool", e.p.name(), "old", e.primary, "new", conn.RemoteAddr().String())

@@ -1,9 +1,11 @@
 package mirror
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +41,7 @@ func (rs *replicaSession) run() error {
 	if rs.epoch < p.seen {
 		return fmt.Errorf("pool %s: primary epoch %d is older than epoch %d, already seen: %w", p.name(), rs.epoch, p.seen, ErrStaleEpoch)
 	}
-	if p.pool != nil && p.size != rs.size {
+	if p.size != 0 && p.size != rs.size {
 		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d: %w", p.name(), rs.size, p.size, ErrWrongPool)
 	}
 	if err := p.noteEpoch(rs.epoch); err != nil {
@@ -47,7 +49,7 @@ func (rs *replicaSession) run() error {
 	}
 	rs.setState("connected")
 	var hashes []wire.ChunkHash
-	if p.pool != nil && rs.epoch != p.epoch {
+	if p.pool != nil && rs.epoch != p.epoch && !rs.s.opts.NoChunkHashes {
 		// A primary of another epoch (a restarted one) holds no history
 		// for this replica and will send a snapshot: it compares these
 		// with its own chunks, to send only those that differ. A primary
@@ -56,21 +58,28 @@ func (rs *replicaSession) run() error {
 		hashes = chunkHashes(p.mem)
 		rs.offered = true
 	}
-	ready := wire.AppendFrame(nil, wire.TypeReady, p.epoch, p.seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen, Hashes: hashes}))
-	if _, err := rs.c.Write(ready); err != nil {
+	ready := wire.AppendFrame(nil, wire.TypeReady, p.epoch, p.seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen, ChainTag: p.chain.Tag(), Hashes: hashes}))
+	if err := rs.write(ready); err != nil {
 		return err
 	}
 	rs.s.log.Info("replica: primary connected", "pool", p.name(), "remote", rs.c.RemoteAddr().String(),
 		"epoch", rs.epoch, "primary_head", rs.head, "replica_epoch", p.epoch, "replica_seq", p.seq)
 	for {
+		// A primary sends a ping at least every Options.Heartbeat: a
+		// silent peer does not hold the pool, and its snapshot file,
+		// for longer than the idle timeout.
+		rs.c.SetReadDeadline(time.Now().Add(rs.s.opts.IdleTimeout))
 		f, err := rs.r.Next()
 		if err == io.EOF {
 			return nil
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("no message from the primary within the idle timeout of %v: %w", rs.s.opts.IdleTimeout, err)
+		}
 		if err != nil {
 			return err
 		}
-		if f.Epoch != rs.epoch {
+		if f.Epoch != rs.epoch && f.Type != wire.TypeError {
 			return protocolError("%s frame of epoch %d in a session of epoch %d", f.Type, f.Epoch, rs.epoch)
 		}
 		if err := rs.frame(f); err != nil {
@@ -84,6 +93,10 @@ func (rs *replicaSession) frame(f wire.Frame) error {
 	switch f.Type {
 	case wire.TypeBatch:
 		return rs.batch(f)
+	case wire.TypePing:
+		return nil
+	case wire.TypeError:
+		return fmt.Errorf("the primary ends the session: %w", remoteError(f))
 	case wire.TypeSnapBegin:
 		sb, err := wire.DecodeSnapBegin(f.Payload)
 		if err != nil {
@@ -96,7 +109,7 @@ func (rs *replicaSession) frame(f wire.Frame) error {
 			return protocolError("delta snapshot, but the replica's copy is not the one it described")
 		}
 		rs.p.abort(rs.snap)
-		rs.snap, err = rs.p.beginSnapshot(rs.epoch, f.Seq, rs.size, sb.Delta)
+		rs.snap, err = rs.p.beginSnapshot(rs.epoch, f.Seq, rs.size, sb.Delta, sb.Chain)
 		rs.offered = false
 		rs.setState("snapshot")
 		return err
@@ -133,7 +146,7 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 	rs.runs = b.Runs
 	p := rs.p
 	if rs.snap != nil {
-		installed, err := p.snapBatch(rs.snap, f.Seq, b.Runs)
+		installed, err := p.snapBatch(rs.snap, f.Seq, f.PayloadSum, b)
 		if err != nil || !installed {
 			return err
 		}
@@ -145,7 +158,7 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 			return protocolError("batch %d of epoch %d, the replica holds batch %d of epoch %d", f.Seq, rs.epoch, p.seq, p.epoch)
 		}
 		rs.offered = false
-		if err := p.applyBatch(rs.epoch, f.Seq, f.Payload, f.PayloadSum, b.Runs); err != nil {
+		if err := p.applyBatch(rs.epoch, f.Seq, f.Payload, f.PayloadSum, b); err != nil {
 			return err
 		}
 		rs.s.metrics.batches.Inc()
@@ -154,13 +167,20 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 		}
 	}
 	rs.setState("streaming")
-	rs.ack = wire.AppendFrame(rs.ack[:0], wire.TypeAck, rs.epoch, p.seq, nil)
-	if _, err = rs.c.Write(rs.ack); err != nil {
+	rs.ack = wire.AppendFrame(rs.ack[:0], wire.TypeAck, rs.epoch, p.seq, p.chain[:])
+	if err := rs.write(rs.ack); err != nil {
 		return err
 	}
 	// The batch is durable in the journal, which is what the ack
 	// promises; the pool file is synced now, while the primary goes on.
 	return p.syncPool()
+}
+
+// write writes b to the primary within the idle timeout.
+func (rs *replicaSession) write(b []byte) error {
+	rs.c.SetWriteDeadline(time.Now().Add(rs.s.opts.IdleTimeout))
+	_, err := rs.c.Write(b)
+	return err
 }
 
 // setState updates what Status reports.

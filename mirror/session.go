@@ -79,7 +79,7 @@ func (s *session) run() {
 	wait := m.opts.RetryInterval
 	for {
 		streamed, err := s.connect()
-		refused := errors.Is(err, ErrStaleEpoch)
+		refused := errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrDiverged)
 		m.mu.Lock()
 		closed := m.closed
 		s.conn, s.err = nil, err
@@ -192,12 +192,30 @@ func remoteError(f wire.Frame) error {
 }
 
 // serve brings the replica up to date, by resending retained batches or
-// by a snapshot, then streams batches as they are captured.
+// by a snapshot, then streams batches as they are captured. A replica of
+// this epoch resumes only where its chain value is this primary's: a
+// replica that holds a batch this primary did not make has diverged, and
+// is refused, with an error sent to it too.
 func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struct{}) error {
 	m := s.m
+	r, err := wire.DecodeReady(ready.Payload)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
-	resume := ready.Epoch == m.epoch && ready.Seq <= m.head &&
-		(ready.Seq == m.head || m.hist.get(ready.Seq+1) != nil)
+	resume, diverged := false, error(nil)
+	if ready.Epoch == m.epoch {
+		chain, known := m.chainAtLocked(ready.Seq)
+		switch {
+		case ready.Seq > m.head:
+			diverged = divergedError("replica %s holds batch %d of epoch %d, this primary made batches up to %d", s.addr, ready.Seq, m.epoch, m.head)
+		case known && chain.Tag() != r.ChainTag:
+			diverged = divergedError("replica %s holds a batch %d of epoch %d that is not this primary's: the chain values differ",
+				s.addr, ready.Seq, m.epoch)
+		case known && (ready.Seq == m.head || m.hist.get(ready.Seq+1) != nil):
+			resume = true
+		}
+	}
 	if resume {
 		s.state = stateStreaming
 		s.acked, s.ackedCum = ready.Seq, m.cumLocked(ready.Seq)
@@ -205,18 +223,33 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 		m.signalLocked()
 	}
 	m.mu.Unlock()
+	if diverged != nil {
+		sendError(conn, diverged)
+		return diverged
+	}
 	m.log.Info("mirror: replica connected", "replica", s.addr, "replica_epoch", ready.Epoch,
 		"replica_seq", ready.Seq, "resume", resume)
 	if !resume {
-		r, err := wire.DecodeReady(ready.Payload)
-		if err != nil {
-			return err
-		}
 		if err := s.sendSnapshot(conn, r.Hashes); err != nil {
 			return err
 		}
 	}
 	return s.stream(conn, readerDone)
+}
+
+// chainAtLocked returns the chain value after batch seq of this epoch, if
+// it is still known.
+func (m *Mirror) chainAtLocked(seq uint64) (wire.Chain, bool) {
+	if seq == m.head {
+		return m.chain, true
+	}
+	if b := m.hist.get(seq); b != nil {
+		return b.chain, true
+	}
+	if b := m.hist.get(seq + 1); b != nil {
+		return b.prev, true
+	}
+	return wire.Chain{}, false
 }
 
 // sendSnapshot sends a copy of the whole pool. It is read from the pool's
@@ -234,7 +267,7 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	m := s.m
 	m.mu.Lock()
-	base := m.head
+	base, chain := m.head, m.chain
 	s.state = stateSnapshot
 	s.snapshots++
 	s.sent, s.next, s.need = base, base+1, base+1
@@ -244,7 +277,7 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem))
 
 	delta := len(hashes) > 0 && len(hashes) == (len(m.mem)+wire.HashChunk-1)/wire.HashChunk
-	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem)), Delta: delta}))
+	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem)), Delta: delta, Chain: chain}))
 	if err := s.write(conn, buf); err != nil {
 		return err
 	}
@@ -300,6 +333,8 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 	m := s.m
 	var frames [][]byte
 	var taken []*batch
+	heartbeat := time.NewTicker(m.opts.Heartbeat)
+	defer heartbeat.Stop()
 	for {
 		m.mu.Lock()
 		for s.next > m.head || s.writing {
@@ -314,6 +349,10 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 				return net.ErrClosed
 			case <-m.done:
 				return ErrClosed
+			case <-heartbeat.C:
+				if err := s.ping(conn); err != nil {
+					return err
+				}
 			}
 			m.mu.Lock()
 		}
@@ -342,6 +381,23 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 			return err
 		}
 	}
+}
+
+// ping tells the replica the session is alive, unless a write is under
+// way, which tells it already.
+func (s *session) ping(conn net.Conn) error {
+	m := s.m
+	m.mu.Lock()
+	if s.writing {
+		m.mu.Unlock()
+		return nil
+	}
+	s.writing = true
+	m.mu.Unlock()
+	conn.SetWriteDeadline(time.Now().Add(m.opts.Timeout))
+	_, err := conn.Write(wire.AppendFrame(nil, wire.TypePing, m.epoch, 0, nil))
+	s.release(conn, err)
+	return err
 }
 
 // claimLocked takes the right to write, the frames up to s.next having
@@ -392,7 +448,14 @@ func (s *session) readAcks(conn net.Conn, r *wire.Reader) error {
 		}
 		switch f.Type {
 		case wire.TypeAck:
-			if err := s.ack(conn, f.Seq); err != nil {
+			chain, err := wire.DecodeAck(f.Payload)
+			if err != nil {
+				return err
+			}
+			if err := s.ack(conn, f.Seq, chain); err != nil {
+				if errors.Is(err, ErrDiverged) {
+					sendError(conn, err)
+				}
 				return err
 			}
 		case wire.TypeError:
@@ -403,14 +466,23 @@ func (s *session) readAcks(conn net.Conn, r *wire.Reader) error {
 	}
 }
 
-// ack records the replica's acknowledgement of every batch up to seq.
-func (s *session) ack(conn net.Conn, seq uint64) error {
+// ack records the replica's acknowledgement of every batch up to seq,
+// whose chain value on the replica is chain: the replica holds exactly
+// this primary's batches only if it is this primary's.
+func (s *session) ack(conn net.Conn, seq uint64, chain wire.Chain) error {
 	m := s.m
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if seq > s.sent || seq < s.acked {
 		return protocolError("acknowledgement of batch %d, sent up to %d, acknowledged up to %d", seq, s.sent, s.acked)
+	}
+	switch want, known := m.chainAtLocked(seq); {
+	case !known:
+		return protocolError("acknowledgement of batch %d, no longer held to check", seq)
+	case want != chain:
+		return divergedError("replica %s acknowledged a batch %d of epoch %d that is not this primary's (chain %v, this primary's %v)",
+			s.addr, seq, m.epoch, chain, want)
 	}
 	if b := m.hist.get(seq); b != nil {
 		m.metrics.ack.Observe(now.Sub(b.captured).Seconds())

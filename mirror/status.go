@@ -59,10 +59,12 @@ func ReadDirStatus(dir string) ([]PoolStatus, error) {
 	var out []PoolStatus
 	for _, u := range uuids {
 		base := filepath.Join(dir, hex.EncodeToString(u[:]))
-		r, _, err := readJournal(base)
+		r, _, err := readJournal(base, nil)
 		if err != nil {
 			return nil, err
 		}
+		f, _, _ := readFence(base, nil)
+		r.seen = max(r.seen, f.seen)
 		out = append(out, PoolStatus{
 			Pool: filepath.Base(base), Path: base + ".pool", Epoch: r.epoch, Seq: r.seq,
 			SeenEpoch: r.seen, Head: r.seq, State: "stopped",

@@ -111,7 +111,7 @@ func TestTLSRefusesPeers(t *testing.T) {
 	intruder := d.Issue(t, certs.Request{Name: "intruder", Role: certs.RolePrimary})
 	noCert := &tls.Config{RootCAs: d.Pool()}
 	rogueUUID := [16]byte{0xee, 1, 2, 3}
-	const unauthorized = 0x100
+	const unauthorized = wire.CodeUnauthorized
 	for _, tc := range []struct {
 		name  string
 		cfg   *tls.Config
@@ -198,9 +198,9 @@ func TestTLSPrimaryRefusesRogue(t *testing.T) {
 	}
 }
 
-// rogue is a TLS listener that accepts any client certificate and counts
-// what it receives.
-type rogue struct {
+// rogueListener is a TLS listener that accepts any client certificate and
+// counts what it receives.
+type rogueListener struct {
 	addr               string
 	l                  net.Listener
 	conns              atomic.Int64
@@ -209,10 +209,10 @@ type rogue struct {
 	wg                 sync.WaitGroup
 }
 
-func startRogue(t *testing.T, cert *certs.Pair) *rogue {
+func startRogue(t *testing.T, cert *certs.Pair) *rogueListener {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	r := &rogue{addr: l.Addr().String(), l: l}
+	r := &rogueListener{addr: l.Addr().String(), l: l}
 	cfg := &tls.Config{Certificates: []tls.Certificate{tlstesting.Cert(cert)}, ClientAuth: tls.RequireAnyClientCert}
 	r.wg.Go(func() {
 		for {
@@ -234,14 +234,14 @@ func startRogue(t *testing.T, cert *certs.Pair) *rogue {
 	return r
 }
 
-func (r *rogue) close() {
+func (r *rogueListener) close() {
 	r.l.Close()
 	r.wg.Wait()
 }
 
 type countingConn struct {
 	net.Conn
-	r *rogue
+	r *rogueListener
 }
 
 func (c countingConn) Read(p []byte) (int, error) {

@@ -28,7 +28,7 @@ func newReplicaCmd() *cobra.Command {
 		Use:   "replica",
 		Short: "Run a replica server, or show the state of replicas",
 	}
-	cmd.AddCommand(newReplicaServeCmd(), newReplicaStatusCmd())
+	cmd.AddCommand(newReplicaServeCmd(), newReplicaStatusCmd(), newReplicaScrubCmd(), newReplicaResetFencingCmd())
 	return cmd
 }
 
@@ -36,6 +36,7 @@ type serveOptions struct {
 	dir, listen, metrics string
 	tls                  tlsFlags
 	policy               policyFlags
+	limits               serveLimits
 }
 
 func newReplicaServeCmd() *cobra.Command {
@@ -57,6 +58,13 @@ CA, whose name is its identity. By default any such identity may act as
 the primary of any pool and read the status; --allow-primary and
 --allow-status restrict that. --insecure serves plain TCP instead, with a
 warning, and is refused on every interface (":PORT", "0.0.0.0", "::").
+
+What any client can make the server spend is capped: connections
+(--max-conns), pools (--max-pools), pool size (--max-pool-size), memory
+held by frames being received (--max-memory), the wait for a silent peer
+(--idle-timeout, --handshake-timeout), and how far ahead of the newest
+epoch seen a primary's may be (--max-epoch-jump). Each pool is verified at
+start; one that cannot be opened is set aside and reported by status.
 
 With --metrics, Prometheus metrics are served on http://ADDR/metrics.
 The server runs until interrupted (SIGINT or SIGTERM).`,
@@ -85,6 +93,7 @@ The server runs until interrupted (SIGINT or SIGTERM).`,
 	cmd.Flags().StringVar(&o.metrics, "metrics", "", "address to serve Prometheus metrics on, host:port (default: none)")
 	o.tls.register(cmd.Flags())
 	o.policy.register(cmd.Flags())
+	o.limits.addFlags(cmd.Flags())
 	return cmd
 }
 
@@ -104,10 +113,12 @@ func runServe(ctx context.Context, out, errOut io.Writer, o serveOptions) error 
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := mirror.NewServer(mirror.ServerOptions{
+	opts := mirror.ServerOptions{
 		Dir: o.dir, Logger: slog.New(slog.NewTextHandler(errOut, nil)), Metrics: reg,
 		TLS: cfg, Insecure: cfg == nil, Policy: policy,
-	})
+	}
+	o.limits.apply(&opts)
+	srv, err := mirror.NewServer(opts)
 	if err != nil {
 		return err
 	}

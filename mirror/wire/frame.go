@@ -30,8 +30,10 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 2
+// Version is the protocol version this package speaks. Version 3 chains
+// batches (Batch.Prev, Ack and Ready carry chain values), adds Ping and the
+// scrub request, and bounds each message type's payload.
+const Version = 3
 
 // Magic starts every frame.
 const Magic = "PMRP"
@@ -42,6 +44,9 @@ const HeaderSize = 48
 // MaxPayload bounds a frame's payload. A batch carries one commit's
 // write-backs (or several commits' in async mode), and must fit.
 const MaxPayload = 1 << 30
+
+// MaxSnapChunk bounds the pool bytes of one snapshot chunk.
+const MaxSnapChunk = 4 << 20
 
 var (
 	// ErrCorrupt is returned for a frame that fails its checksums or whose
@@ -54,6 +59,10 @@ var (
 
 	// ErrVersion is returned for a frame of another protocol version.
 	ErrVersion = errors.New("pmemgo/mirror: unsupported protocol version")
+
+	// ErrTooLarge is returned for a frame whose payload exceeds the limit
+	// of its type, or that the reader's memory budget cannot hold.
+	ErrTooLarge = errors.New("pmemgo/mirror: frame exceeds a limit")
 )
 
 // Type is a message type.
@@ -88,13 +97,50 @@ const (
 	TypeStatusRequest
 	// TypeStatus answers it; the payload is JSON.
 	TypeStatus
-	maxType = TypeStatus
+	// TypePing keeps an idle session alive, primary to replica: the
+	// session's epoch; no payload.
+	TypePing
+	// TypeScrubRequest asks a replica server to verify the pools it
+	// holds; no payload.
+	TypeScrubRequest
+	// TypeScrubResult answers it; the payload is JSON.
+	TypeScrubResult
+	maxType = TypeScrubResult
 )
 
 var typeNames = [...]string{
 	TypeHello: "hello", TypeReady: "ready", TypeBatch: "batch", TypeAck: "ack",
 	TypeError: "error", TypeSnapBegin: "snapshot-begin", TypeSnapChunk: "snapshot-chunk",
 	TypeSnapEnd: "snapshot-end", TypeStatusRequest: "status-request", TypeStatus: "status",
+	TypePing: "ping", TypeScrubRequest: "scrub-request", TypeScrubResult: "scrub-result",
+}
+
+// MaxPayloadOf returns the largest payload a frame of type t may carry: a
+// reader refuses a larger one from its header, before reading or
+// allocating anything for it.
+func MaxPayloadOf(t Type) int {
+	switch t {
+	case TypeHello:
+		return helloSize
+	case TypeReady:
+		// The chunk hashes of a pool of 1 TiB.
+		return readyFixed + 16*(1<<40/HashChunk)
+	case TypeAck:
+		return ChainSize
+	case TypeError:
+		return 64 << 10
+	case TypeSnapBegin:
+		return snapBeginSize
+	case TypeSnapChunk:
+		return 8 + MaxSnapChunk
+	case TypeSnapEnd:
+		return 8
+	case TypeStatusRequest, TypePing, TypeScrubRequest:
+		return 0
+	case TypeStatus, TypeScrubResult:
+		return 64 << 20
+	}
+	return MaxPayload
 }
 
 // String returns the type's name.
@@ -159,6 +205,10 @@ func FinishFrame(frame []byte) {
 	le.PutUint64(frame[fHeaderSum:], xxhash.Sum64(frame[:fHeaderSum]))
 }
 
+// FrameSum returns the payload's xxhash64 recorded in the header of a frame
+// that FinishFrame completed.
+func FrameSum(frame []byte) uint64 { return le.Uint64(frame[fPayloadSum:]) }
+
 // AppendFrame appends a whole frame to dst.
 func AppendFrame(dst []byte, t Type, epoch, seq uint64, payload []byte) []byte {
 	start := len(dst)
@@ -198,6 +248,9 @@ func parseHeader(h []byte) (header, error) {
 	if n > MaxPayload {
 		return header{}, fmt.Errorf("%s frame: payload of %d bytes exceeds %d: %w", t, n, MaxPayload, ErrCorrupt)
 	}
+	if limit := MaxPayloadOf(t); int(n) > limit {
+		return header{}, fmt.Errorf("%s frame: payload of %d bytes exceeds the %d bytes of its type: %w", t, n, limit, ErrTooLarge)
+	}
 	return header{
 		t: t, length: int(n), epoch: le.Uint64(h[fEpoch:]), seq: le.Uint64(h[fSeq:]),
 		payloadSum64: le.Uint64(h[fPayloadSum:]),
@@ -230,11 +283,21 @@ func Decode(b []byte) (Frame, int, error) {
 	return f, end, err
 }
 
+// Budget bounds the memory that readers hold for payloads, across
+// connections. Acquire reserves n bytes or fails at once; Release gives
+// back what was acquired.
+type Budget interface {
+	Acquire(n int) error
+	Release(n int)
+}
+
 // Reader reads frames from a stream.
 type Reader struct {
 	r   *bufio.Reader
 	hdr [HeaderSize]byte
 	buf []byte
+	// budget, if set, is charged with cap(buf).
+	budget Budget
 }
 
 // NewReader returns a Reader reading from r.
@@ -242,10 +305,25 @@ func NewReader(r io.Reader) *Reader {
 	return &Reader{r: bufio.NewReaderSize(r, 64<<10)}
 }
 
+// NewBudgetReader returns a Reader reading from r whose payload buffer is
+// charged to b. Close gives the charge back.
+func NewBudgetReader(r io.Reader, b Budget) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10), budget: b}
+}
+
+// keepBuf is the largest payload buffer a Reader keeps between frames: a
+// huge buffer kept for one unusually large batch would be held for the
+// life of the connection, so buffers are kept up to the size of the
+// batches a busy primary sends (a mirror captures at most 64 MiB).
+const keepBuf = 64 << 20
+
 // Next reads the next frame. Its payload is valid until the next call. At
 // the end of the stream between frames it returns io.EOF; inside a frame,
 // an error wrapping ErrTruncated.
 func (r *Reader) Next() (Frame, error) {
+	if cap(r.buf) > keepBuf {
+		r.setBuf(nil)
+	}
 	if n, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		if err == io.EOF {
 			return Frame{}, io.EOF
@@ -259,21 +337,50 @@ func (r *Reader) Next() (Frame, error) {
 	if err != nil {
 		return Frame{}, err
 	}
-	if cap(r.buf) < h.length {
-		r.buf = make([]byte, h.length)
-	}
-	payload := r.buf[:h.length]
-	if n, err := io.ReadFull(r.r, payload); err != nil {
-		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, fmt.Errorf("%s frame seq %d: stream ended after %d of %d payload bytes: %w", h.t, h.seq, n, h.length, ErrTruncated)
-		}
+	payload, err := r.payload(h)
+	if err != nil {
 		return Frame{}, err
-	}
-	// A huge buffer kept for one unusually large batch would be held for
-	// the life of the connection; keep buffers up to the size of the
-	// batches a busy primary sends (a mirror captures at most 64 MiB).
-	if cap(r.buf) > 64<<20 {
-		r.buf = nil
 	}
 	return h.finish(payload)
 }
+
+// payload reads the payload of the frame whose header is h. The buffer
+// grows only as bytes arrive, so that a header announcing a large payload
+// costs nothing until the payload is actually sent.
+func (r *Reader) payload(h header) ([]byte, error) {
+	buf := r.buf[:0]
+	for len(buf) < h.length {
+		if len(buf) == cap(buf) {
+			grown := min(h.length, max(2*cap(buf), 64<<10))
+			if r.budget != nil {
+				if err := r.budget.Acquire(grown - cap(buf)); err != nil {
+					return nil, fmt.Errorf("%s frame seq %d of %d bytes: %w: %w", h.t, h.seq, h.length, err, ErrTooLarge)
+				}
+			}
+			nb := make([]byte, len(buf), grown)
+			copy(nb, buf)
+			r.buf, buf = nb, nb
+		}
+		n, err := io.ReadFull(r.r, buf[len(buf):cap(buf)][:min(cap(buf), h.length)-len(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("%s frame seq %d: stream ended after %d of %d payload bytes: %w", h.t, h.seq, len(buf), h.length, ErrTruncated)
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// setBuf replaces the payload buffer, moving the budget's charge.
+func (r *Reader) setBuf(b []byte) {
+	if r.budget != nil {
+		r.budget.Release(cap(r.buf))
+	}
+	r.buf = b
+}
+
+// Close gives back the payload buffer and its charge to the budget; the
+// last frame's payload is no longer valid.
+func (r *Reader) Close() { r.setBuf(nil) }

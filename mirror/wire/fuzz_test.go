@@ -56,7 +56,7 @@ func FuzzPayload(f *testing.F) {
 			return
 		}
 		batch, _ := wire.DecodeBatch(fr.Payload, nil)
-		enc := wire.AppendBatchHeader(nil, len(batch.Runs))
+		enc := wire.AppendBatchHeader(nil, batch.Prev, len(batch.Runs))
 		for _, r := range batch.Runs {
 			enc = wire.AppendRun(enc, r.Off, r.Data)
 		}

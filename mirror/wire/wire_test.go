@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
@@ -17,24 +18,28 @@ import (
 // sampleFrames returns one valid frame of every type.
 func sampleFrames() [][]byte {
 	uuid := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
-	batch := wire.AppendBatchHeader(nil, 2)
+	prev := wire.Chain{0xc0, 0xff, 0xee}
+	batch := wire.AppendBatchHeader(nil, prev, 2)
 	batch = wire.AppendRun(batch, 4096, bytes.Repeat([]byte{0xaa}, 64))
 	batch = wire.AppendRun(batch, 8192, bytes.Repeat([]byte{0xbb}, 128))
 	chunk := append(wire.AppendSnapChunkHeader(nil, 1<<20), bytes.Repeat([]byte{7}, 100)...)
 	return [][]byte{
 		wire.AppendFrame(nil, wire.TypeHello, 3, 10, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: 8 << 20})),
-		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3})),
+		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3, ChainTag: prev.Tag()})),
 		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3, Hashes: []wire.ChunkHash{{1, 2}, {3, 4}}})),
 		wire.AppendFrame(nil, wire.TypeBatch, 3, 11, batch),
-		wire.AppendFrame(nil, wire.TypeBatch, 3, 12, wire.AppendBatchHeader(nil, 0)),
-		wire.AppendFrame(nil, wire.TypeAck, 3, 11, nil),
+		wire.AppendFrame(nil, wire.TypeBatch, 3, 12, wire.AppendBatchHeader(nil, wire.NextChain(3, 11, xxhash.Sum64(batch)), 0)),
+		wire.AppendFrame(nil, wire.TypeAck, 3, 11, wire.AppendAck(nil, wire.NextChain(3, 11, xxhash.Sum64(batch)))),
 		wire.AppendFrame(nil, wire.TypeError, 0, 0, wire.AppendError(nil, wire.Error{Code: wire.CodeStaleEpoch, Message: "stale"})),
 		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20})),
-		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20, Delta: true})),
+		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20, Delta: true, Chain: prev})),
 		wire.AppendFrame(nil, wire.TypeSnapChunk, 3, 11, chunk),
 		wire.AppendFrame(nil, wire.TypeSnapEnd, 3, 11, wire.AppendSnapEnd(nil, wire.SnapEnd{ConsistentAt: 12})),
 		wire.AppendFrame(nil, wire.TypeStatusRequest, 0, 0, nil),
 		wire.AppendFrame(nil, wire.TypeStatus, 0, 0, []byte(`[]`)),
+		wire.AppendFrame(nil, wire.TypePing, 3, 0, nil),
+		wire.AppendFrame(nil, wire.TypeScrubRequest, 0, 0, nil),
+		wire.AppendFrame(nil, wire.TypeScrubResult, 0, 0, []byte(`[]`)),
 	}
 }
 
@@ -56,6 +61,8 @@ func decodePayload(f wire.Frame) error {
 		_, err = wire.DecodeSnapChunk(f.Payload)
 	case wire.TypeSnapEnd:
 		_, err = wire.DecodeSnapEnd(f.Payload)
+	case wire.TypeAck:
+		_, err = wire.DecodeAck(f.Payload)
 	}
 	return err
 }
@@ -71,23 +78,25 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestBatchRuns(t *testing.T) {
-	p := wire.AppendBatchHeader(nil, 2)
+	prev := wire.Chain{1, 2, 3}
+	p := wire.AppendBatchHeader(nil, prev, 2)
 	p = wire.AppendRun(p, 64, []byte("abc"))
 	p = wire.AppendRun(p, 128, []byte("de"))
 	b, err := wire.DecodeBatch(p, nil)
 	require.NoError(t, err)
 	assert.Equal(t, []wire.Run{{Off: 64, Data: []byte("abc")}, {Off: 128, Data: []byte("de")}}, b.Runs)
+	assert.Equal(t, prev, b.Prev)
 	assert.Equal(t, wire.BatchSize(2, 5), len(p))
 
 	for _, tc := range []struct {
 		name string
 		p    []byte
 	}{
-		{"overlapping runs", wire.AppendRun(wire.AppendRun(wire.AppendBatchHeader(nil, 2), 64, []byte("abcd")), 66, []byte("x"))},
-		{"unsorted runs", wire.AppendRun(wire.AppendRun(wire.AppendBatchHeader(nil, 2), 64, []byte("a")), 0, []byte("x"))},
-		{"empty run", wire.AppendRun(wire.AppendBatchHeader(nil, 1), 64, nil)},
-		{"trailing bytes", append(wire.AppendRun(wire.AppendBatchHeader(nil, 1), 64, []byte("a")), 0)},
-		{"too many runs", wire.AppendRun(wire.AppendBatchHeader(nil, 3), 64, []byte("a"))},
+		{"overlapping runs", wire.AppendRun(wire.AppendRun(wire.AppendBatchHeader(nil, prev, 2), 64, []byte("abcd")), 66, []byte("x"))},
+		{"unsorted runs", wire.AppendRun(wire.AppendRun(wire.AppendBatchHeader(nil, prev, 2), 64, []byte("a")), 0, []byte("x"))},
+		{"empty run", wire.AppendRun(wire.AppendBatchHeader(nil, prev, 1), 64, nil)},
+		{"trailing bytes", append(wire.AppendRun(wire.AppendBatchHeader(nil, prev, 1), 64, []byte("a")), 0)},
+		{"too many runs", wire.AppendRun(wire.AppendBatchHeader(nil, prev, 3), 64, []byte("a"))},
 		{"short", []byte{1, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,7 +171,7 @@ func TestReadyHashesAndDeltaRoundTrip(t *testing.T) {
 	b := wire.HashChunkOf(chunk)
 	require.NotEqual(t, a, b)
 	require.NotEqual(t, a[0], a[1], "the two digests use different seeds")
-	r := wire.Ready{SeenEpoch: 5, Hashes: []wire.ChunkHash{a, b}}
+	r := wire.Ready{SeenEpoch: 5, ChainTag: wire.Chain{4}.Tag(), Hashes: []wire.ChunkHash{a, b}}
 	got, err := wire.DecodeReady(wire.AppendReady(nil, r))
 	require.NoError(t, err)
 	require.Equal(t, r, got)
@@ -170,12 +179,75 @@ func TestReadyHashesAndDeltaRoundTrip(t *testing.T) {
 	_, err = wire.DecodeReady(p[:len(p)-1])
 	require.ErrorIs(t, err, wire.ErrCorrupt)
 
-	sb := wire.SnapBegin{Size: 8 << 20, Delta: true}
+	sb := wire.SnapBegin{Size: 8 << 20, Delta: true, Chain: wire.Chain{5}}
 	gotSB, err := wire.DecodeSnapBegin(wire.AppendSnapBegin(nil, sb))
 	require.NoError(t, err)
 	require.Equal(t, sb, gotSB)
 	bad := wire.AppendSnapBegin(nil, sb)
-	bad[len(bad)-1] = 0x80
+	bad[len(bad)-wire.ChainSize-1] = 0x80
 	_, err = wire.DecodeSnapBegin(bad)
 	require.ErrorIs(t, err, wire.ErrCorrupt)
+}
+
+// TestTypeLimits sends, for each message type, a header announcing a
+// payload one byte over the type's limit: the reader refuses it from the
+// header, before reading or allocating the payload.
+func TestTypeLimits(t *testing.T) {
+	for typ := wire.TypeHello; typ <= wire.TypeScrubResult; typ++ {
+		t.Run(typ.String(), func(t *testing.T) {
+			limit := wire.MaxPayloadOf(typ)
+			if limit >= wire.MaxPayload {
+				return
+			}
+			_, err := wire.NewReader(bytes.NewReader(announce(typ, limit+1))).Next()
+			assert.ErrorIs(t, err, wire.ErrTooLarge)
+		})
+	}
+}
+
+// announce returns the header of a frame announcing n payload bytes.
+func announce(t wire.Type, n int) []byte {
+	h := wire.BeginFrame(nil, t, 1, 1)
+	binary.LittleEndian.PutUint32(h[8:], uint32(n))
+	binary.LittleEndian.PutUint64(h[40:], xxhash.Sum64(h[:40]))
+	return h
+}
+
+// testBudget is a wire.Budget of limit bytes.
+type testBudget struct{ limit, used int }
+
+func (b *testBudget) Acquire(n int) error {
+	if b.used+n > b.limit {
+		return errors.New("over budget")
+	}
+	b.used += n
+	return nil
+}
+
+func (b *testBudget) Release(n int) { b.used -= n }
+
+// TestReaderAllocatesAsBytesArrive announces a batch of 1 GiB and sends
+// 100 KiB of it: the reader allocates for what arrived, not for what the
+// header announced, and charges its budget as much. A budget too small for
+// a frame ends it with ErrTooLarge; Close gives everything back.
+func TestReaderAllocatesAsBytesArrive(t *testing.T) {
+	stream := append(announce(wire.TypeBatch, wire.MaxPayload), make([]byte, 100<<10)...)
+	b := &testBudget{limit: 1 << 30}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r := wire.NewBudgetReader(bytes.NewReader(stream), b)
+	_, err := r.Next()
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, err, wire.ErrTruncated)
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "bytes allocated for a frame announcing 1 GiB, of which 100 KiB came")
+	assert.LessOrEqual(t, b.used, 256<<10)
+	r.Close()
+	assert.Zero(t, b.used)
+
+	small := &testBudget{limit: 64 << 10}
+	r = wire.NewBudgetReader(bytes.NewReader(stream), small)
+	_, err = r.Next()
+	assert.ErrorIs(t, err, wire.ErrTooLarge)
+	r.Close()
+	assert.Zero(t, small.used)
 }
