@@ -3,11 +3,6 @@ package crashtest
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,109 +13,45 @@ import (
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
-// scratch is the one file every image is built in. It holds the durable
-// state of the current point (replay) with a variant's lines on top.
-type scratch struct {
-	path   string
-	f      *os.File
-	replay []byte // durable state at the current point
-	next   int    // journal entries applied to replay
-}
-
-func (r *runner) newScratch() (*scratch, error) {
-	s := &scratch{path: filepath.Join(r.dir, "image"), replay: append([]byte(nil), r.rec.initial...)}
-	if err := os.WriteFile(s.path, s.replay, 0o600); err != nil {
-		return nil, err
+// checkAll checks the planned variants of every crash point, tier by
+// tier, each distinct image once, within the time budget; or only the
+// state a replay id names.
+func (r *runner) checkAll(s *scratch) error {
+	r.checked = map[uint64]error{}
+	if r.o.Replay != "" {
+		return r.replay(s, r.o.Replay)
 	}
-	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
-	s.f = f
-	return s, err
-}
-
-// advance brings the durable state to journal prefix n, writing only the
-// lines that change.
-func (s *scratch) advance(journal []lineData, n int) error {
-	for ; s.next < n; s.next++ {
-		e := &journal[s.next]
-		off := e.line * device.LineSize
-		copy(s.replay[off:], e.data[:])
-		if err := s.writeLine(e.line, s.replay[off:off+device.LineSize]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *scratch) writeLine(line int, b []byte) error {
-	_, err := s.f.WriteAt(b, int64(line*device.LineSize))
-	return err
-}
-
-// apply puts a variant's lines on top of the durable state; restore takes
-// them off again.
-func (s *scratch) apply(p *point, v []Line) error {
-	for _, l := range v {
-		off := l.Index * device.LineSize
-		var b [device.LineSize]byte
-		copy(b[:], s.replay[off:])
-		copy(b[:l.Words*8], extraData(p, l.Index))
-		if err := s.writeLine(l.Index, b[:]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *scratch) restore(v []Line) error {
-	for _, l := range v {
-		off := l.Index * device.LineSize
-		if err := s.writeLine(l.Index, s.replay[off:off+device.LineSize]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func extraData(p *point, line int) []byte {
-	for i := range p.extras {
-		if p.extras[i].line == line {
-			return p.extras[i].data[:]
-		}
-	}
-	return nil
-}
-
-// checkAll checks every crash point's variants, each distinct image once,
-// within the budget.
-func (r *runner) checkAll(s *scratch) {
-	replay := replayID()
-	seen := map[uint64]bool{}
-	for i := range r.points {
-		p := &r.points[i]
-		if err := s.advance(r.rec.journal, p.journal); err != nil {
-			r.t.Fatalf("crashtest: scratch image: %v", err)
-		}
-		variants := r.variants(i)
-		if replay != "" {
-			variants = replayVariants(p, replay)
-		}
-		for _, v := range variants {
-			r.taken++
-			key := imageKey(p, v)
-			if seen[key] {
+	passes := r.plan()
+	r.sum.Coverage, r.sum.Sampled = coverage(passes, r.o.Seed)
+	for _, ps := range passes {
+		r.sum.Taken += ps.dups
+		s.reset()
+		for i := range r.points {
+			p := &r.points[i]
+			if len(ps.variants[i]) == 0 {
 				continue
 			}
-			seen[key] = true
-			if r.sum.Images >= r.o.MaxImages || time.Since(r.start) > r.o.MaxTime {
-				r.sum.Truncated = true
-				return
-			}
-			r.sum.Images++
-			if err := r.checkVariant(s, p, v); err != nil {
-				r.fail(s, p, v, err)
+			s.advance(r.rec.journal, p.journal)
+			for _, v := range ps.variants[i] {
+				r.sum.Taken++
+				key := imageKey(p, v)
+				if _, ok := r.checked[key]; ok {
+					continue
+				}
+				if time.Since(r.start) > r.o.MaxTime {
+					r.sum.Truncated = true
+					return nil
+				}
+				r.sum.Images++
+				err := r.checkVariant(s, p, v)
+				r.checked[key] = err
+				if err != nil {
+					r.fail(s, p, v, err)
+				}
 			}
 		}
 	}
+	return nil
 }
 
 // imageKey identifies an image: the durable prefix and the lines on top.
@@ -135,21 +66,36 @@ func imageKey(p *point, v []Line) uint64 {
 	return d.Sum64()
 }
 
-func (r *runner) checkVariant(s *scratch, p *point, v []Line) error {
-	if err := s.apply(p, v); err != nil {
-		return err
+func extraData(p *point, line int) []byte {
+	for i := range p.extras {
+		if p.extras[i].line == line {
+			return p.extras[i].data[:]
+		}
 	}
-	err := r.checkImage(s.path, p.op)
-	return errors.Join(err, s.restore(v))
+	return nil
 }
 
-// checkImage checks the image in path as a reopen after the crash would
-// see it: the offline checker first, then pmemgo's recovery at a new base,
-// then the user's recovery and check. Nothing is written to the file: the
-// pool is opened on a private mapping.
-func (r *runner) checkImage(path string, op int) (err error) {
+// checkVariant checks the image of point p with the lines of v on top,
+// from the cache when that image was checked already.
+func (r *runner) checkVariant(s *scratch, p *point, v []Line) error {
+	key := imageKey(p, v)
+	if err, ok := r.checked[key]; ok {
+		return err
+	}
+	s.apply(p, v)
+	err := r.checkImage(s, p.op)
+	s.restore(v)
+	r.checked[key] = err
+	return err
+}
+
+// checkImage checks the image in s as a reopen after the crash would see
+// it: the offline checker first, then the reachability walk, then
+// pmemgo's recovery at a new base, then the user's recovery and check.
+// Nothing is written to the image.
+func (r *runner) checkImage(s *scratch, op int) (err error) {
 	var problems []string
-	err = recovery.CheckFile(path, func(p recovery.Problem) bool {
+	err = recovery.CheckFile(s.path, func(p recovery.Problem) bool {
 		// A crash image may well hold a live undo log, a swizzle under way
 		// or a torn header slot: recovery deals with those.
 		if !errors.Is(p.Err, recovery.ErrNeedsRecovery) {
@@ -163,12 +109,17 @@ func (r *runner) checkImage(path string, op int) (err error) {
 	if len(problems) > 0 {
 		return fmt.Errorf("checker: %s", strings.Join(problems, "; "))
 	}
+	if !r.o.AllowLeaks {
+		if err := leaks(s.path); err != nil {
+			return err
+		}
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %v", p)
 		}
 	}()
-	h, err := heap.Open(path, &heap.Options{Device: device.Private{}, ForceRelocate: true})
+	h, err := heap.Open(s.path, &heap.Options{Device: device.Private{}, ForceRelocate: true})
 	if err != nil {
 		return fmt.Errorf("recovery: %w", err)
 	}
@@ -186,115 +137,24 @@ func (r *runner) checkImage(path string, op int) (err error) {
 	return nil
 }
 
-// variants lists the line sets to add at point i, the empty set first.
-func (r *runner) variants(i int) [][]Line {
-	p := &r.points[i]
-	out := [][]Line{nil}
-	n := len(p.extras)
-	whole := func(idx ...int) []Line {
-		v := make([]Line, len(idx))
-		for k, j := range idx {
-			v[k] = Line{Index: p.extras[j].line, Words: 8}
-		}
-		return v
-	}
-	switch mode := r.o.Lines; {
-	case n == 0 || mode == LinesNone:
-	case mode == LinesSingle:
-		for j := range n {
-			out = append(out, whole(j))
-		}
-	case mode == LinesAll && n <= 10:
-		for mask := 1; mask < 1<<n; mask++ {
-			var idx []int
-			for j := range n {
-				if mask&(1<<j) != 0 {
-					idx = append(idx, j)
-				}
-			}
-			out = append(out, whole(idx...))
-		}
-	case mode == LinesUpTo || mode == LinesAll:
-		out = append(out, subsetsUpTo(n, r.o.K, whole)...)
-	case mode == LinesRandom:
-		rng := rand.New(rand.NewPCG(uint64(r.o.Seed), uint64(i)))
-		for range r.o.Samples {
-			var idx []int
-			for j := range n {
-				if rng.IntN(2) == 1 {
-					idx = append(idx, j)
-				}
-			}
-			out = append(out, whole(idx...))
-		}
-	}
-	if r.o.Torn {
-		for j := range n {
-			for w := 1; w < 8; w++ {
-				out = append(out, []Line{{Index: p.extras[j].line, Words: w}})
-			}
-		}
-	}
-	return out
-}
+// maxLeaksNamed bounds the leaked objects a failure names.
+const maxLeaksNamed = 3
 
-// subsetsUpTo returns every non-empty subset of [0, n) with at most k
-// members, built by whole.
-func subsetsUpTo(n, k int, whole func(...int) []Line) [][]Line {
-	var out [][]Line
-	var rec func(start int, cur []int)
-	rec = func(start int, cur []int) {
-		if len(cur) > 0 {
-			out = append(out, whole(cur...))
-		}
-		if len(cur) == k {
-			return
-		}
-		for j := start; j < n; j++ {
-			rec(j+1, append(cur, j))
-		}
+// leaks walks the recovered image from its root, as pmemctl check
+// --leaks does, and names the allocated objects the walk does not reach.
+func leaks(path string) error {
+	var named []string
+	rs, err := recovery.CheckLeaks(path, nil, func(p recovery.Problem) bool {
+		named = append(named, p.Where)
+		return len(named) < maxLeaksNamed
+	})
+	if err != nil {
+		return fmt.Errorf("leak check: %w", err)
 	}
-	rec(0, nil)
-	return out
-}
-
-// ID returns the stable id of a crash state: the operation, the device
-// event and the lines added, with their words when torn.
-func stateID(p *point, v []Line) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "o%d.e%d", p.op, p.event)
-	for _, l := range v {
-		fmt.Fprintf(&b, ".l%d", l.Index)
-		if l.Words < 8 {
-			fmt.Fprintf(&b, "w%d", l.Words)
-		}
-	}
-	return b.String()
-}
-
-var idPart = regexp.MustCompile(`^l(\d+)(?:w([1-8]))?$`)
-
-// replayVariants returns the one variant a replay id names, if it is at p.
-func replayVariants(p *point, id string) [][]Line {
-	parts := strings.Split(id, ".")
-	if len(parts) < 2 || parts[0] != fmt.Sprintf("o%d", p.op) || parts[1] != fmt.Sprintf("e%d", p.event) {
+	if len(named) == 0 {
 		return nil
 	}
-	var v []Line
-	for _, part := range parts[2:] {
-		m := idPart.FindStringSubmatch(part)
-		if m == nil {
-			return nil
-		}
-		idx, _ := strconv.Atoi(m[1])
-		words := 8
-		if m[2] != "" {
-			words, _ = strconv.Atoi(m[2])
-		}
-		if extraData(p, idx) == nil {
-			return nil
-		}
-		v = append(v, Line{Index: idx, Words: words})
-	}
-	return [][]Line{v}
+	n, bytes := rs.Unreached()
+	return fmt.Errorf("leak: %d unreachable objects (%d bytes) allocated, nothing reachable from the root points to them: %s: %w",
+		n, bytes, strings.Join(named, ", "), recovery.ErrUnreachable)
 }
