@@ -8,8 +8,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
-	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
@@ -109,21 +109,21 @@ func (r *runner) checkImage(s *scratch, op int) (err error) {
 	if len(problems) > 0 {
 		return fmt.Errorf("checker: %s", strings.Join(problems, "; "))
 	}
-	if !r.o.AllowLeaks {
-		if err := leaks(s.path); err != nil {
-			return err
-		}
-	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %v", p)
 		}
 	}()
-	h, err := heap.Open(s.path, &heap.Options{Device: device.Private{}, ForceRelocate: true})
+	h, err := heap.Open(s.path, &heap.Options{Device: r.mapper, ForceRelocate: true})
 	if err != nil {
 		return fmt.Errorf("recovery: %w", err)
 	}
 	defer h.Close()
+	if !r.o.AllowLeaks {
+		if err := leaks(h); err != nil {
+			return err
+		}
+	}
 	if r.w.Recover != nil {
 		if err := r.w.Recover(h); err != nil {
 			return fmt.Errorf("user recovery: %w", err)
@@ -140,21 +140,51 @@ func (r *runner) checkImage(s *scratch, op int) (err error) {
 // maxLeaksNamed bounds the leaked objects a failure names.
 const maxLeaksNamed = 3
 
-// leaks walks the recovered image from its root, as pmemctl check
-// --leaks does, and names the allocated objects the walk does not reach.
-func leaks(path string) error {
-	var named []string
-	rs, err := recovery.CheckLeaks(path, nil, func(p recovery.Problem) bool {
-		named = append(named, p.Where)
-		return len(named) < maxLeaksNamed
-	})
+// leaks walks the pool just recovered from its root, as pmemctl check
+// --leaks does with an image, and names the allocated objects the walk
+// does not reach.
+func leaks(h *heap.Heap) error {
+	img, err := image(h)
 	if err != nil {
 		return fmt.Errorf("leak check: %w", err)
 	}
-	if len(named) == 0 {
+	reach, err := recovery.Walk(img, nil)
+	if err != nil {
+		return fmt.Errorf("leak check: %w", err)
+	}
+	n, bytes := reach.Unreached()
+	if n == 0 {
 		return nil
 	}
-	n, bytes := rs.Unreached()
+	var named []string
+	for s := range reach.Unreachable() {
+		named = append(named, s.Where())
+		if len(named) == maxLeaksNamed {
+			break
+		}
+	}
 	return fmt.Errorf("leak: %d unreachable objects (%d bytes) allocated, nothing reachable from the root points to them: %s: %w",
 		n, bytes, strings.Join(named, ", "), recovery.ErrUnreachable)
+}
+
+// image decodes the metadata of a pool just opened, which recovery left
+// in its mapping, for the reachability walk.
+func image(h *heap.Heap) (*recovery.Image, error) {
+	mem := h.Device().Bytes()
+	hdr, ok := currentHeader(mem)
+	if !ok {
+		return nil, errors.New("no header slot decodes")
+	}
+	st, err := layout.DecodeState(mem[layout.StateOff:], &hdr)
+	if err != nil {
+		return nil, err
+	}
+	if hdr.TypeOff+st.TypeBytes > uint64(len(mem)) {
+		return nil, fmt.Errorf("type table of %d bytes past the end of the pool", st.TypeBytes)
+	}
+	types, err := layout.DecodeTypeTable(mem[hdr.TypeOff:hdr.TypeOff+st.TypeBytes], st.Types, hdr.TypeOff)
+	if err != nil {
+		return nil, err
+	}
+	return &recovery.Image{Mem: mem, Base: uint64(h.Base()), Header: hdr, State: st, Types: types}, nil
 }

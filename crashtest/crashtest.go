@@ -73,6 +73,7 @@ package crashtest
 
 import (
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -164,9 +165,6 @@ type Options struct {
 	// AllowLeaks turns off the reachability check, for workloads that
 	// leave unreachable objects on purpose.
 	AllowLeaks bool
-	// ForceRelocate opens the pool for Setup and the operations away from
-	// the base it was created at. Ids do not change.
-	ForceRelocate bool
 	// Replay checks only the state with this id, as -crashtest.replay
 	// does; the flag wins when both are set.
 	Replay string
@@ -254,13 +252,25 @@ func Run(t testing.TB, w Workload, opts *Options) Summary {
 		t.Fatalf("crashtest: scratch image: %v", err)
 	}
 	defer scr.close()
+	if r.mapper, err = newMemMapper(scr); err != nil {
+		t.Fatalf("crashtest: %v", err)
+	}
+	defer r.mapper.close()
 	t0 := time.Now()
 	if err := r.checkAll(scr); err != nil {
 		t.Fatalf("crashtest: %v", err)
 	}
+	if st := r.mapper.strays; len(st) > 0 {
+		r.add(&Failure{ID: "stray-store", Op: -1, Count: 1, Err: fmt.Errorf(
+			"Recover or Check stored into the pool outside a transaction, at %s; the images checked before that was found may have been judged on wrong content", st[0])})
+	}
 	sum := r.sum
 	sum.Checking = time.Since(t0)
-	sum.CrashPoints = len(r.points)
+	for i := range r.points {
+		if r.planned(i) {
+			sum.CrashPoints++
+		}
+	}
 	sum.Lint = r.lint
 	sum.Failures = r.report()
 	sum.Elapsed = time.Since(r.start)
@@ -335,7 +345,9 @@ type runner struct {
 	pkg   string
 	start time.Time
 	emu   *device.Emulator
-	rec   recorder
+	// mapper maps the images checked.
+	mapper *memMapper
+	rec    recorder
 	// points are the crash points taken, in order.
 	points []point
 	lint   []string

@@ -52,7 +52,9 @@ func (r *runner) plan() []pass {
 	for _, t := range r.tiers() {
 		raw := 0
 		for i := range r.points {
-			raw += t.count(&r.points[i], i)
+			if r.planned(i) {
+				raw += t.count(&r.points[i], i)
+			}
 		}
 		if raw == 0 {
 			continue
@@ -62,6 +64,9 @@ func (r *runner) plan() []pass {
 		if raw <= planDedupMax {
 			var cands []candidate
 			for i := range r.points {
+				if !r.planned(i) {
+					continue
+				}
 				p := &r.points[i]
 				for k := range t.count(p, i) {
 					v := t.variant(p, i, k)
@@ -92,6 +97,10 @@ func (r *runner) plan() []pass {
 	return passes
 }
 
+// planned reports whether point i is explored: points before flushes
+// only with Options.Flushes.
+func (r *runner) planned(i int) bool { return r.o.Flushes || !r.points[i].flush }
+
 // sample calls pick, in increasing order, with keep indices of [0, total)
 // drawn by selection sampling: each with the probability that leaves
 // exactly keep chosen.
@@ -109,6 +118,9 @@ func sample(rng *rand.Rand, total, keep int, pick func(int)) {
 func (r *runner) sampleRaw(rng *rand.Rand, t tier, ps *pass) {
 	seen, chosen := 0, 0
 	for i := range r.points {
+		if !r.planned(i) {
+			continue
+		}
 		p := &r.points[i]
 		for k := range t.count(p, i) {
 			if rng.IntN(ps.total-seen) < ps.n-chosen {

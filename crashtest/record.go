@@ -25,9 +25,11 @@ type lineData struct {
 // counts the device events of operation op before the crash; the point
 // after an operation's last event has end set.
 type point struct {
-	op      int
-	event   int
-	end     bool
+	op    int
+	event int
+	// flush is set for a point before a flush, end for the point after
+	// the operation's last event.
+	flush, end bool
 	journal int
 	extras  []lineData
 }
@@ -63,8 +65,11 @@ func (c *recorder) hook(ev device.Event) {
 	}
 	event := c.event
 	c.event++
-	if c.op >= 0 && (ev.Kind == device.EventFence || c.r.o.Flushes) {
+	if c.op >= 0 {
+		// Points before flushes are taken whatever the options, so that a
+		// replay id naming one can be checked under any options.
 		c.take(d, event, false)
+		c.r.points[len(c.r.points)-1].flush = ev.Kind == device.EventFlush
 	}
 	switch ev.Kind {
 	case device.EventFlush:
@@ -116,7 +121,8 @@ func (c *recorder) take(d *device.Emulated, event int, end bool) {
 
 // record runs the workload once on the emulated device, taking the crash
 // points. The pool is created and closed first, so that the initial
-// image is a clean pool; Setup and the operations then run on one open.
+// image is a clean pool; Setup and the operations then run on one open,
+// at a new base.
 // An operation that returns an error is reported as refused, its crash
 // points dropped, and the operations after it are not run.
 func (r *runner) record() error {
@@ -138,7 +144,11 @@ func (r *runner) record() error {
 	}
 	r.rec = recorder{r: r, initial: initial, op: -1}
 	r.emu = &device.Emulator{Hook: r.rec.hook}
-	if h, err = heap.Open(path, &heap.Options{Device: r.emu, ForceRelocate: r.o.ForceRelocate}); err != nil {
+	// The pool is always moved from the base it was created at, so that
+	// the open writes the same things (the open mark, the relocated
+	// header) whether or not that base is free, and the events of the
+	// operations, which ids count, do not depend on it.
+	if h, err = heap.Open(path, &heap.Options{Device: r.emu, ForceRelocate: true}); err != nil {
 		return err
 	}
 	if r.w.Setup != nil {

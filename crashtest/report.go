@@ -104,10 +104,9 @@ func (r *runner) report() []Failure {
 // describe is the report of one failure.
 func (r *runner) describe(f *Failure) string {
 	var b strings.Builder
-	switch {
-	case f.ID == "setup" || f.Lines == nil && f.ID == fmt.Sprintf("o%d", f.Op):
+	if _, ok := parseID(f.ID); !ok || f.Replay == "" {
 		fmt.Fprintf(&b, "crashtest: %v", f.Err)
-	default:
+	} else {
 		what := "crash in operation"
 		if r.isEnd(f) {
 			what = "state after operation"
@@ -118,7 +117,9 @@ func (r *runner) describe(f *Failure) string {
 		}
 		fmt.Fprintf(&b, "): %v", f.Err)
 	}
-	fmt.Fprintf(&b, "\n\treplay: %s", f.Replay)
+	if f.Replay != "" {
+		fmt.Fprintf(&b, "\n\treplay: %s", f.Replay)
+	}
 	switch {
 	case f.Image == "":
 	case f.Kept:

@@ -21,6 +21,8 @@ type scratch struct {
 	initial []byte
 	replay  []byte // durable state at the current point
 	next    int    // journal entries applied to replay
+	// changed, if set, is told of every line of img written, -1 for all.
+	changed func(line int)
 }
 
 func newScratch(initial []byte) (*scratch, error) {
@@ -54,6 +56,13 @@ func (s *scratch) reset() {
 	copy(s.replay, s.initial)
 	copy(s.img, s.initial)
 	s.next = 0
+	s.change(-1)
+}
+
+func (s *scratch) change(line int) {
+	if s.changed != nil {
+		s.changed(line)
+	}
 }
 
 // advance brings the durable state to journal prefix n.
@@ -63,6 +72,7 @@ func (s *scratch) advance(journal []lineData, n int) {
 		off := e.line * device.LineSize
 		copy(s.replay[off:], e.data[:])
 		copy(s.img[off:], e.data[:])
+		s.change(e.line)
 	}
 }
 
@@ -72,6 +82,7 @@ func (s *scratch) apply(p *point, v []Line) {
 	for _, l := range v {
 		off := l.Index * device.LineSize
 		copy(s.img[off:off+l.Words*8], extraData(p, l.Index))
+		s.change(l.Index)
 	}
 }
 
@@ -79,6 +90,7 @@ func (s *scratch) restore(v []Line) {
 	for _, l := range v {
 		off := l.Index * device.LineSize
 		copy(s.img[off:off+device.LineSize], s.replay[off:])
+		s.change(l.Index)
 	}
 }
 
