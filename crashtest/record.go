@@ -30,8 +30,8 @@ type point struct {
 	// flush is set for a point before a flush, end for the point after
 	// the operation's last event.
 	flush, end bool
-	journal int
-	extras  []lineData
+	journal    int
+	extras     []lineData
 }
 
 // recorder is the device hook. It mirrors the emulated device: lines
