@@ -1,6 +1,7 @@
 package crashtest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -58,9 +59,13 @@ func (r *runner) checkAll(s *scratch) error {
 func imageKey(p *point, v []Line) uint64 {
 	var d xxhash.Digest
 	d.Reset()
-	fmt.Fprintf(&d, "%d", p.journal)
+	var w [16]byte
+	binary.LittleEndian.PutUint64(w[:], uint64(p.journal))
+	d.Write(w[:8])
 	for _, l := range v {
-		fmt.Fprintf(&d, ",%d:%d:", l.Index, l.Words)
+		binary.LittleEndian.PutUint64(w[:], uint64(l.Index))
+		binary.LittleEndian.PutUint64(w[8:], uint64(l.Words))
+		d.Write(w[:])
 		d.Write(extraData(p, l.Index)[:l.Words*8])
 	}
 	return d.Sum64()

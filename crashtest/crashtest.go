@@ -256,13 +256,21 @@ func Run(t testing.TB, w Workload, opts *Options) Summary {
 		t.Fatalf("crashtest: %v", err)
 	}
 	defer r.mapper.close()
+	// The checker maps images with device.Private: it too gets a region.
+	unregister, err := device.RegisterPrivate(scr.f, r.mapper)
+	if err != nil {
+		t.Fatalf("crashtest: %v", err)
+	}
+	defer unregister()
 	t0 := time.Now()
 	if err := r.checkAll(scr); err != nil {
 		t.Fatalf("crashtest: %v", err)
 	}
 	if st := r.mapper.strays; len(st) > 0 {
+		// First, since it may explain the failures found before it.
 		r.add(&Failure{ID: "stray-store", Op: -1, Count: 1, Err: fmt.Errorf(
 			"Recover or Check stored into the pool outside a transaction, at %s; the images checked before that was found may have been judged on wrong content", st[0])})
+		r.order = append(r.order[len(r.order)-1:], r.order[:len(r.order)-1]...)
 	}
 	sum := r.sum
 	sum.Checking = time.Since(t0)

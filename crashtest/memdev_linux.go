@@ -55,7 +55,7 @@ func newMemMapper(s *scratch) (*memMapper, error) {
 	m := &memMapper{s: s}
 	lines := len(s.img) / device.LineSize
 	for i := range m.regions {
-		b, err := unix.Mmap(-1, 0, len(s.img), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+		b, err := unix.Mmap(-1, 0, len(s.img), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		if err != nil {
 			m.close()
 			return nil, fmt.Errorf("map image region: %w", err)
@@ -110,8 +110,9 @@ func (r *region) sync(img []byte) {
 }
 
 // Map returns a free region that overlaps no range of req.Avoid, holding
-// the scratch image, or a private mapping of f when none is free. f is
-// the file the heap opened by the scratch's path: the same memfd.
+// the scratch image, or a new private mapping of f when none is. f is the
+// file the checker or the heap opened by the scratch's path: the same
+// memfd.
 func (m *memMapper) Map(f *os.File, size int, req device.MapRequest) (device.Device, error) {
 	for i := range m.regions {
 		r := &m.regions[i]
@@ -126,17 +127,40 @@ func (m *memMapper) Map(f *os.File, size int, req device.MapRequest) (device.Dev
 		r.busy = true
 		return &memDevice{m: m, r: r}, nil
 	}
-	req.Hint = 0
-	return device.Private{}.Map(f, size, req)
+	return m.mapNew(f, size, req.Avoid)
 }
 
-// release takes back a region after its pool was closed: the lines the
-// pool flushed are stale, and now and then the whole region is compared
-// with the image, for stores that were not flushed.
-func (m *memMapper) release(r *region, flushed []int) {
+// mapNew maps f privately where the kernel likes, which must overlap no
+// range of avoid, for an image no region can take.
+func (m *memMapper) mapNew(f *os.File, size int, avoid []device.Range) (device.Device, error) {
+	var rejected [][]byte
+	defer func() {
+		for _, b := range rejected {
+			_ = unix.Munmap(b)
+		}
+	}()
+	for range 8 {
+		b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+		if err != nil {
+			return nil, fmt.Errorf("map image: %w", err)
+		}
+		rg := device.Range{Start: uintptr(unsafe.Pointer(unsafe.SliceData(b))), Len: uintptr(len(b))}
+		if !slices.ContainsFunc(avoid, rg.Overlaps) {
+			return &memDevice{m: m, r: &region{mem: b}, own: true}, nil
+		}
+		rejected = append(rejected, b)
+	}
+	return nil, fmt.Errorf("map image: %w", device.ErrNoAddress)
+}
+
+// release takes back a region after its pool was closed: the ranges the
+// pool flushed are copied back from the image, which did not change
+// meanwhile, and now and then the whole region is compared with the
+// image, for stores that were not flushed.
+func (m *memMapper) release(r *region, flushed []span) {
 	r.busy = false
-	for _, l := range flushed {
-		r.stale1(l)
+	for _, sp := range flushed {
+		copy(r.mem[sp.lo:sp.hi], m.s.img[sp.lo:sp.hi])
 	}
 	m.opens++
 	if m.opens%verifyEvery != 0 || len(m.strays) > 0 {
@@ -155,13 +179,18 @@ func (m *memMapper) release(r *region, flushed []int) {
 	r.all = true
 }
 
+// span is a byte range [lo, hi) of a region.
+type span struct{ lo, hi int }
+
 // memDevice is a pool opened on a region of a memMapper. Like
 // device.Private, it makes nothing durable.
 type memDevice struct {
-	m       *memMapper
-	r       *region
+	m *memMapper
+	r *region
+	// own is set for a mapping of its own, unmapped by Close.
+	own     bool
 	closed  bool
-	flushed []int
+	flushed []span
 	subs    []*device.Subscriber
 }
 
@@ -172,15 +201,18 @@ func (d *memDevice) Flush(off, n int) {
 		return
 	}
 	lo := max(off, 0) &^ (device.LineSize - 1)
-	hi := min(off+n, len(d.r.mem))
-	for l := lo / device.LineSize; l*device.LineSize < hi; l++ {
-		d.flushed = append(d.flushed, l)
+	hi := min((off+n+device.LineSize-1)&^(device.LineSize-1), len(d.r.mem))
+	if hi <= lo {
+		return
 	}
-	if hi > lo {
-		for _, s := range d.subs {
-			if s != nil {
-				(*s).WriteBack(lo, (hi-lo+device.LineSize-1)&^(device.LineSize-1))
-			}
+	if k := len(d.flushed) - 1; k >= 0 && d.flushed[k].hi == lo {
+		d.flushed[k].hi = hi
+	} else {
+		d.flushed = append(d.flushed, span{lo, hi})
+	}
+	for _, s := range d.subs {
+		if s != nil {
+			(*s).WriteBack(lo, hi-lo)
 		}
 	}
 }
@@ -213,6 +245,10 @@ func (d *memDevice) Close() error {
 		return device.ErrClosed
 	}
 	d.closed = true
+	if d.own {
+		return unix.Munmap(d.r.mem)
+	}
 	d.m.release(d.r, d.flushed)
+	d.flushed = nil
 	return nil
 }

@@ -156,28 +156,49 @@ func TestLints(t *testing.T) {
 	assert.True(t, strings.Contains(strings.Join(sum.Lint, "\n"), "already durable"), "asked for: %v", sum.Lint)
 }
 
+// Split keeps two counters a cache line apart.
+type Split struct {
+	A   uint64
+	_   [7]uint64
+	B   uint64
+	Pad [7]uint64
+}
+
 // TestStrayStoreInCheck checks that a Check storing into the pool outside
 // a transaction is reported: the store would leak into the images
 // checked after it.
 func TestStrayStoreInCheck(t *testing.T) {
-	w := tallyWorkload(false)
-	check := w.Check
-	w.Check = func(h *heap.Heap, inFlight int) error {
-		err := check(h, inFlight)
-		_ = h.View(func(tx *heap.Tx) error {
-			tl, err := heap.Root[Tally](tx)
-			if err == nil {
-				tl.Total += 1 << 40
-			}
-			return err
-		})
-		return err
+	root := func(tx *heap.Tx) (*Split, error) { return heap.Root[Split](tx) }
+	w := crashtest.Workload{
+		Setup: func(h *heap.Heap) error {
+			return h.Update(func(tx *heap.Tx) error { _, err := root(tx); return err })
+		},
+		Check: func(h *heap.Heap, inFlight int) error {
+			return h.View(func(tx *heap.Tx) error {
+				s, err := root(tx)
+				if err != nil {
+					return err
+				}
+				s.B++ // a stray store: B's line is never flushed
+				return nil
+			})
+		},
+	}
+	for range 3 {
+		w.Ops = append(w.Ops, crashtest.Op{Name: "count", Run: func(h *heap.Heap) error {
+			return h.Update(func(tx *heap.Tx) error {
+				s, err := root(tx)
+				if err != nil {
+					return err
+				}
+				return heap.Set(tx, &s.A, s.A+1)
+			})
+		}})
 	}
 	_, fs := capture(t, w, &crashtest.Options{Lines: crashtest.LinesSingle})
 	require.NotEmpty(t, fs)
-	last := fs[len(fs)-1]
-	assert.Equal(t, "stray-store", last.ID)
-	assert.Regexp(t, `outside a transaction, at pool offset \d+, slab \d+ object \d+ \(github.com/pmemgo/pmemgo/crashtest_test.Tally\) field Total`, last.Err.Error())
+	assert.Equal(t, "stray-store", fs[0].ID, "reported first")
+	assert.Regexp(t, `outside a transaction, at pool offset \d+, slab \d+ object \d+ \(github.com/pmemgo/pmemgo/crashtest_test.Split\) field B`, fs[0].Err.Error())
 }
 
 // TestSampling checks that a state space larger than the budget is
