@@ -26,7 +26,7 @@ func (r *runner) checkAll(s *scratch) error {
 	r.sum.Coverage, r.sum.Sampled = coverage(passes, r.o.Seed)
 	for _, ps := range passes {
 		r.sum.Taken += ps.dups
-		s.reset()
+		s.reset(r.rec.journal)
 		for i := range r.points {
 			p := &r.points[i]
 			if len(ps.variants[i]) == 0 {

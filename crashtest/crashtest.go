@@ -252,9 +252,7 @@ func Run(t testing.TB, w Workload, opts *Options) Summary {
 		t.Fatalf("crashtest: scratch image: %v", err)
 	}
 	defer scr.close()
-	if r.mapper, err = newMemMapper(scr); err != nil {
-		t.Fatalf("crashtest: %v", err)
-	}
+	r.mapper = newMemMapper(scr)
 	defer r.mapper.close()
 	// The checker maps images with device.Private: it too gets a region.
 	unregister, err := device.RegisterPrivate(scr.f, r.mapper)

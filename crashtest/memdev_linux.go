@@ -51,19 +51,25 @@ type region struct {
 	mark  []uint64
 }
 
-func newMemMapper(s *scratch) (*memMapper, error) {
+func newMemMapper(s *scratch) *memMapper {
 	m := &memMapper{s: s}
-	lines := len(s.img) / device.LineSize
-	for i := range m.regions {
-		b, err := unix.Mmap(-1, 0, len(s.img), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-		if err != nil {
-			m.close()
-			return nil, fmt.Errorf("map image region: %w", err)
-		}
-		m.regions[i] = region{mem: b, all: true, mark: make([]uint64, (lines+63)/64)}
-	}
 	s.changed = m.changed
-	return m, nil
+	return m
+}
+
+// mapRegion makes the mapping of region r the first time it is used.
+func (m *memMapper) mapRegion(r *region) error {
+	if r.mem != nil {
+		return nil
+	}
+	// Populated at once: the first open copies the whole image in, and
+	// one call is cheaper than a fault per page.
+	b, err := unix.Mmap(-1, 0, len(m.s.img), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("map image region: %w", err)
+	}
+	*r = region{mem: b, all: true, mark: make([]uint64, (len(b)/device.LineSize+63)/64)}
+	return nil
 }
 
 func (m *memMapper) close() {
@@ -86,7 +92,7 @@ func (m *memMapper) changed(line int) {
 
 func (r *region) stale1(line int) {
 	switch {
-	case r.all:
+	case r.all || r.mem == nil:
 	case line < 0:
 		r.all = true
 	case r.mark[line/64]&(1<<(line%64)) == 0:
@@ -116,6 +122,9 @@ func (r *region) sync(img []byte) {
 func (m *memMapper) Map(f *os.File, size int, req device.MapRequest) (device.Device, error) {
 	for i := range m.regions {
 		r := &m.regions[i]
+		if err := m.mapRegion(r); err != nil {
+			return nil, err
+		}
 		rg := device.Range{Start: uintptr(unsafe.Pointer(unsafe.SliceData(r.mem))), Len: uintptr(len(r.mem))}
 		if r.busy || size != len(r.mem) || slices.ContainsFunc(req.Avoid, rg.Overlaps) {
 			continue

@@ -126,7 +126,7 @@ func (c *recorder) take(d *device.Emulated, event int, end bool) {
 // An operation that returns an error is reported as refused, its crash
 // points dropped, and the operations after it are not run.
 func (r *runner) record() error {
-	path := filepath.Join(r.dir, "pool")
+	path := filepath.Join(r.poolDir(), "pool")
 	size := r.w.Size
 	if size == 0 {
 		size = 2 << 20
@@ -176,6 +176,20 @@ func (r *runner) record() error {
 	}
 	r.rec.begin(-1)
 	return h.Close()
+}
+
+// poolDir returns the directory to record the workload's pool in: one in
+// /dev/shm when there is one, since creating a pool syncs it and its
+// directory, which costs little there, else the test's temporary
+// directory. Either is removed when the test ends.
+func (r *runner) poolDir() string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "pmemgo-crashtest-"); err == nil {
+			r.t.Cleanup(func() { _ = os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return r.dir
 }
 
 // protect runs fn, turning a panic into an error.

@@ -81,7 +81,7 @@ func (r *runner) replay(s *scratch, id string) error {
 				id, strings.Join(missing, ", "), p.op, p.event, dirtyList(p))})
 			return nil
 		}
-		s.reset()
+		s.reset(r.rec.journal)
 		s.advance(r.rec.journal, p.journal)
 		r.sum.Taken, r.sum.Images = 1, 1
 		r.sum.Coverage = "replay of " + id
