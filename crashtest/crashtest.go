@@ -4,14 +4,16 @@
 //
 // Run executes a Workload on the emulated device: a setup, a sequence of
 // operations, the user's recovery step and a check. It takes a crash
-// point before every flush and fence of the operations, and one after
-// each operation's last one, which is how the state each operation leaves
-// is checked, the final state included. At each point the image is what
+// point before every fence of the operations (and every flush, by default
+// or with Options.Flushes), and one after each operation's last event,
+// which is how the state each operation leaves is checked, the final
+// state included. At each point the image is what
 // the device had made durable, plus subsets of the cache lines written
 // but not yet durable, whole or torn into 8-byte pieces. Each distinct
 // image is checked as a reopen after the crash would see it: by the
 // offline checker, by the reachability walk of pmemctl check --leaks (an
-// allocated object nothing leads to is a leak), then recovered at a new
+// allocated object nothing leads to is a leak, named by type, slab and
+// object; Options.AllowLeaks turns this off), then recovered at a new
 // base (undo rollback, swizzle, the workload's Recover) and given to the
 // workload's Check, which is told which operation was in flight so that
 // it can accept the state before or after it.
@@ -49,7 +51,9 @@
 // Setup runs on the same open of the pool as the operations, but its
 // crash points are not taken. Recover and Check run on a different open,
 // of each crash image: Go pointers into the pool kept from Setup or the
-// operations are not valid there.
+// operations are not valid there. They may write only through
+// transactions: a store outside one would reach the images checked after
+// it, and is reported as a failure with id "stray-store".
 //
 // Two complete examples come with the package's tests. list_test.go keeps a
 // persistent linked list; its push logs the list header with heap.Add
