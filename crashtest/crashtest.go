@@ -61,7 +61,9 @@
 // pushUnlogged changes the length without logging it and TestListBroken
 // shows crashtest catching that. hashmap_test.go does the same for a small
 // chained hash map whose broken put links a new entry into its bucket
-// without logging the bucket head. A workload looks like this:
+// without logging the bucket head, and planted_test.go holds a structure
+// for each kind of bug crashtest finds with zero Options. A workload looks
+// like this:
 //
 //	w := crashtest.Workload{
 //		Setup: func(h *heap.Heap) error { return push(h, 0) },
