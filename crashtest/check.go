@@ -99,6 +99,13 @@ func (r *runner) checkVariant(s *scratch, p *point, v []Line) error {
 // pmemgo's recovery at a new base, then the user's recovery and check.
 // Nothing is written to the image.
 func (r *runner) checkImage(s *scratch, op int) (err error) {
+	// A panic in the checker, the engine or the workload's code is that
+	// image's failure, not the end of the run.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
 	var problems []string
 	err = recovery.CheckFile(s.path, func(p recovery.Problem) bool {
 		// A crash image may well hold a live undo log, a swizzle under way
@@ -114,11 +121,6 @@ func (r *runner) checkImage(s *scratch, op int) (err error) {
 	if len(problems) > 0 {
 		return fmt.Errorf("checker: %s", strings.Join(problems, "; "))
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v", p)
-		}
-	}()
 	h, err := heap.Open(s.path, &heap.Options{Device: r.mapper, ForceRelocate: true})
 	if err != nil {
 		return fmt.Errorf("recovery: %w", err)

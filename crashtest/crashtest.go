@@ -178,7 +178,9 @@ type Options struct {
 	// -crashtest.keep does; the flag wins when both are set.
 	Keep string
 	// MaxImages and MaxTime bound the images checked; 0 means 10000 images
-	// and 2 minutes, or 2000 and 20 seconds under testing.Short.
+	// and 2 minutes, or 2000 and 20 seconds under testing.Short. The
+	// durable state at every crash point is checked whatever MaxImages
+	// says; the tiers after it share what is left.
 	MaxImages int
 	MaxTime   time.Duration
 	// MaxReports bounds the distinct failures shown; 0 means 20.

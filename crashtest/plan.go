@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"strings"
+	"sync"
 )
 
 // autoAllLines is the most dirty lines at a point for which LinesAuto
@@ -49,7 +50,12 @@ func (r *runner) plan() []pass {
 	budget := r.o.MaxImages
 	planned := map[uint64]bool{}
 	var passes []pass
-	for _, t := range r.tiers() {
+	for ti, t := range r.tiers() {
+		if ti == 0 {
+			// The durable state at every point, the states the operations
+			// leave included, is always checked in full.
+			budget = max(budget, len(r.points))
+		}
 		raw := 0
 		for i := range r.points {
 			if r.planned(i) {
@@ -284,19 +290,23 @@ func randomSet(p *point, seed int64, i, k int) []Line {
 	return whole(p, idx...)
 }
 
-// nthMultiMask returns the k-th mask of n bits with two or more set, in
-// increasing order.
-func nthMultiMask(n, k int) uint64 {
-	for m := uint64(1); m < 1<<n; m++ {
-		if bits.OnesCount64(m) >= 2 {
-			if k == 0 {
-				return m
+// multiMasks lists, for n bits, the masks with two or more set, in
+// increasing order; it is built once per n.
+var multiMasks = sync.OnceValue(func() [][]uint64 {
+	out := make([][]uint64, autoAllLines+1)
+	for n := range out {
+		for m := uint64(1); m < 1<<n; m++ {
+			if bits.OnesCount64(m) >= 2 {
+				out[n] = append(out[n], m)
 			}
-			k--
 		}
 	}
-	return 0
-}
+	return out
+})
+
+// nthMultiMask returns the k-th mask of n bits with two or more set, in
+// increasing order.
+func nthMultiMask(n, k int) uint64 { return multiMasks()[n][k] }
 
 func maskIndices(m uint64) []int {
 	var idx []int
