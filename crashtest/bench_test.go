@@ -29,9 +29,13 @@ func cpuTime() time.Duration {
 func BenchmarkImages(b *testing.B) {
 	for _, size := range []int64{2 << 20, 64 << 20} {
 		for _, mode := range []struct {
-			name  string
-			lines crashtest.LineMode
-		}{{"durable", crashtest.LinesNone}, {"single-lines", crashtest.LinesSingle}, {"auto", crashtest.LinesAuto}} {
+			name    string
+			lines   crashtest.LineMode
+			workers int
+		}{
+			{"durable", crashtest.LinesNone, 1}, {"single-lines", crashtest.LinesSingle, 1},
+			{"auto", crashtest.LinesAuto, 1}, {"auto/workers=2", crashtest.LinesAuto, 2},
+		} {
 			b.Run(fmt.Sprintf("pool=%dMiB/%s", size>>20, mode.name), func(b *testing.B) {
 				b.ReportAllocs()
 				w := listWorkload(push)
@@ -40,7 +44,7 @@ func BenchmarkImages(b *testing.B) {
 				var elapsed time.Duration
 				cpu0 := cpuTime()
 				for b.Loop() {
-					sum := crashtest.Run(b, w, &crashtest.Options{Lines: mode.lines, Logf: func(string, ...any) {}})
+					sum := crashtest.Run(b, w, &crashtest.Options{Lines: mode.lines, Workers: mode.workers, Logf: func(string, ...any) {}})
 					if len(sum.Failures) > 0 {
 						b.Fatal(sum.Failures[0].Err)
 					}

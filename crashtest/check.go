@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -16,43 +17,71 @@ import (
 
 // checkAll checks the planned variants of every crash point, tier by
 // tier, each distinct image once, within the time budget; or only the
-// state a replay id names.
-func (r *runner) checkAll(s *scratch) error {
+// state a replay id names. With several workers, each takes every
+// Workers-th point of a tier.
+func (r *runner) checkAll() {
 	r.checked = map[uint64]error{}
 	if r.o.Replay != "" {
-		return r.replay(s, r.o.Replay)
+		r.replay(r.workers[0], r.o.Replay)
+		return
 	}
 	passes := r.plan()
 	r.sum.Coverage, r.sum.Sampled = coverage(passes, r.o.Seed)
 	for _, ps := range passes {
 		r.sum.Taken += ps.dups
-		s.reset(r.rec.journal)
-		for i := range r.points {
-			p := &r.points[i]
-			if len(ps.variants[i]) == 0 {
+		if len(r.workers) == 1 {
+			r.checkPass(r.workers[0], &ps, 0)
+		} else {
+			var wg sync.WaitGroup
+			for k, w := range r.workers {
+				wg.Go(func() { r.checkPass(w, &ps, k) })
+			}
+			wg.Wait()
+		}
+		if r.truncated.Load() {
+			break
+		}
+	}
+	for _, w := range r.workers {
+		r.sum.Taken += w.taken
+		r.sum.Images += w.images
+	}
+	r.sum.Truncated = r.truncated.Load()
+}
+
+// checkPass checks worker w's share of a tier: the points whose index is
+// k modulo the number of workers.
+func (r *runner) checkPass(w *worker, ps *pass, k int) {
+	w.s.reset(r.rec.journal)
+	for i := k; i < len(r.points); i += len(r.workers) {
+		p := &r.points[i]
+		if len(ps.variants[i]) == 0 {
+			continue
+		}
+		w.s.advance(r.rec.journal, p.journal)
+		for _, v := range ps.variants[i] {
+			w.taken++
+			if _, ok := r.cached(imageKey(p, v)); ok {
 				continue
 			}
-			s.advance(r.rec.journal, p.journal)
-			for _, v := range ps.variants[i] {
-				r.sum.Taken++
-				key := imageKey(p, v)
-				if _, ok := r.checked[key]; ok {
-					continue
-				}
-				if time.Since(r.start) > r.o.MaxTime {
-					r.sum.Truncated = true
-					return nil
-				}
-				r.sum.Images++
-				err := r.checkVariant(s, p, v)
-				r.checked[key] = err
-				if err != nil {
-					r.fail(s, p, v, err)
-				}
+			if r.truncated.Load() || time.Since(r.start) > r.o.MaxTime {
+				r.truncated.Store(true)
+				return
+			}
+			w.images++
+			if err := r.checkVariant(w, p, v); err != nil {
+				r.fail(w, p, v, err)
 			}
 		}
 	}
-	return nil
+}
+
+// cached returns the result of the image with key, if it was checked.
+func (r *runner) cached(key uint64) (error, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err, ok := r.checked[key]
+	return err, ok
 }
 
 // imageKey identifies an image: the durable prefix and the lines on top.
@@ -82,23 +111,25 @@ func extraData(p *point, line int) []byte {
 
 // checkVariant checks the image of point p with the lines of v on top,
 // from the cache when that image was checked already.
-func (r *runner) checkVariant(s *scratch, p *point, v []Line) error {
+func (r *runner) checkVariant(w *worker, p *point, v []Line) error {
 	key := imageKey(p, v)
-	if err, ok := r.checked[key]; ok {
+	if err, ok := r.cached(key); ok {
 		return err
 	}
-	s.apply(p, v)
-	err := r.checkImage(s, p.op)
-	s.restore(v)
+	w.s.apply(p, v)
+	err := r.checkImage(w, p.op)
+	w.s.restore(v)
+	r.mu.Lock()
 	r.checked[key] = err
+	r.mu.Unlock()
 	return err
 }
 
-// checkImage checks the image in s as a reopen after the crash would see
+// checkImage checks the image in w's scratch as a reopen after the crash would see
 // it: the offline checker first, then the reachability walk, then
 // pmemgo's recovery at a new base, then the user's recovery and check.
 // Nothing is written to the image.
-func (r *runner) checkImage(s *scratch, op int) (err error) {
+func (r *runner) checkImage(w *worker, op int) (err error) {
 	// A panic in the checker, the engine or the workload's code is that
 	// image's failure, not the end of the run.
 	defer func() {
@@ -107,7 +138,7 @@ func (r *runner) checkImage(s *scratch, op int) (err error) {
 		}
 	}()
 	var problems []string
-	err = recovery.CheckFile(s.path, func(p recovery.Problem) bool {
+	err = recovery.CheckFile(w.s.path, func(p recovery.Problem) bool {
 		// A crash image may well hold a live undo log, a swizzle under way
 		// or a torn header slot: recovery deals with those.
 		if !errors.Is(p.Err, recovery.ErrNeedsRecovery) {
@@ -121,7 +152,7 @@ func (r *runner) checkImage(s *scratch, op int) (err error) {
 	if len(problems) > 0 {
 		return fmt.Errorf("checker: %s", strings.Join(problems, "; "))
 	}
-	h, err := heap.Open(s.path, &heap.Options{Device: r.mapper, ForceRelocate: true})
+	h, err := heap.Open(w.s.path, &heap.Options{Device: w.m, ForceRelocate: true})
 	if err != nil {
 		return fmt.Errorf("recovery: %w", err)
 	}

@@ -81,6 +81,8 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,6 +185,10 @@ type Options struct {
 	// says; the tiers after it share what is left.
 	MaxImages int
 	MaxTime   time.Duration
+	// Workers is the number of goroutines checking images; 0 means one.
+	// With more, Recover and Check run concurrently, each on a pool of
+	// its own, and must be safe for that.
+	Workers int
 	// MaxReports bounds the distinct failures shown; 0 means 20.
 	MaxReports int
 	// LintFlushes adds a lint line for every operation that flushed lines
@@ -255,27 +261,24 @@ func Run(t testing.TB, w Workload, opts *Options) Summary {
 	if err := r.record(); err != nil {
 		t.Fatalf("crashtest: running the workload: %v", err)
 	}
-	scr, err := newScratch(r.rec.initial)
-	if err != nil {
-		t.Fatalf("crashtest: scratch image: %v", err)
+	for range max(1, r.o.Workers) {
+		w, err := newWorker(r.rec.initial)
+		if err != nil {
+			t.Fatalf("crashtest: scratch image: %v", err)
+		}
+		defer w.close()
+		r.workers = append(r.workers, w)
 	}
-	defer scr.close()
-	r.mapper = newMemMapper(scr)
-	defer r.mapper.close()
-	// The checker maps images with device.Private: it too gets a region.
-	unregister, err := device.RegisterPrivate(scr.f, r.mapper)
-	if err != nil {
-		t.Fatalf("crashtest: %v", err)
-	}
-	defer unregister()
 	t0 := time.Now()
-	if err := r.checkAll(scr); err != nil {
-		t.Fatalf("crashtest: %v", err)
+	r.checkAll()
+	var strays []string
+	for _, w := range r.workers {
+		strays = append(strays, w.m.strays...)
 	}
-	if st := r.mapper.strays; len(st) > 0 {
+	if len(strays) > 0 {
 		// First, since it may explain the failures found before it.
 		r.add(&Failure{ID: "stray-store", Op: -1, Count: 1, Err: fmt.Errorf(
-			"Recover or Check stored into the pool outside a transaction, at %s; the images checked before that was found may have been judged on wrong content", st[0])})
+			"Recover or Check stored into the pool outside a transaction, at %s; the images checked before that was found may have been judged on wrong content", strays[0])})
 		r.order = append(r.order[len(r.order)-1:], r.order[:len(r.order)-1]...)
 	}
 	sum := r.sum
@@ -359,20 +362,21 @@ type runner struct {
 	pkg   string
 	start time.Time
 	emu   *device.Emulator
-	// mapper maps the images checked.
-	mapper *memMapper
-	rec    recorder
+	// workers check the images.
+	workers []*worker
+	rec     recorder
 	// points are the crash points taken, in order.
 	points []point
 	lint   []string
 	sum    Summary
+	// mu guards checked and the failures, which workers share.
+	mu sync.Mutex
 	// checked caches the result of every image checked, by imageKey.
-	checked map[uint64]error
+	checked   map[uint64]error
+	truncated atomic.Bool
 	// failures are the distinct failures by id; order is their order.
 	failures map[string]*Failure
 	order    []string
-	// replayed is set once the replay id matched a state.
-	replayed bool
 }
 
 // opName names operation op for messages.

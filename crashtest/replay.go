@@ -55,15 +55,16 @@ func parseID(id string) (parsedID, bool) {
 
 // replay checks exactly the state id names, whatever the options, and
 // reports a failure when it names no state, with the closest ids.
-func (r *runner) replay(s *scratch, id string) error {
+func (r *runner) replay(w *worker, id string) {
+	s := w.s
 	if _, ok := r.failures[id]; ok {
 		// A refusal: recording the workload reproduced it.
-		return nil
+		return
 	}
 	pid, ok := parseID(id)
 	if !ok {
 		r.add(&Failure{ID: id, Op: -1, Count: 1, Err: fmt.Errorf("replay id %q is not of the form o<op>.e<event>[.l<line>[w<words>]]...", id)})
-		return nil
+		return
 	}
 	for i := range r.points {
 		p := &r.points[i]
@@ -79,23 +80,21 @@ func (r *runner) replay(s *scratch, id string) error {
 		if len(missing) > 0 {
 			r.add(&Failure{ID: id, Op: p.op, Count: 1, Err: fmt.Errorf("replay id %s: line %s was not dirty at o%d.e%d, whose dirty lines are %s",
 				id, strings.Join(missing, ", "), p.op, p.event, dirtyList(p))})
-			return nil
+			return
 		}
 		s.reset(r.rec.journal)
 		s.advance(r.rec.journal, p.journal)
 		r.sum.Taken, r.sum.Images = 1, 1
 		r.sum.Coverage = "replay of " + id
-		r.replayed = true
-		if err := r.checkVariant(s, p, pid.lines); err != nil {
+		if err := r.checkVariant(w, p, pid.lines); err != nil {
 			f := &Failure{ID: id, Op: p.op, Lines: pid.lines, Err: err, Count: 1, Replay: r.replayCommand(id)}
 			f.Image, f.Kept = r.save(s.image(p, pid.lines), id)
 			r.add(f)
 		}
-		return nil
+		return
 	}
 	r.add(&Failure{ID: id, Op: pid.op, Count: 1, Err: fmt.Errorf("replay id %s matches no crash state of this workload; the closest are %s",
 		id, strings.Join(r.closest(pid, 5), ", "))})
-	return nil
 }
 
 func dirtyList(p *point) string {

@@ -5,24 +5,22 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
 // fail shrinks a failing variant to a smallest failing line set and
-// counts it under its id; the first time an id is seen, while fewer than
-// MaxReports are known, its image is saved.
-func (r *runner) fail(s *scratch, p *point, v []Line, err error) {
-	v, err = r.shrink(s, p, v, err)
+// counts it under its id.
+func (r *runner) fail(w *worker, p *point, v []Line, err error) {
+	v, err = r.shrink(w, p, v, err)
 	id := stateID(p, v)
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if f, ok := r.failures[id]; ok {
 		f.Count++
 		return
 	}
-	f := &Failure{ID: id, Op: p.op, Lines: v, Err: err, Count: 1, Replay: r.replayCommand(id)}
-	if len(r.order) < r.o.MaxReports {
-		f.Image, f.Kept = r.save(s.image(p, v), id)
-	}
-	r.add(f)
+	r.add(&Failure{ID: id, Op: p.op, Lines: v, Err: err, Count: 1, Replay: r.replayCommand(id)})
 }
 
 // refuse records an operation the engine refused, or a Setup that
@@ -44,22 +42,22 @@ func (r *runner) add(f *Failure) {
 // fails, down to none when the durable state fails by itself, then tears
 // each line that is left to the fewest words that still fail, so that
 // the many states one bug fails are reported as a few smallest ones.
-func (r *runner) shrink(s *scratch, p *point, v []Line, err error) ([]Line, error) {
+func (r *runner) shrink(w *worker, p *point, v []Line, err error) ([]Line, error) {
 	for changed := true; changed && len(v) > 0; {
 		changed = false
 		for i := range v {
 			smaller := append(append([]Line(nil), v[:i]...), v[i+1:]...)
-			if e := r.checkVariant(s, p, smaller); e != nil {
+			if e := r.checkVariant(w, p, smaller); e != nil {
 				v, err, changed = smaller, e, true
 				break
 			}
 		}
 	}
 	for i := range v {
-		for w := 1; w < v[i].Words; w++ {
+		for words := 1; words < v[i].Words; words++ {
 			torn := append([]Line(nil), v...)
-			torn[i].Words = w
-			if e := r.checkVariant(s, p, torn); e != nil {
+			torn[i].Words = words
+			if e := r.checkVariant(w, p, torn); e != nil {
 				v, err = torn, e
 				break
 			}
@@ -72,11 +70,21 @@ func (r *runner) shrink(s *scratch, p *point, v []Line, err error) ([]Line, erro
 // or t.Errorf, each once, says how many more there are, and returns them
 // all.
 func (r *runner) report() []Failure {
+	// In the order of the states, which does not depend on how many
+	// workers found them.
+	slices.SortStableFunc(r.order, func(a, b string) int {
+		oa, ob := stateOrder(a), stateOrder(b)
+		if oa != ob || oa < 0 {
+			return oa - ob
+		}
+		return strings.Compare(a, b)
+	})
 	all := make([]Failure, len(r.order))
 	for i, id := range r.order {
 		all[i] = *r.failures[id]
 	}
 	shown := all[:min(len(all), r.o.MaxReports)]
+	r.saveImages(shown)
 	for _, f := range shown {
 		if r.o.Report != nil {
 			r.o.Report(f)
@@ -99,6 +107,16 @@ func (r *runner) report() []Failure {
 		}
 	}
 	return all
+}
+
+// stateOrder orders failure ids by operation and event; ids that name no
+// state (refusals, stray stores) come first, in the order found.
+func stateOrder(id string) int {
+	p, ok := parseID(id)
+	if !ok {
+		return -1
+	}
+	return p.op<<20 + p.event
 }
 
 // describe is the report of one failure.
@@ -140,6 +158,29 @@ func (r *runner) isEnd(f *Failure) bool {
 		}
 	}
 	return false
+}
+
+// saveImages saves the images of the failing states in fs, in order, by
+// rebuilding each in the first worker's scratch.
+func (r *runner) saveImages(fs []Failure) {
+	s := r.workers[0].s
+	s.reset(r.rec.journal)
+	for i := range fs {
+		f := &fs[i]
+		pid, ok := parseID(f.ID)
+		if !ok || f.Image != "" {
+			continue
+		}
+		for j := range r.points {
+			p := &r.points[j]
+			if p.op == pid.op && p.event == pid.event {
+				s.advance(r.rec.journal, p.journal)
+				f.Image, f.Kept = r.save(s.image(p, f.Lines), f.ID)
+				r.failures[f.ID].Image, r.failures[f.ID].Kept = f.Image, f.Kept
+				break
+			}
+		}
+	}
 }
 
 // save writes a failing image, in the test's temporary directory or in

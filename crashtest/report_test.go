@@ -224,3 +224,20 @@ func TestSampling(t *testing.T) {
 	assert.NotEmpty(t, ida)
 	assert.Equal(t, ida, idb, "the same seed samples the same states")
 }
+
+// TestWorkers checks that several workers find the same failures, with
+// the same counts, in the same order, as one.
+func TestWorkers(t *testing.T) {
+	w := crashtest.Workload{Setup: newMap, Ops: mapOps(false), Check: checkMap}
+	opts := &crashtest.Options{Lines: crashtest.LinesSingle, Torn: true, MaxReports: 1000}
+	one, _ := capture(t, w, opts)
+	opts.Workers = 2
+	two, _ := capture(t, w, opts)
+	require.NotEmpty(t, one.Failures)
+	assert.Equal(t, one.Images, two.Images)
+	require.Equal(t, len(one.Failures), len(two.Failures))
+	for i := range one.Failures {
+		assert.Equal(t, one.Failures[i].ID, two.Failures[i].ID)
+		assert.Equal(t, one.Failures[i].Count, two.Failures[i].Count, one.Failures[i].ID)
+	}
+}
