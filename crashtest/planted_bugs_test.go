@@ -147,3 +147,10 @@ func holdAddress(t *testing.T, addr uintptr, n int) []byte {
 	require.Equal(t, hint, p)
 	return unsafe.Slice((*byte)(p), n)
 }
+
+// TestAllowLeaks checks that AllowLeaks turns the reachability check off
+// for a workload that leaves unreachable objects on purpose.
+func TestAllowLeaks(t *testing.T) {
+	_, fs := capture(t, bagWorkload(true), &crashtest.Options{AllowLeaks: true})
+	assert.Empty(t, fs)
+}

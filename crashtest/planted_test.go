@@ -259,7 +259,13 @@ func bagWorkload(bug bool) crashtest.Workload {
 					})
 				}},
 				crashtest.Op{Name: fmt.Sprintf("link %d", k), Run: func(h *heap.Heap) error {
-					return h.Update(func(tx *heap.Tx) error { return link(tx, pending) })
+					return h.Update(func(tx *heap.Tx) error {
+						// The item is older than this transaction: log it.
+						if err := heap.Add(tx, pending); err != nil {
+							return err
+						}
+						return link(tx, pending)
+					})
 				}})
 			sizes = append(sizes, k-1, k)
 			continue
