@@ -30,8 +30,11 @@ func newScratch(initial []byte) (*scratch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("memfd: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "pmemgo-crashtest")
-	s := &scratch{f: f, path: fmt.Sprintf("/proc/self/fd/%d", fd), initial: initial}
+	// Named by the path the checker and the heap open it by, so that
+	// device.RegisterPrivate finds those opens by name.
+	path := fmt.Sprintf("/proc/self/fd/%d", fd)
+	f := os.NewFile(uintptr(fd), path)
+	s := &scratch{f: f, path: path, initial: initial}
 	// Writing the image, rather than copying it into the mapping, spares a
 	// page fault per page.
 	if _, err := f.WriteAt(initial, 0); err != nil {

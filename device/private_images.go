@@ -3,6 +3,7 @@ package device
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +16,9 @@ var privateImages struct {
 	count atomic.Int32
 	mu    sync.Mutex
 	m     map[fileID]Mapper
+	// byName holds the same Mappers by the absolute name of the file
+	// registered, so that opens by that name are found without a stat.
+	byName map[string]Mapper
 }
 
 // fileID identifies a file whatever path or descriptor it was opened by.
@@ -34,7 +38,8 @@ func idOf(f *os.File) (fileID, error) {
 
 // RegisterPrivate makes Private.Map of the file f, opened by any path or
 // descriptor, call m.Map instead of mapping the file, until the returned
-// function is called. m must honour Private's contract: the mapping holds
+// function is called. Opens by f's own name, when it is absolute, are
+// recognised without a stat. m must honour Private's contract: the mapping holds
 // the file's contents and nothing written to it reaches the file. Crash
 // injection uses it so that the checker and read-only opens read its
 // in-memory images from mappings it reuses, rather than mapping,
@@ -47,12 +52,16 @@ func RegisterPrivate(f *os.File, m Mapper) (unregister func(), err error) {
 	privateImages.mu.Lock()
 	defer privateImages.mu.Unlock()
 	if privateImages.m == nil {
-		privateImages.m = map[fileID]Mapper{}
+		privateImages.m, privateImages.byName = map[fileID]Mapper{}, map[string]Mapper{}
 	}
 	if _, dup := privateImages.m[id]; dup {
 		return nil, errors.New("pmemgo: file already registered")
 	}
+	name := filepath.Clean(f.Name())
 	privateImages.m[id] = m
+	if filepath.IsAbs(name) {
+		privateImages.byName[name] = m
+	}
 	privateImages.count.Add(1)
 	var once sync.Once
 	return func() {
@@ -60,6 +69,7 @@ func RegisterPrivate(f *os.File, m Mapper) (unregister func(), err error) {
 			privateImages.mu.Lock()
 			defer privateImages.mu.Unlock()
 			delete(privateImages.m, id)
+			delete(privateImages.byName, name)
 			privateImages.count.Add(-1)
 		})
 	}, nil
@@ -69,6 +79,12 @@ func RegisterPrivate(f *os.File, m Mapper) (unregister func(), err error) {
 func registeredPrivate(f *os.File) Mapper {
 	if privateImages.count.Load() == 0 {
 		return nil
+	}
+	privateImages.mu.Lock()
+	m := privateImages.byName[filepath.Clean(f.Name())]
+	privateImages.mu.Unlock()
+	if m != nil {
+		return m
 	}
 	id, err := idOf(f)
 	if err != nil {
