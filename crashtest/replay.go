@@ -63,7 +63,7 @@ func (r *runner) replay(w *worker, id string) {
 	}
 	pid, ok := parseID(id)
 	if !ok {
-		r.add(&Failure{ID: id, Op: -1, Count: 1, Err: fmt.Errorf("replay id %q is not of the form o<op>.e<event>[.l<line>[w<words>]]...", id)})
+		r.add(&Failure{ID: id, Op: -1, Count: 1, Err: fmt.Errorf("replay id %q is not of the form o<op>.e<event> followed by .l<line> or .l<line>w<words> for each line", id)})
 		return
 	}
 	for i := range r.points {
