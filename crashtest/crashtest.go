@@ -278,7 +278,7 @@ func Run(t testing.TB, w Workload, opts *Options) Summary {
 	if len(strays) > 0 {
 		// First, since it may explain the failures found before it.
 		r.add(&Failure{ID: "stray-store", Op: -1, Count: 1, Err: fmt.Errorf(
-			"the workload's Recover or Check stored into the pool outside a transaction, at %s; the images checked before that was found may have been judged on wrong content", strays[0])})
+			"a store into an image that nothing flushed, at %s: the workload's Recover or Check wrote outside a transaction (or the engine wrote without flushing); the images checked before it was found may have been judged on wrong content", strays[0])})
 		r.order = append(r.order[len(r.order)-1:], r.order[:len(r.order)-1]...)
 	}
 	sum := r.sum

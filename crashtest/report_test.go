@@ -198,7 +198,7 @@ func TestStrayStoreInCheck(t *testing.T) {
 	_, fs := capture(t, w, &crashtest.Options{Lines: crashtest.LinesSingle})
 	require.NotEmpty(t, fs)
 	assert.Equal(t, "stray-store", fs[0].ID, "reported first")
-	assert.Regexp(t, `outside a transaction, at pool offset \d+, slab \d+ object \d+ \(github.com/pmemgo/pmemgo/crashtest_test.Split\) field B`, fs[0].Err.Error())
+	assert.Regexp(t, `nothing flushed, at pool offset \d+, slab \d+ object \d+ \(github.com/pmemgo/pmemgo/crashtest_test.Split\) field B`, fs[0].Err.Error())
 }
 
 // TestSampling checks that a state space larger than the budget is
