@@ -158,7 +158,7 @@ func (r *runner) checkImage(w *worker, op int) (err error) {
 	}
 	defer h.Close()
 	if !r.o.AllowLeaks {
-		if err := leaks(h); err != nil {
+		if err := w.leaks(h); err != nil {
 			return err
 		}
 	}
@@ -181,8 +181,8 @@ const maxLeaksNamed = 3
 // leaks walks the pool just recovered from its root, as pmemctl check
 // --leaks does with an image, and names the allocated objects the walk
 // does not reach.
-func leaks(h *heap.Heap) error {
-	img, err := image(h)
+func (w *worker) leaks(h *heap.Heap) error {
+	img, err := w.image(h)
 	if err != nil {
 		return fmt.Errorf("leak check: %w", err)
 	}
@@ -206,8 +206,9 @@ func leaks(h *heap.Heap) error {
 }
 
 // image decodes the metadata of a pool just opened, which recovery left
-// in its mapping, for the reachability walk.
-func image(h *heap.Heap) (*recovery.Image, error) {
+// in its mapping, for the reachability walk. The type table, the same in
+// most images, is decoded once per content.
+func (w *worker) image(h *heap.Heap) (*recovery.Image, error) {
 	mem := h.Device().Bytes()
 	hdr, ok := currentHeader(mem)
 	if !ok {
@@ -220,9 +221,17 @@ func image(h *heap.Heap) (*recovery.Image, error) {
 	if hdr.TypeOff+st.TypeBytes > uint64(len(mem)) {
 		return nil, fmt.Errorf("type table of %d bytes past the end of the pool", st.TypeBytes)
 	}
-	types, err := layout.DecodeTypeTable(mem[hdr.TypeOff:hdr.TypeOff+st.TypeBytes], st.Types, hdr.TypeOff)
-	if err != nil {
-		return nil, err
+	table := mem[hdr.TypeOff : hdr.TypeOff+st.TypeBytes]
+	key := xxhash.Sum64(table) ^ uint64(st.Types)<<32 ^ hdr.TypeOff
+	types, ok := w.types[key]
+	if !ok {
+		if types, err = layout.DecodeTypeTable(table, st.Types, hdr.TypeOff); err != nil {
+			return nil, err
+		}
+		if w.types == nil {
+			w.types = map[uint64][]layout.TypeDesc{}
+		}
+		w.types[key] = types
 	}
 	return &recovery.Image{Mem: mem, Base: uint64(h.Base()), Header: hdr, State: st, Types: types}, nil
 }

@@ -2,6 +2,7 @@ package crashtest
 
 import (
 	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/internal/layout"
 )
 
 // worker checks images: it has a scratch image of its own and the
@@ -12,6 +13,8 @@ type worker struct {
 	unregister func()
 	// taken and images count the variants taken and the images checked.
 	taken, images int
+	// types caches decoded type tables by a hash of their content.
+	types map[uint64][]layout.TypeDesc
 }
 
 func newWorker(initial []byte) (*worker, error) {
