@@ -1,84 +1,103 @@
 package crashtest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 
-	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
-// scratch is the one file every image is built in. It holds the durable
-// state of the current point (replay) with a variant's lines on top.
-type scratch struct {
-	path   string
-	f      *os.File
-	replay []byte // durable state at the current point
-	next   int    // journal entries applied to replay
-}
-
-func (r *runner) newScratch() (*scratch, error) {
-	s := &scratch{path: filepath.Join(r.dir, "image"), replay: append([]byte(nil), r.rec.initial...)}
-	if err := os.WriteFile(s.path, s.replay, 0o600); err != nil {
-		return nil, err
+// checkAll checks the planned variants of every crash point, tier by
+// tier, each distinct image once, within the time budget; or only the
+// state a replay id names. With several workers, each takes every
+// Workers-th point of a tier.
+func (r *runner) checkAll() {
+	r.checked = map[uint64]error{}
+	if r.o.Replay != "" {
+		r.replay(r.workers[0], r.o.Replay)
+		return
 	}
-	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
-	s.f = f
-	return s, err
-}
-
-// advance brings the durable state to journal prefix n, writing only the
-// lines that change.
-func (s *scratch) advance(journal []lineData, n int) error {
-	for ; s.next < n; s.next++ {
-		e := &journal[s.next]
-		off := e.line * device.LineSize
-		copy(s.replay[off:], e.data[:])
-		if err := s.writeLine(e.line, s.replay[off:off+device.LineSize]); err != nil {
-			return err
+	passes := r.plan()
+	r.sum.Coverage, r.sum.Sampled = coverage(passes, r.o.Seed)
+	for _, ps := range passes {
+		r.sum.Taken += ps.dups
+		if len(r.workers) == 1 {
+			r.checkPass(r.workers[0], &ps, 0)
+		} else {
+			var wg sync.WaitGroup
+			for k, w := range r.workers {
+				wg.Go(func() { r.checkPass(w, &ps, k) })
+			}
+			wg.Wait()
+		}
+		if r.truncated.Load() {
+			break
 		}
 	}
-	return nil
+	for _, w := range r.workers {
+		r.sum.Taken += w.taken
+		r.sum.Images += w.images
+	}
+	r.sum.Truncated = r.truncated.Load()
 }
 
-func (s *scratch) writeLine(line int, b []byte) error {
-	_, err := s.f.WriteAt(b, int64(line*device.LineSize))
-	return err
+// checkPass checks worker w's share of a tier: the points whose index is
+// k modulo the number of workers.
+func (r *runner) checkPass(w *worker, ps *pass, k int) {
+	w.s.reset(r.rec.journal)
+	for i := k; i < len(r.points); i += len(r.workers) {
+		p := &r.points[i]
+		if len(ps.variants[i]) == 0 {
+			continue
+		}
+		w.s.advance(r.rec.journal, p.journal)
+		for _, v := range ps.variants[i] {
+			w.taken++
+			if _, ok := r.cached(imageKey(p, v)); ok {
+				continue
+			}
+			if r.truncated.Load() || time.Since(r.start) > r.o.MaxTime {
+				r.truncated.Store(true)
+				return
+			}
+			w.images++
+			if err := r.checkVariant(w, p, v); err != nil {
+				r.fail(w, p, v, err)
+			}
+		}
+	}
 }
 
-// apply puts a variant's lines on top of the durable state; restore takes
-// them off again.
-func (s *scratch) apply(p *point, v []Line) error {
+// cached returns the result of the image with key, if it was checked.
+func (r *runner) cached(key uint64) (error, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err, ok := r.checked[key]
+	return err, ok
+}
+
+// imageKey identifies an image: the durable prefix and the lines on top.
+func imageKey(p *point, v []Line) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	var w [16]byte
+	binary.LittleEndian.PutUint64(w[:], uint64(p.journal))
+	d.Write(w[:8])
 	for _, l := range v {
-		off := l.Index * device.LineSize
-		var b [device.LineSize]byte
-		copy(b[:], s.replay[off:])
-		copy(b[:l.Words*8], extraData(p, l.Index))
-		if err := s.writeLine(l.Index, b[:]); err != nil {
-			return err
-		}
+		binary.LittleEndian.PutUint64(w[:], uint64(l.Index))
+		binary.LittleEndian.PutUint64(w[8:], uint64(l.Words))
+		d.Write(w[:])
+		d.Write(extraData(p, l.Index)[:l.Words*8])
 	}
-	return nil
-}
-
-func (s *scratch) restore(v []Line) error {
-	for _, l := range v {
-		off := l.Index * device.LineSize
-		if err := s.writeLine(l.Index, s.replay[off:off+device.LineSize]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return d.Sum64()
 }
 
 func extraData(p *point, line int) []byte {
@@ -90,66 +109,36 @@ func extraData(p *point, line int) []byte {
 	return nil
 }
 
-// checkAll checks every crash point's variants, each distinct image once,
-// within the budget.
-func (r *runner) checkAll(s *scratch) {
-	replay := replayID()
-	seen := map[uint64]bool{}
-	for i := range r.points {
-		p := &r.points[i]
-		if err := s.advance(r.rec.journal, p.journal); err != nil {
-			r.t.Fatalf("crashtest: scratch image: %v", err)
-		}
-		variants := r.variants(i)
-		if replay != "" {
-			variants = replayVariants(p, replay)
-		}
-		for _, v := range variants {
-			r.taken++
-			key := imageKey(p, v)
-			if seen[key] {
-				continue
-			}
-			seen[key] = true
-			if r.sum.Images >= r.o.MaxImages || time.Since(r.start) > r.o.MaxTime {
-				r.sum.Truncated = true
-				return
-			}
-			r.sum.Images++
-			if err := r.checkVariant(s, p, v); err != nil {
-				r.fail(s, p, v, err)
-			}
-		}
-	}
-}
-
-// imageKey identifies an image: the durable prefix and the lines on top.
-func imageKey(p *point, v []Line) uint64 {
-	var d xxhash.Digest
-	d.Reset()
-	fmt.Fprintf(&d, "%d", p.journal)
-	for _, l := range v {
-		fmt.Fprintf(&d, ",%d:%d:", l.Index, l.Words)
-		d.Write(extraData(p, l.Index)[:l.Words*8])
-	}
-	return d.Sum64()
-}
-
-func (r *runner) checkVariant(s *scratch, p *point, v []Line) error {
-	if err := s.apply(p, v); err != nil {
+// checkVariant checks the image of point p with the lines of v on top,
+// from the cache when that image was checked already.
+func (r *runner) checkVariant(w *worker, p *point, v []Line) error {
+	key := imageKey(p, v)
+	if err, ok := r.cached(key); ok {
 		return err
 	}
-	err := r.checkImage(s.path, p.op)
-	return errors.Join(err, s.restore(v))
+	w.s.apply(p, v)
+	err := r.checkImage(w, p.op)
+	w.s.restore(v)
+	r.mu.Lock()
+	r.checked[key] = err
+	r.mu.Unlock()
+	return err
 }
 
-// checkImage checks the image in path as a reopen after the crash would
-// see it: the offline checker first, then pmemgo's recovery at a new base,
-// then the user's recovery and check. Nothing is written to the file: the
-// pool is opened on a private mapping.
-func (r *runner) checkImage(path string, op int) (err error) {
+// checkImage checks the image in w's scratch as a reopen after the crash would see
+// it: the offline checker first, then the reachability walk, then
+// pmemgo's recovery at a new base, then the user's recovery and check.
+// Nothing is written to the image.
+func (r *runner) checkImage(w *worker, op int) (err error) {
+	// A panic in the checker, the engine or the workload's code is that
+	// image's failure, not the end of the run.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
 	var problems []string
-	err = recovery.CheckFile(path, func(p recovery.Problem) bool {
+	err = recovery.CheckFile(w.s.path, func(p recovery.Problem) bool {
 		// A crash image may well hold a live undo log, a swizzle under way
 		// or a torn header slot: recovery deals with those.
 		if !errors.Is(p.Err, recovery.ErrNeedsRecovery) {
@@ -163,16 +152,16 @@ func (r *runner) checkImage(path string, op int) (err error) {
 	if len(problems) > 0 {
 		return fmt.Errorf("checker: %s", strings.Join(problems, "; "))
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v", p)
-		}
-	}()
-	h, err := heap.Open(path, &heap.Options{Device: device.Private{}, ForceRelocate: true})
+	h, err := heap.Open(w.s.path, &heap.Options{Device: w.m, ForceRelocate: true})
 	if err != nil {
 		return fmt.Errorf("recovery: %w", err)
 	}
 	defer h.Close()
+	if !r.o.AllowLeaks {
+		if err := w.leaks(h); err != nil {
+			return err
+		}
+	}
 	if r.w.Recover != nil {
 		if err := r.w.Recover(h); err != nil {
 			return fmt.Errorf("user recovery: %w", err)
@@ -186,115 +175,63 @@ func (r *runner) checkImage(path string, op int) (err error) {
 	return nil
 }
 
-// variants lists the line sets to add at point i, the empty set first.
-func (r *runner) variants(i int) [][]Line {
-	p := &r.points[i]
-	out := [][]Line{nil}
-	n := len(p.extras)
-	whole := func(idx ...int) []Line {
-		v := make([]Line, len(idx))
-		for k, j := range idx {
-			v[k] = Line{Index: p.extras[j].line, Words: 8}
-		}
-		return v
-	}
-	switch mode := r.o.Lines; {
-	case n == 0 || mode == LinesNone:
-	case mode == LinesSingle:
-		for j := range n {
-			out = append(out, whole(j))
-		}
-	case mode == LinesAll && n <= 10:
-		for mask := 1; mask < 1<<n; mask++ {
-			var idx []int
-			for j := range n {
-				if mask&(1<<j) != 0 {
-					idx = append(idx, j)
-				}
-			}
-			out = append(out, whole(idx...))
-		}
-	case mode == LinesUpTo || mode == LinesAll:
-		out = append(out, subsetsUpTo(n, r.o.K, whole)...)
-	case mode == LinesRandom:
-		rng := rand.New(rand.NewPCG(uint64(r.o.Seed), uint64(i)))
-		for range r.o.Samples {
-			var idx []int
-			for j := range n {
-				if rng.IntN(2) == 1 {
-					idx = append(idx, j)
-				}
-			}
-			out = append(out, whole(idx...))
-		}
-	}
-	if r.o.Torn {
-		for j := range n {
-			for w := 1; w < 8; w++ {
-				out = append(out, []Line{{Index: p.extras[j].line, Words: w}})
-			}
-		}
-	}
-	return out
-}
+// maxLeaksNamed bounds the leaked objects a failure names.
+const maxLeaksNamed = 3
 
-// subsetsUpTo returns every non-empty subset of [0, n) with at most k
-// members, built by whole.
-func subsetsUpTo(n, k int, whole func(...int) []Line) [][]Line {
-	var out [][]Line
-	var rec func(start int, cur []int)
-	rec = func(start int, cur []int) {
-		if len(cur) > 0 {
-			out = append(out, whole(cur...))
-		}
-		if len(cur) == k {
-			return
-		}
-		for j := start; j < n; j++ {
-			rec(j+1, append(cur, j))
-		}
+// leaks walks the pool just recovered from its root, as pmemctl check
+// --leaks does with an image, and names the allocated objects the walk
+// does not reach.
+func (w *worker) leaks(h *heap.Heap) error {
+	img, err := w.image(h)
+	if err != nil {
+		return fmt.Errorf("leak check: %w", err)
 	}
-	rec(0, nil)
-	return out
-}
-
-// ID returns the stable id of a crash state: the operation, the device
-// event and the lines added, with their words when torn.
-func stateID(p *point, v []Line) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "o%d.e%d", p.op, p.event)
-	for _, l := range v {
-		fmt.Fprintf(&b, ".l%d", l.Index)
-		if l.Words < 8 {
-			fmt.Fprintf(&b, "w%d", l.Words)
-		}
+	reach, err := recovery.Walk(img, nil)
+	if err != nil {
+		return fmt.Errorf("leak check: %w", err)
 	}
-	return b.String()
-}
-
-var idPart = regexp.MustCompile(`^l(\d+)(?:w([1-8]))?$`)
-
-// replayVariants returns the one variant a replay id names, if it is at p.
-func replayVariants(p *point, id string) [][]Line {
-	parts := strings.Split(id, ".")
-	if len(parts) < 2 || parts[0] != fmt.Sprintf("o%d", p.op) || parts[1] != fmt.Sprintf("e%d", p.event) {
+	n, bytes := reach.Unreached()
+	if n == 0 {
 		return nil
 	}
-	var v []Line
-	for _, part := range parts[2:] {
-		m := idPart.FindStringSubmatch(part)
-		if m == nil {
-			return nil
+	var named []string
+	for s := range reach.Unreachable() {
+		named = append(named, s.Where())
+		if len(named) == maxLeaksNamed {
+			break
 		}
-		idx, _ := strconv.Atoi(m[1])
-		words := 8
-		if m[2] != "" {
-			words, _ = strconv.Atoi(m[2])
-		}
-		if extraData(p, idx) == nil {
-			return nil
-		}
-		v = append(v, Line{Index: idx, Words: words})
 	}
-	return [][]Line{v}
+	return fmt.Errorf("leak: %d unreachable objects (%d bytes) allocated, nothing reachable from the root points to them: %s: %w",
+		n, bytes, strings.Join(named, ", "), recovery.ErrUnreachable)
+}
+
+// image decodes the metadata of a pool just opened, which recovery left
+// in its mapping, for the reachability walk. The type table, the same in
+// most images, is decoded once per content.
+func (w *worker) image(h *heap.Heap) (*recovery.Image, error) {
+	mem := h.Device().Bytes()
+	hdr, ok := currentHeader(mem)
+	if !ok {
+		return nil, errors.New("no header slot decodes")
+	}
+	st, err := layout.DecodeState(mem[layout.StateOff:], &hdr)
+	if err != nil {
+		return nil, err
+	}
+	if hdr.TypeOff+st.TypeBytes > uint64(len(mem)) {
+		return nil, fmt.Errorf("type table of %d bytes past the end of the pool", st.TypeBytes)
+	}
+	table := mem[hdr.TypeOff : hdr.TypeOff+st.TypeBytes]
+	key := xxhash.Sum64(table) ^ uint64(st.Types)<<32 ^ hdr.TypeOff
+	types, ok := w.types[key]
+	if !ok {
+		if types, err = layout.DecodeTypeTable(table, st.Types, hdr.TypeOff); err != nil {
+			return nil, err
+		}
+		if w.types == nil {
+			w.types = map[uint64][]layout.TypeDesc{}
+		}
+		w.types[key] = types
+	}
+	return &recovery.Image{Mem: mem, Base: uint64(h.Base()), Header: hdr, State: st, Types: types}, nil
 }

@@ -122,6 +122,6 @@ func TestReplayCommand(t *testing.T) {
 	var found []crashtest.Failure
 	crashtest.Run(t, listWorkload(pushUnlogged), &crashtest.Options{Lines: crashtest.LinesSingle, Report: func(f crashtest.Failure) { found = append(found, f) }})
 	require.NotEmpty(t, found)
-	assert.Contains(t, found[0].Replay, "go test -run '^TestReplayCommand$' -crashtest.replay=")
+	assert.Contains(t, found[0].Replay, "go test ./crashtest -run '^TestReplayCommand$' -crashtest.replay=")
 	assert.Equal(t, ".pool", filepath.Ext(found[0].Image))
 }

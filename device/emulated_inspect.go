@@ -39,9 +39,16 @@ func (d *Emulated) DirtyLines() []int {
 		return nil
 	}
 	var dirty []int
-	// Whole pages are compared first because most of a pool is clean and
-	// comparing a page at once is far quicker than line by line.
+	// Only the pages the working mapping copied on write can differ from
+	// the file; asking the kernel which they are spares comparing the
+	// whole pool at every crash point. Whole pages are compared first
+	// because most of a pool is clean and comparing a page at once is far
+	// quicker than line by line.
+	written, known := writtenPages(d.work)
 	for p := 0; p < len(d.work); p += pageSize {
+		if known && !written[p/pageSize] {
+			continue
+		}
 		end := min(p+pageSize, len(d.work))
 		if !bytes.Equal(d.work[p:end], d.durable[p:end]) {
 			dirty = appendDirtyLines(dirty, d.work[p:end], d.durable[p:end], p/LineSize)

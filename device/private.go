@@ -9,8 +9,12 @@ import "os"
 // above behaves as on any other device.
 type Private struct{}
 
-// Map maps the first size bytes of f privately. f may be read-only.
+// Map maps the first size bytes of f privately. f may be read-only. A
+// file registered with RegisterPrivate is mapped by its Mapper instead.
 func (Private) Map(f *os.File, size int, req MapRequest) (Device, error) {
+	if m := registeredPrivate(f); m != nil {
+		return m.Map(f, size, req)
+	}
 	data, unmap, err := mapFile(f, size, false, req)
 	if err != nil {
 		return nil, err
