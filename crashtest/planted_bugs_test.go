@@ -39,8 +39,11 @@ var planted = []struct {
 }{
 	{"unlogged store in a flushed line", tallyWorkload, func(t *testing.T, _ crashtest.Summary, fs []crashtest.Failure) {
 		assert.True(t, anyErr(fs, "total"), "a total that disagrees with the hits: %v", fs)
+		// The bug shows when the commit record reached the media and the
+		// unlogged line did not, or the line did and the record did not:
+		// a shrunk failure keeps at most the record's two lines.
 		for _, f := range fs {
-			assert.LessOrEqual(t, len(f.Lines), 1, "shrunk to at most one line: %s", f.ID)
+			assert.LessOrEqual(t, len(f.Lines), 2, "shrunk to the lines the bug needs: %s", f.ID)
 		}
 	}},
 	{"pointer swap without logging its header", vecWorkload, func(t *testing.T, _ crashtest.Summary, fs []crashtest.Failure) {
