@@ -85,8 +85,9 @@ type Options struct {
 	// path the open takes, and implies FullValidation. Each open path
 	// guarantees:
 	//   - relocated (the pool lands at a new base, ForceRelocate
-	//     included): every pointer is checked in the walk that rewrites
-	//     it, before anything is written;
+	//     included): every pointer is checked in the read-only pass that
+	//     precedes the rewrite, so a bad one leaves the pointers as they
+	//     were;
 	//   - after a crash (the pool was not closed), at the same base:
 	//     every pointer is checked, after the undo log is rolled back;
 	//   - a clean reopen at the same base: no pointer is read, so the open
@@ -100,7 +101,7 @@ type Options struct {
 	// slice (length at most capacity) or string lies inside its array. An
 	// open that finds an invalid pointer fails with an error wrapping
 	// pmemgo.ErrCorrupt that names the slab, object, type and field, and
-	// leaves the file as it was.
+	// writes nothing but the rollback of a crashed transaction.
 	VerifyPointers bool
 	// Logger, if set, is told what recovery did.
 	Logger *slog.Logger

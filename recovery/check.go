@@ -401,6 +401,7 @@ func ptrField(p layout.Pointer) string {
 // slabHeaders decodes the slab headers below the high-water mark, reports
 // the bad ones and indexes the usable ones.
 func (c *checker) slabHeaders() bool {
+	c.setGeometry()
 	c.stateHigh = c.state.SlabHigh
 	c.high = uint32(min(uint64(c.stateHigh), c.walk.Slabs))
 	c.owner = make([]int32, c.high)
@@ -510,7 +511,7 @@ func (c *checker) goodSlab(i uint32, sh *layout.SlabHeader) bool {
 	for k := i; k < i+sh.Extent; k++ {
 		c.owner[k] = int32(len(c.heads))
 	}
-	c.heads = append(c.heads, slabHead{idx: i, sh: *sh, td: &c.types[sh.Type-1], data: off + uint64(sh.DataOff), bm: bm})
+	c.heads = append(c.heads, newSlabHead(c.mem, &c.h, i, sh, c.types))
 	c.stats.Slabs++
 	return true
 }
@@ -555,7 +556,7 @@ func (c *checker) objects() bool {
 	// step is how many slabs make the 16 MiB between two reports, so that
 	// they come at about the same rate whatever the slab size.
 	step := max(1, uint32(progressBytes/c.h.SlabSize))
-	bad := func(s *ptrSite, kind string, err error) bool { return c.report(kind, int64(s.off), s.where(), err) }
+	bad := func(s ptrSite, kind string, err error) bool { return c.report(kind, int64(s.off), s.where(), err) }
 	for k := range c.heads {
 		hd := &c.heads[k]
 		objects, pointers, ok := c.slabPointers(hd, bad)

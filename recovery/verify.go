@@ -34,6 +34,7 @@ func (p *Pool) verifyPointers(table *swizzle.Table, gen uint64, workers int) err
 	if err != nil {
 		return err
 	}
+	r.setGeometry()
 	r.index(p.Slabs)
 	return r.verify(workers)
 }
@@ -41,18 +42,20 @@ func (p *Pool) verifyPointers(table *swizzle.Table, gen uint64, workers int) err
 // index fills r's slab index from m.
 func (r *ptrRules) index(m *SlabMap) {
 	r.owner = make([]int32, r.high)
+	n := 0
+	for i, o := range m.owner {
+		if o == int32(i) {
+			n++
+		}
+	}
+	r.heads = make([]slabHead, 0, n)
 	for i := range r.owner {
 		switch o := m.owner[i]; {
 		case o < 0:
 			r.owner[i] = slabFree
 		case o == int32(i):
-			sh := &m.heads[i]
-			off := r.h.SlabOffset(uint32(i))
 			r.owner[i] = int32(len(r.heads))
-			r.heads = append(r.heads, slabHead{
-				idx: uint32(i), sh: *sh, td: &r.types[sh.Type-1], data: off + uint64(sh.DataOff),
-				bm: layout.Bitmap(r.mem[off:], sh.Slots),
-			})
+			r.heads = append(r.heads, newSlabHead(r.mem, &r.h, uint32(i), &m.heads[i], r.types))
 		default:
 			r.owner[i] = r.owner[o]
 		}
@@ -78,7 +81,7 @@ func (r *ptrRules) verify(workers int) error {
 		failed atomic.Bool
 		wg     sync.WaitGroup
 	)
-	bad := func(s *ptrSite, _ string, err error) bool {
+	bad := func(s ptrSite, _ string, err error) bool {
 		once.Do(func() { first = fmt.Errorf("%s at offset %d: %w", s.where(), s.off, err) })
 		failed.Store(true)
 		return false
