@@ -3,8 +3,10 @@
 //
 // Open validates every piece of metadata, rolls back a live undo log and,
 // when the pool lands at a new base, swizzles its pointers. It writes
-// nothing before the header, the undo log entries and the pointers to be
-// rewritten have been validated. Check walks a pool without changing it and
+// nothing before the header and the undo log entries have been validated,
+// and nothing but that rollback before every pointer it reads (all of
+// them when it relocates or follows a crash) has passed the checker's
+// rules. Check walks a pool without changing it and
 // reports every problem it finds.
 package recovery
 
@@ -52,8 +54,9 @@ type Report struct {
 	Resumed bool
 	// OldBase and NewBase are the bases before and after.
 	OldBase, NewBase uint64
-	// Swizzle is what the rewrite did; Validate is the time its read-only
-	// validation pass took.
+	// Swizzle is what the rewrite did; Validate is the time the read-only
+	// pass that checks every pointer against the checker's rules took,
+	// zero when Open read no pointer.
 	Swizzle  swizzle.Stats
 	Validate time.Duration
 	// FromSummary is true when the slabs were read from the slab summary

@@ -20,7 +20,7 @@ import (
 // stay inside their array, and a slice's length is at most its capacity.
 // A nil string or slice has no length.
 type ptrRules struct {
-	h   layout.Header
+	h   layout.Header // the header in use
 	mem []byte
 
 	// swizzling is set when pointers are read through table: some may
@@ -72,8 +72,8 @@ type slabHead struct {
 	bm   []byte
 	// magic divides an offset below 1<<32 by the slot size with a
 	// multiplication (Lemire, Kaser and Kurz, "Faster remainder by direct
-	// computation", 2019): a division per pointer was a tenth of the time
-	// of the pointer check; 0 when the slot size is 1.
+	// computation", 2019), so that a pointer checked at open costs no
+	// division; 0 when the slot size is 1.
 	magic uint64
 }
 
@@ -100,8 +100,8 @@ func (hd *slabHead) slotOf(rel uint64) uint64 {
 // badPointer is told of each pointer that breaks a rule, with a short
 // problem kind ("pointer-range", "pointer-free", "pointer-type",
 // "pointer-bounds", "swizzle") and an error wrapping pmemgo.ErrCorrupt.
-// It returns false to stop the walk.
-// The site is passed by value so that the walk's own does not escape.
+// It returns false to stop the walk. The site is passed by value so that
+// the walk's own does not escape to the heap.
 type badPointer func(s ptrSite, kind string, err error) bool
 
 // pointerTargets resolves, for every pointer of every type, the id of the
