@@ -275,11 +275,46 @@ func (r *ptrRules) element(s *ptrSite, off uint64, bad badPointer) (int64, bool)
 			continue
 		}
 		n++
-		if !r.pointer(s, v, bad) {
+		if !r.plainObject(s, v) && !r.pointer(s, v, bad) {
 			return n, false
 		}
 	}
 	return n, true
+}
+
+// plainObject reports, at little cost, whether v is an object pointer to
+// the start of an allocated object of its target type, in the range it
+// must be in: the common case, which needs no diagnosis. It accepts a
+// subset of what pointer accepts; anything else goes through pointer,
+// which applies every rule and says what is wrong. A relocated open of a
+// pool of object pointers spent about 20 ns a pointer more on the rules
+// than on the relocation check alone; this brings it to a few.
+func (r *ptrRules) plainObject(s *ptrSite, v uint64) bool {
+	if s.ptr.Kind != layout.PtrObject || s.target == 0 {
+		return false
+	}
+	off := v - r.h.Base
+	if r.swizzling {
+		nv, ok := r.table.Relocate(v)
+		if !ok || (s.stamped && nv != v) {
+			return false
+		}
+		off = nv - r.table.Target
+	}
+	if off < r.h.SlabOff || off >= r.slabEnd || off >= uint64(len(r.mem)) {
+		return false
+	}
+	idx := (off - r.h.SlabOff) >> r.shift
+	if idx >= uint64(r.high) || r.owner[idx] < 0 {
+		return false
+	}
+	hd := &r.heads[r.owner[idx]]
+	rel := off - hd.data
+	if off < hd.data || hd.sh.Type != s.target || rel >= uint64(hd.sh.Slots)*uint64(hd.sh.SlotSize) {
+		return false
+	}
+	slot := hd.slotOf(rel)
+	return rel == slot*uint64(hd.sh.SlotSize) && hd.bm[slot/8]&(1<<(slot%8)) != 0
 }
 
 // nilHeader checks that a nil string or slice has no length.
