@@ -1,6 +1,7 @@
 package heap_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/benchutil"
+	"github.com/pmemgo/pmemgo/internal/layout"
 )
 
 // The benchmarks of this file measure the targets of DESIGN.md. Pools go
@@ -324,7 +326,9 @@ func benchSwizzleOpen(b *testing.B, path string, workers, ptrs int) {
 // and Close. Target: under 5 ms from Open to the first allocation,
 // independent of the object count. The "summary" runs open from the slab
 // summary the previous Close wrote; the "full" runs validate every slab
-// header (Options.FullValidation), as an open without a summary does.
+// header (Options.FullValidation), as an open without a summary does; the
+// "crashed" runs find the open mark set, as a process that did not close
+// leaves it, so they also check every pointer (verify-ms).
 func BenchmarkReopenSameBase(b *testing.B) {
 	for _, sz := range []struct {
 		name string
@@ -336,26 +340,28 @@ func BenchmarkReopenSameBase(b *testing.B) {
 			}
 			path := filepath.Join(benchutil.PoolDir(b), "reopen.pool")
 			fillPool(b, path, poolSizeFor(sz.n), sz.n, linkObj1)
-			for _, full := range []bool{false, true} {
-				name := "summary"
-				if full {
-					name = "full"
-				}
-				b.Run(name, func(b *testing.B) { reopenSameBase(b, path, full) })
+			for _, mode := range []string{"summary", "full", "crashed"} {
+				b.Run(mode, func(b *testing.B) { reopenSameBase(b, path, mode) })
 			}
 		})
 	}
 }
 
-func reopenSameBase(b *testing.B, path string, full bool) {
+func reopenSameBase(b *testing.B, path, mode string) {
 	alloc := func(tx *heap.Tx) error {
 		_, err := heap.New[swzObj1](tx)
 		return err
 	}
-	var open, first time.Duration
+	full := mode == "full"
+	var open, first, verify time.Duration
 	runtime.GC()
 	b.ReportAllocs()
 	for b.Loop() {
+		if mode == "crashed" {
+			b.StopTimer()
+			setOpenMark(b, path)
+			b.StartTimer()
+		}
 		t0 := time.Now()
 		// A timeout, so that a pool left open by a failure ends the run
 		// with an error rather than a wait.
@@ -369,6 +375,7 @@ func reopenSameBase(b *testing.B, path string, full bool) {
 		open += t1.Sub(t0)
 		first += t2.Sub(t0)
 		r := h.Recovery()
+		verify += r.Validate
 		if cerr := h.Close(); err == nil {
 			err = cerr
 		}
@@ -379,13 +386,25 @@ func reopenSameBase(b *testing.B, path string, full bool) {
 			// Something of this process took the pool's range since it
 			// was unmapped (see heap/summary_test.go, openSameBase).
 			b.Skipf("the pool's base was taken in this process; reopen at the same base not measured")
-		case r.RolledBack != 0 || r.FromSummary == full:
-			b.Fatalf("reopen was not clean, or not from the summary unless full: %+v", r)
+		case r.RolledBack != 0 || r.FromSummary != (mode == "summary"):
+			b.Fatalf("reopen rolled back, or used the summary when it should not or the reverse: %+v", r)
 		}
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(first.Microseconds())/1e3/n, "ms-to-first-alloc")
 	b.ReportMetric(float64(open.Microseconds())/1e3/n, "open-ms")
+	b.ReportMetric(float64(verify.Microseconds())/1e3/n, "verify-ms")
+}
+
+// setOpenMark sets the open mark of the closed pool at path, as a process
+// that crashed leaves it.
+func setOpenMark(b *testing.B, path string) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	check(b, err)
+	var mark [8]byte
+	layout.SetOpenMark(mark[:], 1)
+	_, err = f.WriteAt(mark[:], layout.OpenMarkOff)
+	check(b, errors.Join(err, f.Close()))
 }
 
 // txDevices are the devices of the transaction benchmarks: the default

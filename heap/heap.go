@@ -90,6 +90,28 @@ type Options struct {
 	// logs an object in it or stores a pointer into it. Either way every
 	// header is validated before anything in its slab is written.
 	FullValidation bool
+	// VerifyPointers checks every stored pointer at open, whatever the
+	// path the open takes, and implies FullValidation. Each open path
+	// guarantees:
+	//   - relocated (the pool lands at a new base, ForceRelocate
+	//     included): every pointer is checked in the read-only pass that
+	//     precedes the rewrite, so a bad one leaves the pointers as they
+	//     were;
+	//   - after a crash (the pool was not closed), at the same base:
+	//     every pointer is checked, after the undo log is rolled back;
+	//   - a clean reopen at the same base: no pointer is read, so the open
+	//     costs the same whatever the number of objects; the pool's
+	//     pointers are as the last Close left them, unless the file was
+	//     changed outside pmemgo. VerifyPointers checks them anyway.
+	// A pointer is valid when it is nil or points to the start of an
+	// allocated object of its field's type (or an element of an array of
+	// that type), slice data points to an element boundary of an array of
+	// its element type, string data into a byte array, and the range of a
+	// slice (length at most capacity) or string lies inside its array. An
+	// open that finds an invalid pointer fails with an error wrapping
+	// pmemgo.ErrCorrupt that names the slab, object, type and field, and
+	// writes nothing but the rollback of a crashed transaction.
+	VerifyPointers bool
 	// Logger, if set, is told what recovery did.
 	Logger *slog.Logger
 }
@@ -178,7 +200,7 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	}
 	pool, err := recovery.Open(f, recovery.Options{
 		Mapper: mapper, ReadOnly: opts.ReadOnly, ForceRelocate: opts.ForceRelocate, Workers: opts.Workers,
-		FullValidation: opts.FullValidation,
+		FullValidation: opts.FullValidation, VerifyPointers: opts.VerifyPointers,
 	})
 	if err != nil {
 		return nil, err

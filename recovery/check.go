@@ -149,43 +149,13 @@ type checker struct {
 	reported uint32
 
 	fileSize int64
-	slot     int           // the header slot in use
-	h        layout.Header // the header in use
+	slot     int // the header slot in use
 	// walk is h with Slabs cut to the slabs that lie wholly in the file.
-	walk layout.Header
-	mem  []byte
-
-	swizzling bool
-	table     swizzle.Table
-
+	walk  layout.Header
 	state layout.State
-	types []layout.TypeDesc
-	// targets[t][k] is the type id pointer k of type t+1 must point to,
-	// or 0 when it may point to anything or its target is unknown.
-	targets [][]uint32
-
-	// high is the number of slabs checked: the high-water mark, cut to
-	// the file. owner[i] is, for each slab below it, the index in heads of
-	// the usable slab covering it, or slabFree or slabBad.
-	high  uint32
-	owner []int32
-	heads []slabHead
-}
-
-// Values of checker.owner for slabs that no usable slab covers.
-const (
-	slabFree int32 = -1
-	slabBad  int32 = -2
-)
-
-// slabHead is a usable slab: its header, and what the pointer checks need
-// of it at hand.
-type slabHead struct {
-	idx  uint32
-	sh   layout.SlabHeader
-	td   *layout.TypeDesc
-	data uint64 // pool offset of slot 0
-	bm   []byte
+	// ptrRules holds the header in use, the mapping, the type table and
+	// the index of the usable slabs.
+	ptrRules
 }
 
 // mapped reports whether addr lies in the mapping of the pool.
@@ -352,7 +322,7 @@ func (c *checker) swizzle() bool {
 	if h.Flags&layout.FlagSwizzling == 0 {
 		return true
 	}
-	c.swizzling = true
+	c.swizzling, c.gen = true, h.SwizzleGen
 	// Slabs rewritten before the swizzle was interrupted hold pointers
 	// relative to the target already: the table resumes.
 	c.table = swizzle.Table{Old: h.Old, Target: h.Target, Size: h.Size, Resuming: true}
@@ -411,21 +381,12 @@ func (c *checker) typeTable() bool {
 		}
 		ids[types[i].Name] = uint32(i + 1)
 	}
-	c.targets = make([][]uint32, len(types))
-	for i := range types {
-		c.targets[i] = make([]uint32, len(types[i].Ptrs))
-		for k, p := range types[i].Ptrs {
-			if p.Kind == layout.PtrUnsafe {
-				continue
-			}
-			c.targets[i][k] = ids[p.Target]
-			if c.targets[i][k] == 0 && !c.report("type-table", int64(h.TypeOff), typeWhere(i+1, types[i].Name),
-				fmt.Errorf("field %s points to type %s, which the table lacks: %w", ptrField(p), p.Target, pmemgo.ErrCorrupt)) {
-				return false
-			}
-		}
-	}
-	return true
+	var ok bool
+	c.targets, ok = pointerTargets(types, func(id int, p layout.Pointer) bool {
+		return c.report("type-table", int64(h.TypeOff), typeWhere(id, types[id-1].Name),
+			fmt.Errorf("field %s points to type %s, which the table lacks: %w", ptrField(p), p.Target, pmemgo.ErrCorrupt))
+	})
+	return ok
 }
 
 func typeWhere(id int, name string) string { return fmt.Sprintf("type %d (%s)", id, name) }
@@ -440,7 +401,9 @@ func ptrField(p layout.Pointer) string {
 // slabHeaders decodes the slab headers below the high-water mark, reports
 // the bad ones and indexes the usable ones.
 func (c *checker) slabHeaders() bool {
-	c.high = uint32(min(uint64(c.state.SlabHigh), c.walk.Slabs))
+	c.setGeometry()
+	c.stateHigh = c.state.SlabHigh
+	c.high = uint32(min(uint64(c.stateHigh), c.walk.Slabs))
 	c.owner = make([]int32, c.high)
 	for i := range c.owner {
 		c.owner[i] = slabFree
@@ -548,71 +511,9 @@ func (c *checker) goodSlab(i uint32, sh *layout.SlabHeader) bool {
 	for k := i; k < i+sh.Extent; k++ {
 		c.owner[k] = int32(len(c.heads))
 	}
-	c.heads = append(c.heads, slabHead{idx: i, sh: *sh, td: &c.types[sh.Type-1], data: off + uint64(sh.DataOff), bm: bm})
+	c.heads = append(c.heads, newSlabHead(c.mem, &c.h, i, sh, c.types))
 	c.stats.Slabs++
 	return true
-}
-
-// slotAt is where a pool offset falls: an allocated slot of a usable slab,
-// and the byte offset in it.
-type slotAt struct {
-	head   *slabHead
-	slot   uint32
-	inSlot uint32
-}
-
-// where names the slot: "slab 3 object 5 (main.Node)", "slab 4 array 2
-// of uint32".
-func (s *slotAt) where() string {
-	if s.head.sh.Kind == layout.KindArray {
-		return fmt.Sprintf("slab %d array %d of %s", s.head.idx, s.slot, s.head.td.Name)
-	}
-	return fmt.Sprintf("slab %d object %d (%s)", s.head.idx, s.slot, s.head.td.Name)
-}
-
-// atElem reports whether the offset is at the start of an element.
-func (s *slotAt) atElem() bool {
-	sh := &s.head.sh
-	// Objects, one per slot, are the common case: no division for them.
-	return s.inSlot == 0 || (sh.Elems > 1 && s.inSlot%s.head.td.Size == 0 && s.inSlot/s.head.td.Size < sh.Elems)
-}
-
-// locate finds the allocated slot holding pool offset off, in constant
-// time. It returns false with an empty kind when off cannot be judged (it
-// is in a bad slab or past the end of a truncated file), and false with a
-// problem kind and a description when off is not in an allocated slot.
-func (c *checker) locate(off uint64) (slotAt, bool, string, string) {
-	var s slotAt
-	if off >= uint64(len(c.mem)) {
-		return s, false, "", ""
-	}
-	idx, ok := c.h.SlabIndex(off)
-	switch {
-	case !ok && off < c.h.SlabOff:
-		return s, false, "pointer-range", "in the pool metadata"
-	case !ok:
-		return s, false, "pointer-range", "past the last slab"
-	case idx >= c.high && idx < c.state.SlabHigh:
-		return s, false, "", ""
-	case idx >= c.high:
-		return s, false, "pointer-free", fmt.Sprintf("in slab %d, which was never used", idx)
-	case c.owner[idx] == slabBad:
-		return s, false, "", ""
-	case c.owner[idx] == slabFree:
-		return s, false, "pointer-free", fmt.Sprintf("in slab %d, which is free", idx)
-	}
-	s.head = &c.heads[c.owner[idx]]
-	sh := &s.head.sh
-	rel := off - s.head.data
-	if off < s.head.data || rel >= uint64(sh.Slots)*uint64(sh.SlotSize) {
-		return s, false, "pointer-range", fmt.Sprintf("in slab %d outside its slots", s.head.idx)
-	}
-	n := rel / uint64(sh.SlotSize)
-	s.slot, s.inSlot = uint32(n), uint32(rel-n*uint64(sh.SlotSize))
-	if s.head.bm[s.slot/8]&(1<<(s.slot%8)) == 0 {
-		return s, false, "pointer-free", fmt.Sprintf("in %s, which is free", s.where())
-	}
-	return s, true, "", ""
 }
 
 // root checks that the root is an allocated object of the type the heap
@@ -655,9 +556,13 @@ func (c *checker) objects() bool {
 	// step is how many slabs make the 16 MiB between two reports, so that
 	// they come at about the same rate whatever the slab size.
 	step := max(1, uint32(progressBytes/c.h.SlabSize))
+	bad := func(s ptrSite, kind string, err error) bool { return c.report(kind, int64(s.off), s.where(), err) }
 	for k := range c.heads {
 		hd := &c.heads[k]
-		if !c.slabObjects(hd) {
+		objects, pointers, ok := c.slabPointers(hd, bad)
+		c.stats.Objects += objects
+		c.stats.Pointers += pointers
+		if !ok {
 			return false
 		}
 		if end := hd.idx + hd.sh.Extent; end-c.reported >= step {
@@ -682,161 +587,4 @@ func (c *checker) reportProgress(done uint32) {
 		c.reported = done
 		c.progress(int64(done), int64(c.high))
 	}
-}
-
-// ptrSite is where a pointer word is: slab, slot, element and pointer of
-// the element's type.
-type ptrSite struct {
-	head       *slabHead
-	slot, elem uint32
-	ptr        *layout.Pointer
-	// target is the type id the pointer must point to, 0 for any.
-	target uint32
-	// off is the file offset of the word.
-	off uint64
-	// stamped is set when the slab was rewritten by the interrupted
-	// swizzle, so its pointers must be relative to the target.
-	stamped bool
-}
-
-func (s *ptrSite) where() string {
-	field := ""
-	if s.ptr.Field != "" {
-		field = " field " + s.ptr.Field
-	}
-	if s.head.sh.Kind == layout.KindArray {
-		return fmt.Sprintf("slab %d array %d element %d (%s)%s", s.head.idx, s.slot, s.elem, s.head.td.Name, field)
-	}
-	return fmt.Sprintf("slab %d object %d (%s)%s", s.head.idx, s.slot, s.head.td.Name, field)
-}
-
-func (c *checker) ptrProblem(s *ptrSite, kind string, format string, args ...any) bool {
-	return c.report(kind, int64(s.off), s.where(), fmt.Errorf(format+": %w", append(args, pmemgo.ErrCorrupt)...))
-}
-
-// slabObjects checks the allocated slots of one slab. It allocates
-// nothing unless it finds a problem, so that a pool of millions of objects
-// costs no garbage.
-func (c *checker) slabObjects(hd *slabHead) bool {
-	sh, td := &hd.sh, hd.td
-	s := ptrSite{head: hd, stamped: c.swizzling && sh.Gen == c.h.SwizzleGen}
-	for w := 0; w+8 <= len(hd.bm); w += 8 {
-		bits := binary.LittleEndian.Uint64(hd.bm[w:])
-		if rest := sh.Slots - uint32(w)*8; rest < 64 {
-			bits &= 1<<rest - 1
-		}
-		c.stats.Objects += int64(mbits.OnesCount64(bits))
-		if len(td.Ptrs) == 0 {
-			continue
-		}
-		for bits != 0 {
-			s.slot = uint32(w)*8 + uint32(mbits.TrailingZeros64(bits))
-			bits &= bits - 1
-			slot := hd.data + uint64(s.slot)*uint64(sh.SlotSize)
-			for s.elem = 0; s.elem < sh.Elems; s.elem++ {
-				if !c.element(&s, slot+uint64(s.elem)*uint64(td.Size)) {
-					return false
-				}
-			}
-		}
-	}
-	return true
-}
-
-// element checks the pointer words of one element at pool offset off.
-func (c *checker) element(s *ptrSite, off uint64) bool {
-	ptrs, targets := s.head.td.Ptrs, c.targets[s.head.sh.Type-1]
-	for k := range ptrs {
-		s.ptr, s.target = &ptrs[k], targets[k]
-		s.off = off + uint64(s.ptr.Offset)
-		v := binary.LittleEndian.Uint64(c.mem[s.off:])
-		if v == 0 {
-			if !c.nilHeader(s) {
-				return false
-			}
-			continue
-		}
-		c.stats.Pointers++
-		if !c.pointer(s, v) {
-			return false
-		}
-	}
-	return true
-}
-
-// nilHeader checks that a nil string or slice has no length.
-func (c *checker) nilHeader(s *ptrSite) bool {
-	switch s.ptr.Kind {
-	case layout.PtrString:
-		if n := binary.LittleEndian.Uint64(c.mem[s.off+8:]); n != 0 {
-			return c.ptrProblem(s, "pointer-bounds", "nil string data with length %d", n)
-		}
-	case layout.PtrSlice:
-		n, cp := binary.LittleEndian.Uint64(c.mem[s.off+8:]), binary.LittleEndian.Uint64(c.mem[s.off+16:])
-		if n != 0 || cp != 0 {
-			return c.ptrProblem(s, "pointer-bounds", "nil slice data with length %d and capacity %d", n, cp)
-		}
-	}
-	return true
-}
-
-// pointer checks one non-nil pointer word holding v.
-func (c *checker) pointer(s *ptrSite, v uint64) bool {
-	var off uint64
-	if c.swizzling {
-		nv, ok := c.table.Relocate(v)
-		if !ok {
-			return c.ptrProblem(s, "pointer-range", "pointer %#x is in none of the pool's address ranges %s", v, c.table.String())
-		}
-		if s.stamped && nv != v && !c.report("swizzle", int64(s.off), s.where(), fmt.Errorf(
-			"the slab is stamped as rewritten for base %#x, but pointer %#x is relative to an old base: %w", c.h.Target, v, pmemgo.ErrCorrupt)) {
-			return false
-		}
-		off = nv - c.h.Target
-	} else {
-		off = v - c.h.Base
-		if off >= c.h.Size {
-			return c.ptrProblem(s, "pointer-range", "pointer %#x is outside the pool [%#x, %#x)", v, c.h.Base, c.h.Base+c.h.Size)
-		}
-	}
-	t, ok, kind, what := c.locate(off)
-	switch {
-	case !ok && kind == "":
-		return true
-	case !ok:
-		return c.ptrProblem(s, kind, "pointer %#x is at pool offset %d, %s", v, off, what)
-	}
-	return c.pointee(s, v, &t)
-}
-
-// pointee checks that what a pointer points to is what its kind and type
-// say: an element of its type, or a byte or element array it stays in.
-func (c *checker) pointee(s *ptrSite, v uint64, t *slotAt) bool {
-	p, sh := s.ptr, &t.head.sh
-	switch {
-	case p.Kind == layout.PtrUnsafe:
-		return true
-	case p.Kind == layout.PtrObject && s.target != 0 && sh.Type != s.target:
-		return c.ptrProblem(s, "pointer-type", "pointer %#x points into %s, not a %s", v, t.where(), p.Target)
-	case p.Kind != layout.PtrObject && (sh.Kind != layout.KindArray || (s.target != 0 && sh.Type != s.target)):
-		return c.ptrProblem(s, "pointer-type", "%s data %#x points into %s, not an array of %s", p.Kind, v, t.where(), p.Target)
-	case p.Kind != layout.PtrString && !t.atElem():
-		return c.ptrProblem(s, "pointer-type", "%s pointer %#x is %d bytes into %s, not at the start of a %s",
-			p.Kind, v, t.inSlot, t.where(), t.head.td.Name)
-	}
-	size := uint64(t.head.td.Size)
-	room := uint64(sh.Elems)*size - min(uint64(t.inSlot), uint64(sh.Elems)*size)
-	switch p.Kind {
-	case layout.PtrString:
-		if n := binary.LittleEndian.Uint64(c.mem[s.off+8:]); n > room {
-			return c.ptrProblem(s, "pointer-bounds", "string of %d bytes at %#x runs past the end of %s, %d bytes on", n, v, t.where(), room)
-		}
-	case layout.PtrSlice:
-		n, cp := binary.LittleEndian.Uint64(c.mem[s.off+8:]), binary.LittleEndian.Uint64(c.mem[s.off+16:])
-		if n > cp || cp > room/size {
-			return c.ptrProblem(s, "pointer-bounds", "slice of length %d and capacity %d at %#x, but %s has room for %d elements from there",
-				n, cp, v, t.where(), room/size)
-		}
-	}
-	return true
 }

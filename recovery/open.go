@@ -3,8 +3,10 @@
 //
 // Open validates every piece of metadata, rolls back a live undo log and,
 // when the pool lands at a new base, swizzles its pointers. It writes
-// nothing before the header, the undo log entries and the pointers to be
-// rewritten have been validated. Check walks a pool without changing it and
+// nothing before the header and the undo log entries have been validated,
+// and nothing but that rollback before every pointer it reads (all of
+// them when it relocates or follows a crash) has passed the checker's
+// rules. Check walks a pool without changing it and
 // reports every problem it finds.
 package recovery
 
@@ -36,6 +38,10 @@ type Options struct {
 	// FullValidation validates every slab header at open even when the
 	// pool was closed cleanly and its slab summary could be used.
 	FullValidation bool
+	// VerifyPointers applies the checker's pointer rules to every stored
+	// pointer at any open, as an open that relocates the pool or follows
+	// a crash always does. It implies FullValidation.
+	VerifyPointers bool
 }
 
 // Report says what Open did to bring the pool up.
@@ -48,8 +54,9 @@ type Report struct {
 	Resumed bool
 	// OldBase and NewBase are the bases before and after.
 	OldBase, NewBase uint64
-	// Swizzle is what the rewrite did; Validate is the time its read-only
-	// validation pass took.
+	// Swizzle is what the rewrite did; Validate is the time the read-only
+	// pass that checks every pointer against the checker's rules took,
+	// zero when Open read no pointer.
 	Swizzle  swizzle.Stats
 	Validate time.Duration
 	// FromSummary is true when the slabs were read from the slab summary
@@ -140,7 +147,7 @@ func (p *Pool) recover(opts Options) error {
 	if p.Types, err = layout.DecodeTypeTable(mem[h.TypeOff:h.TypeOff+p.State.TypeBytes], p.State.Types, h.TypeOff); err != nil {
 		return err
 	}
-	if h.Flags&layout.FlagSwizzling == 0 && uint64(p.Base()) == h.Base && !opts.FullValidation {
+	if h.Flags&layout.FlagSwizzling == 0 && uint64(p.Base()) == h.Base && !opts.FullValidation && !opts.VerifyPointers {
 		p.Slabs, p.Report.SummaryIgnored = p.fromSummary()
 		p.Report.FromSummary = p.Slabs != nil
 	}
@@ -157,7 +164,10 @@ func (p *Pool) recover(opts Options) error {
 }
 
 // relocate swizzles when the mapping is not at the base the pointers are
-// relative to, recording the start and the end in the header.
+// relative to, recording the start and the end in the header. Every
+// pointer is checked against the checker's rules first, in the same walk
+// that checks it can be relocated; at the same base, they are checked
+// only after a crash (the open mark was set) or when opts ask for it.
 func (p *Pool) relocate(opts Options) error {
 	h := p.Header
 	addr := uint64(p.Base())
@@ -180,7 +190,16 @@ func (p *Pool) relocate(opts Options) error {
 		h.SwizzleGen++
 	default:
 		// Nothing to write: the open mark is set by the first write.
-		return nil
+		// After a crash the pool is what recovery made of it, so its
+		// pointers are checked as at a relocation; a pool closed cleanly
+		// is trusted, so that reopening it walks no pointer.
+		if !p.marked && !opts.VerifyPointers {
+			return nil
+		}
+		t0 := time.Now()
+		err := p.verifyPointers(nil, 0, opts.Workers)
+		p.Report.Validate = time.Since(t0)
+		return err
 	}
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("relocating to %#x: %w: %w", addr, err, pmemgo.ErrCorrupt)
@@ -196,7 +215,7 @@ func (p *Pool) relocate(opts Options) error {
 		Workers: opts.Workers,
 	}
 	t0 := time.Now()
-	if err := plan.Validate(); err != nil {
+	if err := p.verifyPointers(&plan.Table, plan.Gen, opts.Workers); err != nil {
 		return err
 	}
 	p.Report.Validate = time.Since(t0)

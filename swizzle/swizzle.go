@@ -32,12 +32,6 @@ type Plan struct {
 	Workers int
 	// Batch is how many slabs are made durable per fence; 0 means 64.
 	Batch int
-
-	// planned is set once the slabs to do were listed, by Validate or
-	// Run: the other uses the list rather than walking the slabs again.
-	planned bool
-	todo    []job
-	skipped int
 }
 
 // Stats says what a swizzle did.
@@ -58,19 +52,8 @@ type job struct {
 	td   *layout.TypeDesc
 }
 
-// jobs lists the slabs with pointers that are not yet stamped with p.Gen,
-// once.
-func (p *Plan) jobs() ([]job, int, error) {
-	if p.planned {
-		return p.todo, p.skipped, nil
-	}
-	jobs, skipped, err := p.list()
-	if err == nil {
-		p.planned, p.todo, p.skipped = true, jobs, skipped
-	}
-	return jobs, skipped, err
-}
-
+// list lists the slabs that are not yet stamped with p.Gen, and counts
+// those that are.
 func (p *Plan) list() ([]job, int, error) {
 	var jobs []job
 	var skipped int
@@ -96,26 +79,17 @@ func (p *Plan) list() ([]job, int, error) {
 	return jobs, skipped, werr
 }
 
-// Validate checks, without writing, that every pointer in the slabs still
-// to do has a reading in the table. Open runs it before writing anything,
-// so a corrupt pointer fails the open with the pool untouched.
-func (p *Plan) Validate() error {
-	jobs, _, err := p.jobs()
-	if err != nil {
-		return err
-	}
-	_, err = p.parallel(jobs, false)
-	return err
-}
-
 // Run rewrites every slab not yet stamped with p.Gen, making each batch
-// durable before stamping it. Run Validate first: a corrupt pointer found
-// by Run leaves the swizzle half done (resumable, but written). It does not touch the pool header: the caller
-// records the start and the end of the swizzle there.
+// durable before stamping it. The caller validates every pointer first
+// (recovery applies the checker's rules, reading pointers through
+// p.Table): a pointer with no reading in the table, found by Run, leaves
+// the swizzle half done (resumable, but written). Run does not touch the
+// pool header: the caller records the start and the end of the swizzle
+// there.
 func (p *Plan) Run() (Stats, error) {
 	var st Stats
 	t0 := time.Now()
-	jobs, skipped, err := p.jobs()
+	jobs, skipped, err := p.list()
 	if err != nil {
 		return st, err
 	}
@@ -127,7 +101,7 @@ func (p *Plan) Run() (Stats, error) {
 	mem := p.Dev.Bytes()
 	for start := 0; start < len(jobs); start += batch {
 		chunk := jobs[start:min(start+batch, len(jobs))]
-		n, err := p.parallel(chunk, true)
+		n, err := p.parallel(chunk)
 		if err != nil {
 			return st, err
 		}
@@ -160,9 +134,9 @@ func (p *Plan) Run() (Stats, error) {
 	return st, nil
 }
 
-// parallel runs rewrite (or, with write false, validation) over jobs on
-// p.Workers goroutines and returns the number of pointers changed.
-func (p *Plan) parallel(jobs []job, write bool) (int64, error) {
+// parallel rewrites the slabs of jobs on p.Workers goroutines and returns
+// the number of pointers changed.
+func (p *Plan) parallel(jobs []job) (int64, error) {
 	workers := p.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -185,7 +159,7 @@ func (p *Plan) parallel(jobs []job, write bool) (int64, error) {
 				if k >= len(jobs) {
 					return
 				}
-				n, err := p.slab(&jobs[k], write)
+				n, err := p.slab(&jobs[k])
 				total.Add(n)
 				if err != nil {
 					once.Do(func() { first = err })
@@ -198,8 +172,8 @@ func (p *Plan) parallel(jobs []job, write bool) (int64, error) {
 	return total.Load(), first
 }
 
-// slab rewrites or checks the pointers of every allocated slot of one slab.
-func (p *Plan) slab(j *job, write bool) (int64, error) {
+// slab rewrites the pointers of every allocated slot of one slab.
+func (p *Plan) slab(j *job) (int64, error) {
 	if len(j.td.Ptrs) == 0 {
 		return 0, nil
 	}
@@ -227,7 +201,7 @@ func (p *Plan) slab(j *job, write bool) (int64, error) {
 					if !ok {
 						return n, p.badPointer(j, slot, uint32(e), pi, v)
 					}
-					if write && nv != v {
+					if nv != v {
 						*word = nv
 						n++
 					}

@@ -1,0 +1,104 @@
+package recovery
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/swizzle"
+)
+
+// verifyPointers applies the checker's pointer rules (see ptrRules) to
+// every allocated slot of the pool, on workers goroutines, and returns
+// the first pointer found breaking one, as an error naming the slab,
+// slot, type and field. With a table, pointers are read through it, as a
+// swizzle for it would rewrite them, and slabs stamped with gen must hold
+// pointers relative to its target already; without one, pointers are
+// relative to the pool's base. It needs p.Slabs built from every slab
+// header, not from the slab summary: it reads every bitmap.
+func (p *Pool) verifyPointers(table *swizzle.Table, gen uint64, workers int) error {
+	high := p.State.SlabHigh
+	r := &ptrRules{h: p.Header, mem: p.Dev.Bytes(), types: p.Types, stateHigh: high, high: high}
+	if table != nil {
+		r.swizzling, r.table, r.gen = true, *table, gen
+	}
+	var err error
+	r.targets, _ = pointerTargets(p.Types, func(id int, ptr layout.Pointer) bool {
+		err = fmt.Errorf("type table: type %d (%s) field %s points to type %s, which the table lacks: %w",
+			id, p.Types[id-1].Name, ptrField(ptr), ptr.Target, pmemgo.ErrCorrupt)
+		return false
+	})
+	if err != nil {
+		return err
+	}
+	r.setGeometry()
+	r.index(p.Slabs)
+	return r.verify(workers)
+}
+
+// index fills r's slab index from m.
+func (r *ptrRules) index(m *SlabMap) {
+	r.owner = make([]int32, r.high)
+	n := 0
+	for i, o := range m.owner {
+		if o == int32(i) {
+			n++
+		}
+	}
+	r.heads = make([]slabHead, 0, n)
+	for i := range r.owner {
+		switch o := m.owner[i]; {
+		case o < 0:
+			r.owner[i] = slabFree
+		case o == int32(i):
+			r.owner[i] = int32(len(r.heads))
+			r.heads = append(r.heads, newSlabHead(r.mem, &r.h, uint32(i), &m.heads[i], r.types))
+		default:
+			r.owner[i] = r.owner[o]
+		}
+	}
+}
+
+// verify checks the slabs whose type has pointers, in parallel, and
+// returns the first problem found.
+func (r *ptrRules) verify(workers int) error {
+	var todo []int
+	for k := range r.heads {
+		if len(r.heads[k].td.Ptrs) > 0 {
+			todo = append(todo, k)
+		}
+	}
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var (
+		next   atomic.Int64
+		once   sync.Once
+		first  error
+		failed atomic.Bool
+		wg     sync.WaitGroup
+	)
+	bad := func(s ptrSite, _ string, err error) bool {
+		once.Do(func() { first = fmt.Errorf("%s at offset %d: %w", s.where(), s.off, err) })
+		failed.Store(true)
+		return false
+	}
+	for range min(workers, len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				k := int(next.Add(1) - 1)
+				if k >= len(todo) {
+					return
+				}
+				r.slabPointers(&r.heads[todo[k]], bad)
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
