@@ -63,7 +63,7 @@ func (h *Heap) Update(fn func(*Tx) error) error {
 // ctx's error, wrapped, without running fn. ctx bounds the wait only: once
 // fn runs, the transaction runs to its end (fn may watch ctx itself and
 // return an error to roll back).
-func (h *Heap) UpdateContext(ctx context.Context, fn func(*Tx) error) (err error) {
+func (h *Heap) UpdateContext(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("waiting for the heap's lock: %w", err)
 	}
@@ -71,6 +71,13 @@ func (h *Heap) UpdateContext(ctx context.Context, fn func(*Tx) error) (err error
 		return err
 	}
 	defer h.lock.unlock()
+	return h.update(fn)
+}
+
+// update runs fn in a write transaction, with the lock held. It is apart
+// from UpdateContext so that each keeps few enough returns for the
+// compiler to inline its defers.
+func (h *Heap) update(fn func(*Tx) error) error {
 	if h.closed {
 		return pmemgo.ErrClosed
 	}
