@@ -146,6 +146,8 @@ type Heap struct {
 	// transaction first changes it; snapMu orders changes to the list.
 	snaps  atomic.Pointer[[]*Snapshot]
 	snapMu sync.Mutex
+	// inHooks is set while the commit hooks run, under the writer lock.
+	inHooks bool
 	// batchQueue holds the Batch callers waiting for the next batch, run
 	// by the caller that is leader while batchLeader is set.
 	batchMu     sync.Mutex

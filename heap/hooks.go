@@ -21,7 +21,8 @@ type commitHooks struct {
 
 // OnCommit registers fn to run at the end of every Update that committed,
 // once the commit is durable and before Update returns; a replication
-// mirror waits there for its replicas. An Update that changed nothing runs
+// mirror waits there for its replicas. fn may call Snapshot: it runs at a
+// commit boundary, with the writer lock held, so no commit can come between. An Update that changed nothing runs
 // the hooks too, so an empty Update is a commit boundary. An error from fn is returned by
 // Update, but the commit stands. The returned function unregisters fn.
 func (h *Heap) OnCommit(fn func() error) (cancel func()) {
@@ -58,6 +59,10 @@ func (h *Heap) runCommitHooks() error {
 		fns = append(fns, fn)
 	}
 	c.mu.Unlock()
+	// The hooks run at a commit boundary with the writer lock held: a
+	// hook may take a snapshot there (a mirror does, for a new replica).
+	h.inHooks = true
+	defer func() { h.inHooks = false }()
 	var err error
 	for _, fn := range fns {
 		err = errors.Join(err, fn())

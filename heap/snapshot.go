@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/goroutine"
 	"github.com/pmemgo/pmemgo/internal/layout"
 )
 
@@ -30,6 +31,12 @@ type SnapshotOptions struct {
 	MemLimit int64
 	// SpillDir is where the spill file goes; empty means os.TempDir().
 	SpillDir string
+	// Exact presents the pool's bytes exactly as they are, as a crash at
+	// that commit would leave them (the open mark set, the last commit's
+	// log live), rather than as a clean Close would leave them. A
+	// replication mirror sends such an image to a replica, whose later
+	// batches change those words too.
+	Exact bool
 }
 
 // SnapshotStats says what a snapshot keeps.
@@ -84,10 +91,23 @@ func (h *Heap) Snapshot(opts *SnapshotOptions) (*Snapshot, error) {
 	if opts == nil {
 		opts = &SnapshotOptions{}
 	}
+	if h.lock.heldByCaller() {
+		// Allowed only from a commit hook: a commit boundary under the
+		// caller's own writer lock. Inside a transaction it is not one.
+		if !h.inHooks || h.lock.writer.Load() != goroutine.ID() {
+			return nil, nested()
+		}
+		return h.snapshotLocked(opts)
+	}
 	if err := h.lock.lock(context.Background()); err != nil {
 		return nil, err
 	}
 	defer h.lock.unlock()
+	return h.snapshotLocked(opts)
+}
+
+// snapshotLocked takes a snapshot; the writer lock is held.
+func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 	if h.closed {
 		return nil, pmemgo.ErrClosed
 	}
@@ -102,7 +122,9 @@ func (h *Heap) Snapshot(opts *SnapshotOptions) (*Snapshot, error) {
 	if s.limit == 0 {
 		s.limit = 64 << 20
 	}
-	s.patch = cleanPatch(h)
+	if !opts.Exact {
+		s.patch = cleanPatch(h)
+	}
 	h.snapMu.Lock()
 	defer h.snapMu.Unlock()
 	list := append(append([]*Snapshot(nil), h.snapList()...), s)

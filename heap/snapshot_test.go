@@ -16,6 +16,7 @@ import (
 
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
 )
 
 // image reads a snapshot's whole image.
@@ -266,4 +267,49 @@ func TestCrashWithSnapshotOpen(t *testing.T) {
 		}
 	}
 	t.Logf("%d crash images checked with a snapshot open", len(c.images))
+}
+
+// TestSnapshotInCommitHook takes a snapshot from a commit hook, at the
+// boundary of the commit that ran it, as a replication mirror does: it
+// holds exactly that commit's state while later commits go on.
+func TestSnapshotInCommitHook(t *testing.T) {
+	dir := fastTempDir(t)
+	h, err := heap.Open(filepath.Join(dir, "p.pool"), &heap.Options{Size: 4 << 20})
+	require.NoError(t, err)
+	defer h.Close()
+	var snap *heap.Snapshot
+	var hookErr error
+	take := true
+	cancel := h.OnCommit(func() error {
+		if take {
+			take = false
+			snap, hookErr = h.Snapshot(&heap.SnapshotOptions{Exact: true})
+		}
+		return nil
+	})
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 4) }))
+	cancel()
+	require.NoError(t, hookErr)
+	defer snap.Close()
+	want := snapshot(t, h)
+	require.NoError(t, h.Update(renameAll))
+	require.NoError(t, h.Update(removeHead))
+
+	sh, err := snap.Open(nil)
+	require.NoError(t, err)
+	defer sh.Close()
+	assert.Equal(t, want, snapshot(t, sh), "the snapshot holds the state of the commit whose hook took it")
+
+	// An exact image keeps the open mark as the pool has it; the default
+	// one shows the pool cleanly closed.
+	clean, err := h.Snapshot(nil)
+	require.NoError(t, err)
+	defer clean.Close()
+	var exactMark, cleanMark [8]byte
+	_, err = snap.ReadAt(exactMark[:], layout.OpenMarkOff)
+	require.NoError(t, err)
+	_, err = clean.ReadAt(cleanMark[:], layout.OpenMarkOff)
+	require.NoError(t, err)
+	assert.NotZero(t, layout.OpenMark(exactMark[:]))
+	assert.Zero(t, layout.OpenMark(cleanMark[:]))
 }

@@ -76,7 +76,10 @@ func (m *Mirror) capture() uint64 {
 		m.mu.Unlock()
 		return 0
 	}
+	wants := m.snapWant
+	m.snapWant = nil
 	m.mu.Unlock()
+	snaps := m.takeSnapshots(wants)
 
 	prev := m.chain
 	frame, n := m.encode(seq, prev, m.runs)
@@ -92,6 +95,7 @@ func (m *Mirror) capture() uint64 {
 	m.mu.Lock()
 	m.head, m.chain = seq, chain
 	m.cum += n
+	m.deliverSnapshotsLocked(wants, snaps, seq, chain)
 	oldest := m.pendingSince
 	if oldest.IsZero() {
 		oldest = now
@@ -100,6 +104,11 @@ func (m *Mirror) capture() uint64 {
 	if m.capReq {
 		m.capReq = false
 		m.capCh = make(chan struct{})
+	}
+	if len(m.snapWant) > 0 {
+		// A session asked for a snapshot after this capture read the
+		// list: the next commit boundary serves it.
+		m.requestCaptureLocked()
 	}
 	var direct []net.Conn
 	var directTo []*session
@@ -340,5 +349,51 @@ func (m *Mirror) flusher() {
 				return
 			}
 		}
+	}
+}
+
+// snapWait is a session waiting for a snapshot taken at a commit boundary.
+type snapWait struct {
+	s  *session
+	ch chan snapTaken
+}
+
+// snapTaken is a snapshot of the pool as of batch base, whose chain value
+// is chain.
+type snapTaken struct {
+	snap  *heap.Snapshot
+	base  uint64
+	chain wire.Chain
+	err   error
+}
+
+// takeSnapshots takes a snapshot for each waiting session. The capture
+// runs in a commit hook, at a commit boundary under the heap's writer
+// lock: each one is the pool's state as of the batch being captured.
+func (m *Mirror) takeSnapshots(wants []snapWait) []snapTaken {
+	out := make([]snapTaken, len(wants))
+	for i := range wants {
+		out[i].snap, out[i].err = m.h.Snapshot(&heap.SnapshotOptions{Exact: true})
+	}
+	return out
+}
+
+// deliverSnapshotsLocked hands each waiting session its snapshot as of
+// batch seq, and marks it as receiving one from there: batches after seq
+// are kept for it from now on.
+func (m *Mirror) deliverSnapshotsLocked(wants []snapWait, snaps []snapTaken, seq uint64, chain wire.Chain) {
+	for i, w := range wants {
+		t := snaps[i]
+		t.base, t.chain = seq, chain
+		if t.err == nil {
+			s := w.s
+			s.state = stateSnapshot
+			s.snapshots++
+			s.sent, s.next, s.need = seq, seq+1, seq+1
+		}
+		w.ch <- t
+	}
+	if len(wants) > 0 {
+		m.signalLocked()
 	}
 }

@@ -33,13 +33,10 @@
 // the tracker, so a line rewritten by several commits is read and sent
 // once. Content is read at a commit boundary, never while a transaction
 // runs, which is what keeps a replica at the state of some commit rather
-// than a mix of two. The issue suggested copy-on-write of lines that a
-// later commit overwrites before they were sent; stores to the pool are
-// plain memory writes that the device learns of only at write-back, after
-// the old content is gone, so that cannot be done without trapping
-// stores. Reading the lines lazily at the next boundary, which the writer
-// lock makes stable, gives the same guarantee and the same coalescing of
-// hot lines. When lines wait and no commit comes within
+// than a mix of two. A line that a later commit overwrites before the
+// capture is sent once, with its newer content: reading the lines lazily
+// at the next boundary, which the writer lock makes stable, coalesces hot
+// lines. When lines wait and no commit comes within
 // Options.FlushDelay, the mirror makes a boundary itself with an empty
 // Update. A commit waits (back-pressure) while a streaming replica lags
 // more than Options.MaxLagBytes or Options.MaxLagTime.
@@ -51,12 +48,11 @@
 // seen for the pool (ErrStaleEpoch, on both sides). A replica that
 // connects reports the epoch and batch its pool file holds; the primary
 // resends the batches after it if it still holds them (Options.RetainBytes)
-// and else sends a snapshot: the pool's bytes, read while commits go on,
-// then the batches captured meanwhile. Every line a commit changed after
-// the copy began is in one of those batches, so once the replica has
-// applied them up to the first batch captured after the copy ended it
-// holds that batch's state exactly; only then does it install the copy as
-// its pool file. A replica that holds a copy of the pool written by an
+// and else sends a snapshot: a heap.Snapshot taken at the commit boundary
+// of a capture (batch B), so a consistent image of that commit however
+// commits go on while it is sent, kept by copy-on-write of the 64-byte
+// lines they change. The replica installs the copy as its pool file once
+// it has applied batch B+1 on top of it. A replica that holds a copy of the pool written by an
 // earlier epoch (a primary restart starts a new epoch, without history)
 // sends the hashes of its copy's 256 KiB chunks with its answer to hello,
 // and the snapshot carries only the chunks whose content differs: the

@@ -185,7 +185,10 @@ type Mirror struct {
 	// pendingSince is when the oldest commit whose lines are not yet
 	// captured ended.
 	pendingSince time.Time
-	wg           sync.WaitGroup
+	// snapWant lists the sessions waiting for a snapshot, which the next
+	// capture takes at its commit boundary.
+	snapWant []snapWait
+	wg       sync.WaitGroup
 }
 
 // Start starts replicating h. It makes this open of the pool a new

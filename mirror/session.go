@@ -252,27 +252,35 @@ func (m *Mirror) chainAtLocked(seq uint64) (wire.Chain, bool) {
 	return wire.Chain{}, false
 }
 
-// sendSnapshot sends a copy of the whole pool. It is read from the pool's
-// memory while commits go on, so a chunk may hold lines of a commit in
-// progress; every line changed after the copy began is also in a batch
-// after it, and the replica installs the copy only once it has applied
-// the batches up to the first one captured after the copy ended
-// (SnapEnd.ConsistentAt): then every line holds its state at that batch.
+// sendSnapshot sends a copy of the whole pool, read from a heap snapshot
+// taken at the commit boundary of a capture (batch base): a consistent
+// image of that commit, however commits go on while it is sent. The
+// replica installs it once it has applied the next batch
+// (SnapEnd.ConsistentAt), as the protocol wants every snapshot to end on
+// a batch; no batch captured during the copy needs replaying.
 //
 // When the replica sent the hashes of its own copy's chunks, the snapshot
 // is a delta: the replica starts from its copy, and only the chunks whose
-// content differs when they are read are sent. A chunk left out held, at
-// the moment it was compared, what the replica holds; every line changed
-// after that is in a batch after the copy began, as above.
+// content in the snapshot differs are sent.
 func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	m := s.m
+	ch := make(chan snapTaken, 1)
 	m.mu.Lock()
-	base, chain := m.head, m.chain
-	s.state = stateSnapshot
-	s.snapshots++
-	s.sent, s.next, s.need = base, base+1, base+1
-	m.signalLocked()
+	m.snapWant = append(m.snapWant, snapWait{s: s, ch: ch})
+	m.requestCaptureLocked()
 	m.mu.Unlock()
+	var taken snapTaken
+	select {
+	case taken = <-ch:
+	case <-m.done:
+		return ErrClosed
+	}
+	if taken.err != nil {
+		return fmt.Errorf("snapshot of the pool: %w", taken.err)
+	}
+	snap := taken.snap
+	defer snap.Close()
+	base, chain := taken.base, taken.chain
 	start := time.Now()
 	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem))
 
@@ -287,14 +295,19 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	}
 	var sent int64
 	buf = make([]byte, 0, wire.HeaderSize+8+snapChunk)
+	chunk := make([]byte, step)
 	for off := 0; off < len(m.mem); off += step {
 		end := min(off+step, len(m.mem))
-		if delta && wire.HashChunkOf(m.mem[off:end]) == hashes[off/step] {
+		data := chunk[:end-off]
+		if _, err := snap.ReadAt(data, int64(off)); err != nil {
+			return fmt.Errorf("snapshot of the pool: %w", err)
+		}
+		if delta && wire.HashChunkOf(data) == hashes[off/step] {
 			continue
 		}
 		f := wire.BeginFrame(buf[:0], wire.TypeSnapChunk, m.epoch, base)
 		f = wire.AppendSnapChunkHeader(f, uint64(off))
-		f = append(f, m.mem[off:end]...)
+		f = append(f, data...)
 		wire.FinishFrame(f)
 		if err := s.write(conn, f); err != nil {
 			return err
@@ -305,8 +318,10 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	s.snapBytes = sent
 	m.mu.Unlock()
 	m.mu.Lock()
-	at := m.head + 1
-	m.requestCaptureLocked()
+	at := base + 1
+	if m.head < at {
+		m.requestCaptureLocked()
+	}
 	m.mu.Unlock()
 	end := wire.AppendFrame(nil, wire.TypeSnapEnd, m.epoch, base, wire.AppendSnapEnd(nil, wire.SnapEnd{ConsistentAt: at}))
 	if err := s.write(conn, end); err != nil {
