@@ -87,3 +87,12 @@ type Range struct {
 func (r Range) Overlaps(o Range) bool {
 	return r.Start < o.Start+o.Len && o.Start < r.Start+r.Len
 }
+
+// SharesFile reports whether d's mapping is the file itself (a shared
+// mapping): what the mapping holds, the file holds, so the file can be
+// read for the mapping's bytes (a copy with copy_file_range, for one).
+// An emulated or private device keeps its stores apart from the file.
+func SharesFile(d Device) bool {
+	_, ok := d.(interface{ sharesFile() })
+	return ok
+}

@@ -98,3 +98,5 @@ func (d *msyncDevice) Close() error {
 	d.data = nil
 	return d.unmap()
 }
+
+func (d *msyncDevice) sharesFile() {}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/internal/goroutine"
 	"github.com/pmemgo/pmemgo/internal/layout"
 )
@@ -19,7 +20,7 @@ import (
 // lineSize is the unit a snapshot copies: a cache line.
 const lineSize = 64
 
-// keptRegion is the granularity at which a snapshot counts kept lines.
+// keptRegion is the granularity at which a snapshot lists kept lines.
 const keptRegion = 64 << 10
 
 // SnapshotOptions configures Snapshot. The zero value keeps up to 64 MiB
@@ -69,12 +70,15 @@ type Snapshot struct {
 	patch map[int64]uint64
 
 	// mu orders the copy of a line before a transaction changes it with
-	// the reads of that line from the pool.
-	mu    sync.Mutex
+	// the overlay of kept lines on what a read copied from the pool.
+	mu sync.Mutex
+	// live is held for reading while a read copies from the pool, and for
+	// writing by drop, so that the pool is not unmapped under a copy.
+	live  sync.RWMutex
 	lines map[uint32]int64 // line -> position: >= 0 in mem, < 0 in the spill file (-1-pos)
-	// kept counts the kept lines of each region of keptRegion bytes, so
-	// that reads skip the line lookups where nothing was kept.
-	kept    []uint32
+	// kept lists the kept lines of each region of keptRegion bytes, so
+	// that a read visits only those.
+	kept    [][]uint32
 	mem     []byte
 	limit   int64
 	spill   *os.File
@@ -116,7 +120,7 @@ func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 	}
 	s := &Snapshot{
 		h: h, size: int64(len(h.mem)), lines: map[uint32]int64{},
-		kept:  make([]uint32, (len(h.mem)+keptRegion-1)/keptRegion),
+		kept:  make([][]uint32, (len(h.mem)+keptRegion-1)/keptRegion),
 		limit: opts.MemLimit, dir: opts.SpillDir,
 	}
 	if s.limit == 0 {
@@ -186,7 +190,8 @@ func (s *Snapshot) keep(off, n uint64) {
 			continue
 		}
 		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
-		s.kept[uint64(l)*lineSize/keptRegion]++
+		r := uint64(l) * lineSize / keptRegion
+		s.kept[r] = append(s.kept[r], l)
 		if int64(len(s.mem))+lineSize <= s.limit {
 			s.lines[l] = int64(len(s.mem))
 			s.mem = append(s.mem, line...)
@@ -251,16 +256,28 @@ func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) {
 // first change of a line waits for.
 const readChunk = 256 << 10
 
-// read fills p from offset off, with s.mu held so that no line it reads
-// from the pool is changed meanwhile: a transaction copies a line (under
-// s.mu) before it changes it.
+// read fills p with the image from offset off.
+//
+// The bulk copy runs without s.mu, so that a transaction's first change of
+// a line never waits for it: a line changed during the copy was kept
+// (under s.mu) before it was changed, so the overlay, taken under s.mu
+// after the copy, puts its old content back. live keeps the pool mapped
+// meanwhile.
 func (s *Snapshot) read(p []byte, off int64) error {
+	s.live.RLock()
+	defer s.live.RUnlock()
+	s.mu.Lock()
+	err := s.usable()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	copy(p, s.h.mem[off:off+int64(len(p))])
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {
 		return err
 	}
-	copy(p, s.h.mem[off:off+int64(len(p))])
 	return s.overlay(p, off)
 }
 
@@ -275,16 +292,14 @@ func (s *Snapshot) usable() error {
 // snapshot and the patched words. s.mu is held.
 func (s *Snapshot) overlay(p []byte, off int64) error {
 	end := off + int64(len(p))
+	first, last := off/lineSize, (end-1)/lineSize
 	for r := off / keptRegion; r*keptRegion < end; r++ {
-		if s.kept[r] == 0 {
-			continue
-		}
-		first, last := max(off, r*keptRegion)/lineSize, (min(end, (r+1)*keptRegion)-1)/lineSize
-		for l := first; l <= last; l++ {
-			if pos, ok := s.lines[uint32(l)]; ok {
-				if err := s.copyLine(p, off, l, pos); err != nil {
-					return err
-				}
+		for _, l := range s.kept[r] {
+			if int64(l) < first || int64(l) > last {
+				continue
+			}
+			if err := s.copyLine(p, off, int64(l), s.lines[l]); err != nil {
+				return err
 			}
 		}
 	}
@@ -294,22 +309,6 @@ func (s *Snapshot) overlay(p []byte, off int64) error {
 		}
 	}
 	return nil
-}
-
-// untouched reports whether [off, off+n) of the image is the pool's own
-// bytes: no line kept, no word patched. s.mu is held.
-func (s *Snapshot) untouched(off, n int64) bool {
-	for r := off / keptRegion; r*keptRegion < off+n; r++ {
-		if s.kept[r] != 0 {
-			return false
-		}
-	}
-	for at := range s.patch {
-		if at+8 > off && at < off+n {
-			return false
-		}
-	}
-	return true
 }
 
 // copyLine puts the kept copy of line l into p, which starts at off.
@@ -330,8 +329,7 @@ func (s *Snapshot) copyLine(p []byte, off, l, pos int64) error {
 	return nil
 }
 
-// WriteTo writes the whole pool image to w. Regions where nothing was
-// kept are written straight from the pool's mapping, without a copy.
+// WriteTo writes the whole pool image to w.
 func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	buf := make([]byte, readChunk)
 	var n int64
@@ -346,23 +344,13 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	return n, nil
 }
 
-// writeChunk writes len(buf) bytes of the image from off to w, holding
-// s.mu so that no line is changed while it is read.
+// writeChunk writes len(buf) bytes of the image from off to w; nothing is
+// locked while w writes.
 func (s *Snapshot) writeChunk(w io.Writer, buf []byte, off int64) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	if err := s.read(buf, off); err != nil {
 		return 0, err
 	}
-	src := s.h.mem[off : off+int64(len(buf))]
-	if !s.untouched(off, int64(len(buf))) {
-		copy(buf, src)
-		if err := s.overlay(buf, off); err != nil {
-			return 0, err
-		}
-		src = buf
-	}
-	return w.Write(src)
+	return w.Write(buf)
 }
 
 // Close frees what the snapshot kept. Transactions stop copying lines
@@ -387,13 +375,15 @@ func (s *Snapshot) Close() error {
 
 // drop ends the snapshot: reads return why from now on.
 func (s *Snapshot) drop(why error) error {
+	s.live.Lock()
+	defer s.live.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed != nil {
 		return nil
 	}
 	s.closed = fmt.Errorf("snapshot: %w", why)
-	s.lines, s.mem = nil, nil
+	s.lines, s.mem, s.kept = nil, nil, nil
 	if s.spill != nil {
 		return s.spill.Close()
 	}
@@ -433,7 +423,11 @@ func (s *Snapshot) Backup(path string) error {
 		return fmt.Errorf("backup to %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	_, err = s.WriteTo(tmp)
+	if device.SharesFile(s.h.dev) {
+		err = s.copyFile(tmp)
+	} else {
+		_, err = s.WriteTo(tmp)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -471,4 +465,85 @@ func (s *Snapshot) Open(opts *Options) (*Heap, error) {
 		return nil, fmt.Errorf("snapshot: open: %w", err)
 	}
 	return Open(fmt.Sprintf("/proc/self/fd/%d", fd), &o)
+}
+
+// copyFile writes the image to dst by copying the pool file in the kernel
+// (copy_file_range), which for a shared mapping holds the mapping's bytes,
+// chunk by chunk; each chunk's kept lines and patched words are written
+// over it afterwards. A line a transaction changed while the kernel copied
+// it was kept before it was changed, so the overlay that follows puts its
+// old content back, as read does for a copy in memory.
+func (s *Snapshot) copyFile(dst *os.File) error {
+	src := s.h.f
+	for off := int64(0); off < s.size; off += copyChunkSize {
+		if err := s.copyChunk(src, dst, off, min(copyChunkSize, s.size-off)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyChunkSize is what copyFile copies per system call: large, since
+// nothing is locked while the kernel copies.
+const copyChunkSize = 32 << 20
+
+// copyChunk copies n bytes of the image at off with copy_file_range, then
+// writes the overlay over them, holding live so that the heap stays open.
+func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
+	s.live.RLock()
+	defer s.live.RUnlock()
+	s.mu.Lock()
+	err := s.usable()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for done := int64(0); done < n; {
+		in, out := off+done, off+done
+		k, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(n-done), 0)
+		if err != nil {
+			return fmt.Errorf("snapshot: copy_file_range: %w", err)
+		}
+		if k == 0 {
+			return fmt.Errorf("snapshot: copy_file_range copied nothing at offset %d", off+done)
+		}
+		done += int64(k)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	return s.writeOverlay(dst, off, off+n)
+}
+
+// writeOverlay writes over dst what overlay changes in [off, end): the
+// kept lines and the patched words. s.mu is held.
+func (s *Snapshot) writeOverlay(dst *os.File, off, end int64) error {
+	var buf [lineSize]byte
+	for r := off / keptRegion; r*keptRegion < end; r++ {
+		for _, l := range s.kept[r] {
+			at := int64(l) * lineSize
+			if at < off || at >= end {
+				continue
+			}
+			line := buf[:lineSize]
+			if err := s.copyLine(line, at, int64(l), s.lines[l]); err != nil {
+				return err
+			}
+			if _, err := dst.WriteAt(line[:min(lineSize, end-at)], at); err != nil {
+				return err
+			}
+		}
+	}
+	for at, v := range s.patch {
+		if at >= off && at+8 <= end {
+			var w [8]byte
+			binary.LittleEndian.PutUint64(w[:], v)
+			if _, err := dst.WriteAt(w[:], at); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
