@@ -216,7 +216,9 @@ func TestNewBTreeMapRefusesKeyType(t *testing.T) {
 func TestBTreeMapForeignPointerValueFailsCommit(t *testing.T) {
 	p := newPool(t)
 	err := p.h.Update(func(tx *heap.Tx) error {
-		r, err := heap.Root[struct{ M *collections.BTreeMap[int, *int] }](tx)
+		r, err := heap.Root[struct {
+			M *collections.BTreeMap[int, *int]
+		}](tx)
 		require.NoError(t, err)
 		r.M, err = collections.NewBTreeMap[int, *int](tx)
 		require.NoError(t, err)
