@@ -174,7 +174,7 @@ func TestBTreeMapStringsFreed(t *testing.T) {
 	}))
 	// Only the root leaf is left: every key and value string, separator
 	// copy and merged node was freed.
-	assert.Equal(t, 0, objects(p.h, "uint8"), "strings left allocated")
+	assert.Equal(t, 0, stringArrays(p.h), "strings left allocated")
 	assert.Equal(t, 1, objects(p.h, "leafNode", "innerNode"), "nodes left allocated")
 }
 

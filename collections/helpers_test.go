@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"testing"
 
 	"github.com/stretchr/testify/require"
 
@@ -12,17 +11,25 @@ import (
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
+// testingT is what the helpers need of testing.T and rapid.T.
+type testingT interface {
+	require.TestingT
+	Helper()
+	Cleanup(func())
+}
+
 // testDir returns a fresh directory, on tmpfs when there is one: the tests
 // commit often and msync on a disk would dominate them.
-func testDir(t testing.TB) string {
+func testDir(t testingT) string {
 	t.Helper()
+	parent := ""
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		if dir, err := os.MkdirTemp("/dev/shm", "pmemgo-collections-*"); err == nil {
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			return dir
-		}
+		parent = "/dev/shm"
 	}
-	return t.TempDir()
+	dir, err := os.MkdirTemp(parent, "pmemgo-collections-*")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // pool is an open test pool; reopen replaces h.
@@ -33,7 +40,7 @@ type pool struct {
 
 // newPool creates a pool of 16 MiB and closes it with the offline checker
 // at the end of the test.
-func newPool(t testing.TB) *pool {
+func newPool(t testingT) *pool {
 	t.Helper()
 	p := &pool{path: filepath.Join(testDir(t), "map.pool")}
 	var err error
@@ -52,7 +59,7 @@ func newPool(t testing.TB) *pool {
 
 // reopen closes the pool and opens it again at a new base, so that every
 // pointer of the maps is swizzled.
-func (p *pool) reopen(t testing.TB) {
+func (p *pool) reopen(t testingT) {
 	t.Helper()
 	require.NoError(t, p.h.Close())
 	var err error
@@ -60,16 +67,26 @@ func (p *pool) reopen(t testing.TB) {
 	require.NoError(t, err)
 }
 
-// objects counts the allocated objects whose type name contains one of
-// names, for leak checks.
+// objects counts the allocated objects of the collections types named
+// (leafNode, not arrays of *leafNode), for leak checks.
 func objects(h *heap.Heap, names ...string) int {
 	n := 0
 	for _, ts := range h.Stats().Types {
 		for _, name := range names {
-			if strings.Contains(ts.Name, name) {
+			if strings.HasPrefix(ts.Name, "github.com/pmemgo/pmemgo/collections."+name+"[") {
 				n += ts.Objects
 			}
 		}
 	}
 	return n
+}
+
+// stringArrays counts the byte arrays the pool holds: strings.
+func stringArrays(h *heap.Heap) int {
+	for _, ts := range h.Stats().Types {
+		if ts.Name == "uint8" {
+			return ts.Objects
+		}
+	}
+	return 0
 }
