@@ -7,8 +7,9 @@ import "fmt"
 type checker[K comparable, V any] struct {
 	c    func(a, b K) int
 	seen map[any]bool
-	keys int
-	last *K
+	keys   int
+	leaves int
+	last   *K
 }
 
 func (ck *checker[K, V]) visit(p any) error {
@@ -27,6 +28,7 @@ func (ck *checker[K, V]) leaf(l *leafNode[K, V], lo, hi *K) error {
 	if err := ck.visit(l); err != nil {
 		return err
 	}
+	ck.leaves++
 	if l.n > leafCap {
 		return fmt.Errorf("leaf %p: %d entries", l, l.n)
 	}

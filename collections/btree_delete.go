@@ -105,7 +105,10 @@ func (m *BTreeMap[K, V]) planMerges(p *path[K, V], n int, ranges *[]heap.Range) 
 }
 
 // merge merges children li and li+1 of in into li; leaf says whether the
-// children are leaves. planMerges logged every node it changes.
+// children are leaves. planMerges logged every node it changes. The node
+// merged away is cleared before it is freed: the commit checks the
+// pointers of a node this transaction allocated even when it frees it,
+// and what it pointed to may be freed later in the transaction.
 func (m *BTreeMap[K, V]) merge(tx *heap.Tx, ko *keyOps[K], in *innerNode[K, V], li int, leaf bool) error {
 	if leaf {
 		a, b := in.leaves[li], in.leaves[li+1]
@@ -118,6 +121,7 @@ func (m *BTreeMap[K, V]) merge(tx *heap.Tx, ko *keyOps[K], in *innerNode[K, V], 
 			return err
 		}
 		in.removeAt(li)
+		*b = leafNode[K, V]{}
 		return heap.Free(tx, b)
 	}
 	a, b := in.kids[li], in.kids[li+1]
@@ -128,6 +132,7 @@ func (m *BTreeMap[K, V]) merge(tx *heap.Tx, ko *keyOps[K], in *innerNode[K, V], 
 	copy(a.leaves[an+1:], b.leaves[:b.n+1])
 	a.n += b.n + 1
 	in.removeAt(li)
+	*b = innerNode[K, V]{}
 	return heap.Free(tx, b)
 }
 
@@ -140,5 +145,6 @@ func (m *BTreeMap[K, V]) collapse(tx *heap.Tx) error {
 		m.root = old.kids[0]
 	}
 	m.height--
+	*old = innerNode[K, V]{}
 	return heap.Free(tx, old)
 }

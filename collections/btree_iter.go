@@ -111,8 +111,8 @@ type MapStats struct {
 	// Keys is the number of entries found by walking the map.
 	Keys int
 	// Nodes counts B+tree nodes (leaves and inner nodes) or hash entries;
-	// Height is the number of inner levels of a B+tree.
-	Nodes, Height int
+	// Leaves counts B+tree leaves and Height its inner levels.
+	Nodes, Leaves, Height int
 }
 
 // Check walks the whole tree and verifies its invariants: every node is
@@ -137,7 +137,7 @@ func (m *BTreeMap[K, V]) Check(tx *heap.Tx) (MapStats, error) {
 	case m.height > 0:
 		err = ck.inner(m.root, m.height, nil, nil)
 	}
-	st.Keys, st.Nodes = ck.keys, len(ck.seen)
+	st.Keys, st.Nodes, st.Leaves = ck.keys, len(ck.seen), ck.leaves
 	if err == nil && uint64(ck.keys) != m.count {
 		err = fmt.Errorf("count %d, but %d keys reachable", m.count, ck.keys)
 	}

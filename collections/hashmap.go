@@ -149,16 +149,31 @@ func (m *HashMap[K, V]) Delete(tx *heap.Tx, k K) (bool, error) {
 	if e == nil {
 		return false, nil
 	}
-	if err := tx.AddRanges(rng(pp), rng(&m.count)); err != nil {
+	vo := valsOf[V]()
+	// The commit checks the pointers of an entry that this transaction
+	// allocated even when it frees it: clear them, or the next entry, key
+	// and value, freed by the same transaction, would be reported as
+	// dangling.
+	ranges := []heap.Range{rng(pp), rng(&m.count), rng(&e.next)}
+	clear := ko.str || vo.pointers
+	if clear {
+		ranges = append(ranges, rng(&e.key), rng(&e.val))
+	}
+	if err := tx.AddRanges(ranges...); err != nil {
 		return false, err
 	}
-	*pp = e.next
+	*pp, e.next = e.next, nil
 	m.count--
 	if err := ko.free(tx, e.key); err != nil {
 		return false, err
 	}
-	if err := valsOf[V]().free(tx, e.val); err != nil {
+	if err := vo.free(tx, e.val); err != nil {
 		return false, err
+	}
+	if clear {
+		var k K
+		var v V
+		e.key, e.val = k, v
 	}
 	return true, heap.Free(tx, e)
 }

@@ -160,6 +160,24 @@ func TestMapsAgainstModel(t *testing.T) {
 					return nil
 				})
 			},
+			"churn": func(t *rapid.T) {
+				// Puts and deletes of the same keys in one transaction:
+				// nodes and strings allocated and freed by one commit.
+				ks := rapid.SliceOfN(rapid.IntRange(0, maxKey), 1, 200).Draw(t, "keys")
+				s.apply(t, false, func(tx *heap.Tx, r *propRoot, m map[uint16]uint64) error {
+					for i, k := range ks {
+						if err := put(tx, r, m, uint16(k), uint64(i)); err != nil {
+							return err
+						}
+						if i%3 != 0 {
+							if err := del(tx, r, m, uint16(ks[i/2])); err != nil {
+								return err
+							}
+						}
+					}
+					return nil
+				})
+			},
 			"reopen": func(t *rapid.T) { s.p.reopen(t) },
 			"":       func(t *rapid.T) { s.check(t) },
 		})
