@@ -5,8 +5,8 @@ import "fmt"
 // checker walks a tree for Check. lo and hi bound a subtree's keys: lo
 // inclusive, hi exclusive, nil for no bound.
 type checker[K comparable, V any] struct {
-	c    func(a, b K) int
-	seen map[any]bool
+	c      func(a, b K) int
+	seen   map[any]bool
 	keys   int
 	leaves int
 	last   *K
