@@ -112,6 +112,12 @@ func (m *BTreeMap[K, V]) Put(tx *heap.Tx, k K, v V) error {
 		m.count++
 		return nil
 	}
+	if p.n > 0 {
+		st := p.steps[p.n-1]
+		if st.i > 0 && st.node.leaves[st.i-1].n <= leafCap-2 {
+			return m.shiftLeft(tx, ko, vo, st.node, st.i, l, j, key, val)
+		}
+	}
 	return m.splitPut(tx, ko, vo, &p, l, j, key, val)
 }
 

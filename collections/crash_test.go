@@ -69,6 +69,20 @@ func putKeys(from, to int, val uint64) crashOp {
 	}
 }
 
+// putKey puts one key that key() does not make, between two it does.
+func putKey(k string, val uint64) crashOp {
+	return crashOp{
+		name: "put " + k,
+		run: func(tx *heap.Tx, r *crashRoot) error {
+			if err := r.B.Put(tx, k, val); err != nil {
+				return err
+			}
+			return r.H.Put(tx, k, strconv.FormatUint(val, 10))
+		},
+		model: func(m map[string]uint64) { m[k] = val },
+	}
+}
+
 func deleteKeys(from, to int) crashOp {
 	return crashOp{
 		name: fmt.Sprintf("delete %s..%s", key(from), key(to-1)),
@@ -204,6 +218,16 @@ func TestCrashInsert(t *testing.T) {
 	for i := 2000; i < 2004; i++ {
 		ops = append(ops, putKeys(i, i+1, 4))
 	}
+	sum := crashtest.Run(t, crashWorkload(setup, ops), lineOptions())
+	assert.Empty(t, sum.Failures, "failures are reported above")
+}
+
+// TestCrashShift crashes at every fence of inserts into a full leaf whose
+// left sibling has room, which move entries to the sibling instead of
+// splitting: the new key staying in its leaf, then moving with the others.
+func TestCrashShift(t *testing.T) {
+	setup := []crashOp{putKeys(0, 528, 1), deleteKeys(2, 10)}
+	ops := []crashOp{putKey("00020a", 5), putKey("00016a", 6)}
 	sum := crashtest.Run(t, crashWorkload(setup, ops), lineOptions())
 	assert.Empty(t, sum.Failures, "failures are reported above")
 }
