@@ -104,3 +104,46 @@ func BenchmarkMaps(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReopen measures opening a pool that holds both maps, filled
+// with 1M keys, and answering a first Get from each; closing it again is
+// not timed.
+func BenchmarkReopen(b *testing.B) {
+	const n = 1_000_000
+	h := benchMaps(b, n)
+	path := h.Path()
+	require.NoError(b, h.Close())
+	for _, which := range []string{"btree", "hash"} {
+		b.Run(which, func(b *testing.B) {
+			k := benchKey(n / 2)
+			for b.Loop() {
+				h, err := heap.Open(path, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				err = h.View(func(tx *heap.Tx) error {
+					r, err := heap.Root[benchRoot](tx)
+					if err != nil {
+						return err
+					}
+					ok := false
+					if which == "btree" {
+						_, ok = r.B.Get(tx, k)
+					} else {
+						_, ok = r.H.Get(tx, k)
+					}
+					if !ok {
+						return fmt.Errorf("key %d not found", n/2)
+					}
+					return nil
+				})
+				b.StopTimer()
+				h.Close()
+				b.StartTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
