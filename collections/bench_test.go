@@ -24,7 +24,7 @@ func benchKey(i int) (k [16]byte) {
 
 // benchMaps fills both maps with n keys in random order, 1000 a
 // transaction.
-func benchMaps(b *testing.B, n int) *heap.Heap {
+func benchMaps(b testing.TB, n int) *heap.Heap {
 	path := filepath.Join(testDir(b), "bench.pool")
 	h, err := heap.Open(path, &heap.Options{Size: 64<<20 + int64(n)*600})
 	require.NoError(b, err)

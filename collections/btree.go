@@ -117,6 +117,9 @@ func (m *BTreeMap[K, V]) Put(tx *heap.Tx, k K, v V) error {
 		if st.i > 0 && st.node.leaves[st.i-1].n <= leafCap-2 {
 			return m.shiftLeft(tx, ko, vo, st.node, st.i, l, j, key, val)
 		}
+		if st.i < int(st.node.n) && st.node.leaves[st.i+1].n <= leafCap-2 {
+			return m.shiftRight(tx, ko, vo, st.node, st.i, l, j, key, val)
+		}
 	}
 	return m.splitPut(tx, ko, vo, &p, l, j, key, val)
 }

@@ -223,11 +223,15 @@ func TestCrashInsert(t *testing.T) {
 }
 
 // TestCrashShift crashes at every fence of inserts into a full leaf whose
-// left sibling has room, which move entries to the sibling instead of
-// splitting: the new key staying in its leaf, then moving with the others.
+// left or right sibling has room, which move entries to the sibling
+// instead of splitting: the new key staying in its leaf, then moving with
+// the others, each way.
 func TestCrashShift(t *testing.T) {
-	setup := []crashOp{putKeys(0, 528, 1), deleteKeys(2, 10)}
-	ops := []crashOp{putKey("00020a", 5), putKey("00016a", 6)}
+	setup := []crashOp{putKeys(0, 528, 1), deleteKeys(2, 10), deleteKeys(64, 72)}
+	ops := []crashOp{
+		putKey("00020a", 5), putKey("00016a", 6), // to the left: leaf 0 has room
+		putKey("00050a", 7), putKey("00063a", 8), // to the right: leaf 2 is full, leaf 4 has room
+	}
 	sum := crashtest.Run(t, crashWorkload(setup, ops), lineOptions())
 	assert.Empty(t, sum.Failures, "failures are reported above")
 }
