@@ -26,8 +26,9 @@ type hashEntry[K comparable, V any] struct {
 // HashMap is a hash map that lives in the pool: a table of chains of
 // entries, one pool object each. It grows incrementally: while the old
 // table drains into one twice its size, both are searched, and no single
-// operation moves more than a few buckets. Allocate one with NewHashMap;
-// every method takes the transaction it runs in.
+// operation moves more than a few buckets; the table never shrinks.
+// Allocate one with NewHashMap; every method takes the transaction it
+// runs in.
 type HashMap[K comparable, V any] struct {
 	table []*hashEntry[K, V]
 	// old is the table being drained; its buckets below moved are empty.

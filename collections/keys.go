@@ -36,11 +36,11 @@ import (
 // once per type with reflect and cached, since a generic function cannot
 // order an arbitrary comparable type.
 type keyOps[K comparable] struct {
-	cmp    func(a, b K) int
-	hash   func(k K) uint64
-	str    bool // K is a string kind: keys are copied into the pool
-	size   int
-	errMsg error
+	cmp  func(a, b K) int
+	hash func(k K) uint64
+	str  bool // K is a string kind: keys are copied into the pool
+	size int
+	err  error
 }
 
 var keyOpsCache sync.Map // reflect.Type -> *keyOps[K]
@@ -51,11 +51,11 @@ func keysOf[K comparable]() (*keyOps[K], error) {
 	t := reflect.TypeFor[K]()
 	if v, ok := keyOpsCache.Load(t); ok {
 		ko := v.(*keyOps[K])
-		return ko, ko.errMsg
+		return ko, ko.err
 	}
 	ko := newKeyOps[K](t)
 	keyOpsCache.Store(t, ko)
-	return ko, ko.errMsg
+	return ko, ko.err
 }
 
 // mustKeys is keysOf for read paths that cannot return an error: a map
@@ -94,7 +94,7 @@ func newKeyOps[K comparable](t reflect.Type) *keyOps[K] {
 		ko.hash = func(k K) uint64 { return xxhash.Sum64String(*(*string)(unsafe.Pointer(&k))) }
 	case reflect.Array:
 		if t.Elem().Kind() != reflect.Uint8 {
-			ko.errMsg = fmt.Errorf("collections: key type %s: arrays of %s: %w (only byte arrays can be keys)", t, t.Elem(), pmemgo.ErrUnsupportedType)
+			ko.err = fmt.Errorf("collections: key type %s: arrays of %s: %w (only byte arrays can be keys)", t, t.Elem(), pmemgo.ErrUnsupportedType)
 			break
 		}
 		n := t.Len()
@@ -103,7 +103,7 @@ func newKeyOps[K comparable](t reflect.Type) *keyOps[K] {
 		}
 		ko.hash = func(k K) uint64 { return xxhash.Sum64(unsafe.Slice((*byte)(unsafe.Pointer(&k)), n)) }
 	default:
-		ko.errMsg = fmt.Errorf("collections: key type %s: %w (keys are integers, strings or byte arrays)", t, pmemgo.ErrUnsupportedType)
+		ko.err = fmt.Errorf("collections: key type %s: %w (keys are integers, strings or byte arrays)", t, pmemgo.ErrUnsupportedType)
 	}
 	return ko
 }
