@@ -12,6 +12,7 @@ import (
 func newBenchCmd() *cobra.Command {
 	var cfg bench.Config
 	var asJSON bool
+	var plotPath string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Compare pmemgo's persistent maps with bbolt, pebble and Go's memory",
@@ -38,6 +39,11 @@ Engines: ` + strings.Join(bench.Engines(), ", "),
 			if err != nil {
 				return err
 			}
+			if plotPath != "" {
+				if err := rep.WritePlot(plotPath); err != nil {
+					return fmt.Errorf("plot %s: %w", plotPath, err)
+				}
+			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), rep)
 			}
@@ -52,6 +58,7 @@ Engines: ` + strings.Join(bench.Engines(), ", "),
 	f.StringVar(&cfg.Dir, "dir", "", "directory for the stores (default: /dev/shm when it exists)")
 	f.IntVar(&cfg.Rounds, "rounds", 0, "slices each workload is cut into, the engines taking turns (default 10)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&plotPath, "plot", "", "also draw ops/s per workload and engine into this file (.svg, .png or .pdf)")
 	return cmd
 }
 

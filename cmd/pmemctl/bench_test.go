@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -27,13 +29,18 @@ func TestBenchJSON(t *testing.T) {
 	assert.Positive(t, rep.Engines[0].BytesPerKey)
 }
 
-func TestBenchText(t *testing.T) {
-	out, stderr, code := pmemctl(t, "bench", "--keys", "300", "--ops", "50",
-		"--workload", "updaterandom", "--engine", "pmemgo-hash,pebble", "--dir", t.TempDir())
+func TestBenchTextAndPlot(t *testing.T) {
+	plot := filepath.Join(t.TempDir(), "bench.svg")
+	out, stderr, code := pmemctl(t, "bench", "--keys", "300", "--ops", "50", "--plot", plot,
+		"--workload", "updaterandom,scan100", "--engine", "pmemgo-hash,pebble", "--dir", t.TempDir())
 	require.Equal(t, exitOK, code, stderr)
 	assert.Contains(t, out, "updaterandom")
-	assert.Contains(t, out, "pmemgo-hash: ")
+	assert.Contains(t, out, "(not ordered)")
 	assert.Contains(t, out, "updaterandom: pmemgo-hash")
+	svg, err := os.ReadFile(plot)
+	require.NoError(t, err)
+	assert.Contains(t, string(svg), "<svg")
+	assert.Contains(t, string(svg), "pmemgo-hash")
 }
 
 func TestBenchUsageErrors(t *testing.T) {
