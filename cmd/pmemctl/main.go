@@ -12,6 +12,7 @@
 //	pmemctl cert ca|issue ...
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
+//	pmemctl bench [--workload NAME] [--engine NAME] [--keys N] [--ops N] [--json] [--plot FILE.svg] [--dir DIR]
 //
 // Commands that read a pool never write it: they recover it, if it needs
 // it, in memory only. recover and gc write a new file, never over one.
@@ -71,6 +72,7 @@ func newRootCmd() *cobra.Command {
 		newDemoCmd(),
 		newDemoVerifyCmd(),
 		newVersionCmd(),
+		newBenchCmd(),
 	)
 	return root
 }
