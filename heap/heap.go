@@ -237,12 +237,28 @@ func create(path string, opts *Options) error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".creating-*")
+	err = writeAtomically(path, ".creating-*", func(tmp *os.File) error {
+		_, err := recovery.Create(tmp, g, opts.Device)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
+	return nil
+}
+
+// writeAtomically writes a new file at path through write, into a
+// temporary file in the same directory (named with pattern after path's
+// base name) that is synced and renamed into place, then syncs the
+// directory: path holds the whole file or nothing, whatever crash comes.
+func writeAtomically(path, pattern string, write func(*os.File) error) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+pattern)
+	if err != nil {
+		return err
+	}
 	defer os.Remove(tmp.Name())
-	_, err = recovery.Create(tmp, g, opts.Device)
+	err = write(tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -253,12 +269,9 @@ func create(path string, opts *Options) error {
 		err = os.Rename(tmp.Name(), path)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = syncDir(dir)
 	}
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	return nil
+	return err
 }
 
 func syncDir(dir string) error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -264,6 +263,16 @@ const readChunk = 256 << 10
 // after the copy, puts its old content back. live keeps the pool mapped
 // meanwhile.
 func (s *Snapshot) read(p []byte, off int64) error {
+	return s.unlockedCopy(func() error {
+		copy(p, s.h.mem[off:off+int64(len(p))])
+		return nil
+	}, func() error { return s.overlay(p, off) })
+}
+
+// unlockedCopy runs bulk, which copies from the pool without s.mu, then
+// fix, which puts the kept lines and patched words over what bulk copied,
+// under s.mu. live keeps the pool mapped throughout.
+func (s *Snapshot) unlockedCopy(bulk, fix func() error) error {
 	s.live.RLock()
 	defer s.live.RUnlock()
 	s.mu.Lock()
@@ -272,13 +281,15 @@ func (s *Snapshot) read(p []byte, off int64) error {
 	if err != nil {
 		return err
 	}
-	copy(p, s.h.mem[off:off+int64(len(p))])
+	if err := bulk(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {
 		return err
 	}
-	return s.overlay(p, off)
+	return fix()
 }
 
 func (s *Snapshot) usable() error {
@@ -417,29 +428,13 @@ func (h *Heap) Backup(path string) error {
 
 // Backup writes the snapshot's image to path as Heap.Backup does.
 func (s *Snapshot) Backup(path string) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".backup-*")
-	if err != nil {
-		return fmt.Errorf("backup to %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if device.SharesFile(s.h.dev) {
-		err = s.copyFile(tmp)
-	} else {
-		_, err = s.WriteTo(tmp)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
+	err := writeAtomically(path, ".backup-*", func(tmp *os.File) error {
+		if device.SharesFile(s.h.dev) {
+			return s.copyFile(tmp)
+		}
+		_, err := s.WriteTo(tmp)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("backup to %s: %w", path, err)
 	}
@@ -490,31 +485,20 @@ const copyChunkSize = 32 << 20
 // copyChunk copies n bytes of the image at off with copy_file_range, then
 // writes the overlay over them, holding live so that the heap stays open.
 func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
-	s.live.RLock()
-	defer s.live.RUnlock()
-	s.mu.Lock()
-	err := s.usable()
-	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	for done := int64(0); done < n; {
-		in, out := off+done, off+done
-		k, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(n-done), 0)
-		if err != nil {
-			return fmt.Errorf("snapshot: copy_file_range: %w", err)
+	return s.unlockedCopy(func() error {
+		for done := int64(0); done < n; {
+			in, out := off+done, off+done
+			k, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(n-done), 0)
+			if err != nil {
+				return fmt.Errorf("snapshot: copy_file_range: %w", err)
+			}
+			if k == 0 {
+				return fmt.Errorf("snapshot: copy_file_range copied nothing at offset %d", off+done)
+			}
+			done += int64(k)
 		}
-		if k == 0 {
-			return fmt.Errorf("snapshot: copy_file_range copied nothing at offset %d", off+done)
-		}
-		done += int64(k)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
-		return err
-	}
-	return s.writeOverlay(dst, off, off+n)
+		return nil
+	}, func() error { return s.writeOverlay(dst, off, off+n) })
 }
 
 // writeOverlay writes over dst what overlay changes in [off, end): the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -141,34 +140,12 @@ func (s *Server) scrubOne(e *poolEntry) ScrubResult {
 	return res
 }
 
-// QueryScrub asks the replica server at addr to verify its pools.
+// QueryScrub asks the replica server at addr to verify its pools, over
+// mutual TLS with cfg or, when cfg is nil, plain TCP.
 func QueryScrub(ctx context.Context, addr string, cfg *tls.Config) ([]ScrubResult, error) {
-	conn, err := dialStatus(ctx, addr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	if deadline, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(deadline)
-	} else {
-		conn.SetDeadline(time.Now().Add(10 * time.Minute))
-	}
-	if _, err := conn.Write(wire.AppendFrame(nil, wire.TypeScrubRequest, 0, 0, nil)); err != nil {
-		return nil, err
-	}
-	f, err := wire.NewReader(conn).Next()
-	if err != nil {
-		return nil, fmt.Errorf("scrub of %s: %w", addr, err)
-	}
-	switch f.Type {
-	case wire.TypeError:
-		return nil, fmt.Errorf("scrub of %s: %w", addr, remoteError(f))
-	case wire.TypeScrubResult:
-	default:
-		return nil, fmt.Errorf("scrub of %s: %w", addr, protocolError("%s message in answer", f.Type))
-	}
 	var res []ScrubResult
-	if err := json.Unmarshal(f.Payload, &res); err != nil {
+	err := query(ctx, addr, cfg, wire.TypeScrubRequest, wire.TypeScrubResult, 10*time.Minute, &res)
+	if err != nil {
 		return nil, fmt.Errorf("scrub of %s: %w", addr, err)
 	}
 	return res, nil

@@ -18,35 +18,43 @@ import (
 // pools, over mutual TLS with cfg (as Options.TLS), or over plain TCP
 // when cfg is nil, for a server run with Insecure.
 func QueryStatus(ctx context.Context, addr string, cfg *tls.Config) ([]PoolStatus, error) {
+	var st []PoolStatus
+	err := query(ctx, addr, cfg, wire.TypeStatusRequest, wire.TypeStatus, 10*time.Second, &st)
+	if err != nil {
+		return nil, fmt.Errorf("status from %s: %w", addr, err)
+	}
+	return st, nil
+}
+
+// query sends a request of type req to the replica server at addr and
+// decodes its JSON answer, of type resp, into out. Without a deadline in
+// ctx, the exchange may take wait.
+func query(ctx context.Context, addr string, cfg *tls.Config, req, resp wire.Type, wait time.Duration, out any) error {
 	conn, err := dialStatus(ctx, addr, cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close()
 	if deadline, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(deadline)
 	} else {
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn.SetDeadline(time.Now().Add(wait))
 	}
-	if _, err := conn.Write(wire.AppendFrame(nil, wire.TypeStatusRequest, 0, 0, nil)); err != nil {
-		return nil, err
+	if _, err := conn.Write(wire.AppendFrame(nil, req, 0, 0, nil)); err != nil {
+		return err
 	}
 	f, err := wire.NewReader(conn).Next()
 	if err != nil {
-		return nil, fmt.Errorf("status from %s: %w", addr, err)
+		return err
 	}
 	switch f.Type {
 	case wire.TypeError:
-		return nil, fmt.Errorf("status from %s: %w", addr, remoteError(f))
-	case wire.TypeStatus:
+		return remoteError(f)
+	case resp:
 	default:
-		return nil, fmt.Errorf("status from %s: %w", addr, protocolError("%s message in answer", f.Type))
+		return protocolError("%s message in answer", f.Type)
 	}
-	var st []PoolStatus
-	if err := json.Unmarshal(f.Payload, &st); err != nil {
-		return nil, fmt.Errorf("status from %s: %w", addr, err)
-	}
-	return st, nil
+	return json.Unmarshal(f.Payload, out)
 }
 
 // ReadDirStatus reports the pools of a replica directory that no server is

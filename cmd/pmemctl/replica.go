@@ -159,11 +159,33 @@ func serveMetrics(out io.Writer, addr string, reg *prometheus.Registry) (stop fu
 	return func() { hs.Close() }, nil
 }
 
-type statusOptions struct {
+// serverOptions are the flags of a command that asks a running replica
+// server (--addr, over TLS or --insecure) or reads a stopped one's
+// directory (--dir).
+type serverOptions struct {
 	addr, dir string
 	json      bool
 	tls       tlsFlags
 }
+
+func (o *serverOptions) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.addr, "addr", "", "address of a running replica server")
+	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of a stopped replica server")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
+	o.tls.register(cmd.Flags())
+}
+
+func (o *serverOptions) check(*cobra.Command, []string) error {
+	if (o.addr == "") == (o.dir == "") {
+		return usageError(errors.New("give one of --addr and --dir"))
+	}
+	if o.addr != "" {
+		return o.tls.check()
+	}
+	return nil
+}
+
+type statusOptions = serverOptions
 
 func newReplicaStatusCmd() *cobra.Command {
 	var o statusOptions
@@ -177,24 +199,13 @@ the replica is, and whether a primary is connected. With --dir it reads the
 journals of a stopped server's directory instead. A running server is asked
 over mutual TLS (--tls-ca, --tls-cert, --tls-key), or over plain TCP with
 --insecure.`,
-		Args: cobra.NoArgs,
-		PreRunE: func(*cobra.Command, []string) error {
-			if (o.addr == "") == (o.dir == "") {
-				return usageError(errors.New("give one of --addr and --dir"))
-			}
-			if o.addr != "" {
-				return o.tls.check()
-			}
-			return nil
-		},
+		Args:    cobra.NoArgs,
+		PreRunE: o.check,
 		RunE: poolCommand(func(cmd *cobra.Command, _ []string) error {
 			return runStatus(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		}),
 	}
-	cmd.Flags().StringVar(&o.addr, "addr", "", "address of a running replica server")
-	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of a stopped replica server")
-	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
-	o.tls.register(cmd.Flags())
+	o.register(cmd)
 	return cmd
 }
 

@@ -14,11 +14,7 @@ import (
 	"github.com/pmemgo/pmemgo/mirror"
 )
 
-type scrubOptions struct {
-	addr, dir string
-	json      bool
-	tls       tlsFlags
-}
+type scrubOptions = serverOptions
 
 func newReplicaScrubCmd() *cobra.Command {
 	var o scrubOptions
@@ -33,24 +29,13 @@ asked over mutual TLS (--tls-ca, --tls-cert, --tls-key, with an identity
 allowed to read the status), or over plain TCP with --insecure. With --dir the
 directory of a stopped server is verified, without changing anything.
 The exit status is 2 when a pool fails.`,
-		Args: cobra.NoArgs,
-		PreRunE: func(*cobra.Command, []string) error {
-			if (o.addr == "") == (o.dir == "") {
-				return usageError(errors.New("give one of --addr and --dir"))
-			}
-			if o.addr != "" {
-				return o.tls.check()
-			}
-			return nil
-		},
+		Args:    cobra.NoArgs,
+		PreRunE: o.check,
 		RunE: poolCommand(func(cmd *cobra.Command, _ []string) error {
 			return runScrub(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		}),
 	}
-	cmd.Flags().StringVar(&o.addr, "addr", "", "address of a running replica server")
-	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of a stopped replica server")
-	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
-	o.tls.register(cmd.Flags())
+	o.register(cmd)
 	return cmd
 }
 
