@@ -153,12 +153,11 @@ func (p *Pool) recover(opts Options) error {
 		p.Report.FromSummary = p.Slabs != nil
 	}
 	if p.Slabs == nil {
-		// The slab headers are read through the mapping; the slot areas
-		// are too unless the device lets the pointer passes copy them
-		// from the file, and populating them would then be wasted.
-		if _, copies := p.Dev.(device.FileAccess); !copies {
-			prefault(p.slabBytes(), workers(opts), false)
-		}
+		// Populating the whole range, slot areas included, costs less
+		// than the page faults of reading the slab headers alone, one per
+		// slab, even when the slot areas are then read from the file (on
+		// this machine: 35 ms for 1 GiB, against 180-300 ms of faults).
+		prefault(p.slabBytes(), workers(opts), false)
 		if p.Slabs, err = ValidateSlabs(mem, h, p.State.SlabHigh, p.Types); err != nil {
 			return err
 		}
