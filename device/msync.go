@@ -19,7 +19,7 @@ func (Msync) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &msyncDevice{data: data, unmap: unmap, lo: 1}, nil
+	return &msyncDevice{data: data, unmap: unmap, lo: 1, file: fileAccess{f: f, size: int64(size)}}, nil
 }
 
 // msyncDevice is the Device made by Msync.
@@ -31,6 +31,7 @@ type msyncDevice struct {
 	// none were.
 	lo, hi int
 	subs   subscribers
+	file   fileAccess
 }
 
 // Bytes returns the mapping, or nil once closed.
@@ -81,6 +82,25 @@ func (d *msyncDevice) Fence() error {
 	}
 	d.subs.fence()
 	return nil
+}
+
+// ReadAt reads the pool file at off, without touching the mapping: the
+// mapping is shared, so the file holds what a load would return.
+func (d *msyncDevice) ReadAt(p []byte, off int64) error {
+	if d.closed {
+		return ErrClosed
+	}
+	return d.file.ReadAt(p, off)
+}
+
+// WriteAt writes the pool file at off, without touching the mapping; the
+// bytes become durable at the fence after a Flush of their range, since
+// msync syncs the file's pages whichever way they were dirtied.
+func (d *msyncDevice) WriteAt(p []byte, off int64) error {
+	if d.closed {
+		return ErrClosed
+	}
+	return d.file.WriteAt(p, off)
 }
 
 // Subscribe registers s for the write-backs and fences from now on.

@@ -559,7 +559,7 @@ func (c *checker) objects() bool {
 	bad := func(s ptrSite, kind string, err error) bool { return c.report(kind, int64(s.off), s.where(), err) }
 	for k := range c.heads {
 		hd := &c.heads[k]
-		objects, pointers, ok := c.slabPointers(hd, bad)
+		objects, pointers, ok := c.slabPointers(hd, bad, c.mem, 0)
 		c.stats.Objects += objects
 		c.stats.Pointers += pointers
 		if !ok {

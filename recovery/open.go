@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 	"unsafe"
 
@@ -152,7 +153,12 @@ func (p *Pool) recover(opts Options) error {
 		p.Report.FromSummary = p.Slabs != nil
 	}
 	if p.Slabs == nil {
-		prefault(mem[h.SlabOff : h.SlabOff+uint64(p.State.SlabHigh)*h.SlabSize])
+		// Populating the whole range, slot areas included, costs less
+		// than the page faults of reading the slab headers alone, one per
+		// slab, even when the slot areas are then read from the file
+		// (measured in a nested virtual machine: 35 ms for 1 GiB, and
+		// 100 ms to read its 16k headers then, against 280-410 ms).
+		prefault(p.slabBytes(), workers(opts), false)
 		if p.Slabs, err = ValidateSlabs(mem, h, p.State.SlabHigh, p.Types); err != nil {
 			return err
 		}
@@ -219,6 +225,11 @@ func (p *Pool) relocate(opts Options) error {
 		return err
 	}
 	p.Report.Validate = time.Since(t0)
+	// Every pointer is valid: the pages the rewrite stores to may now be
+	// made writable in bulk, which on a shared mapping dirties them.
+	if _, copies := p.Dev.(device.FileAccess); !copies && !p.ro {
+		prefault(p.slabBytes(), workers(opts), true)
+	}
 	if err := p.MarkOpen(); err != nil {
 		return err
 	}
@@ -234,6 +245,20 @@ func (p *Pool) relocate(opts Options) error {
 	h.Flags &^= layout.FlagSwizzling
 	h.Base, h.Target, h.Old = h.Target, 0, nil
 	return p.WriteHeader(h)
+}
+
+// slabBytes returns the mapping of the slabs below the high-water mark.
+func (p *Pool) slabBytes() []byte {
+	h := &p.Header
+	return p.Dev.Bytes()[h.SlabOff : h.SlabOff+uint64(p.State.SlabHigh)*h.SlabSize]
+}
+
+// workers returns the number of goroutines opts asks for.
+func workers(opts Options) int {
+	if opts.Workers > 0 {
+		return opts.Workers
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // MarkOpen sets the open mark, if it is not set yet, before the first

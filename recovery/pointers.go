@@ -207,6 +207,15 @@ type ptrSite struct {
 	// stamped is set when the slab was rewritten by the interrupted
 	// swizzle, so its pointers must be relative to the target.
 	stamped bool
+	// win holds the pool's bytes from offset winOff on, at least the
+	// slab's slot area: the mapping, or a copy read from the file.
+	win    []byte
+	winOff uint64
+}
+
+// word returns the 8 bytes at d past the pointer word.
+func (s *ptrSite) word(d uint64) uint64 {
+	return binary.LittleEndian.Uint64(s.win[s.off+d-s.winOff:])
 }
 
 // where names the pointer: "slab 12 object 5 (main.Node) field Next",
@@ -229,11 +238,13 @@ func corrupt(format string, args ...any) error {
 // slabPointers checks the pointers of every allocated slot of one slab,
 // telling bad of each problem until it returns false, and returns the
 // number of allocated slots and of non-nil pointers it went through, and
-// false when bad stopped it. It allocates nothing unless it finds a
-// problem, so that a pool of millions of objects costs no garbage.
-func (r *ptrRules) slabPointers(hd *slabHead, bad badPointer) (objects, pointers int64, ok bool) {
+// false when bad stopped it. The pointer words are read from win, which
+// holds the pool's bytes from offset winOff on (r.mem and 0, or a copy of
+// the slab's slot area and its offset). It allocates nothing unless it
+// finds a problem, so that a pool of millions of objects costs no garbage.
+func (r *ptrRules) slabPointers(hd *slabHead, bad badPointer, win []byte, winOff uint64) (objects, pointers int64, ok bool) {
 	sh, td := &hd.sh, hd.td
-	s := ptrSite{head: hd, stamped: r.swizzling && sh.Gen == r.gen}
+	s := ptrSite{head: hd, stamped: r.swizzling && sh.Gen == r.gen, win: win, winOff: winOff}
 	for w := 0; w+8 <= len(hd.bm); w += 8 {
 		bits := binary.LittleEndian.Uint64(hd.bm[w:])
 		if rest := sh.Slots - uint32(w)*8; rest < 64 {
@@ -267,7 +278,7 @@ func (r *ptrRules) element(s *ptrSite, off uint64, bad badPointer) (int64, bool)
 	for k := range ptrs {
 		s.ptr, s.target = &ptrs[k], targets[k]
 		s.off = off + uint64(s.ptr.Offset)
-		v := binary.LittleEndian.Uint64(r.mem[s.off:])
+		v := s.word(0)
 		if v == 0 {
 			if !r.nilHeader(s, bad) {
 				return n, false
@@ -321,11 +332,11 @@ func (r *ptrRules) plainObject(s *ptrSite, v uint64) bool {
 func (r *ptrRules) nilHeader(s *ptrSite, bad badPointer) bool {
 	switch s.ptr.Kind {
 	case layout.PtrString:
-		if n := binary.LittleEndian.Uint64(r.mem[s.off+8:]); n != 0 {
+		if n := s.word(8); n != 0 {
 			return bad(*s, "pointer-bounds", corrupt("nil string data with length %d", n))
 		}
 	case layout.PtrSlice:
-		n, cp := binary.LittleEndian.Uint64(r.mem[s.off+8:]), binary.LittleEndian.Uint64(r.mem[s.off+16:])
+		n, cp := s.word(8), s.word(16)
 		if n != 0 || cp != 0 {
 			return bad(*s, "pointer-bounds", corrupt("nil slice data with length %d and capacity %d", n, cp))
 		}
@@ -381,11 +392,11 @@ func (r *ptrRules) pointee(s *ptrSite, v uint64, t *slotAt, bad badPointer) bool
 	room := uint64(sh.Elems)*size - min(uint64(t.inSlot), uint64(sh.Elems)*size)
 	switch p.Kind {
 	case layout.PtrString:
-		if n := binary.LittleEndian.Uint64(r.mem[s.off+8:]); n > room {
+		if n := s.word(8); n > room {
 			return bad(*s, "pointer-bounds", corrupt("string of %d bytes at %#x runs past the end of %s, %d bytes on", n, v, t.where(), room))
 		}
 	case layout.PtrSlice:
-		n, cp := binary.LittleEndian.Uint64(r.mem[s.off+8:]), binary.LittleEndian.Uint64(r.mem[s.off+16:])
+		n, cp := s.word(8), s.word(16)
 		switch {
 		case n > cp:
 			return bad(*s, "pointer-bounds", corrupt("slice of length %d is longer than its capacity %d", n, cp))

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/swizzle"
 )
@@ -36,7 +37,8 @@ func (p *Pool) verifyPointers(table *swizzle.Table, gen uint64, workers int) err
 	}
 	r.setGeometry()
 	r.index(p.Slabs)
-	return r.verify(workers)
+	fa, _ := p.Dev.(device.FileAccess)
+	return r.verify(workers, fa)
 }
 
 // index fills r's slab index from m.
@@ -63,8 +65,9 @@ func (r *ptrRules) index(m *SlabMap) {
 }
 
 // verify checks the slabs whose type has pointers, in parallel, and
-// returns the first problem found.
-func (r *ptrRules) verify(workers int) error {
+// returns the first problem found. With fa, slot areas are read from the
+// file into a buffer of each worker (see slotArea).
+func (r *ptrRules) verify(workers int, fa device.FileAccess) error {
 	var todo []int
 	for k := range r.heads {
 		if len(r.heads[k].td.Ptrs) > 0 {
@@ -90,15 +93,46 @@ func (r *ptrRules) verify(workers int) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var buf []byte
 			for !failed.Load() {
 				k := int(next.Add(1) - 1)
 				if k >= len(todo) {
 					return
 				}
-				r.slabPointers(&r.heads[todo[k]], bad)
+				hd := &r.heads[todo[k]]
+				win, winOff, err := r.slotArea(hd, fa, &buf)
+				if err != nil {
+					once.Do(func() { first = fmt.Errorf("slab %d: %w", hd.idx, err) })
+					failed.Store(true)
+					return
+				}
+				r.slabPointers(hd, bad, win, winOff)
 			}
 		}()
 	}
 	wg.Wait()
 	return first
+}
+
+// maxCopy is the largest slot area slotArea copies; larger ones, arrays of
+// many slabs, are read in place rather than held in a buffer of their size.
+const maxCopy = 4 << 20
+
+// slotArea returns where slabPointers reads the words of hd's slot area:
+// a copy read from the file into buf when fa is set, so that the mapping's
+// pages are not touched (under shadow paging a first touch costs far more
+// than the copy, see device.FileAccess), else the mapping itself.
+func (r *ptrRules) slotArea(hd *slabHead, fa device.FileAccess, buf *[]byte) ([]byte, uint64, error) {
+	size := uint64(hd.sh.Slots) * uint64(hd.sh.SlotSize)
+	if fa == nil || size > maxCopy {
+		return r.mem, 0, nil
+	}
+	if uint64(cap(*buf)) < size {
+		*buf = make([]byte, size)
+	}
+	win := (*buf)[:size]
+	if err := fa.ReadAt(win, int64(hd.data)); err != nil {
+		return nil, 0, err
+	}
+	return win, hd.data, nil
 }

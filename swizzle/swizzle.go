@@ -32,6 +32,9 @@ type Plan struct {
 	Workers int
 	// Batch is how many slabs are made durable per fence; 0 means 64.
 	Batch int
+
+	// bufs are the workers' copy buffers, kept from batch to batch.
+	bufs [][]byte
 }
 
 // Stats says what a swizzle did.
@@ -142,6 +145,9 @@ func (p *Plan) parallel(jobs []job) (int64, error) {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	workers = min(workers, len(jobs))
+	if len(p.bufs) < workers {
+		p.bufs = append(p.bufs, make([][]byte, workers-len(p.bufs))...)
+	}
 	var (
 		next   atomic.Int64
 		total  atomic.Int64
@@ -150,16 +156,17 @@ func (p *Plan) parallel(jobs []job) (int64, error) {
 		failed atomic.Bool
 		wg     sync.WaitGroup
 	)
-	for range workers {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			buf := &p.bufs[w]
 			for !failed.Load() {
 				k := int(next.Add(1) - 1)
 				if k >= len(jobs) {
 					return
 				}
-				n, err := p.slab(&jobs[k])
+				n, err := p.slab(&jobs[k], buf)
 				total.Add(n)
 				if err != nil {
 					once.Do(func() { first = err })
@@ -172,16 +179,51 @@ func (p *Plan) parallel(jobs []job) (int64, error) {
 	return total.Load(), first
 }
 
-// slab rewrites the pointers of every allocated slot of one slab.
-func (p *Plan) slab(j *job) (int64, error) {
+// maxCopy is the largest slot area rewritten in a copy (see slab); larger
+// ones, arrays of many slabs, are rewritten in place rather than held in a
+// buffer of their size.
+const maxCopy = 4 << 20
+
+// slab rewrites the pointers of every allocated slot of one slab. When
+// the device shares its pages with the file, the slot area is read into
+// buf, rewritten there and written back, so that the mapping's pages are
+// not touched: a first touch can cost far more than the copy (see
+// device.FileAccess).
+func (p *Plan) slab(j *job, buf *[]byte) (int64, error) {
 	if len(j.td.Ptrs) == 0 {
 		return 0, nil
 	}
 	mem := p.Dev.Bytes()
 	soff := p.Header.SlabOffset(j.slab)
-	slab := mem[soff:]
-	bm := layout.Bitmap(slab, j.sh.Slots)
-	data := unsafe.Pointer(&slab[j.sh.DataOff])
+	bm := layout.Bitmap(mem[soff:], j.sh.Slots)
+	off := soff + uint64(j.sh.DataOff)
+	size := uint64(j.sh.Slots) * uint64(j.sh.SlotSize)
+	fa, ok := p.Dev.(device.FileAccess)
+	if !ok || size > maxCopy {
+		return p.rewrite(j, bm, mem[off:off+size])
+	}
+	if uint64(cap(*buf)) < size {
+		*buf = make([]byte, size)
+	}
+	data := (*buf)[:size]
+	if err := fa.ReadAt(data, int64(off)); err != nil {
+		return 0, fmt.Errorf("swizzle slab %d: %w", j.slab, err)
+	}
+	n, err := p.rewrite(j, bm, data)
+	if n > 0 {
+		// Written back even after a bad pointer, as in place: the slab is
+		// then half rewritten, which a resumed swizzle reads correctly.
+		if werr := fa.WriteAt(data, int64(off)); werr != nil {
+			return n, fmt.Errorf("swizzle slab %d: %w", j.slab, werr)
+		}
+	}
+	return n, err
+}
+
+// rewrite relocates the pointers of the allocated slots of slot area data,
+// whose allocation bitmap is bm.
+func (p *Plan) rewrite(j *job, bm, data []byte) (int64, error) {
+	base := unsafe.Pointer(unsafe.SliceData(data))
 	stride := uintptr(j.td.Size)
 	t := &p.Table
 	var n int64
@@ -191,7 +233,10 @@ func (p *Plan) slab(j *job) (int64, error) {
 			b := mbits.TrailingZeros64(bits)
 			bits &= bits - 1
 			slot := uint32(w/8*64 + b)
-			obj := unsafe.Add(data, uintptr(slot)*uintptr(j.sh.SlotSize))
+			if slot >= j.sh.Slots {
+				break
+			}
+			obj := unsafe.Add(base, uintptr(slot)*uintptr(j.sh.SlotSize))
 			for e := range uintptr(j.sh.Elems) {
 				elem := unsafe.Add(obj, e*stride)
 				for pi := range j.td.Ptrs {

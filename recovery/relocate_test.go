@@ -1,0 +1,117 @@
+package recovery_test
+
+import (
+	"os"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/recovery"
+)
+
+// relocateMappers are the two ways a relocated open reads and rewrites
+// slot areas: copies through the file, for a device whose mapping is
+// shared with it (msync), and the mapping itself (the emulated device,
+// whose mapping is private).
+var relocateMappers = []struct {
+	name string
+	new  func() device.Mapper
+}{
+	{"file copies", func() device.Mapper { return device.Msync{} }},
+	{"mapping", func() device.Mapper { return &device.Emulator{} }},
+}
+
+// bigKids is the length of the pointer array relocPool adds: 4.8 MB, a
+// slot area larger than a relocated open copies, so that it is read and
+// rewritten in place whatever the device.
+const bigKids = 600_000
+
+// relocPool is the check pool with a large array of pointers to its
+// first node; big is the array's offset.
+func relocPool(t *testing.T) (p *checkPool, big uint64) {
+	p = newCheckPoolSize(t, 16<<20)
+	h, err := heap.Open(p.path, nil)
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		root, err := heap.Root[checkRoot](tx)
+		if err != nil {
+			return err
+		}
+		kids, err := heap.MakeSlice[*checkNode](tx, bigKids, bigKids)
+		for i := range kids {
+			kids[i] = root.Head
+		}
+		big = uint64(uintptr(unsafe.Pointer(&kids[0])) - h.Base())
+		return err
+	}))
+	require.NoError(t, h.Close())
+	return p, big
+}
+
+// openRelocated opens the pool at path away from its base with m.
+func openRelocated(t *testing.T, path string, m device.Mapper) (*recovery.Pool, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	return recovery.Open(f, recovery.Options{Mapper: m, ForceRelocate: true, Workers: 2})
+}
+
+// TestRelocatedOpenEveryPath checks that a relocation rewrites the same
+// pointers whether slot areas are copied through the file or rewritten in
+// the mapping, small slabs and a large array alike, and leaves a pool the
+// checker passes.
+func TestRelocatedOpenEveryPath(t *testing.T) {
+	var rewritten []int64
+	for _, mc := range relocateMappers {
+		t.Run(mc.name, func(t *testing.T) {
+			p, _ := relocPool(t)
+			pool, err := openRelocated(t, p.path, mc.new())
+			require.NoError(t, err)
+			r := pool.Report
+			require.NoError(t, pool.Close())
+			assert.True(t, r.Relocated)
+			assert.Greater(t, r.Swizzle.Pointers, int64(bigKids))
+			rewritten = append(rewritten, r.Swizzle.Pointers)
+			probs, _, err := runCheck(t, p.path)
+			require.NoError(t, err)
+			assert.Empty(t, probs)
+		})
+	}
+	require.Len(t, rewritten, 2)
+	assert.Equal(t, rewritten[0], rewritten[1])
+}
+
+// TestRelocatedOpenRefusesBadPointer damages one pointer, in a small slab
+// (copied through the file by the msync device) or in the large array
+// (always read in place), and checks that every device refuses the pool
+// without writing it.
+func TestRelocatedOpenRefusesBadPointer(t *testing.T) {
+	for _, mc := range relocateMappers {
+		for _, where := range []string{"small slab", "large array"} {
+			t.Run(mc.name+"/"+where, func(t *testing.T) {
+				p, big := relocPool(t)
+				site := p.nodes[2] + checkOffNext
+				if where == "large array" {
+					site = big + 7*8
+				}
+				checkEdit(t, p.path, func(b []byte) []byte {
+					checkPutWord(b, site, p.addr(p.nodes[3]+8))
+					return b
+				})
+				before, err := os.ReadFile(p.path)
+				require.NoError(t, err)
+				_, err = openRelocated(t, p.path, mc.new())
+				require.ErrorIs(t, err, pmemgo.ErrCorrupt)
+				assert.Contains(t, err.Error(), "8 bytes into")
+				after, err := os.ReadFile(p.path)
+				require.NoError(t, err)
+				assert.Equal(t, before, after, "a refused open must not write the pool")
+			})
+		}
+	}
+}
