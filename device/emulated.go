@@ -61,6 +61,11 @@ type Emulator struct {
 	// goroutine that flushes. It may call the read methods of the device,
 	// such as CrashImage, to see what a crash at that instant would leave.
 	Hook func(Event)
+	// FileAccess makes the devices offer FileAccess, as the msync device
+	// does, so that crash tests cover the passes that copy the pool
+	// through it (a relocating open). Its reads and writes are loads and
+	// stores of the working mapping: durable only once flushed and fenced.
+	FileAccess bool
 
 	last atomic.Pointer[Emulated]
 }
@@ -73,7 +78,41 @@ func (e *Emulator) Map(f *os.File, size int, req MapRequest) (Device, error) {
 		return nil, err
 	}
 	e.last.Store(d)
+	if e.FileAccess {
+		return emulatedFile{d}, nil
+	}
 	return d, nil
+}
+
+// emulatedFile is an Emulated device that offers FileAccess.
+type emulatedFile struct{ *Emulated }
+
+// ReadAt loads len(p) bytes of the working mapping at off.
+func (d emulatedFile) ReadAt(p []byte, off int64) error {
+	if err := d.access(p, off); err != nil {
+		return err
+	}
+	copy(p, d.work[off:])
+	return nil
+}
+
+// WriteAt stores p into the working mapping at off.
+func (d emulatedFile) WriteAt(p []byte, off int64) error {
+	if err := d.access(p, off); err != nil {
+		return err
+	}
+	copy(d.work[off:], p)
+	return nil
+}
+
+func (d emulatedFile) access(p []byte, off int64) error {
+	if d.closed {
+		return ErrClosed
+	}
+	if off < 0 || off > int64(len(d.work)) || int64(len(p)) > int64(len(d.work))-off {
+		return fmt.Errorf("pool access [%d, +%d) outside the %d mapped bytes", off, len(p), len(d.work))
+	}
+	return nil
 }
 
 // Device returns the device most recently mapped by e, or nil if none was.

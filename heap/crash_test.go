@@ -332,7 +332,16 @@ func reopenImage(t *testing.T, dir string, img []byte) string {
 	return snapshot(t, h)
 }
 
+// TestCrashSwizzle enumerates the crash points of a relocating open, on
+// the device that swizzles through the mapping and on one that copies the
+// pool through device.FileAccess, as the msync device does.
 func TestCrashSwizzle(t *testing.T) {
+	for _, copies := range []bool{false, true} {
+		t.Run(fmt.Sprintf("file-access=%v", copies), func(t *testing.T) { crashSwizzle(t, copies) })
+	}
+}
+
+func crashSwizzle(t *testing.T, copies bool) {
 	dir := fastTempDir(t)
 	path := filepath.Join(dir, "p.pool")
 	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize, SlabSize: 16 << 10})
@@ -342,6 +351,7 @@ func TestCrashSwizzle(t *testing.T) {
 	require.NoError(t, h.Close())
 
 	c := newCapture(true)
+	c.emu.FileAccess = copies
 	c.armed = true
 	h, err = heap.Open(path, &heap.Options{Device: c.emu, ForceRelocate: true})
 	c.armed = false
@@ -358,6 +368,7 @@ func TestCrashSwizzle(t *testing.T) {
 		p := filepath.Join(dir, "again.pool")
 		require.NoError(t, os.WriteFile(p, img, 0o600))
 		c2 := newCapture(false)
+		c2.emu.FileAccess = copies
 		c2.armed = true
 		h, err := heap.Open(p, &heap.Options{Device: c2.emu, ForceRelocate: true})
 		c2.armed = false
