@@ -94,10 +94,16 @@ func (x Dax) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	return &daxDevice{data: data, unmap: unmap, flush: flush, ins: ins, sync: sync}, nil
 }
 
+// DaxMappable reports whether f is on a DAX file system (its file system
+// accepts MAP_SYNC) and the processor has a write-back instruction: then
+// Auto maps it with Dax. f may be open for reading only.
+func DaxMappable(f *os.File) bool { return DaxInstruction() != "" && syncMappable(f) }
+
 // syncMappable reports whether f's file system accepts MAP_SYNC, by
-// mapping its first page so.
+// mapping its first page so; read-only, which is enough for the file
+// system to refuse a file that is not on DAX.
 func syncMappable(f *os.File) bool {
-	b, err := unix.Mmap(int(f.Fd()), 0, pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED_VALIDATE|mapSync)
+	b, err := unix.Mmap(int(f.Fd()), 0, pageSize, unix.PROT_READ, unix.MAP_SHARED_VALIDATE|mapSync)
 	if err != nil {
 		return false
 	}
@@ -185,7 +191,7 @@ type Auto struct{}
 // Map maps f with Dax if its file system accepts MAP_SYNC and the
 // processor has a write-back instruction, else with Msync.
 func (Auto) Map(f *os.File, size int, req MapRequest) (Device, error) {
-	if DaxInstruction() != "" && syncMappable(f) {
+	if DaxMappable(f) {
 		return Dax{}.Map(f, size, req)
 	}
 	return Msync{}.Map(f, size, req)

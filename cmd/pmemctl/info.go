@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/recovery"
 )
@@ -22,7 +24,10 @@ or writing anything: the format version, the UUID, the size and geometry,
 the base address the stored pointers are relative to, the state (clean, not
 closed cleanly, a live undo log, a swizzle in progress) and, for each piece
 of checksummed metadata (the two header slots, the heap state, the type
-table, the undo log, the slab headers and bitmaps), whether it holds.
+table, the undo log, the slab headers and bitmaps), whether it holds. It
+also says which device a read-write open would choose: dax (cache-line
+write-backs, no system call per commit) when the file system offers
+MAP_SYNC, with the instruction it would use, else msync.
 
 Exit status: 0 when every checksum holds and the file has its recorded size,
 2 otherwise, 3 when the file is not a pool or cannot be read.`,
@@ -33,6 +38,7 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 				return err
 			}
 			r := newInfoResult(args[0], info)
+			r.Device, r.Instruction = openDevice(args[0])
 			out := cmd.OutOrStdout()
 			if jsonOut {
 				err = writeJSON(out, r)
@@ -70,6 +76,25 @@ type infoResult struct {
 	Swizzle    *infoSwizzle `json:"swizzle,omitempty"`
 	Root       *infoRoot    `json:"root,omitempty"`
 	Checks     []infoCheck  `json:"checks"`
+	// Device is the device a read-write open would choose (heap's
+	// default, device.Auto): "dax" with the write-back instruction it
+	// would use, or "msync".
+	Device      string `json:"device"`
+	Instruction string `json:"instruction,omitempty"`
+}
+
+// openDevice returns the device a read-write open of path would choose by
+// default, and its write-back instruction for dax.
+func openDevice(path string) (string, string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "msync", ""
+	}
+	defer f.Close()
+	if device.DaxMappable(f) {
+		return "dax", string(device.DaxInstruction())
+	}
+	return "msync", ""
 }
 
 type infoGeometry struct {
@@ -257,6 +282,12 @@ func (r *infoResult) print(out io.Writer) {
 		row("root", fmt.Sprintf("%s at offset %d", r.Root.Type, r.Root.Offset))
 	}
 	row("state", strings.Join(r.State, "; "))
+	switch r.Device {
+	case "dax":
+		row("device", fmt.Sprintf("dax: the file system offers MAP_SYNC, flushes by %s", r.Instruction))
+	case "msync":
+		row("device", "msync: the file system offers no MAP_SYNC (not DAX)")
+	}
 	t.Flush()
 	fmt.Fprintln(out, "checks:")
 	t = newTable(out)
