@@ -22,6 +22,9 @@ const lineSize = 64
 // keptRegion is the granularity at which a snapshot lists kept lines.
 const keptRegion = 64 << 10
 
+// arenaBlock is the size of the blocks a snapshot keeps lines in.
+const arenaBlock = 64 << 10
+
 // SnapshotOptions configures Snapshot. The zero value keeps up to 64 MiB
 // of copied lines in memory and spills the rest to a file in os.TempDir.
 type SnapshotOptions struct {
@@ -74,17 +77,24 @@ type Snapshot struct {
 	// live is held for reading while a read copies from the pool, and for
 	// writing by drop, so that the pool is not unmapped under a copy.
 	live  sync.RWMutex
-	lines map[uint32]int64 // line -> position: >= 0 in mem, < 0 in the spill file (-1-pos)
+	lines map[uint32]int64 // line -> position: >= 0 in the arena, < 0 in the spill file (-1-pos)
 	// kept lists the kept lines of each region of keptRegion bytes, so
 	// that a read visits only those.
-	kept    [][]uint32
-	mem     []byte
-	limit   int64
-	spill   *os.File
-	spilled int64
-	dir     string
-	err     error // a spill that failed: every read returns it
-	closed  error
+	kept [][]uint32
+	// arena holds the copied lines in blocks of arenaBlock bytes, so that
+	// growing it never copies what it holds; used counts its bytes.
+	arena [][]byte
+	used  int64
+	// zeroLo and zeroHi bound the undo log's entries, which the image of
+	// a snapshot shown cleanly closed presents as zeros (a retired log
+	// needs none), so that transactions copy none of the log's lines.
+	zeroLo, zeroHi int64
+	limit          int64
+	spill          *os.File
+	spilled        int64
+	dir            string
+	err            error // a spill that failed: every read returns it
+	closed         error
 }
 
 // Snapshot returns a point-in-time view of the pool as of the last commit.
@@ -127,6 +137,8 @@ func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 	}
 	if !opts.Exact {
 		s.patch = cleanPatch(h)
+		hdr := &h.pool.Header
+		s.zeroLo, s.zeroHi = int64(hdr.LogOff)+layout.LogEntriesOff, int64(hdr.LogOff+hdr.LogSize)
 	}
 	h.snapMu.Lock()
 	defer h.snapMu.Unlock()
@@ -178,6 +190,9 @@ func (h *Heap) cow(off, n uint64) {
 }
 
 func (s *Snapshot) keep(off, n uint64) {
+	if int64(off) >= s.zeroLo && int64(off+n) <= s.zeroHi {
+		return
+	}
 	first, last := uint32(off/lineSize), uint32((off+n-1)/lineSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -191,9 +206,13 @@ func (s *Snapshot) keep(off, n uint64) {
 		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
 		r := uint64(l) * lineSize / keptRegion
 		s.kept[r] = append(s.kept[r], l)
-		if int64(len(s.mem))+lineSize <= s.limit {
-			s.lines[l] = int64(len(s.mem))
-			s.mem = append(s.mem, line...)
+		if s.used+lineSize <= s.limit {
+			if s.used%arenaBlock == 0 {
+				s.arena = append(s.arena, make([]byte, arenaBlock))
+			}
+			copy(s.arena[s.used/arenaBlock][s.used%arenaBlock:], line)
+			s.lines[l] = s.used
+			s.used += lineSize
 			continue
 		}
 		if err := s.spillLine(l, line); err != nil {
@@ -229,7 +248,7 @@ func (s *Snapshot) Size() int64 { return s.size }
 func (s *Snapshot) Stats() SnapshotStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SnapshotStats{Lines: len(s.lines), MemBytes: int64(len(s.mem)), SpilledBytes: s.spilled}
+	return SnapshotStats{Lines: len(s.lines), MemBytes: s.used, SpilledBytes: s.spilled}
 }
 
 // ReadAt reads the pool image as of the snapshot.
@@ -314,6 +333,9 @@ func (s *Snapshot) overlay(p []byte, off int64) error {
 			}
 		}
 	}
+	if lo, hi := max(off, s.zeroLo), min(end, s.zeroHi); lo < hi {
+		clear(p[lo-off : hi-off])
+	}
 	for at, v := range s.patch {
 		if at >= off && at+8 <= end {
 			binary.LittleEndian.PutUint64(p[at-off:], v)
@@ -326,7 +348,7 @@ func (s *Snapshot) overlay(p []byte, off int64) error {
 func (s *Snapshot) copyLine(p []byte, off, l, pos int64) error {
 	var line []byte
 	if pos >= 0 {
-		line = s.mem[pos : pos+lineSize]
+		line = s.arena[pos/arenaBlock][pos%arenaBlock:][:lineSize]
 	} else {
 		var buf [lineSize]byte
 		if _, err := s.spill.ReadAt(buf[:], -1-pos); err != nil {
@@ -394,7 +416,7 @@ func (s *Snapshot) drop(why error) error {
 		return nil
 	}
 	s.closed = fmt.Errorf("snapshot: %w", why)
-	s.lines, s.mem, s.kept = nil, nil, nil
+	s.lines, s.arena, s.kept = nil, nil, nil
 	if s.spill != nil {
 		return s.spill.Close()
 	}
@@ -485,7 +507,8 @@ const copyChunkSize = 32 << 20
 // copyChunk copies n bytes of the image at off with copy_file_range, then
 // writes the overlay over them, holding live so that the heap stays open.
 func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
-	return s.unlockedCopy(func() error {
+	var kept []keptLine
+	err := s.unlockedCopy(func() error {
 		for done := int64(0); done < n; {
 			in, out := off+done, off+done
 			k, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(n-done), 0)
@@ -498,26 +521,59 @@ func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
 			done += int64(k)
 		}
 		return nil
-	}, func() error { return s.writeOverlay(dst, off, off+n) })
+	}, func() (err error) {
+		kept, err = s.keptIn(off, off+n)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return s.writeOverlay(dst, kept, off, off+n)
 }
 
-// writeOverlay writes over dst what overlay changes in [off, end): the
-// kept lines and the patched words. s.mu is held.
-func (s *Snapshot) writeOverlay(dst *os.File, off, end int64) error {
-	var buf [lineSize]byte
+// keptLine is a kept line's old content and its offset in the pool.
+type keptLine struct {
+	at   int64
+	data [lineSize]byte
+}
+
+// keptIn returns the lines kept in [off, end) with their old content.
+// s.mu is held. The kernel copy of that range was done before: a line
+// changed during it was kept before it changed, so it is among these; one
+// kept later was copied before it changed.
+func (s *Snapshot) keptIn(off, end int64) ([]keptLine, error) {
+	var out []keptLine
 	for r := off / keptRegion; r*keptRegion < end; r++ {
 		for _, l := range s.kept[r] {
 			at := int64(l) * lineSize
 			if at < off || at >= end {
 				continue
 			}
-			line := buf[:lineSize]
-			if err := s.copyLine(line, at, int64(l), s.lines[l]); err != nil {
+			out = append(out, keptLine{at: at})
+			k := &out[len(out)-1]
+			if err := s.copyLine(k.data[:], at, int64(l), s.lines[l]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// writeOverlay writes over [off, end) of dst, without any lock: the log's
+// entries as zeros, the kept lines' old content, and the patched words.
+func (s *Snapshot) writeOverlay(dst *os.File, kept []keptLine, off, end int64) error {
+	if lo, hi := max(off, s.zeroLo), min(end, s.zeroHi); lo < hi {
+		zeros := make([]byte, min(hi-lo, 1<<20))
+		for at := lo; at < hi; at += int64(len(zeros)) {
+			if _, err := dst.WriteAt(zeros[:min(int64(len(zeros)), hi-at)], at); err != nil {
 				return err
 			}
-			if _, err := dst.WriteAt(line[:min(lineSize, end-at)], at); err != nil {
-				return err
-			}
+		}
+	}
+	for i := range kept {
+		k := &kept[i]
+		if _, err := dst.WriteAt(k.data[:min(lineSize, end-k.at)], k.at); err != nil {
+			return err
 		}
 	}
 	for at, v := range s.patch {
