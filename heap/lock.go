@@ -26,6 +26,9 @@ type txLock struct {
 	mu      sync.RWMutex
 	writer  atomic.Uintptr
 	readers [trackedReaders]atomic.Uintptr
+	// inSlots counts the readers in the slots, so that a View with no
+	// other reader running skips the scan.
+	inSlots atomic.Int32
 	// overflow holds readers past the fixed slots, counted in spilled so
 	// that the common case does not take omu.
 	omu      sync.Mutex
@@ -42,9 +45,11 @@ func (l *txLock) holds(g uintptr) bool {
 	if l.writer.Load() == g {
 		return true
 	}
-	for i := range l.readers {
-		if l.readers[i].Load() == g {
-			return true
+	if l.inSlots.Load() > 0 {
+		for i := range l.readers {
+			if l.readers[i].Load() == g {
+				return true
+			}
 		}
 	}
 	if l.spilled.Load() == 0 {
@@ -107,6 +112,7 @@ func (l *txLock) addReader(g uintptr) int {
 	for i := range trackedReaders {
 		s := (start + i) % trackedReaders
 		if l.readers[s].CompareAndSwap(0, g) {
+			l.inSlots.Add(1)
 			return s
 		}
 	}
@@ -124,6 +130,7 @@ func (l *txLock) removeReader(slot int) {
 	switch {
 	case slot >= 0:
 		l.readers[slot].Store(0)
+		l.inSlots.Add(-1)
 	case slot == -1:
 		g := goroutine.ID()
 		l.omu.Lock()
