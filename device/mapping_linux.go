@@ -52,10 +52,7 @@ func checkSize(f *os.File, size int) error {
 // MAP_FIXED would. Kernels older than 4.17 ignore the flag and take addr as
 // a mere hint, so the result is checked and dropped if it landed elsewhere.
 func mapFixed(f *os.File, size int, shared bool, addr uintptr) ([]byte, bool) {
-	flags := unix.MAP_PRIVATE
-	if shared {
-		flags = unix.MAP_SHARED
-	}
+	flags := mapFlags(shared)
 	// addr is not Go memory, so the garbage collector has nothing to track;
 	// converting through a pointer variable only keeps vet from mistaking
 	// it for a Go pointer hidden in a uintptr.
@@ -86,10 +83,6 @@ func unmapFixed(b []byte) func() error {
 // mapAvoiding maps f wherever the kernel likes, as long as the place
 // overlaps no range of avoid.
 func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func() error, error) {
-	prot := mmap.COPY
-	if shared {
-		prot = mmap.RDWR
-	}
 	// A rejected mapping stays mapped until the end, so that the kernel
 	// cannot offer the same place again.
 	var rejected []mmap.MMap
@@ -101,7 +94,8 @@ func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func
 		}
 	}()
 	for range mapAttempts {
-		m, err := mmap.MapRegion(f, size, prot, 0, 0)
+		b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, mapFlags(shared))
+		m := mmap.MMap(b)
 		if err != nil {
 			return nil, nil, fmt.Errorf("map %s: %w", f.Name(), err)
 		}
@@ -117,7 +111,21 @@ func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func
 	return nil, nil, fmt.Errorf("map %s: %d attempts: %w", f.Name(), mapAttempts, ErrNoAddress)
 }
 
-// unmapRegion unmaps a mapping made by mmap-go.
+// mapFlags returns the mmap flags of a shared or a private mapping. A
+// private mapping is writable copy-on-write memory that the kernel would
+// otherwise reserve in full against its overcommit limit when it is made:
+// a 64 GiB pool then fails to map for reading or checking on a machine with
+// less memory, although only the pages written are ever copied.
+// MAP_NORESERVE charges each copied page when it is made.
+func mapFlags(shared bool) int {
+	if shared {
+		return unix.MAP_SHARED
+	}
+	return unix.MAP_PRIVATE | unix.MAP_NORESERVE
+}
+
+// unmapRegion unmaps a mapping made by mapAvoiding: mmap-go unmaps what
+// unix.Mmap mapped, as it maps with it itself.
 func unmapRegion(m mmap.MMap) error {
 	if err := m.Unmap(); err != nil {
 		return fmt.Errorf("munmap: %w", err)
