@@ -48,6 +48,7 @@ type engineSpec struct {
 var engines = []engineSpec{
 	{name: "pmemgo-btree", ordered: true, durable: true, writers: 1, new: func() Engine { return &pmemBTree{} }},
 	{name: "pmemgo-hash", durable: true, writers: 1, new: func() Engine { return &pmemHash{} }},
+	{name: "pmemgo-btree-buffered", ordered: true, durable: true, writers: 1, new: func() Engine { return &pmemBTree{pmemEngine: pmemEngine{buffered: true}} }},
 	{name: "pmemgo-btree-dax", ordered: true, durable: true, writers: 1, new: func() Engine { return &pmemBTree{pmemEngine: pmemEngine{dax: true}} }},
 	{name: "bbolt", ordered: true, durable: true, writers: 1, new: func() Engine { return &boltEngine{} }},
 	{name: "bbolt-batch", ordered: true, durable: true, writers: batchWriters, new: func() Engine { return &boltEngine{batch: true} }},

@@ -40,12 +40,18 @@ type pmemEngine struct {
 	h   *heap.Heap
 	m   pmemMap
 	dax bool
+	// buffered maps the pool with device.Buffered instead of the default
+	// device (msync on a plain file): one fdatasync per commit.
+	buffered bool
 }
 
 func (e *pmemEngine) open(dir string, keys int, attach func(tx *heap.Tx) (pmemMap, error)) error {
 	opts := &heap.Options{Size: poolSize(keys)}
-	if e.dax {
+	switch {
+	case e.dax:
 		opts.Device = device.Dax{Force: true}
+	case e.buffered:
+		opts.Device = device.Buffered{}
 	}
 	h, err := heap.Open(filepath.Join(dir, "map.pool"), opts)
 	if err != nil {

@@ -53,6 +53,8 @@ func (rep *Report) Ratios() []string {
 	ratio("updaterandom", "pmemgo-btree", "pebble", "target >= 3x")
 	ratio("updaterandom", "pmemgo-hash", "bbolt", "target >= 20x")
 	ratio("updaterandom", "pmemgo-hash", "pebble", "target >= 3x")
+	ratio("updaterandom", "pmemgo-btree-buffered", "bbolt", "target >= 20x, device.Buffered")
+	ratio("updaterandom", "pmemgo-btree-buffered", "pebble", "target >= 3x, device.Buffered")
 	ratio("updaterandom", "pmemgo-btree-dax", "bbolt", "target >= 20x, DAX device forced")
 	ratio("updaterandom", "pmemgo-btree-dax", "pebble", "target >= 3x, DAX device forced")
 	ratio("readrandom", "pmemgo-btree", "google-btree", "target >= 0.67x")

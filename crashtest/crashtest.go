@@ -194,6 +194,13 @@ type Options struct {
 	// LintFlushes adds a lint line for every operation that flushed lines
 	// that were durable already.
 	LintFlushes bool
+	// Buffered runs the workload on a device with the semantics of
+	// device.Buffered instead of persistent memory's: stores reach the
+	// media only through flushes, and the heap runs the protocol it runs
+	// there (one fence per small commit, ranges written back after the
+	// commit record). Use it to test a structure for pools opened with
+	// device.Buffered.
+	Buffered bool
 	// Report receives each distinct failure shown, instead of t.Errorf;
 	// tests of broken structures use it to assert that crashtest finds
 	// them.

@@ -118,6 +118,13 @@ func TestHashMapCorrect(t *testing.T) {
 	assert.Zero(t, len(sum.Failures), "failures are reported above")
 }
 
+func TestHashMapBuffered(t *testing.T) {
+	w := crashtest.Workload{Setup: newMap, Ops: mapOps(true), Check: checkMap}
+	sum := crashtest.Run(t, w, &crashtest.Options{Buffered: true})
+	assert.Zero(t, len(sum.Failures), "failures are reported above")
+	assert.Positive(t, sum.Images)
+}
+
 func TestHashMapBroken(t *testing.T) {
 	var found []crashtest.Failure
 	w := crashtest.Workload{Setup: newMap, Ops: mapOps(false), Check: checkMap}

@@ -128,3 +128,24 @@ func TestListBroken(t *testing.T) {
 	assert.LessOrEqual(t, len(f.Lines), 1, "the line set is shrunk")
 	t.Logf("found %d failing states, e.g. %s: %v", len(sum.Failures), f.ID, f.Err)
 }
+
+// On a device that buffers stores the heap runs another protocol (one
+// fence per commit, ranges written back after the record); the same
+// workloads must hold there, and the broken one must still be caught:
+// its unlogged store never reaches the file at all.
+func TestListBuffered(t *testing.T) {
+	sum := crashtest.Run(t, listWorkload(push), &crashtest.Options{Lines: crashtest.LinesSingle, Torn: true, Buffered: true})
+	assert.Zero(t, len(sum.Failures), "failures are reported above")
+	assert.Positive(t, sum.Images)
+	for _, l := range sum.Lint {
+		assert.NotContains(t, l, "not durable")
+		assert.NotContains(t, l, "no fence", "a buffered commit leaves its write-back to the next fence on purpose")
+	}
+
+	var found []crashtest.Failure
+	crashtest.Run(t, listWorkload(pushUnlogged), &crashtest.Options{
+		Lines: crashtest.LinesSingle, Buffered: true,
+		Report: func(f crashtest.Failure) { found = append(found, f) },
+	})
+	require.NotEmpty(t, found, "crashtest must find the unlogged length on a buffered device too")
+}

@@ -66,6 +66,13 @@ type Emulator struct {
 	// through it (a relocating open). Its reads and writes are loads and
 	// stores of the working mapping: durable only once flushed and fenced.
 	FileAccess bool
+	// Buffered gives the devices the semantics of Buffered instead of
+	// persistent memory's: a store reaches the media only through a
+	// flush, and a crash leaves each line as durable or as last flushed,
+	// never with stores made after its flush. The devices then report
+	// BuffersStores, so that the heap runs the protocol it runs on
+	// Buffered, and crash tests cover that.
+	Buffered bool
 
 	last atomic.Pointer[Emulated]
 }
@@ -77,6 +84,7 @@ func (e *Emulator) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.buffered = e.Buffered
 	e.last.Store(d)
 	if e.FileAccess {
 		return emulatedFile{d}, nil
@@ -134,6 +142,7 @@ type Emulated struct {
 	work, durable          []byte
 	unmapWork, unmapShadow func() error
 	closed                 bool
+	buffered               bool
 	hook                   func(Event)
 	seq                    int
 	stats                  Stats
@@ -175,6 +184,10 @@ func mapEmulated(f *os.File, size int, req MapRequest, hook func(Event)) (*Emula
 func (d *Emulated) Bytes() []byte {
 	return d.work
 }
+
+// BuffersStores reports whether the device was mapped by an Emulator with
+// Buffered set.
+func (d *Emulated) BuffersStores() bool { return d.buffered }
 
 // Flush captures the current content of the lines of [off, off+n); the
 // next fence makes that content durable.

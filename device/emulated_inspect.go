@@ -18,6 +18,11 @@ func (d *Emulated) Durable() []byte {
 // if exactly those lines, not yet durable, had reached the media. A nil
 // lines gives strictly what is durable. Line k covers bytes [64k, 64k+64);
 // indices outside the mapping are ignored. It returns nil once closed.
+//
+// On a buffered device (Emulator.Buffered) a line reaches the media only
+// as it was when last flushed: a line given takes its content of the
+// latest flush since the last fence, and one not flushed since is left
+// as durable.
 func (d *Emulated) CrashImage(lines []int) []byte {
 	if d.closed {
 		return nil
@@ -25,16 +30,76 @@ func (d *Emulated) CrashImage(lines []int) []byte {
 	img := bytes.Clone(d.durable)
 	for _, l := range lines {
 		if off := l * LineSize; l >= 0 && off < len(img) {
-			copy(img[off:off+min(LineSize, len(img)-off)], d.work[off:])
+			copy(img[off:off+min(LineSize, len(img)-off)], d.LineContent(l))
 		}
 	}
 	return img
 }
 
-// DirtyLines returns, in increasing order, the lines whose working content
-// differs from the durable state: written and not yet durable, whether
-// flushed or not. It returns nil once closed.
+// LineContent returns the content line l would have on the media if it
+// reached the media now: its working content, or on a buffered device
+// its content at its latest flush since the last fence (nil when it was
+// not flushed since). The slice is valid until the next Flush or Fence.
+func (d *Emulated) LineContent(l int) []byte {
+	off := l * LineSize
+	if d.closed || l < 0 || off >= len(d.work) {
+		return nil
+	}
+	if !d.buffered {
+		return d.work[off:min(off+LineSize, len(d.work))]
+	}
+	for i := len(d.pending) - 1; i >= 0; i-- {
+		if d.pending[i].line == l {
+			return d.pending[i].data[:min(LineSize, len(d.work)-off)]
+		}
+	}
+	return nil
+}
+
+// UnflushedLines returns, in increasing order, the lines whose working
+// content differs from what they will hold once the flushes made so far
+// are fenced: stores made without a flush after them.
+func (d *Emulated) UnflushedLines() []int {
+	var out []int
+	for _, l := range d.dirtyByContent() {
+		off := l * LineSize
+		work := d.work[off:min(off+LineSize, len(d.work))]
+		flushed := d.durable[off:min(off+LineSize, len(d.work))]
+		for i := len(d.pending) - 1; i >= 0; i-- {
+			if d.pending[i].line == l {
+				flushed = d.pending[i].data[:len(work)]
+				break
+			}
+		}
+		if !bytes.Equal(work, flushed) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// DirtyLines returns, in increasing order, the lines that a crash now
+// could leave different from the durable state: on persistent memory,
+// those whose working content differs from it, flushed or not; on a
+// buffered device (Emulator.Buffered), those flushed since the last fence
+// with content that differs from it. It returns nil once closed.
 func (d *Emulated) DirtyLines() []int {
+	if !d.buffered {
+		return d.dirtyByContent()
+	}
+	var dirty []int
+	for _, l := range d.PendingLines() {
+		off := l * LineSize
+		if c := d.LineContent(l); !bytes.Equal(c, d.durable[off:off+len(c)]) {
+			dirty = append(dirty, l)
+		}
+	}
+	return dirty
+}
+
+// dirtyByContent returns the lines whose working content differs from the
+// durable state.
+func (d *Emulated) dirtyByContent() []int {
 	if d.closed {
 		return nil
 	}

@@ -25,7 +25,9 @@ func mappers() []struct {
 		m    device.Mapper
 	}{
 		{"msync", device.Msync{}},
+		{"buffered", device.Buffered{}},
 		{"emulated", &device.Emulator{}},
+		{"emulated-buffered", &device.Emulator{Buffered: true}},
 		{"private", device.Private{}},
 		{"dax-forced", device.Dax{Force: true}},
 	}

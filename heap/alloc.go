@@ -294,6 +294,9 @@ func (a *allocator) claim(tx *Tx, start, m uint32) error {
 			return err
 		}
 	}
+	if tx.h.buffered {
+		return nil
+	}
 	return tx.h.fence()
 }
 

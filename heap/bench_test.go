@@ -411,7 +411,8 @@ func setOpenMark(b *testing.B, path string) {
 }
 
 // txDevices are the devices of the transaction benchmarks: the default
-// msync device, the emulated persistent memory whose fences copy lines
+// msync device, the buffered device (one fdatasync per small commit), the
+// emulated persistent memory whose fences copy lines
 // instead of making syscalls, and the DAX device forced on tmpfs, whose
 // flushes are CLWB and fences SFENCE (as PMDK with PMEM_IS_PMEM_FORCE).
 var txDevices = []struct {
@@ -419,6 +420,7 @@ var txDevices = []struct {
 	new  func() device.Mapper
 }{
 	{"msync", func() device.Mapper { return nil }},
+	{"buffered", func() device.Mapper { return device.Buffered{} }},
 	{"emulated", func() device.Mapper { return &device.Emulator{} }},
 	{"dax-forced", func() device.Mapper { return device.Dax{Force: true} }},
 }

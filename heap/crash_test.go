@@ -251,16 +251,22 @@ func crashCases() []crashCase {
 
 // TestCrashTransactions runs each case on a heap opened from its slab
 // summary, whose slabs are validated as the operation first uses them,
-// and on one opened with every slab header validated (full).
+// and on one opened with every slab header validated (full), each on
+// persistent memory's semantics and on a device that buffers stores.
 func TestCrashTransactions(t *testing.T) {
 	total := 0
 	for _, tc := range crashCases() {
 		for _, full := range []bool{false, true} {
-			name := tc.name
-			if full {
-				name += "/full"
+			for _, buffered := range []bool{false, true} {
+				name := tc.name
+				if full {
+					name += "/full"
+				}
+				if buffered {
+					name += "/buffered"
+				}
+				t.Run(name, func(t *testing.T) { total += crashTransaction(t, tc, full, buffered) })
 			}
-			t.Run(name, func(t *testing.T) { total += crashTransaction(t, tc, full) })
 		}
 	}
 	t.Logf("transactions: %d crash images checked", total)
@@ -268,7 +274,7 @@ func TestCrashTransactions(t *testing.T) {
 
 // crashTransaction enumerates the crash points of tc and returns the
 // number of distinct images checked.
-func crashTransaction(t *testing.T, tc crashCase, full bool) int {
+func crashTransaction(t *testing.T, tc crashCase, full, buffered bool) int {
 	dir := fastTempDir(t)
 	path := filepath.Join(dir, "p.pool")
 	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize})
@@ -281,6 +287,7 @@ func crashTransaction(t *testing.T, tc crashCase, full bool) int {
 	require.NoError(t, h.Close())
 
 	c := newCapture(true)
+	c.emu.Buffered = buffered
 	h, err = heap.Open(path, &heap.Options{Device: c.emu, FullValidation: full})
 	require.NoError(t, err)
 	// Opened from the slab summary unless full or the base was
@@ -337,11 +344,13 @@ func reopenImage(t *testing.T, dir string, img []byte) string {
 // pool through device.FileAccess, as the msync device does.
 func TestCrashSwizzle(t *testing.T) {
 	for _, copies := range []bool{false, true} {
-		t.Run(fmt.Sprintf("file-access=%v", copies), func(t *testing.T) { crashSwizzle(t, copies) })
+		for _, buffered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("file-access=%v/buffered=%v", copies, buffered), func(t *testing.T) { crashSwizzle(t, copies, buffered) })
+		}
 	}
 }
 
-func crashSwizzle(t *testing.T, copies bool) {
+func crashSwizzle(t *testing.T, copies, buffered bool) {
 	dir := fastTempDir(t)
 	path := filepath.Join(dir, "p.pool")
 	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize, SlabSize: 16 << 10})
@@ -351,7 +360,7 @@ func crashSwizzle(t *testing.T, copies bool) {
 	require.NoError(t, h.Close())
 
 	c := newCapture(true)
-	c.emu.FileAccess = copies
+	c.emu.FileAccess, c.emu.Buffered = copies, buffered
 	c.armed = true
 	h, err = heap.Open(path, &heap.Options{Device: c.emu, ForceRelocate: true})
 	c.armed = false
@@ -368,7 +377,7 @@ func crashSwizzle(t *testing.T, copies bool) {
 		p := filepath.Join(dir, "again.pool")
 		require.NoError(t, os.WriteFile(p, img, 0o600))
 		c2 := newCapture(false)
-		c2.emu.FileAccess = copies
+		c2.emu.FileAccess, c2.emu.Buffered = copies, buffered
 		c2.armed = true
 		h, err := heap.Open(p, &heap.Options{Device: c2.emu, ForceRelocate: true})
 		c2.armed = false

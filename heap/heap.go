@@ -125,6 +125,9 @@ type Heap struct {
 	mem  []byte
 	base uintptr
 	ro   bool
+	// buffered is set when the device buffers stores until they are
+	// flushed (device.BuffersStores): see undoLog.unfenced.
+	buffered bool
 
 	// lock is held for writing by Update and Close, for reading by View.
 	lock   txLock
@@ -216,7 +219,8 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	h.types = newRegistry(pool.Types)
 	h.alloc = newAllocator(h, pool.Slabs)
 	h.logger = loggerOf(opts)
-	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header, mark: pool.MarkOpen, stray: h.reportStray, cow: h.cow}
+	h.buffered = device.BuffersStores(pool.Dev)
+	h.log = undoLog{dev: pool.Dev, hdr: &pool.Header, mark: pool.MarkOpen, stray: h.reportStray, cow: h.cow, fence: h.fence}
 	h.log.reset()
 	if r := pool.Report; opts.Logger != nil && (r.RolledBack > 0 || r.Relocated) {
 		opts.Logger.Info("pmemgo: pool recovered", "path", path, "rolled_back", r.RolledBack,

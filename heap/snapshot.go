@@ -162,7 +162,7 @@ func cleanPatch(h *Heap) map[int64]uint64 {
 		return nil
 	}
 	var w [layout.LogGenOff + 8]byte
-	layout.SetLogGen(w[:], gen+1)
+	layout.SetLogGen(w[:], layout.RetireGen(gen))
 	return map[int64]uint64{
 		layout.OpenMarkOff:                   0,
 		int64(hdr.LogOff + layout.LogGenOff): binary.LittleEndian.Uint64(w[layout.LogGenOff:]),

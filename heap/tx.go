@@ -214,7 +214,9 @@ func (tx *Tx) AddRanges(rs ...Range) error {
 		}
 		logged = logged || l
 	}
-	if !logged {
+	if !logged || tx.h.buffered {
+		// On a device that buffers stores, what the caller stores now
+		// stays in memory until the commit writes it back.
 		return nil
 	}
 	// The caller changes the ranges as soon as this returns: their old
@@ -382,6 +384,16 @@ func (tx *Tx) commit() error {
 	if err != nil {
 		return err
 	}
+	if h.buffered {
+		if err := tx.commitBuffered(ranges, writes, early); err != nil {
+			return err
+		}
+		l.done()
+		h.state = tx.state
+		tx.settle()
+		h.stats.commits++
+		return nil
+	}
 	for _, r := range ranges {
 		if !r.Redo {
 			dev.Flush(int(r.Off), int(r.Len))
@@ -410,6 +422,49 @@ func (tx *Tx) commit() error {
 	h.state = tx.state
 	tx.settle()
 	h.stats.commits++
+	return nil
+}
+
+// commitBuffered is steps 3-5 of commit on a device that buffers stores
+// until they are flushed, where nothing the transaction stored has reached
+// the file yet: the commit record, carrying the new content, is written
+// and fenced first (the one fence of a small transaction), and the ranges
+// are written back after it without a fence of their own. Until the next
+// fence makes them durable, recovery copies the record's content back in
+// place (layout.ScanPrev), so the record must outlive that fence: see
+// undoLog.begin. Ranges too large for the record are written back before
+// it, once the entries that undo them are durable: two more fences.
+func (tx *Tx) commitBuffered(ranges []layout.CommitRange, writes []metaWrite, early bool) error {
+	h, l := tx.h, &tx.h.log
+	if early {
+		l.flush()
+		if err := h.fence(); err != nil {
+			return err
+		}
+		for _, r := range ranges {
+			if !r.Redo {
+				h.dev.Flush(int(r.Off), int(r.Len))
+			}
+		}
+		if err := h.fence(); err != nil {
+			return err
+		}
+	}
+	for _, w := range writes {
+		w.apply()
+	}
+	if err := l.commit(h.mem, ranges); err != nil {
+		return err
+	}
+	if err := h.fence(); err != nil {
+		return err
+	}
+	for _, r := range ranges {
+		if r.Redo {
+			h.dev.Flush(int(r.Off), int(r.Len))
+		}
+	}
+	l.unfenced = l.gen
 	return nil
 }
 
@@ -539,7 +594,14 @@ func (tx *Tx) rollback() error {
 	h := tx.h
 	h.stats.rollbacks++
 	var err error
-	if h.log.open {
+	if h.log.open && h.buffered {
+		// Undoing writes lines back, whole: lines that hold this
+		// transaction's stores besides what is undone must not reach
+		// the file before the entries that undo them.
+		h.log.flush()
+		err = h.fence()
+	}
+	if h.log.open && err == nil {
 		_, err = recovery.Rollback(h.dev, &h.pool.Header)
 	}
 	h.log.reset()
@@ -596,6 +658,13 @@ type undoLog struct {
 	cow func(off, n uint64)
 	// logged counts the bytes written to the log.
 	logged uint64
+	// fence is the heap's fence, counted in its statistics.
+	fence func() error
+	// unfenced is the generation of the last commit whose ranges were
+	// written back after its record without a fence yet (a device that
+	// buffers stores); zero when there is none. Its record must stay in
+	// the log until a fence makes them durable.
+	unfenced uint64
 	// bufs are the commits' range buffers, used in turn (flip) so that
 	// committed stays intact while the next commit builds its ranges.
 	bufs [2][]layout.CommitRange
@@ -638,6 +707,14 @@ func (l *undoLog) begin() error {
 			l.stray(changed, "before the next transaction")
 		}
 		l.committed = nil
+	}
+	if l.unfenced != 0 && l.unfenced+2 == l.gen+1 {
+		// The next generation's entries go where that record is: it
+		// committed, and no commit fenced its write-back since (the
+		// transaction after it was rolled back in memory).
+		if err := l.fence(); err != nil {
+			return err
+		}
 	}
 	l.gen++
 	l.cow(l.hdr.LogOff+layout.LogGenOff, 8)

@@ -41,7 +41,11 @@ func (h *Heap) txStats() TxStats {
 // fence orders what the transaction flushed so far.
 func (h *Heap) fence() error {
 	h.stats.fences++
-	return h.dev.Fence()
+	if err := h.dev.Fence(); err != nil {
+		return err
+	}
+	h.log.unfenced = 0
+	return nil
 }
 
 // reportStray counts and logs ranges that a store outside a transaction
@@ -83,6 +87,13 @@ func (h *Heap) retireCommitted() error {
 		h.reportStray(changed, "at close")
 	}
 	l.committed = nil
+	if l.unfenced != 0 {
+		// The record is the only durable copy of what the last commit
+		// wrote back: that must be durable before it is retired.
+		if err := h.fence(); err != nil {
+			return err
+		}
+	}
 	return recovery.RetireLog(h.dev, &h.pool.Header)
 }
 

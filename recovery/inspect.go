@@ -88,6 +88,11 @@ type LogInfo struct {
 	// place) or every range it lists holds the content it was committed
 	// with (an older pool's hash record).
 	Commit, Holds bool
+	// Prev is set when the generation before holds a complete redo
+	// record, which Open copies back in place first: on a device that
+	// buffers stores, the only durable copy of what that commit wrote
+	// until the next fence (see layout.ScanPrev).
+	Prev bool
 	// Err says why the log cannot be read.
 	Err error
 }
@@ -276,6 +281,12 @@ func readLog(mem []byte, h *layout.Header, end uint64) LogInfo {
 		return li
 	}
 	li.Entries = len(entries)
+	prev, err := layout.ScanPrev(log, layout.StateOff, min(h.Size, end))
+	if err != nil {
+		li.Err = err
+		return li
+	}
+	li.Prev = prev != nil
 	if commit != nil {
 		li.Commit = true
 		li.Holds = commit.Keeps(len(entries), mem)

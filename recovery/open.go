@@ -345,24 +345,47 @@ func Rollback(dev device.Device, h *layout.Header) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	prev, err := layout.ScanPrev(log, layout.StateOff, h.Size)
+	if err != nil {
+		return 0, err
+	}
 	inLog := func(off, n uint64) bool { return off < h.LogOff+h.LogSize && h.LogOff < off+n }
 	for _, e := range entries {
 		if inLog(e.Off, uint64(len(e.Old))) {
 			return 0, fmt.Errorf("undo log: entry for [%d, +%d) overlaps the log itself: %w", e.Off, len(e.Old), pmemgo.ErrCorrupt)
 		}
 	}
-	if commit != nil {
-		for _, r := range commit.Ranges {
+	for _, c := range []*layout.Commit{prev, commit} {
+		for _, r := range c.RangesOrNil() {
 			if inLog(r.Off, r.Len) {
 				return 0, fmt.Errorf("undo log: commit record lists [%d, +%d), which overlaps the log itself: %w", r.Off, r.Len, pmemgo.ErrCorrupt)
 			}
 		}
-		if commit.Keeps(len(entries), mem) {
-			return 0, redo(dev, h, commit)
+	}
+	// The previous generation's record goes back first, made durable
+	// before anything retires it: its transaction committed before the
+	// current one began, and what the current one logged was read after
+	// it. A live record is retired even when its ranges hold its content
+	// (a pool closed by an older build), so that no later recovery copies
+	// it over what a swizzle or later transactions wrote.
+	if prev != nil {
+		// The fence is needed even when the ranges hold the content: on
+		// a device that buffers stores, their write-back may be flushed
+		// and not yet fenced.
+		if !prev.Holds(mem) {
+			for _, r := range prev.Apply(mem) {
+				dev.Flush(int(r.Off), int(r.Len))
+			}
+		}
+		if err := dev.Fence(); err != nil {
+			return 0, fmt.Errorf("redo previous committed transaction: %w", err)
 		}
 	}
+	if commit != nil && commit.Keeps(len(entries), mem) {
+		return 0, redo(dev, h, commit)
+	}
 	if len(entries) == 0 {
-		if commit != nil {
+		if commit != nil || prev != nil {
 			return 0, RetireLog(dev, h)
 		}
 		return 0, nil
@@ -396,15 +419,15 @@ func redo(dev device.Device, h *layout.Header, c *layout.Commit) error {
 	return RetireLog(dev, h)
 }
 
-// RetireLog ends the current transaction's log with one 8-byte store of
-// the next generation, and fences.
+// RetireLog ends the log with one 8-byte store of a generation past both
+// halves' (layout.RetireGen), and fences.
 func RetireLog(dev device.Device, h *layout.Header) error {
 	log := dev.Bytes()[h.LogOff : h.LogOff+h.LogSize]
 	gen, err := layout.LogGen(log)
 	if err != nil {
 		return err
 	}
-	layout.SetLogGen(log, gen+1)
+	layout.SetLogGen(log, layout.RetireGen(gen))
 	dev.Flush(int(h.LogOff)+layout.LogGenOff, 8)
 	if err := dev.Fence(); err != nil {
 		return fmt.Errorf("retire undo log: %w", err)

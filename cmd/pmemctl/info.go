@@ -190,6 +190,9 @@ func infoState(info *recovery.Info) []string {
 	case l.Entries > 0:
 		st = append(st, fmt.Sprintf("live undo log of %s: Open rolls the transaction back", plural(l.Entries, "entry")))
 	}
+	if info.Log.Prev {
+		st = append(st, "the commit record of the generation before is live: Open copies it back in place first")
+	}
 	if info.OpenMark {
 		st = append(st, "not closed cleanly")
 	}
@@ -234,6 +237,12 @@ func infoChecks(info *recovery.Info) []infoCheck {
 		logDetail = fmt.Sprintf("generation %d, %s and a commit record that does not hold", l.Gen, plural(l.Entries, "live entry"))
 	case l.Entries > 0:
 		logDetail = fmt.Sprintf("generation %d, %s", l.Gen, plural(l.Entries, "live entry"))
+	}
+	if l.Prev {
+		if !l.Commit && l.Entries == 0 {
+			logDetail = fmt.Sprintf("generation %d, no live entries", l.Gen)
+		}
+		logDetail += "; the previous generation's commit record is live"
 	}
 	check("undo log", l.Err, logDetail)
 	var slabErr error

@@ -36,10 +36,10 @@ func replicateOnce(t *testing.T, dir string) (*heap.Heap, string) {
 	m, err := mirror.Start(h, mirror.Options{Replicas: []string{l.Addr().String()}, Insecure: true})
 	require.NoError(t, err)
 	type counter struct{ N uint64 }
-	// Two commits: the last one's log, still live in the replica, covers
-	// only the counter, so damage to the slab header is not repaired by
-	// recovery redoing that commit.
-	for n := range uint64(2) {
+	// Three commits: the last two's records, still live in the replica,
+	// cover only the counter, so damage to the slab header is not
+	// repaired by recovery redoing those commits.
+	for n := range uint64(3) {
 		require.NoError(t, h.Update(func(tx *heap.Tx) error {
 			c, err := heap.Root[counter](tx)
 			if err != nil {

@@ -206,6 +206,14 @@ func (c *Commit) Keeps(entries int, mem []byte) bool {
 	return c.Entries == entries && (c.Redo || c.Holds(mem))
 }
 
+// RangesOrNil returns c's ranges; none for a nil c.
+func (c *Commit) RangesOrNil() []CommitRange {
+	if c == nil {
+		return nil
+	}
+	return c.Ranges
+}
+
 // Apply copies the content a redo record carries back in place and
 // returns the ranges it wrote.
 func (c *Commit) Apply(mem []byte) []CommitRange {
@@ -257,6 +265,48 @@ func ScanLog(log []byte, lo, hi uint64) ([]LogEntry, *Commit, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return scanHalf(log, gen, lo, hi)
+}
+
+// ScanPrev returns the redo record of the generation before the current
+// one when its half of the log still holds it whole, after all its
+// entries: the transaction committed, and its in-place writes may not be
+// durable yet. A device that buffers stores (device.Buffering) lets a
+// commit return once its record is durable and writes the ranges back
+// after it, to be made durable by the next fence, usually the next
+// commit's: until then recovery must copy the record's content back in
+// place, before it rolls back or redoes the current generation. Retiring
+// the log moves the generation past any record (RetireGen). A hash record (older pools) is never returned: its
+// transaction's ranges were durable before the record.
+func ScanPrev(log []byte, lo, hi uint64) (*Commit, error) {
+	if m := le.Uint64(log[logMagicOff:]); m != logMagic {
+		return nil, fmt.Errorf("undo log: bad magic %#x: %w", m, pmemgo.ErrCorrupt)
+	}
+	gen, err := LogGen(log)
+	if err != nil || gen < 2 {
+		return nil, err
+	}
+	entries, c, err := scanHalf(log, gen-1, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("previous generation %d: %w", gen-1, err)
+	}
+	if c == nil || !c.Redo || c.Entries != len(entries) {
+		return nil, nil
+	}
+	return c, nil
+}
+
+// RetireGen returns the generation that retires a log at gen: three on,
+// so that no record is live in either half. Two on would leave the
+// previous generation gen+1, whose record a crash can leave whole in the
+// log while gen+1 itself never became durable (on a device that buffers
+// stores, the generation word and the record are made durable by one
+// fence); gen+2 can hold nothing, since its entries are written only once
+// gen+1 is durable.
+func RetireGen(gen uint64) uint64 { return gen + 3 }
+
+// scanHalf scans the half of generation gen; see ScanLog.
+func scanHalf(log []byte, gen, lo, hi uint64) ([]LogEntry, *Commit, error) {
 	word := SealWord(gen)
 	start, end := LogHalf(uint64(len(log)), gen)
 	if end > len(log) || start >= end {
