@@ -81,7 +81,7 @@ func NewHeader(g Geometry) (Header, error) {
 }
 
 // GeometryError is a pool geometry NewHeader refuses: Field is the
-// Geometry field at fault (Size, SlabSize or LogSize), Value its value,
+// Geometry field at fault (Size, MaxSize, SlabSize or LogSize), Value its value,
 // and Reason says what is wrong with it, limit included. It wraps
 // pmemgo.ErrInvalidOptions.
 type GeometryError struct {
