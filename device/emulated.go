@@ -136,9 +136,9 @@ type Emulated struct {
 	// reservation of its own when the pool may grow.
 	mWork, mShadow *mapping
 	closed         bool
-	hook                   func(Event)
-	seq                    int
-	stats                  Stats
+	hook           func(Event)
+	seq            int
+	stats          Stats
 	// pending holds the lines flushed since the last fence, each with its
 	// content at the time of the flush, in flush order.
 	pending []pendingLine
