@@ -11,6 +11,7 @@ import (
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
 )
 
 // bigTagsTx allocates a node whose tags take n uint32s.
@@ -150,4 +151,30 @@ func TestGrowWithSnapshot(t *testing.T) {
 	defer old.Close()
 	assert.Equal(t, before, snapshot(t, old))
 	assert.Equal(t, uint64(1<<20), old.Stats().Size)
+}
+
+// TestGrowPoolWithoutMaxSize: a pool made before pools could grow records
+// no maximum size; it opens with the default one and grows.
+func TestGrowPoolWithoutMaxSize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 1 << 20, MaxSize: 1 << 20})
+	require.NoError(t, err)
+	require.NoError(t, h.Close())
+	img := readFile(t, path)
+	for i := range 2 {
+		hdr, err := layout.DecodeHeader(img[layout.SlotOff(i):])
+		require.NoError(t, err)
+		hdr.MaxSize = 0
+		hdr.Encode(img[layout.SlotOff(i):])
+	}
+	require.NoError(t, os.WriteFile(path, img, 0o600))
+	checkPool(t, path)
+
+	h, err = heap.Open(path, nil)
+	require.NoError(t, err)
+	assert.Greater(t, h.Stats().MaxSize, uint64(1<<20), "the default maximum applies")
+	require.NoError(t, h.Update(bigTagsTx(300_000)))
+	assert.Equal(t, uint64(2<<20), h.Stats().Size)
+	require.NoError(t, h.Close())
+	checkPool(t, path)
 }
