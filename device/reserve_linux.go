@@ -106,13 +106,19 @@ func (m *mapping) unmap() error {
 	return nil
 }
 
-// reserve reserves n bytes of address space, at req.Hint when it is free
-// and otherwise anywhere that overlaps no range of req.Avoid, as mapFile
-// places a mapping. The reservation costs no memory: its pages are
-// PROT_NONE and MAP_NORESERVE until mapped.
+// reserve reserves n bytes of address space, at req.Hint when it is free,
+// otherwise below the range where processes' mmap areas start (see
+// lowPlace), and failing that anywhere that overlaps no range of
+// req.Avoid, as mapFile places a mapping. The reservation costs no
+// memory: its pages are PROT_NONE and MAP_NORESERVE until mapped.
 func reserve(n uintptr, req MapRequest) (unsafe.Pointer, error) {
 	if req.Hint != 0 {
 		if p, ok := reserveAt(req.Hint, n); ok {
+			return p, nil
+		}
+	}
+	if a := lowPlace(n, req.Avoid); a != 0 {
+		if p, ok := reserveAt(a, n); ok {
 			return p, nil
 		}
 	}
