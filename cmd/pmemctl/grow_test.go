@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -62,4 +63,23 @@ func TestGrowCommandLockedPool(t *testing.T) {
 	_, stderr, code := pmemctl(t, "grow", path, "--size", "2M", "--timeout", "10ms")
 	assert.Equal(t, exitIO, code)
 	assert.Contains(t, stderr, "lock")
+}
+
+// TestInfoFileLongerThanPool: the bytes a growth interrupted before its
+// header leaves after the pool are no problem for info and check.
+func TestInfoFileLongerThanPool(t *testing.T) {
+	g := newGoldenPool(t, t.TempDir(), "golden.pool", false)
+	f, err := os.OpenFile(g.path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(4<<20))
+	require.NoError(t, f.Close())
+	out, _, code := pmemctl(t, "info", g.path)
+	require.Equal(t, exitOK, code, out)
+	assert.Contains(t, out, "4194304 bytes, 2097152 more than recorded: a growth was interrupted before its header was written")
+	out, _, code = pmemctl(t, "check", g.path)
+	require.Equal(t, exitOK, code, out)
+	assert.Contains(t, out, "0 problems")
+	out, stderr, code := pmemctl(t, "grow", g.path, "--size", "4M")
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "from 2 MiB to 4 MiB")
 }
