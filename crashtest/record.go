@@ -130,7 +130,9 @@ func (r *runner) record() error {
 	if size == 0 {
 		size = 2 << 20
 	}
-	h, err := heap.Open(path, &heap.Options{Size: size, SlabSize: r.w.SlabSize, LogSize: r.w.LogSize})
+	// The pool keeps its size: crash images are all the size of the
+	// initial one. Growth is crash-tested by the heap's own tests.
+	h, err := heap.Open(path, &heap.Options{Size: size, MaxSize: size, SlabSize: r.w.SlabSize, LogSize: r.w.LogSize})
 	if err != nil {
 		return err
 	}

@@ -36,25 +36,44 @@ type Buffered struct{}
 // Map maps the first size bytes of f, which must be open for reading and
 // writing and stay open until the device is closed.
 func (Buffered) Map(f *os.File, size int, req MapRequest) (Device, error) {
-	work, unmapWork, err := mapFile(f, size, false, req)
+	work, err := mapGrowable(f, size, false, req)
 	if err != nil {
 		return nil, err
 	}
-	file, unmapFile, err := mapFile(f, size, true, MapRequest{})
+	file, err := mapGrowable(f, size, true, MapRequest{Reserve: req.Reserve})
 	if err != nil {
-		_ = unmapWork()
+		_ = work.unmap()
 		return nil, fmt.Errorf("write-back mapping: %w", err)
 	}
-	return &bufferedDevice{f: f, work: work, file: file, unmapWork: unmapWork, unmapFile: unmapFile}, nil
+	return &bufferedDevice{f: f, work: work.data, file: file.data, mWork: work, mFile: file}, nil
 }
 
 // bufferedDevice is the Device made by Buffered.
 type bufferedDevice struct {
-	f                    *os.File
-	work, file           []byte
-	unmapWork, unmapFile func() error
-	closed               bool
-	subs                 subscribers
+	f            *os.File
+	work, file   []byte
+	mWork, mFile *mapping
+	closed       bool
+	subs         subscribers
+}
+
+// Grow extends the file to size bytes and both mappings with it; see
+// Grower.
+func (d *bufferedDevice) Grow(size int) error {
+	if err := checkGrow(d.closed, &d.subs); err != nil {
+		return err
+	}
+	if err := extendFile(d.f, len(d.work), size); err != nil {
+		return err
+	}
+	if err := d.mWork.grow(size, true); err != nil {
+		return err
+	}
+	if err := d.mFile.grow(size, true); err != nil {
+		return fmt.Errorf("write-back mapping: %w", err)
+	}
+	d.work, d.file = d.mWork.data, d.mFile.data
+	return nil
 }
 
 // BuffersStores reports true: see Buffering.
@@ -101,7 +120,7 @@ func (d *bufferedDevice) Close() error {
 	}
 	d.closed = true
 	d.work, d.file = nil, nil
-	errWork, errFile := d.unmapWork(), d.unmapFile()
+	errWork, errFile := d.mWork.unmap(), d.mFile.unmap()
 	if errWork != nil {
 		return errWork
 	}

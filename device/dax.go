@@ -81,17 +81,17 @@ func (x Dax) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if !sync && !x.Force {
 		return nil, fmt.Errorf("map %s: %w", f.Name(), ErrNotDax)
 	}
-	data, unmap, err := mapFile(f, size, true, req)
+	m, err := mapGrowable(f, size, true, req)
 	if err != nil {
 		return nil, err
 	}
 	if sync {
-		if err := remapSync(f, data); err != nil {
-			_ = unmap()
+		if err := remapSync(f, m.data, 0); err != nil {
+			_ = m.unmap()
 			return nil, err
 		}
 	}
-	return &daxDevice{data: data, unmap: unmap, flush: flush, ins: ins, sync: sync}, nil
+	return &daxDevice{data: m.data, m: m, flush: flush, ins: ins, sync: sync}, nil
 }
 
 // DaxMappable reports whether f is on a DAX file system (its file system
@@ -111,12 +111,13 @@ func syncMappable(f *os.File) bool {
 	return true
 }
 
-// remapSync replaces the shared mapping data, which this process owns,
-// with a MAP_SYNC mapping of the same file at the same place: MAP_FIXED
-// over our own mapping, never over an address we do not own.
-func remapSync(f *os.File, data []byte) error {
+// remapSync replaces the shared mapping data of the file from offset off,
+// which this process owns, with a MAP_SYNC mapping of the same file at
+// the same place: MAP_FIXED over our own mapping, never over an address
+// we do not own.
+func remapSync(f *os.File, data []byte, off int) error {
 	addr := unsafe.Pointer(unsafe.SliceData(data))
-	p, err := unix.MmapPtr(int(f.Fd()), 0, addr, uintptr(len(data)),
+	p, err := unix.MmapPtr(int(f.Fd()), int64(off), addr, uintptr(len(data)),
 		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED_VALIDATE|mapSync|unix.MAP_FIXED)
 	if err != nil {
 		return fmt.Errorf("map %s with MAP_SYNC: %w", f.Name(), err)
@@ -130,7 +131,7 @@ func remapSync(f *os.File, data []byte) error {
 // daxDevice is the Device made by Dax.
 type daxDevice struct {
 	data   []byte
-	unmap  func() error
+	m      *mapping
 	flush  func(unsafe.Pointer, uintptr)
 	ins    Instruction
 	sync   bool
@@ -181,7 +182,30 @@ func (d *daxDevice) Close() error {
 	}
 	d.closed = true
 	d.data = nil
-	return d.unmap()
+	return d.m.unmap()
+}
+
+// Grow extends the file and the mapping to size bytes, the new part with
+// MAP_SYNC too when the pool is on a DAX file system.
+func (d *daxDevice) Grow(size int) error {
+	if err := checkGrow(d.closed, &d.subs); err != nil {
+		return err
+	}
+	old := d.m.mapped
+	if err := extendFile(d.m.f, len(d.data), size); err != nil {
+		return err
+	}
+	if err := d.m.grow(size, true); err != nil {
+		return err
+	}
+	if d.sync && d.m.mapped > old {
+		tail := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d.m.data)), old)), d.m.mapped-old)
+		if err := remapSync(d.m.f, tail, old); err != nil {
+			return err
+		}
+	}
+	d.data = d.m.data
+	return nil
 }
 
 // Auto is the default Mapper for a read-write pool: Dax when the file is

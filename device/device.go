@@ -76,6 +76,12 @@ type MapRequest struct {
 	// Avoid lists address ranges the mapping must not overlap: the ranges
 	// that pointers stored in the pool may still refer to.
 	Avoid []Range
+	// Reserve, when larger than the size mapped, is the address space to
+	// reserve for the pool to grow into (see Grower): the mapping is
+	// placed at the start of a free range of Reserve bytes, and Hint and
+	// Avoid apply to the whole range. Mappers that cannot grow a pool
+	// ignore it.
+	Reserve int
 }
 
 // Range is a range of virtual addresses.

@@ -139,13 +139,15 @@ func (e *Emulator) Device() *Emulated {
 // read methods must be called from that goroutine, from the Hook, or while
 // it is idle.
 type Emulated struct {
-	work, durable          []byte
-	unmapWork, unmapShadow func() error
-	closed                 bool
-	buffered               bool
-	hook                   func(Event)
-	seq                    int
-	stats                  Stats
+	work, durable []byte
+	// mWork and mShadow are the working and durable mappings, each in a
+	// reservation of its own when the pool may grow.
+	mWork, mShadow *mapping
+	closed         bool
+	buffered       bool
+	hook           func(Event)
+	seq            int
+	stats          Stats
 	// pending holds the lines flushed since the last fence, each with its
 	// content at the time of the flush, in flush order.
 	pending []pendingLine
@@ -164,20 +166,42 @@ type pendingLine struct {
 // shadow anywhere. The working mapping goes first so that the shadow cannot
 // take the hinted address.
 func mapEmulated(f *os.File, size int, req MapRequest, hook func(Event)) (*Emulated, error) {
-	work, unmapWork, err := mapFile(f, size, false, req)
+	work, err := mapGrowable(f, size, false, req)
 	if err != nil {
 		return nil, err
 	}
-	durable, unmapShadow, err := mapFile(f, size, true, MapRequest{})
+	durable, err := mapGrowable(f, size, true, MapRequest{Reserve: req.Reserve})
 	if err != nil {
-		_ = unmapWork()
+		_ = work.unmap()
 		return nil, fmt.Errorf("durable shadow: %w", err)
 	}
 	return &Emulated{
-		work: work, durable: durable,
-		unmapWork: unmapWork, unmapShadow: unmapShadow,
+		work: work.data, durable: durable.data,
+		mWork: work, mShadow: durable,
 		hook: hook,
 	}, nil
+}
+
+// Grow extends the file to size bytes and both mappings with it. The
+// extension is durable at once, as the file's size is; the new bytes are
+// zeros in the working mapping and in the durable state alike. A
+// Durable view taken before Grow stays valid but does not cover the new
+// part.
+func (d *Emulated) Grow(size int) error {
+	if err := checkGrow(d.closed, &d.subs); err != nil {
+		return err
+	}
+	if err := extendFile(d.mWork.f, len(d.work), size); err != nil {
+		return err
+	}
+	if err := d.mWork.grow(size, true); err != nil {
+		return err
+	}
+	if err := d.mShadow.grow(size, true); err != nil {
+		return fmt.Errorf("durable shadow: %w", err)
+	}
+	d.work, d.durable = d.mWork.data, d.mShadow.data
+	return nil
 }
 
 // Bytes returns the working mapping, or nil once closed.
@@ -254,7 +278,7 @@ func (d *Emulated) Close() error {
 	}
 	d.closed = true
 	d.work, d.durable, d.pending = nil, nil, nil
-	errWork, errShadow := d.unmapWork(), d.unmapShadow()
+	errWork, errShadow := d.mWork.unmap(), d.mShadow.unmap()
 	if errWork != nil {
 		return errWork
 	}

@@ -15,17 +15,17 @@ type Msync struct{}
 // Map maps the first size bytes of f shared. f must be open for reading and
 // writing.
 func (Msync) Map(f *os.File, size int, req MapRequest) (Device, error) {
-	data, unmap, err := mapFile(f, size, true, req)
+	m, err := mapGrowable(f, size, true, req)
 	if err != nil {
 		return nil, err
 	}
-	return &msyncDevice{data: data, unmap: unmap, lo: 1, file: fileAccess{f: f, size: int64(size)}}, nil
+	return &msyncDevice{data: m.data, m: m, lo: 1, file: fileAccess{f: f, size: int64(size)}}, nil
 }
 
 // msyncDevice is the Device made by Msync.
 type msyncDevice struct {
 	data   []byte
-	unmap  func() error
+	m      *mapping
 	closed bool
 	// lo and hi bound the lines flushed since the last fence; lo > hi when
 	// none were.
@@ -116,7 +116,22 @@ func (d *msyncDevice) Close() error {
 	}
 	d.closed = true
 	d.data = nil
-	return d.unmap()
+	return d.m.unmap()
+}
+
+// Grow extends the file and the shared mapping to size bytes.
+func (d *msyncDevice) Grow(size int) error {
+	if err := checkGrow(d.closed, &d.subs); err != nil {
+		return err
+	}
+	if err := extendFile(d.file.f, len(d.data), size); err != nil {
+		return err
+	}
+	if err := d.m.grow(size, true); err != nil {
+		return err
+	}
+	d.data, d.file.size = d.m.data, int64(size)
+	return nil
 }
 
 func (d *msyncDevice) sharesFile() {}

@@ -1,6 +1,9 @@
 package device
 
-import "os"
+import (
+	"fmt"
+	"os"
+)
 
 // Private is the Mapper for read-only opens: it maps the file privately
 // (copy-on-write), so that recovery can repair the pool in memory while the
@@ -15,17 +18,17 @@ func (Private) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if m := registeredPrivate(f); m != nil {
 		return m.Map(f, size, req)
 	}
-	data, unmap, err := mapFile(f, size, false, req)
+	m, err := mapGrowable(f, size, false, req)
 	if err != nil {
 		return nil, err
 	}
-	return &privateDevice{data: data, unmap: unmap}, nil
+	return &privateDevice{data: m.data, m: m}, nil
 }
 
 // privateDevice is the Device made by Private.
 type privateDevice struct {
 	data   []byte
-	unmap  func() error
+	m      *mapping
 	closed bool
 	subs   subscribers
 }
@@ -68,5 +71,24 @@ func (d *privateDevice) Close() error {
 	}
 	d.closed = true
 	d.data = nil
-	return d.unmap()
+	return d.m.unmap()
+}
+
+// Grow extends the mapping to size bytes without touching the file, which
+// a private device never writes: the new part maps the file where it is
+// long enough already and zero memory otherwise, and like every change
+// made through the device it is gone at Close.
+func (d *privateDevice) Grow(size int) error {
+	if err := checkGrow(d.closed, &d.subs); err != nil {
+		return err
+	}
+	fi, err := d.m.f.Stat()
+	if err != nil {
+		return fmt.Errorf("grow: %w", err)
+	}
+	if err := d.m.grow(size, fi.Size() >= int64(size)); err != nil {
+		return err
+	}
+	d.data = d.m.data
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/bits"
 
-	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/recovery"
 )
@@ -255,8 +254,10 @@ func (a *allocator) findFree(tx *Tx, n uint32) (uint32, error) {
 		start = a.high
 	}
 	if uint64(start)+uint64(n) > a.hdr.Slabs {
-		return 0, fmt.Errorf("%d contiguous slabs needed, the longest free run is %d of %d slabs: %w",
-			n, a.longestRun(), a.hdr.Slabs, pmemgo.ErrNoSpace)
+		if err := a.h.growFor(uint64(start) + uint64(n)); err != nil {
+			return 0, fmt.Errorf("%d contiguous slabs needed, the longest free run is %d of %d slabs: %w",
+				n, a.longestRun(), a.hdr.Slabs, err)
+		}
 	}
 	if err := a.claim(tx, start, run); err != nil {
 		return 0, err
@@ -298,6 +299,15 @@ func (a *allocator) claim(tx *Tx, start, m uint32) error {
 		return nil
 	}
 	return tx.h.fence()
+}
+
+// grew gives the allocator the slabs a growth of the pool added, free
+// and above the high-water mark.
+func (a *allocator) grew() {
+	for uint64(len(a.owner)) < a.hdr.Slabs {
+		a.owner = append(a.owner, -1)
+		a.heads = append(a.heads, nil)
+	}
 }
 
 // longestRun returns the length of the longest run of free slabs, the

@@ -377,7 +377,7 @@ func TestAllocatorModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		n++
 		m := &propModel{t: rt, path: filepath.Join(dir, fmt.Sprintf("prop-%d.pool", n))}
-		h, err := heap.Open(m.path, &heap.Options{Size: 1 << 20, SlabSize: 16 << 10})
+		h, err := heap.Open(m.path, &heap.Options{Size: 1 << 20, MaxSize: 1 << 20, SlabSize: 16 << 10})
 		if err != nil {
 			rt.Fatal(err)
 		}

@@ -161,7 +161,8 @@ func TestTypeMismatch(t *testing.T) {
 }
 
 func TestNoSpace(t *testing.T) {
-	h, _ := openTemp(t, &heap.Options{Size: 1 << 20})
+	// A pool whose maximum size is its size never grows.
+	h, _ := openTemp(t, &heap.Options{Size: 1 << 20, MaxSize: 1 << 20})
 	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 1) }))
 	before := snapshot(t, h)
 	err := h.Update(func(tx *heap.Tx) error {

@@ -52,12 +52,20 @@ import (
 
 // Options configures Open. The zero value opens an existing pool.
 type Options struct {
-	// Size is the size in bytes of a pool created because the file does not
-	// exist, at least 1 MiB. Zero means the file must exist. The size of a
-	// pool is fixed when it is created: opening an existing pool ignores
-	// Size, SlabSize and LogSize, and Stats().Size tells the pool's size.
-	// Growing a pool is not supported yet.
+	// Size is the initial size in bytes of a pool created because the
+	// file does not exist, at least 1 MiB. Zero means the file must exist.
+	// Opening an existing pool ignores Size, SlabSize and LogSize, and
+	// Stats().Size tells the pool's size.
 	Size int64
+	// MaxSize is the size the pool may grow to. When an allocation finds
+	// no room, the pool grows in place, doubling up to MaxSize (see
+	// Heap.Grow); beyond it allocations fail with pmemgo.ErrNoSpace. The
+	// pool records it: zero at creation means the size of the file system
+	// the pool is on, at most DefaultMaxSize, and zero at a later open
+	// keeps the recorded limit, which a non-zero MaxSize replaces. A
+	// read-write open reserves MaxSize bytes of address space, no memory,
+	// so that the pool grows without moving.
+	MaxSize int64
 	// SlabSize and LogSize override the slab size (a power of two from
 	// 16 KiB to 16 MiB, default 64 KiB) and the undo log size (default
 	// Size/16, between 128 KiB and 64 MiB; rounded up to 4 KiB) of a new
@@ -206,6 +214,7 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	pool, err := recovery.Open(f, recovery.Options{
 		Mapper: mapper, ReadOnly: opts.ReadOnly, ForceRelocate: opts.ForceRelocate, Workers: opts.Workers,
 		FullValidation: opts.FullValidation, VerifyPointers: opts.VerifyPointers,
+		MaxSize: uint64(opts.MaxSize), DefaultMaxSize: defaultMaxSize(path, 0),
 	})
 	if err != nil {
 		return nil, err
@@ -237,7 +246,7 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 // create makes a new pool in a temporary file next to path and renames it
 // into place once it is complete, so that path never names half a pool.
 func create(path string, opts *Options) error {
-	g, err := opts.geometry()
+	g, err := opts.geometry(path)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}

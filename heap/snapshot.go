@@ -193,6 +193,12 @@ func (s *Snapshot) keep(off, n uint64) {
 	if int64(off) >= s.zeroLo && int64(off+n) <= s.zeroHi {
 		return
 	}
+	// A pool that grew after the snapshot was taken changes its new part
+	// too, which the snapshot's image does not hold.
+	if int64(off) >= s.size {
+		return
+	}
+	n = min(n, uint64(s.size)-off)
 	first, last := uint32(off/lineSize), uint32((off+n-1)/lineSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -15,7 +15,11 @@ type TypeStats struct {
 
 // Stats describes the pool.
 type Stats struct {
-	Size     uint64
+	Size uint64
+	// MaxSize is the size the pool may grow to; Growths counts the
+	// growths of this open.
+	MaxSize  uint64
+	Growths  int
 	SlabSize uint64
 	// SlabsUsed is the number of slabs holding something, of SlabsTotal.
 	SlabsUsed, SlabsTotal int
@@ -29,7 +33,7 @@ type Stats struct {
 func (h *Heap) Stats() Stats {
 	defer h.readLock()()
 	hdr := &h.pool.Header
-	st := Stats{Size: hdr.Size, SlabSize: hdr.SlabSize, SlabsTotal: int(hdr.Slabs), Tx: h.txStats()}
+	st := Stats{Size: hdr.Size, MaxSize: hdr.MaxSize, Growths: int(h.stats.growths), SlabSize: hdr.SlabSize, SlabsTotal: int(hdr.Slabs), Tx: h.txStats()}
 	if h.closed {
 		return st
 	}

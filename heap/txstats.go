@@ -31,6 +31,8 @@ type TxStats struct {
 // txCounters are the counters behind TxStats, changed under the write lock.
 type txCounters struct {
 	commits, rollbacks, fences, strays uint64
+	// growths counts the growths of the pool in this open.
+	growths uint64
 }
 
 func (h *Heap) txStats() TxStats {

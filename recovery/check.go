@@ -298,7 +298,9 @@ func (c *checker) openMark() bool {
 // the file ends before the slabs, so that there is nothing to check.
 func (c *checker) size() (bool, error) {
 	size := uint64(c.fileSize)
-	if size == c.h.Size {
+	if size >= c.h.Size {
+		// Bytes after the pool are left by a growth interrupted between
+		// extending the file and writing the header; Open reuses them.
 		return true, nil
 	}
 	var err error
@@ -306,10 +308,8 @@ func (c *checker) size() (bool, error) {
 	case size < c.h.SlabOff:
 		err = fmt.Errorf("%d bytes, but the header records %d: it ends inside the metadata, which ends at %d, so nothing more can be checked: %w",
 			size, c.h.Size, c.h.SlabOff, pmemgo.ErrTruncated)
-	case size < c.h.Size:
-		err = fmt.Errorf("%d bytes, but the header records %d: the last %d bytes are missing: %w", size, c.h.Size, c.h.Size-size, pmemgo.ErrTruncated)
 	default:
-		err = fmt.Errorf("%d bytes, but the header records %d: %d bytes follow the pool: %w", size, c.h.Size, size-c.h.Size, pmemgo.ErrTruncated)
+		err = fmt.Errorf("%d bytes, but the header records %d: the last %d bytes are missing: %w", size, c.h.Size, c.h.Size-size, pmemgo.ErrTruncated)
 	}
 	ok := c.report("size", int64(min(size, c.h.Size)), "file", err)
 	return ok && size >= c.h.SlabOff, nil

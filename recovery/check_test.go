@@ -385,11 +385,13 @@ func TestCheckFindsDamage(t *testing.T) {
 			want: []want{{kind: "size", off: at(100), where: "file"}},
 		},
 		{
+			// What a growth interrupted between extending the file and
+			// writing the header leaves: no problem, the next growth
+			// reuses the bytes.
 			name: "file longer than the pool",
 			damage: func(_ *testing.T, _ *checkPool, b []byte) []byte {
 				return append(b, make([]byte, 4096)...)
 			},
-			want: []want{{kind: "size", off: at(4 << 20), where: "file"}},
 		},
 		{
 			name: "interrupted swizzle",

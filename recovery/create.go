@@ -30,7 +30,9 @@ func Create(f *os.File, g layout.Geometry, mapper device.Mapper) (layout.Header,
 	if mapper == nil {
 		mapper = device.Msync{}
 	}
-	dev, err := mapper.Map(f, int(h.Size), device.MapRequest{})
+	// The base recorded is the start of a free range as large as the pool
+	// may grow, so that an open right after finds room there to reserve.
+	dev, err := mapper.Map(f, int(h.Size), device.MapRequest{Reserve: int(min(h.MaxSize, maxReserve))})
 	if err != nil {
 		return h, fmt.Errorf("map new pool: %w", err)
 	}

@@ -46,7 +46,9 @@ func ReadHeader(f *os.File) (layout.Header, error) {
 	if err != nil {
 		return h, err
 	}
-	if uint64(size) != h.Size {
+	// A longer file is a growth interrupted between extending the file
+	// and writing the header: the next growth reuses the space.
+	if uint64(size) < h.Size {
 		return h, fmt.Errorf("file is %d bytes, its header records %d: %w", size, h.Size, pmemgo.ErrTruncated)
 	}
 	return h, nil
@@ -95,11 +97,12 @@ func chooseHeader(h [2]layout.Header, errs [2]error, open bool) (layout.Header, 
 	return h[good], nil
 }
 
-func sameGeometry(a, b *layout.Header) error {
-	if a.UUID != b.UUID || a.Size != b.Size || a.TypeOff != b.TypeOff || a.TypeSize != b.TypeSize || a.SumOff != b.SumOff || a.SumSize != b.SumSize ||
-		a.LogOff != b.LogOff || a.LogSize != b.LogSize || a.SlabOff != b.SlabOff ||
-		a.SlabSize != b.SlabSize || a.Slabs != b.Slabs {
-		return fmt.Errorf("slot with sequence %d and slot with sequence %d describe different pools", a.Seq, b.Seq)
+// sameGeometry checks that the slot in use, cur, describes the pool of the
+// other slot, or that pool grown: a crash right after a growth's header
+// write leaves the other slot with the size before it.
+func sameGeometry(cur, other *layout.Header) error {
+	if !layout.GrowthOf(other, cur) {
+		return fmt.Errorf("slot with sequence %d and slot with sequence %d describe different pools", cur.Seq, other.Seq)
 	}
 	return nil
 }

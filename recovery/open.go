@@ -43,6 +43,12 @@ type Options struct {
 	// pointer at any open, as an open that relocates the pool or follows
 	// a crash always does. It implies FullValidation.
 	VerifyPointers bool
+	// MaxSize is the size the pool may grow to in this open (see Grow):
+	// the open reserves that much address space, and it is recorded in
+	// the header at the next header write. Zero takes the header's
+	// MaxSize, or DefaultMaxSize when the header records none (a pool
+	// made before pools could grow). A read-only open reserves nothing.
+	MaxSize, DefaultMaxSize uint64
 }
 
 // Report says what Open did to bring the pool up.
@@ -101,7 +107,20 @@ func Open(f *os.File, opts Options) (*Pool, error) {
 	if mapper == nil {
 		mapper = device.Msync{}
 	}
-	dev, err := mapper.Map(f, int(hdr.Size), mapRequest(&hdr, opts.ForceRelocate))
+	if hdr.MaxSize == 0 {
+		hdr.MaxSize = max(opts.DefaultMaxSize, hdr.Size)
+	}
+	if opts.MaxSize != 0 {
+		if opts.MaxSize < hdr.Size {
+			return nil, fmt.Errorf("maximum size %d is below the pool's size %d: %w", opts.MaxSize, hdr.Size, pmemgo.ErrInvalidOptions)
+		}
+		hdr.MaxSize = opts.MaxSize
+	}
+	req := mapRequest(&hdr, opts.ForceRelocate)
+	if !opts.ReadOnly {
+		req.Reserve = int(min(hdr.MaxSize, maxReserve))
+	}
+	dev, err := mapper.Map(f, int(hdr.Size), req)
 	if err != nil {
 		return nil, fmt.Errorf("map pool: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 type createOptions struct {
-	size, slabSize, logSize sizeValue
+	size, slabSize, logSize, maxSize sizeValue
 }
 
 func newCreateCmd() *cobra.Command {
@@ -30,7 +30,7 @@ that POOL never names half a pool. An existing POOL is never overwritten.`,
 			if o.size == 0 {
 				return usageError(fmt.Errorf("--size is required"))
 			}
-			if o.size > math.MaxInt64 || o.slabSize > math.MaxInt64 || o.logSize > math.MaxInt64 {
+			if o.size > math.MaxInt64 || o.slabSize > math.MaxInt64 || o.logSize > math.MaxInt64 || o.maxSize > math.MaxInt64 {
 				return usageError(fmt.Errorf("sizes must be below 8 EiB"))
 			}
 			return nil
@@ -42,12 +42,13 @@ that POOL never names half a pool. An existing POOL is never overwritten.`,
 	cmd.Flags().Var(&o.size, "size", "size of the pool, such as 64M or 1G (required)")
 	cmd.Flags().Var(&o.slabSize, "slab-size", fmt.Sprintf("slab size, a power of two from %s to %s (default %s)",
 		humanBytes(layout.MinSlabSize), humanBytes(layout.MaxSlabSize), humanBytes(layout.DefaultSlabSize)))
+	cmd.Flags().Var(&o.maxSize, "max-size", fmt.Sprintf("size the pool may grow to (default: the file system's size, at most %s)", humanBytes(heap.DefaultMaxSize)))
 	cmd.Flags().Var(&o.logSize, "log-size", "undo log size (default: a sixteenth of the pool, from 128 KiB to 64 MiB)")
 	return cmd
 }
 
 func runCreate(out io.Writer, path string, o createOptions) error {
-	g := layout.Geometry{Size: uint64(o.size), SlabSize: uint64(o.slabSize), LogSize: uint64(o.logSize)}
+	g := layout.Geometry{Size: uint64(o.size), SlabSize: uint64(o.slabSize), LogSize: uint64(o.logSize), MaxSize: uint64(o.maxSize)}
 	hdr, err := layout.NewHeader(g)
 	if err != nil {
 		return usageError(err)
@@ -55,14 +56,15 @@ func runCreate(out io.Writer, path string, o createOptions) error {
 	if _, err := os.Lstat(path); err == nil {
 		return usageError(fmt.Errorf("%s exists: create never overwrites a file", path))
 	}
-	h, err := heap.Open(path, &heap.Options{Size: int64(o.size), SlabSize: int64(o.slabSize), LogSize: int64(o.logSize)})
+	h, err := heap.Open(path, &heap.Options{Size: int64(o.size), MaxSize: int64(o.maxSize), SlabSize: int64(o.slabSize), LogSize: int64(o.logSize)})
 	if err != nil {
 		return err
 	}
+	maxSize := h.Stats().MaxSize
 	if err := h.Close(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "created %s: %s, %d slabs of %s, undo log %s, type table %s\n", path,
-		humanBytes(hdr.Size), hdr.Slabs, humanBytes(hdr.SlabSize), humanBytes(hdr.LogSize), humanBytes(hdr.TypeSize))
+	fmt.Fprintf(out, "created %s: %s, %d slabs of %s, undo log %s, type table %s; may grow to %s\n", path,
+		humanBytes(hdr.Size), hdr.Slabs, humanBytes(hdr.SlabSize), humanBytes(hdr.LogSize), humanBytes(hdr.TypeSize), humanBytes(maxSize))
 	return nil
 }

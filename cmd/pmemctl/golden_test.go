@@ -78,7 +78,7 @@ func TestGolden(t *testing.T) {
 		args []string
 		code int
 	}{
-		{"create", []string{"create", "new.pool", "--size", "2M", "--slab-size", "16K"}, exitOK},
+		{"create", []string{"create", "new.pool", "--size", "2M", "--slab-size", "16K", "--max-size", "64M"}, exitOK},
 		{"info", []string{"info", "golden.pool"}, exitOK},
 		{"info_json", []string{"info", "--json", "golden.pool"}, exitOK},
 		{"types", []string{"types", "golden.pool"}, exitOK},

@@ -65,6 +65,7 @@ type infoResult struct {
 	FormatVersion uint32        `json:"format_version,omitempty"`
 	UUID          string        `json:"uuid,omitempty"`
 	Size          uint64        `json:"size,omitempty"`
+	MaxSize       uint64        `json:"max_size,omitempty"`
 	FileSize      int64         `json:"file_size"`
 	Base          string        `json:"base,omitempty"`
 	Geometry      *infoGeometry `json:"geometry,omitempty"`
@@ -146,7 +147,7 @@ func newInfoResult(path string, info *recovery.Info) *infoResult {
 		return r
 	}
 	h := &info.Header
-	r.FormatVersion, r.UUID, r.Size, r.Seq = h.Version, uuid.UUID(h.UUID).String(), h.Size, h.Seq
+	r.FormatVersion, r.UUID, r.Size, r.MaxSize, r.Seq = h.Version, uuid.UUID(h.UUID).String(), h.Size, h.MaxSize, h.Seq
 	r.Base, r.Epoch, r.SwizzleGen = fmt.Sprintf("%#x", h.Base), h.Epoch, h.SwizzleGen
 	r.Geometry = &infoGeometry{
 		SlabSize: h.SlabSize, Slabs: h.Slabs, SlabsUsed: info.State.SlabHigh, SlabOffset: h.SlabOff,
@@ -214,10 +215,15 @@ func infoChecks(info *recovery.Info) []infoCheck {
 		cs = append(cs, infoCheck{What: what, OK: err == nil, Detail: detail})
 	}
 	var sizeErr error
-	if uint64(info.FileSize) != h.Size {
+	sizeDetail := fmt.Sprintf("%d bytes, as recorded", info.FileSize)
+	switch fs := uint64(info.FileSize); {
+	case fs < h.Size:
 		sizeErr = fmt.Errorf("the file is %d bytes, the header records %d", info.FileSize, h.Size)
+	case fs > h.Size:
+		sizeDetail = fmt.Sprintf("%d bytes, %d more than recorded: a growth was interrupted before its header was written, and the next growth reuses them",
+			info.FileSize, fs-h.Size)
 	}
-	check("file size", sizeErr, fmt.Sprintf("%d bytes, as recorded", info.FileSize))
+	check("file size", sizeErr, sizeDetail)
 	st := &info.State
 	root := "no root"
 	if st.RootOff != 0 {
@@ -262,6 +268,14 @@ func infoChecks(info *recovery.Info) []infoCheck {
 	return cs
 }
 
+// maxSizeText describes the maximum size a header records.
+func maxSizeText(n uint64) string {
+	if n == 0 {
+		return "not recorded (made before pools could grow): a read-write open chooses it"
+	}
+	return fmt.Sprintf("%s (%d bytes): the pool grows up to it", humanBytes(n), n)
+}
+
 func (r *infoResult) failed() int {
 	n := 0
 	for _, c := range r.Checks {
@@ -280,6 +294,7 @@ func (r *infoResult) print(out io.Writer) {
 		row("format", fmt.Sprintf("version %d", r.FormatVersion))
 		row("uuid", r.UUID)
 		row("size", fmt.Sprintf("%s (%d bytes)", humanBytes(r.Size), r.Size))
+		row("max size", maxSizeText(r.MaxSize))
 		row("base", r.Base+" (stored pointers are relative to it)")
 		row("slabs", fmt.Sprintf("%d of %s at offset %d, %d initialised", g.Slabs, humanBytes(g.SlabSize), g.SlabOffset, g.SlabsUsed))
 		row("type table", fmt.Sprintf("%s at offset %d", humanBytes(g.TypeSize), g.TypeOffset))

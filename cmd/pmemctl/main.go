@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 	})
 	root.AddCommand(
 		newCreateCmd(),
+		newGrowCmd(),
 		newInfoCmd(),
 		newTypesCmd(),
 		newStatsCmd(),

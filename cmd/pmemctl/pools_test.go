@@ -74,7 +74,7 @@ type goldenPool struct {
 func newGoldenPool(t *testing.T, dir, name string, leak bool) *goldenPool {
 	t.Helper()
 	g := &goldenPool{path: filepath.Join(dir, name)}
-	h, err := heap.Open(g.path, &heap.Options{Size: 2 << 20, SlabSize: 16 << 10})
+	h, err := heap.Open(g.path, &heap.Options{Size: 2 << 20, MaxSize: 64 << 20, SlabSize: 16 << 10})
 	require.NoError(t, err)
 	offset := func(p unsafe.Pointer) uint64 { return uint64(uintptr(p) - h.Base()) }
 	var victim *goldenNode

@@ -20,6 +20,9 @@ type Geometry struct {
 	SlabSize uint64 // 0: DefaultSlabSize
 	LogSize  uint64 // 0: Size/16, clamped to [128 KiB, 64 MiB]
 	TypeSize uint64 // 0: DefaultTypeSize
+	// MaxSize is the size the pool may grow to, at least Size; 0 leaves
+	// the limit to be chosen at open.
+	MaxSize uint64
 }
 
 func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
@@ -39,12 +42,16 @@ func NewHeader(g Geometry) (Header, error) {
 	if g.Size < MinPoolSize {
 		return Header{}, &GeometryError{Field: "Size", Value: g.Size, Reason: fmt.Sprintf("is below the minimum of %d bytes (1 MiB)", MinPoolSize)}
 	}
+	if g.MaxSize != 0 && g.MaxSize < g.Size {
+		return Header{}, &GeometryError{Field: "MaxSize", Value: g.MaxSize, Reason: fmt.Sprintf("is below the pool size (Size %d)", g.Size)}
+	}
 	if g.SlabSize < MinSlabSize || g.SlabSize > MaxSlabSize || g.SlabSize&(g.SlabSize-1) != 0 {
 		return Header{}, &GeometryError{Field: "SlabSize", Value: g.SlabSize, Reason: fmt.Sprintf("is not a power of two from %d to %d bytes", MinSlabSize, MaxSlabSize)}
 	}
 	h := Header{
 		Version:  Version,
 		Size:     g.Size,
+		MaxSize:  g.MaxSize,
 		Seq:      1,
 		TypeOff:  MetaEnd,
 		TypeSize: alignUp(g.TypeSize, 4096),
@@ -74,7 +81,7 @@ func NewHeader(g Geometry) (Header, error) {
 }
 
 // GeometryError is a pool geometry NewHeader refuses: Field is the
-// Geometry field at fault (Size, SlabSize or LogSize), Value its value,
+// Geometry field at fault (Size, MaxSize, SlabSize or LogSize), Value its value,
 // and Reason says what is wrong with it, limit included. It wraps
 // pmemgo.ErrInvalidOptions.
 type GeometryError struct {
@@ -83,7 +90,7 @@ type GeometryError struct {
 	Reason string
 }
 
-var geometryNames = map[string]string{"Size": "pool size", "SlabSize": "slab size", "LogSize": "undo log size"}
+var geometryNames = map[string]string{"Size": "pool size", "SlabSize": "slab size", "LogSize": "undo log size", "MaxSize": "maximum pool size"}
 
 func (e *GeometryError) Error() string {
 	return fmt.Sprintf("%s %d %s: %v", geometryNames[e.Field], e.Value, e.Reason, pmemgo.ErrInvalidOptions)

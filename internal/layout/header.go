@@ -13,6 +13,12 @@
 //	[LogOff, +LogSize)   undo log: generation word, then entries
 //	[SlabOff, Size)      slabs of SlabSize bytes each
 //
+// A pool that grew keeps its slab summary after the slabs instead, since
+// the summary must cover every slab and the slabs cannot move:
+//
+//	[SlabOff, +Slabs*SlabSize) slabs
+//	[SumOff, +SumSize)         slab summary, SumOff >= the end of the slabs
+//
 // The two header slots are written alternately, each with a sequence
 // number, so that a torn header write leaves the other slot intact.
 package layout
@@ -72,7 +78,10 @@ type Header struct {
 	// FlagSwizzling is set has been rewritten already.
 	SwizzleGen uint64
 	// Epoch identifies the primary incarnation, for replication.
-	Epoch    uint64
+	Epoch uint64
+	// MaxSize is the size the pool may grow to; zero, in a pool made
+	// before pools could grow, means the limit is chosen at open.
+	MaxSize  uint64
 	TypeOff  uint64
 	TypeSize uint64
 	SumOff   uint64
@@ -111,6 +120,7 @@ const (
 	hOld      = 144
 	hSumOff   = hOld + 8*MaxRelocations
 	hSumSize  = hSumOff + 8
+	hMaxSize  = hSumSize + 8
 	hSum      = HeaderBytes - 8
 )
 
@@ -135,7 +145,7 @@ func (h *Header) Encode(b []byte) {
 		{hGen, h.SwizzleGen}, {hEpoch, h.Epoch}, {hTypeOff, h.TypeOff},
 		{hTypeSize, h.TypeSize}, {hLogOff, h.LogOff}, {hLogSize, h.LogSize},
 		{hSlabOff, h.SlabOff}, {hSlabSize, h.SlabSize}, {hSlabs, h.Slabs},
-		{hSumOff, h.SumOff}, {hSumSize, h.SumSize},
+		{hSumOff, h.SumOff}, {hSumSize, h.SumSize}, {hMaxSize, h.MaxSize},
 	} {
 		le.PutUint64(b[f.off:], f.v)
 	}
@@ -173,7 +183,7 @@ func DecodeHeader(b []byte) (Header, error) {
 		{hGen, &h.SwizzleGen}, {hEpoch, &h.Epoch}, {hTypeOff, &h.TypeOff},
 		{hTypeSize, &h.TypeSize}, {hLogOff, &h.LogOff}, {hLogSize, &h.LogSize},
 		{hSlabOff, &h.SlabOff}, {hSlabSize, &h.SlabSize}, {hSlabs, &h.Slabs},
-		{hSumOff, &h.SumOff}, {hSumSize, &h.SumSize},
+		{hSumOff, &h.SumOff}, {hSumSize, &h.SumSize}, {hMaxSize, &h.MaxSize},
 	} {
 		*f.v = le.Uint64(b[f.off:])
 	}
@@ -196,14 +206,22 @@ func (h *Header) Validate() error {
 	if h.SlabSize < MinSlabSize || h.SlabSize > MaxSlabSize || h.SlabSize&(h.SlabSize-1) != 0 {
 		return fmt.Errorf("slab size %d is not a power of two in [%d, %d]", h.SlabSize, MinSlabSize, MaxSlabSize)
 	}
-	regions := []struct {
+	type region struct {
 		name      string
 		off, size uint64
-	}{
+	}
+	regions := []region{
 		{"type table", h.TypeOff, h.TypeSize},
 		{"slab summary", h.SumOff, h.SumSize},
 		{"undo log", h.LogOff, h.LogSize},
 		{"slabs", h.SlabOff, h.Slabs * h.SlabSize},
+	}
+	if h.SumOff > h.LogOff {
+		// A pool that grew: the summary follows the slabs.
+		regions = []region{regions[0], regions[2], regions[3], regions[1]}
+	}
+	if h.MaxSize != 0 && h.MaxSize < h.Size {
+		return fmt.Errorf("maximum size %d is below the pool size %d", h.MaxSize, h.Size)
 	}
 	end := uint64(MetaEnd)
 	for _, r := range regions {
