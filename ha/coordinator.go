@@ -77,6 +77,11 @@ type Term struct {
 	Pool, Node string
 	// Token is the fencing token: the epoch of the pool for this term.
 	Token uint64
+	// Incarnation is the newest epoch registered for the pool when the
+	// term was granted (Register): the incarnation that may have
+	// acknowledged commits. A pool whose epoch is older does not hold
+	// them, and must not become the primary's.
+	Incarnation uint64
 
 	mu         sync.Mutex
 	validUntil time.Time
@@ -84,6 +89,7 @@ type Term struct {
 	done       chan struct{}
 	heaps      map[*heap.Heap]struct{}
 	resign     func(ctx context.Context) error
+	register   func(ctx context.Context) error
 	// stop ends the coordinator's renewals of the term.
 	stop     func()
 	stopOnce sync.Once
@@ -141,6 +147,19 @@ func (t *Term) Fence(h *heap.Heap) (unbind func()) {
 func (t *Term) Resign(ctx context.Context) error {
 	t.end(errors.New("resigned"))
 	return t.resign(ctx)
+}
+
+// Register records the term's token as the pool's newest incarnation,
+// if the term still holds: from then on, a candidate whose pool's epoch
+// is older is refused (ErrStaleEpoch of package mirror, by StartPrimary),
+// so that a primary that returns with its own, older copy of the pool
+// cannot replace the history of this one. Register once the pool carries
+// the token as its epoch and before the first commit of the term.
+func (t *Term) Register(ctx context.Context) error {
+	if err := t.Err(); err != nil {
+		return err
+	}
+	return t.register(ctx)
 }
 
 // renewed moves the term's validity on, unless it ended.

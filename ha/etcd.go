@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -63,6 +64,26 @@ func NewEtcd(cli *clientv3.Client, opts EtcdOptions) (*Etcd, error) {
 
 func (c *Etcd) electionPrefix(pool string) string { return c.opts.Prefix + pool + "/" }
 
+// epochKey holds the pool's newest registered incarnation. It is beside
+// the election's prefix, not under it, so that it is never a candidate.
+func (c *Etcd) epochKey(pool string) string { return c.opts.Prefix + pool + ".epoch" }
+
+// incarnation reads the pool's newest registered incarnation.
+func (c *Etcd) incarnation(ctx context.Context, pool string) (uint64, error) {
+	resp, err := c.cli.Get(ctx, c.epochKey(pool))
+	if err != nil {
+		return 0, fmt.Errorf("ha: etcd incarnation of pool %s: %w", pool, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("ha: etcd key %s: %v: %w", c.epochKey(pool), err, pmemgo.ErrCorrupt)
+	}
+	return v, nil
+}
+
 // Campaign waits until cand.Node leads cand.Pool's election.
 func (c *Etcd) Campaign(ctx context.Context, cand Candidate) (*Term, error) {
 	if err := checkPoolName(cand.Pool); err != nil {
@@ -109,7 +130,14 @@ func (c *Etcd) Campaign(ctx context.Context, cand Candidate) (*Term, error) {
 		revoke()
 		return nil, fmt.Errorf("ha: etcd lease of pool %s lost at election: %w", cand.Pool, err)
 	}
-	return c.startTerm(cand, token, start, grant.ID, e), nil
+	incarnation, err := c.incarnation(ctx, cand.Pool)
+	if err != nil {
+		revoke()
+		return nil, err
+	}
+	t := c.startTerm(cand, token, start, grant.ID, e)
+	t.Incarnation = incarnation
+	return t, nil
 }
 
 // keepWaiting renews a campaign's lease until wait is closed.
@@ -143,6 +171,22 @@ func (c *Etcd) startTerm(cand Candidate, token uint64, start time.Time, id clien
 	t := newTerm(cand, token, start.Add(c.opts.TTL-c.opts.Margin))
 	stop := make(chan struct{})
 	t.stop = func() { close(stop) }
+	// Registering is a transaction that holds only while the term's key
+	// is the one this campaign created, so a term that lost its key
+	// cannot register.
+	t.register = func(ctx context.Context) error {
+		resp, err := c.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())).
+			Then(clientv3.OpPut(c.epochKey(cand.Pool), strconv.FormatUint(token, 10))).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("ha: etcd register pool %s token %d: %w", cand.Pool, token, err)
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("ha: etcd register pool %s token %d: election key gone: %w", cand.Pool, token, pmemgo.ErrFenced)
+		}
+		return nil
+	}
 	t.resign = func(ctx context.Context) error {
 		err := e.Resign(ctx)
 		// The term's end may have revoked the lease already.

@@ -47,7 +47,9 @@ type LeaseFile struct {
 
 // leaseState is the content of a pool's lease file.
 type leaseState struct {
-	Token   uint64 `json:"token"`
+	Token uint64 `json:"token"`
+	// Epoch is the newest incarnation registered (Term.Register).
+	Epoch   uint64 `json:"epoch,omitempty"`
 	Node    string `json:"node,omitempty"`
 	PID     int    `json:"pid,omitempty"`
 	Expires int64  `json:"expires_unix_nano,omitempty"`
@@ -169,21 +171,21 @@ func (c *LeaseFile) Campaign(ctx context.Context, cand Candidate) (*Term, error)
 			return nil, err
 		}
 		start := time.Now()
-		var token uint64
+		var token, incarnation uint64
 		err := c.locked(cand.Pool, func(s *leaseState) (bool, error) {
 			if s.Node != "" && start.UnixNano() < s.Expires && !holderGone(s) {
 				return false, nil
 			}
 			s.Token = max(s.Token, cand.MinToken) + 1
 			s.Node, s.PID, s.Expires = cand.Node, c.pid, start.Add(c.opts.TTL).UnixNano()
-			token = s.Token
+			token, incarnation = s.Token, s.Epoch
 			return true, nil
 		})
 		if err != nil {
 			return nil, err
 		}
 		if token != 0 {
-			return c.startTerm(cand, token, start), nil
+			return c.startTerm(cand, token, incarnation, start), nil
 		}
 		select {
 		case <-ctx.Done():
@@ -213,8 +215,18 @@ func (c *LeaseFile) checkOpen() error {
 
 // startTerm returns the term granted at start and renews it in the
 // background.
-func (c *LeaseFile) startTerm(cand Candidate, token uint64, start time.Time) *Term {
+func (c *LeaseFile) startTerm(cand Candidate, token, incarnation uint64, start time.Time) *Term {
 	t := newTerm(cand, token, start.Add(c.opts.TTL-c.opts.Margin))
+	t.Incarnation = incarnation
+	t.register = func(context.Context) error {
+		return c.locked(cand.Pool, func(s *leaseState) (bool, error) {
+			if s.Token != token || s.Node != cand.Node {
+				return false, fmt.Errorf("ha: pool %s: register token %d: lease taken, %s holds token %d: %w", cand.Pool, token, s.Node, s.Token, pmemgo.ErrFenced)
+			}
+			s.Epoch = token
+			return true, nil
+		})
+	}
 	stop := make(chan struct{})
 	t.stop = func() { close(stop) }
 	t.resign = func(context.Context) error { return c.resign(cand.Pool, token) }
