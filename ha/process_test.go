@@ -41,8 +41,9 @@ func TestKillFailover(t *testing.T) {
 		time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
 		require.NoError(t, a.cmd.Process.Signal(syscall.SIGKILL))
 		killed := time.Now()
-		a.cmd.Wait()
+		// Wait closes the pipe: the output is read to its end first.
 		acked := a.lastAck(0)
+		a.cmd.Wait()
 
 		rep, err := newGuard(t, coord, path, sb, 5*time.Second, nil).Save(context.Background())
 		require.NoError(t, err)
