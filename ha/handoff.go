@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -111,7 +112,8 @@ func serveHandoffs(l net.Listener, cfg *tls.Config, timeout time.Duration, check
 			if err := readJSONLine(c, &msg); err != nil {
 				reply.Error = fmt.Sprintf("bad handoff message: %v", err)
 			} else if err := check(msg); err != nil {
-				reply.Error = err.Error()
+				// The sender wraps ErrHandoff itself.
+				reply.Error = strings.TrimSuffix(err.Error(), ": "+ErrHandoff.Error())
 			}
 			b, _ := json.Marshal(reply)
 			c.Write(append(b, '\n'))
