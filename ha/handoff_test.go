@@ -26,7 +26,7 @@ type standbyRun struct {
 	err              error
 }
 
-func runStandby(t *testing.T, coord ha.Coordinator, dir string, rec *recorder) *standbyRun {
+func runStandby(t testing.TB, coord ha.Coordinator, dir string, rec *recorder) *standbyRun {
 	t.Helper()
 	sb, err := ha.NewStandby(ha.StandbyOptions{
 		Pool: "orders", Coordinator: coord, Logger: rec.logger(),
@@ -48,7 +48,7 @@ func runStandby(t *testing.T, coord ha.Coordinator, dir string, rec *recorder) *
 }
 
 // wait waits for the standby to promote.
-func (r *standbyRun) wait(t *testing.T) ha.Promotion {
+func (r *standbyRun) wait(t testing.TB) ha.Promotion {
 	t.Helper()
 	select {
 	case <-r.done:
@@ -85,7 +85,7 @@ func startApp(t *testing.T, coord ha.Coordinator, path, addr string, mode mirror
 	return h, p
 }
 
-func newGuard(t *testing.T, coord ha.Coordinator, path string, sb *standbyRun, budget time.Duration, dial func(context.Context, string, string) (net.Conn, error)) *ha.Guard {
+func newGuard(t testing.TB, coord ha.Coordinator, path string, sb *standbyRun, budget time.Duration, dial func(context.Context, string, string) (net.Conn, error)) *ha.Guard {
 	g, err := ha.NewGuard(ha.GuardOptions{
 		PoolPath: path, Pool: "orders", Node: "a", Coordinator: coord,
 		Standby: sb.replica, Handoff: sb.handoff, TLS: tlstesting.Default(t).PrimaryConfig(),

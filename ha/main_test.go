@@ -40,10 +40,10 @@ func TestMain(m *testing.M) {
 // childMaxTime bounds a child's life, should its parent fail to kill it.
 const childMaxTime = 60 * time.Second
 
-// runApp is the application: it makes the pool at $POOL the primary of
-// pool "orders" (lease files in $COORD), replicating in sync mode to
-// $REPLICA, and commits, printing "ack N" once commit N returned, until
-// killed.
+// runApp is the application: it makes the pool at $POOL (created with
+// $POOL_SIZE bytes, or 8 MiB) the primary of pool "orders" (lease files in
+// $COORD) as node $NODE, replicating in sync mode to $REPLICA, and
+// commits, printing "ack N" once commit N returned, until killed.
 func runApp() int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
 	cfg, err := certs.LoadTLS(os.Getenv("TLS_CA"), os.Getenv("TLS_CERT"), os.Getenv("TLS_KEY"), false)
@@ -54,7 +54,13 @@ func runApp() int {
 	if err != nil {
 		return fail(err)
 	}
-	h, err := heap.Open(os.Getenv("POOL"), &heap.Options{Size: 8 << 20})
+	size := int64(8 << 20)
+	if s := os.Getenv("POOL_SIZE"); s != "" {
+		if _, err := fmt.Sscan(s, &size); err != nil {
+			return fail(err)
+		}
+	}
+	h, err := heap.Open(os.Getenv("POOL"), &heap.Options{Size: size})
 	if err != nil {
 		return fail(err)
 	}
@@ -87,12 +93,13 @@ type app struct {
 
 // startApp runs this test binary as the application on pool, with the
 // primary's certificate.
-func startAppProcess(t *testing.T, pool, coordDir, replica string) *app {
+func startAppProcess(t testing.TB, pool, coordDir, replica string, env ...string) *app {
 	t.Helper()
 	f := tlstesting.Default(t).WriteFiles(t, t.TempDir(), tlstesting.Default(t).Primary)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=app", "POOL="+pool, "COORD="+coordDir, "REPLICA="+replica, "NODE=a",
 		"TLS_CA="+f.CA, "TLS_CERT="+f.Cert, "TLS_KEY="+f.Key)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = testWriter{t}
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -111,7 +118,7 @@ func startAppProcess(t *testing.T, pool, coordDir, replica string) *app {
 }
 
 // waitFor reads lines until one starts with prefix.
-func (a *app) waitFor(t *testing.T, prefix string) string {
+func (a *app) waitFor(t testing.TB, prefix string) string {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {

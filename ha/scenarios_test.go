@@ -24,7 +24,7 @@ type node struct {
 	rec   *recorder
 }
 
-func newNode(t *testing.T, name, coordDir string) *node {
+func newNode(t testing.TB, name, coordDir string) *node {
 	c, err := ha.NewLeaseFile(coordDir, ha.LeaseFileOptions{TTL: 400 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
