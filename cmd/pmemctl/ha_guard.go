@@ -87,15 +87,17 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 	if err != nil {
 		return err
 	}
+	// The signals are caught before the pid file names this process:
+	// SIGPWR's default action would end it.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGPWR, syscall.SIGUSR1)
+	defer signal.Stop(sig)
 	if o.pidFile != "" {
 		if err := os.WriteFile(o.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return err
 		}
 		defer os.Remove(o.pidFile)
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGPWR, syscall.SIGUSR1)
-	defer signal.Stop(sig)
 	args = appArgs(args, o.pool)
 	c := exec.Command(args[0], args[1:]...)
 	c.Env = append(os.Environ(), haPoolEnv+"="+o.pool)

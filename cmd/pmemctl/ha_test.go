@@ -63,16 +63,61 @@ func TestHAUsage(t *testing.T) {
 	}
 }
 
-// TestHAGuardToStandby runs 'ha standby' and 'ha guard' with TLS: the
-// guarded application exits, the guard ships the pool and hands it over,
-// and the standby promotes it and starts its application on it.
-func TestHAGuardToStandby(t *testing.T) {
-	dir, coordDir := t.TempDir(), t.TempDir()
+// standbyCmd is a running 'ha standby'.
+type standbyCmd struct {
+	replica, handoff string
+	errOut           *lockedBuffer
+	done             chan int
+}
+
+// startStandbyCmd runs 'ha standby' for pool "orders" with the replica's
+// certificate, and app as its application.
+func startStandbyCmd(t *testing.T, ctx context.Context, dir, coordDir string, app ...string) *standbyCmd {
+	t.Helper()
 	d := tlstesting.Default(t)
 	serverTLS := d.WriteFiles(t, filepath.Join(dir, "replica"), d.Replica).Args()
+	pr, pw := io.Pipe()
+	s := &standbyCmd{errOut: &lockedBuffer{}, done: make(chan int, 1)}
+	root := newRootCmd()
+	root.SetContext(ctx)
+	root.SetOut(pw)
+	root.SetErr(s.errOut)
+	go func() {
+		s.done <- run(root, append([]string{"ha", "standby", "--dir", filepath.Join(dir, "standby"), "--listen", "127.0.0.1:0", "--handoff-listen", "127.0.0.1:0",
+			"--name", "orders", "--coord-dir", coordDir}, append(serverTLS, append([]string{"--"}, app...)...)...))
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	require.True(t, lines.Scan(), s.errOut.String())
+	fields := strings.Fields(lines.Text())
+	s.replica, s.handoff = strings.TrimSuffix(fields[5], ","), fields[len(fields)-1]
+	go io.Copy(io.Discard, pr)
+	return s
+}
+
+// wait waits for the standby to exit after running its application.
+func (s *standbyCmd) wait(t *testing.T, ctx context.Context) {
+	t.Helper()
+	select {
+	case code := <-s.done:
+		require.Equal(t, exitOK, code, s.errOut.String())
+	case <-ctx.Done():
+		t.Fatal("standby did not promote and run its application")
+	}
+}
+
+// guardArgs returns the arguments of 'ha guard' for pool, handing over to s.
+func (s *standbyCmd) guardArgs(t *testing.T, dir, coordDir, pool string, extra ...string) []string {
+	d := tlstesting.Default(t)
 	primaryTLS := d.WriteFiles(t, filepath.Join(dir, "primary"), d.Primary).Args()
-	pool := filepath.Join(dir, "app.pool")
-	h, err := heap.Open(pool, &heap.Options{Size: 8 << 20})
+	args := []string{"ha", "guard", "--pool", pool, "--standby", s.replica, "--handoff", s.handoff,
+		"--name", "orders", "--coord-dir", coordDir, "--node", "n1", "--budget", "10s"}
+	return append(append(args, primaryTLS...), extra...)
+}
+
+// makeCounterPool creates a pool whose counter is 42.
+func makeCounterPool(t *testing.T, path string) {
+	h, err := heap.Open(path, &heap.Options{Size: 8 << 20})
 	require.NoError(t, err)
 	require.NoError(t, h.Update(func(tx *heap.Tx) error {
 		c, err := heap.Root[haCounter](tx)
@@ -82,46 +127,11 @@ func TestHAGuardToStandby(t *testing.T) {
 		return heap.Set(tx, &c.N, 42)
 	}))
 	require.NoError(t, h.Close())
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	pr, pw := io.Pipe()
-	errOut := &lockedBuffer{}
-	root := newRootCmd()
-	root.SetContext(ctx)
-	root.SetOut(pw)
-	root.SetErr(errOut)
-	marker := filepath.Join(dir, "started")
-	done := make(chan int, 1)
-	go func() {
-		done <- run(root, append([]string{"ha", "standby", "--dir", filepath.Join(dir, "standby"), "--listen", "127.0.0.1:0", "--handoff-listen", "127.0.0.1:0",
-			"--name", "orders", "--coord-dir", coordDir}, append(serverTLS, "--", "sh", "-c", `echo "$PMEMGO_HA_POOL {pool}" > `+marker)...))
-		pw.Close()
-	}()
-	lines := bufio.NewScanner(pr)
-	require.True(t, lines.Scan(), errOut.String())
-	var replica, handoff string
-	fields := strings.Fields(lines.Text())
-	replica, handoff = strings.TrimSuffix(fields[5], ","), fields[len(fields)-1]
-	go io.Copy(io.Discard, pr)
-
-	out, _, code := pmemctl(t, append([]string{"ha", "guard", "--pool", pool, "--standby", replica, "--handoff", handoff,
-		"--name", "orders", "--coord-dir", coordDir, "--node", "n1", "--budget", "10s"}, append(primaryTLS, "--", "true")...)...)
-	require.Equal(t, exitOK, code)
-	assert.Contains(t, out, "application exited: status 0")
-	assert.Contains(t, out, "handed over: epoch 1")
-
-	select {
-	case code := <-done:
-		require.Equal(t, exitOK, code, errOut.String())
-	case <-ctx.Done():
-		t.Fatal("standby did not promote and run its application")
-	}
-	b, err := os.ReadFile(marker)
-	require.NoError(t, err)
-	promoted := filepath.Join(dir, "standby", "promoted", "orders.pool")
-	assert.Equal(t, promoted+" "+promoted+"\n", string(b))
-	h, err = heap.Open(promoted, nil)
+// requireCounter checks that the pool at path holds the counter 42.
+func requireCounter(t *testing.T, path string) {
+	h, err := heap.Open(path, nil)
 	require.NoError(t, err)
 	defer h.Close()
 	require.NoError(t, h.View(func(tx *heap.Tx) error {
@@ -131,4 +141,63 @@ func TestHAGuardToStandby(t *testing.T) {
 		}
 		return err
 	}))
+}
+
+// TestHAGuardToStandby runs 'ha standby' and 'ha guard' with TLS: the
+// guarded application exits, the guard ships the pool and hands it over,
+// and the standby promotes it and starts its application on it.
+func TestHAGuardToStandby(t *testing.T) {
+	dir, coordDir := t.TempDir(), t.TempDir()
+	pool := filepath.Join(dir, "app.pool")
+	makeCounterPool(t, pool)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	marker := filepath.Join(dir, "started")
+	sb := startStandbyCmd(t, ctx, dir, coordDir, "sh", "-c", `echo "$PMEMGO_HA_POOL {pool}" > `+marker)
+
+	out, _, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, "--", "true")...)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "application exited: status 0")
+	assert.Contains(t, out, "handed over: epoch 1")
+
+	sb.wait(t, ctx)
+	b, err := os.ReadFile(marker)
+	require.NoError(t, err)
+	promoted := filepath.Join(dir, "standby", "promoted", "orders.pool")
+	assert.Equal(t, promoted+" "+promoted+"\n", string(b))
+	requireCounter(t, promoted)
+}
+
+// TestHAPowerLost runs a guarded application that does not stop by itself
+// and tells the guard that power is lost with 'ha power-lost': the guard
+// kills the application and hands the pool over.
+func TestHAPowerLost(t *testing.T) {
+	dir, coordDir := t.TempDir(), t.TempDir()
+	pool := filepath.Join(dir, "app.pool")
+	makeCounterPool(t, pool)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sb := startStandbyCmd(t, ctx, dir, coordDir, "true")
+	pidFile := filepath.Join(dir, "guard.pid")
+
+	type result struct {
+		out  string
+		code int
+	}
+	guard := make(chan result, 1)
+	go func() {
+		out, _, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, "--pid-file", pidFile, "--", "sleep", "30")...)
+		guard <- result{out, code}
+	}()
+	require.Eventually(t, func() bool { _, err := os.Stat(pidFile); return err == nil }, 10*time.Second, 10*time.Millisecond)
+	out, _, code := pmemctl(t, "ha", "power-lost", "--pid-file", pidFile)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "sent SIGPWR")
+
+	r := <-guard
+	require.Equal(t, exitOK, r.code)
+	assert.Contains(t, r.out, "power lost: saving")
+	assert.Contains(t, r.out, "handed over")
+	sb.wait(t, ctx)
+	requireCounter(t, filepath.Join(dir, "standby", "promoted", "orders.pool"))
 }
