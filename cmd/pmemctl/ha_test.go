@@ -168,36 +168,44 @@ func TestHAGuardToStandby(t *testing.T) {
 	requireCounter(t, promoted)
 }
 
-// TestHAPowerLost runs a guarded application that does not stop by itself
-// and tells the guard that power is lost with 'ha power-lost': the guard
-// kills the application and hands the pool over.
-func TestHAPowerLost(t *testing.T) {
-	dir, coordDir := t.TempDir(), t.TempDir()
-	pool := filepath.Join(dir, "app.pool")
-	makeCounterPool(t, pool)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	sb := startStandbyCmd(t, ctx, dir, coordDir, "true")
-	pidFile := filepath.Join(dir, "guard.pid")
+// TestHASignals runs a guarded application that does not stop by itself
+// and signals the guard: 'ha power-lost' makes it kill the application,
+// 'ha switchover' stop it with SIGTERM, and in both cases hand the pool
+// over to the standby.
+func TestHASignals(t *testing.T) {
+	for _, tc := range []struct{ cmd, sent, why string }{
+		{"power-lost", "sent SIGPWR", "power lost: saving"},
+		{"switchover", "sent SIGUSR1", "switchover: saving"},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			dir, coordDir := t.TempDir(), t.TempDir()
+			pool := filepath.Join(dir, "app.pool")
+			makeCounterPool(t, pool)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			sb := startStandbyCmd(t, ctx, dir, coordDir, "true")
+			pidFile := filepath.Join(dir, "guard.pid")
 
-	type result struct {
-		out  string
-		code int
+			type result struct {
+				out  string
+				code int
+			}
+			guard := make(chan result, 1)
+			go func() {
+				out, _, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, "--pid-file", pidFile, "--", "sleep", "30")...)
+				guard <- result{out, code}
+			}()
+			require.Eventually(t, func() bool { _, err := os.Stat(pidFile); return err == nil }, 10*time.Second, 10*time.Millisecond)
+			out, _, code := pmemctl(t, "ha", tc.cmd, "--pid-file", pidFile)
+			require.Equal(t, exitOK, code)
+			assert.Contains(t, out, tc.sent)
+
+			r := <-guard
+			require.Equal(t, exitOK, r.code)
+			assert.Contains(t, r.out, tc.why)
+			assert.Contains(t, r.out, "handed over")
+			sb.wait(t, ctx)
+			requireCounter(t, filepath.Join(dir, "standby", "promoted", "orders.pool"))
+		})
 	}
-	guard := make(chan result, 1)
-	go func() {
-		out, _, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, "--pid-file", pidFile, "--", "sleep", "30")...)
-		guard <- result{out, code}
-	}()
-	require.Eventually(t, func() bool { _, err := os.Stat(pidFile); return err == nil }, 10*time.Second, 10*time.Millisecond)
-	out, _, code := pmemctl(t, "ha", "power-lost", "--pid-file", pidFile)
-	require.Equal(t, exitOK, code)
-	assert.Contains(t, out, "sent SIGPWR")
-
-	r := <-guard
-	require.Equal(t, exitOK, r.code)
-	assert.Contains(t, r.out, "power lost: saving")
-	assert.Contains(t, r.out, "handed over")
-	sb.wait(t, ctx)
-	requireCounter(t, filepath.Join(dir, "standby", "promoted", "orders.pool"))
 }
