@@ -27,9 +27,15 @@ type standbyRun struct {
 }
 
 func runStandby(t testing.TB, coord ha.Coordinator, dir string, rec *recorder) *standbyRun {
+	return runStandbyGrace(t, coord, dir, rec, 0)
+}
+
+// runStandbyGrace runs a standby that waits grace without a primary
+// before it promotes without a handoff.
+func runStandbyGrace(t testing.TB, coord ha.Coordinator, dir string, rec *recorder, grace time.Duration) *standbyRun {
 	t.Helper()
 	sb, err := ha.NewStandby(ha.StandbyOptions{
-		Pool: "orders", Coordinator: coord, Logger: rec.logger(),
+		Pool: "orders", Coordinator: coord, Logger: rec.logger(), Grace: grace,
 		Server: mirror.ServerOptions{Dir: dir, TLS: tlstesting.Default(t).ServerConfig()},
 	})
 	require.NoError(t, err)
