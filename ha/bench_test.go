@@ -153,4 +153,3 @@ func BenchmarkLeaseCheck(b *testing.B) {
 		})
 	}
 }
-

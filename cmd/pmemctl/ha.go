@@ -28,7 +28,7 @@ const haPoolEnv = "PMEMGO_HA_POOL"
 func newHACmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ha",
-		Short: "Fail over to a standby: standby, guard, power-lost, switchover, status",
+		Short: "Fail over to a standby: standby, guard, power-lost, switchover, status, promote",
 		Long: `The ha commands keep an application that embeds pmemgo running on another
 machine after a failure. Who is primary comes from a coordinator: lease
 files in a directory (--coord-dir, for the processes of one machine) or
@@ -39,7 +39,7 @@ The application gets its pool's path in $` + haPoolEnv + ` and in place of
 "{pool}" in its arguments; it makes itself primary with ha.StartPrimary,
 which takes a new epoch from the coordinator.`,
 	}
-	cmd.AddCommand(newHAStandbyCmd(), newHAGuardCmd(), newHASignalCmd("power-lost", "SIGPWR"), newHASignalCmd("switchover", "SIGUSR1"), newHAStatusCmd())
+	cmd.AddCommand(newHAStandbyCmd(), newHAGuardCmd(), newHASignalCmd("power-lost", "SIGPWR"), newHASignalCmd("switchover", "SIGUSR1"), newHAStatusCmd(), newHAPromoteCmd())
 	return cmd
 }
 

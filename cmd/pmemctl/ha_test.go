@@ -209,3 +209,24 @@ func TestHASignals(t *testing.T) {
 		})
 	}
 }
+
+// TestHAPromote promotes a copy with 'ha promote': a copy taken before is
+// refused from then on.
+func TestHAPromote(t *testing.T) {
+	dir, coordDir := t.TempDir(), t.TempDir()
+	pool, old := filepath.Join(dir, "p.pool"), filepath.Join(dir, "old.pool")
+	makeCounterPool(t, pool)
+	b, err := os.ReadFile(pool)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(old, b, 0o644))
+
+	out, _, code := pmemctl(t, "ha", "promote", pool, "--name", "orders", "--coord-dir", coordDir)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "incarnation 1 of pool orders registered")
+	out, _, code = pmemctl(t, "ha", "promote", pool, "--name", "orders", "--coord-dir", coordDir)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "incarnation 2 of pool orders registered")
+	_, errOut, code := pmemctl(t, "ha", "promote", old, "--name", "orders", "--coord-dir", coordDir)
+	assert.NotEqual(t, exitOK, code)
+	assert.Contains(t, errOut, "older than incarnation 2")
+}
