@@ -184,19 +184,24 @@ func TestEtcdRestart(t *testing.T) {
 	ta.Fence(h)
 	require.NoError(t, emptyUpdate(h))
 
+	t0 := time.Now()
 	srv.stop()
+	t.Logf("etcd stopped after %v", time.Since(t0))
 	select {
 	case <-ta.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("term outlived its lease with etcd down")
 	}
 	require.ErrorIs(t, emptyUpdate(h), pmemgo.ErrFenced)
+	t.Logf("fenced after %v", time.Since(t0))
 	srv.start()
+	t.Logf("etcd restarted after %v", time.Since(t0))
 
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	tb, err := b.Campaign(cctx, ha.Candidate{Pool: "p", Node: "b"})
 	require.NoError(t, err)
+	t.Logf("b elected after %v", time.Since(t0))
 	assert.Greater(t, tb.Token, ta.Token)
 	require.ErrorIs(t, emptyUpdate(h), pmemgo.ErrFenced)
 	l, err := b.Leader(ctx, "p")
