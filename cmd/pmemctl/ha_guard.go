@@ -20,6 +20,7 @@ import (
 
 type haGuardOptions struct {
 	pool, standby, handoff, pidFile string
+	attach                          int
 	budget, stopWait                time.Duration
 	coord                           coordFlags
 	tls                             tlsFlags
@@ -28,7 +29,7 @@ type haGuardOptions struct {
 func newHAGuardCmd() *cobra.Command {
 	var o haGuardOptions
 	cmd := &cobra.Command{
-		Use:   "guard --pool P --standby ADDR --name NAME (--coord-dir DIR | --etcd EP) [--budget 2s] -- CMD ARGS...",
+		Use:   "guard --pool P --standby ADDR --name NAME (--coord-dir DIR | --etcd EP) [--budget 2s] (-- CMD ARGS... | --attach PID)",
 		Short: "Run an application and hand its pool to the standby when it stops",
 		Long: `Guard runs CMD (the application, with the pool's path in $` + haPoolEnv + `
 and in place of "{pool}" in ARGS) and watches it. When it exits, however
@@ -40,11 +41,16 @@ handoff to the standby (--handoff, by default the port after --standby's),
 all within --budget. A save that overruns the budget tells the standby,
 which then promotes from its last complete state. 'pmemctl ha switchover'
 (SIGUSR1) stops the application with SIGTERM (SIGKILL after --stop-wait)
-and hands over the same way: a planned switchover.`,
-		Args: cobra.MinimumNArgs(1),
-		PreRunE: func(*cobra.Command, []string) error {
+and hands over the same way: a planned switchover. With --attach PID
+instead of CMD, the guard watches a running application (through a pidfd)
+rather than start one.`,
+		Args: cobra.ArbitraryArgs,
+		PreRunE: func(_ *cobra.Command, args []string) error {
 			if o.pool == "" || o.standby == "" {
 				return usageError(errors.New("--pool and --standby are required"))
+			}
+			if (len(args) == 0) == (o.attach == 0) {
+				return usageError(errors.New("give the application as -- CMD ARGS..., or --attach PID"))
 			}
 			return o.coord.check()
 		},
@@ -58,6 +64,7 @@ and hands over the same way: a planned switchover.`,
 	cmd.Flags().DurationVar(&o.budget, "budget", 2*time.Second, "time allowed for the save and the handoff")
 	cmd.Flags().DurationVar(&o.stopWait, "stop-wait", 10*time.Second, "how long a switchover waits for the application to exit after SIGTERM")
 	cmd.Flags().StringVar(&o.pidFile, "pid-file", "", "file to write the guard's process id to, for power-lost and switchover")
+	cmd.Flags().IntVar(&o.attach, "attach", 0, "process id of a running application to guard, instead of CMD")
 	o.coord.register(cmd.Flags())
 	o.tls.register(cmd.Flags())
 	return cmd
@@ -98,38 +105,32 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 		}
 		defer os.Remove(o.pidFile)
 	}
-	args = appArgs(args, o.pool)
-	c := exec.Command(args[0], args[1:]...)
-	c.Env = append(os.Environ(), haPoolEnv+"="+o.pool)
-	c.Stdout, c.Stderr = out, errOut
-	if err := c.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", args[0], err)
+	a, err := startGuarded(o, args, out, errOut)
+	if err != nil {
+		return err
 	}
-	// Wait watches the child through a pidfd where the kernel has them.
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
 	var why string
 	select {
-	case err := <-done:
+	case err := <-a.done:
 		why = fmt.Sprintf("application exited: %v", exitStatus(err))
 	case s := <-sig:
 		if s == syscall.SIGUSR1 {
 			why = "switchover"
-			c.Process.Signal(syscall.SIGTERM)
+			a.signal(syscall.SIGTERM)
 			select {
-			case <-done:
+			case <-a.done:
 			case <-time.After(o.stopWait):
-				c.Process.Kill()
-				<-done
+				a.kill()
+				<-a.done
 			}
 		} else {
 			why = "power lost"
-			c.Process.Kill()
-			<-done
+			a.kill()
+			<-a.done
 		}
 	case <-ctx.Done():
-		c.Process.Kill()
-		<-done
+		a.kill()
+		<-a.done
 		return ctx.Err()
 	}
 	detected := time.Now()
@@ -141,6 +142,40 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 	fmt.Fprintf(out, "handed over: epoch %d batch %d, %d bytes shipped, save %v (open %v, ship %v) after detection at %s\n",
 		rep.Handoff.Epoch, rep.Handoff.Seq, rep.Handoff.Bytes, rep.Total, rep.Open, rep.Ship, detected.Format(time.RFC3339Nano))
 	return nil
+}
+
+// guarded is the application a guard watches: a child it started, or a
+// process it attached to.
+type guarded struct {
+	done   chan error
+	signal func(os.Signal)
+	kill   func()
+}
+
+// startGuarded starts CMD, or attaches to --attach, and watches it.
+func startGuarded(o haGuardOptions, args []string, out, errOut io.Writer) (*guarded, error) {
+	g := &guarded{done: make(chan error, 1)}
+	if o.attach != 0 {
+		if err := syscall.Kill(o.attach, 0); err != nil {
+			return nil, fmt.Errorf("--attach %d: %w", o.attach, err)
+		}
+		go func() { g.done <- ha.WaitPID(context.Background(), o.attach) }()
+		g.signal = func(s os.Signal) { syscall.Kill(o.attach, s.(syscall.Signal)) }
+		g.kill = func() { ha.KillPID(o.attach) }
+		return g, nil
+	}
+	args = appArgs(args, o.pool)
+	c := exec.Command(args[0], args[1:]...)
+	c.Env = append(os.Environ(), haPoolEnv+"="+o.pool)
+	c.Stdout, c.Stderr = out, errOut
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", args[0], err)
+	}
+	// Wait watches the child through a pidfd where the kernel has them.
+	go func() { g.done <- c.Wait() }()
+	g.signal = func(s os.Signal) { c.Process.Signal(s) }
+	g.kill = func() { c.Process.Kill() }
+	return g, nil
 }
 
 func exitStatus(err error) string {

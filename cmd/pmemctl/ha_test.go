@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -173,11 +176,15 @@ func TestHAGuardToStandby(t *testing.T) {
 // 'ha switchover' stop it with SIGTERM, and in both cases hand the pool
 // over to the standby.
 func TestHASignals(t *testing.T) {
-	for _, tc := range []struct{ cmd, sent, why string }{
-		{"power-lost", "sent SIGPWR", "power lost: saving"},
-		{"switchover", "sent SIGUSR1", "switchover: saving"},
+	for _, tc := range []struct {
+		cmd, sent, why string
+		attach         bool
+	}{
+		{"power-lost", "sent SIGPWR", "power lost: saving", false},
+		{"switchover", "sent SIGUSR1", "switchover: saving", false},
+		{"power-lost", "sent SIGPWR", "power lost: saving", true},
 	} {
-		t.Run(tc.cmd, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/attach=%v", tc.cmd, tc.attach), func(t *testing.T) {
 			dir, coordDir := t.TempDir(), t.TempDir()
 			pool := filepath.Join(dir, "app.pool")
 			makeCounterPool(t, pool)
@@ -191,8 +198,16 @@ func TestHASignals(t *testing.T) {
 				code int
 			}
 			guard := make(chan result, 1)
+			app := []string{"--", "sleep", "30"}
+			if tc.attach {
+				c := exec.Command("sleep", "30")
+				require.NoError(t, c.Start())
+				go c.Wait()
+				t.Cleanup(func() { c.Process.Kill() })
+				app = []string{"--attach", strconv.Itoa(c.Process.Pid)}
+			}
 			go func() {
-				out, _, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, "--pid-file", pidFile, "--", "sleep", "30")...)
+				out, _, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, append([]string{"--pid-file", pidFile}, app...)...)...)
 				guard <- result{out, code}
 			}()
 			require.Eventually(t, func() bool { _, err := os.Stat(pidFile); return err == nil }, 10*time.Second, 10*time.Millisecond)
