@@ -165,46 +165,68 @@ func TestLeaseFileDeadHolder(t *testing.T) {
 	require.ErrorIs(t, err, pmemgo.ErrCorrupt)
 }
 
-// TestEtcdRestart stops etcd while a primary holds its role, for longer
-// than the lease: the primary is fenced, and once etcd is back a new
-// primary is elected with a larger token, never while the old one could
-// still commit.
+// TestEtcdRestart stops etcd while a primary replicates in sync mode,
+// for longer than the lease: the primary is fenced; once etcd is back, a
+// new primary is elected from the replica's copy with a larger token,
+// never while the old one could still commit, and it holds every commit
+// the old one acknowledged.
 func TestEtcdRestart(t *testing.T) {
 	srv := startEtcd(t)
-	a, err := ha.NewEtcd(srv.newClient(t), ha.EtcdOptions{TTL: time.Second})
-	require.NoError(t, err)
-	defer a.Close()
-	b, err := ha.NewEtcd(srv.newClient(t), ha.EtcdOptions{TTL: time.Second})
-	require.NoError(t, err)
-	defer b.Close()
-	h := openPool(t)
 	ctx := context.Background()
-	ta, err := a.Campaign(ctx, ha.Candidate{Pool: "p", Node: "a"})
+	coord := func() ha.Coordinator {
+		c, err := ha.NewEtcd(srv.newClient(t), ha.EtcdOptions{TTL: time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := coord(), coord()
+	replicaDir, dir := fastDir(t), fastDir(t)
+	rs, addr := startReplica(t, replicaDir, nil)
+	hA, err := heap.Open(filepath.Join(dir, "a.pool"), &heap.Options{Size: 8 << 20})
 	require.NoError(t, err)
-	ta.Fence(h)
-	require.NoError(t, emptyUpdate(h))
+	defer hA.Close()
+	pA, err := ha.StartPrimary(ctx, hA, ha.PrimaryOptions{Coordinator: a, Pool: "p", Node: "a", Mirror: syncMirror(t, addr, nil)})
+	require.NoError(t, err)
+	var acked uint64
+	for range 20 {
+		acked, err = increment(hA)
+		require.NoError(t, err)
+	}
 
 	t0 := time.Now()
 	srv.stop()
 	t.Logf("etcd stopped after %v", time.Since(t0))
 	select {
-	case <-ta.Done():
+	case <-pA.Term().Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("term outlived its lease with etcd down")
 	}
-	require.ErrorIs(t, emptyUpdate(h), pmemgo.ErrFenced)
+	_, err = increment(hA)
+	require.ErrorIs(t, err, pmemgo.ErrFenced)
 	t.Logf("fenced after %v", time.Since(t0))
 	srv.start()
 	t.Logf("etcd restarted after %v", time.Since(t0))
 
+	pathB := filepath.Join(dir, "b.pool")
+	copyPool(t, replicaPool(t, replicaDir), pathB)
+	hB, err := heap.Open(pathB, nil)
+	require.NoError(t, err)
+	defer hB.Close()
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	tb, err := b.Campaign(cctx, ha.Candidate{Pool: "p", Node: "b"})
+	pB, err := ha.StartPrimary(cctx, hB, ha.PrimaryOptions{Coordinator: b, Pool: "p", Node: "b", Mirror: syncMirror(t, addr, nil)})
 	require.NoError(t, err)
 	t.Logf("b elected after %v", time.Since(t0))
-	assert.Greater(t, tb.Token, ta.Token)
-	require.ErrorIs(t, emptyUpdate(h), pmemgo.ErrFenced)
+	assert.Greater(t, pB.Term().Token, pA.Term().Token)
+	_, err = increment(hA)
+	require.ErrorIs(t, err, pmemgo.ErrFenced)
+	n, err := increment(hB)
+	require.NoError(t, err)
+	assert.Equal(t, acked+1, n, "the new primary holds every acknowledged commit")
 	l, err := b.Leader(ctx, "p")
 	require.NoError(t, err)
 	assert.Equal(t, "b", l.Node)
+	require.NoError(t, pB.Close(ctx))
+	require.NoError(t, rs.Close())
+	assert.Equal(t, acked+1, counterOf(t, replicaPool(t, replicaDir)))
 }
