@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pmemgo/pmemgo/ha"
+	"github.com/pmemgo/pmemgo/internal/certs"
 )
 
 // haPoolEnv names the environment variable that gives the application
@@ -45,17 +46,19 @@ which takes a new epoch from the coordinator.`,
 
 // coordFlags choose and configure the coordinator.
 type coordFlags struct {
-	dir  string
-	etcd []string
-	ttl  time.Duration
-	name string
-	node string
+	dir     string
+	etcd    []string
+	etcdTLS bool
+	ttl     time.Duration
+	name    string
+	node    string
 }
 
 func (f *coordFlags) register(fs *pflag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&f.dir, "coord-dir", "", "directory of the lease files (coordinator of one machine)")
 	fs.StringSliceVar(&f.etcd, "etcd", nil, "etcd endpoints, host:port, comma-separated (coordinator of a cluster)")
+	fs.BoolVar(&f.etcdTLS, "etcd-tls", false, "connect to etcd over TLS with the --tls-* files (as a client)")
 	fs.DurationVar(&f.ttl, "ttl", 2*time.Second, "lease time to live (whole seconds with etcd)")
 	fs.StringVar(&f.name, "name", "", "name of the pool in the coordinator (required)")
 	fs.StringVar(&f.node, "node", host, "name of this node")
@@ -71,8 +74,9 @@ func (f *coordFlags) check() error {
 	return nil
 }
 
-// open returns the coordinator and the function that releases it.
-func (f *coordFlags) open() (ha.Coordinator, func(), error) {
+// open returns the coordinator and the function that releases it; t's
+// files authenticate to etcd with --etcd-tls.
+func (f *coordFlags) open(t *tlsFlags) (ha.Coordinator, func(), error) {
 	if f.dir != "" {
 		c, err := ha.NewLeaseFile(f.dir, ha.LeaseFileOptions{TTL: f.ttl})
 		if err != nil {
@@ -80,7 +84,17 @@ func (f *coordFlags) open() (ha.Coordinator, func(), error) {
 		}
 		return c, func() { c.Close() }, nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: f.etcd, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cfg := clientv3.Config{Endpoints: f.etcd, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if f.etcdTLS {
+		if t.insecure || t.check() != nil {
+			return nil, nil, usageError(errors.New("--etcd-tls needs --tls-ca, --tls-cert and --tls-key"))
+		}
+		var err error
+		if cfg.TLS, err = certs.LoadTLS(t.ca, t.cert, t.key, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd %v: %w", f.etcd, err)
 	}

@@ -81,7 +81,7 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 			return err
 		}
 	}
-	coord, closeCoord, err := o.coord.open()
+	coord, closeCoord, err := o.coord.open(&o.tls)
 	if err != nil {
 		return err
 	}

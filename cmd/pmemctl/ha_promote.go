@@ -14,6 +14,7 @@ import (
 
 type haPromoteOptions struct {
 	coord coordFlags
+	tls   tlsFlags
 	wait  time.Duration
 }
 
@@ -39,13 +40,14 @@ afterwards: ha.StartPrimary takes the next token.`,
 	}
 	cmd.Flags().DurationVar(&o.wait, "wait", 10*time.Second, "how long to wait for the role")
 	o.coord.register(cmd.Flags())
+	o.tls.register(cmd.Flags())
 	return cmd
 }
 
 func runHAPromote(ctx context.Context, out io.Writer, o haPromoteOptions, path string) error {
 	ctx, cancel := context.WithTimeout(defaultContext(ctx), o.wait)
 	defer cancel()
-	coord, closeCoord, err := o.coord.open()
+	coord, closeCoord, err := o.coord.open(&o.tls)
 	if err != nil {
 		return err
 	}

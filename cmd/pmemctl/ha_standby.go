@@ -72,7 +72,7 @@ func runHAStandby(ctx context.Context, out, errOut io.Writer, o haStandbyOptions
 			return err
 		}
 	}
-	coord, closeCoord, err := o.coord.open()
+	coord, closeCoord, err := o.coord.open(&o.tls)
 	if err != nil {
 		return err
 	}

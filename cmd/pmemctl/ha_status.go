@@ -56,7 +56,7 @@ func newHAStatusCmd() *cobra.Command {
 func runHAStatus(ctx context.Context, out, errOut io.Writer, o haStatusOptions) error {
 	ctx, cancel := context.WithTimeout(defaultContext(ctx), 10*time.Second)
 	defer cancel()
-	coord, closeCoord, err := o.coord.open()
+	coord, closeCoord, err := o.coord.open(&o.tls)
 	if err != nil {
 		return err
 	}

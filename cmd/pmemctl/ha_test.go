@@ -60,6 +60,8 @@ func TestHAUsage(t *testing.T) {
 		{"ha", "guard", "--name", "p", "--coord-dir", dir, "--pool", "x", "--standby", "127.0.0.1:1", "--insecure", "--", "true"},
 		{"ha", "guard", "--name", "p", "--coord-dir", dir, "--pool", "x", "--standby", "127.0.0.1:1"},
 		{"ha", "power-lost"},
+		{"ha", "status", "--name", "p", "--etcd", "127.0.0.1:1", "--etcd-tls"},
+		{"ha", "guard", "--name", "p", "--coord-dir", dir, "--pool", "x", "--standby", "127.0.0.1:1", "--attach", "1", "--", "true"},
 	} {
 		_, _, code := pmemctl(t, args...)
 		assert.Equal(t, exitUsage, code, "%v", args)
