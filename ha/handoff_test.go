@@ -1,8 +1,11 @@
 package ha_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -216,4 +219,36 @@ func TestBudgetExceeded(t *testing.T) {
 	assert.Contains(t, prom.Reason, "last complete state")
 	assert.NotEmpty(t, rec.logged(0, "promotes from its last complete state"))
 	assert.Equal(t, uint64(10), counterOf(t, prom.Path))
+}
+
+// TestStandbyRefusesInvalidPool damages the standby's replica before the
+// primary's lease ends without a handoff: the standby promotes from its
+// last complete state, finds that it fails validation, and returns an
+// error instead of a pool for the application.
+func TestStandbyRefusesInvalidPool(t *testing.T) {
+	coordDir, dir := t.TempDir(), fastDir(t)
+	coord := newNode(t, "coord", coordDir).coord
+	rec := newRecorder(t)
+	sb := runStandby(t, coord, filepath.Join(dir, "standby"), rec)
+	h, p := startApp(t, coord, filepath.Join(dir, "app.pool"), sb.replica, mirror.Sync, 5)
+	require.NoError(t, p.Mirror().Close())
+	st := sb.sb.Server().Status()
+	require.Len(t, st, 1)
+	f, err := os.OpenFile(st[0].Path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(bytes.Repeat([]byte{0xa5}, 64<<10), 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	// The application dies without a guardian.
+	p.Term().PauseRenewals()
+	require.NoError(t, h.Close())
+
+	select {
+	case <-sb.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("standby did not try to promote within 20s")
+	}
+	require.Error(t, sb.err)
+	t.Logf("promotion: %v", sb.err)
+	assert.NotEmpty(t, rec.logged(slog.LevelError, "fails validation"))
 }

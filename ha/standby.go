@@ -232,7 +232,8 @@ func checkPool(path string) error {
 		return len(problems) < 10
 	})
 	if err != nil {
-		return fmt.Errorf("ha: check %s: %w", path, err)
+		// The checker's error names the file.
+		return fmt.Errorf("ha: %w", err)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("ha: check %s: %w: %w", path, errors.Join(problems...), pmemgo.ErrCorrupt)
