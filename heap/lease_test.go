@@ -123,3 +123,25 @@ func TestSetEpoch(t *testing.T) {
 	require.NoError(t, h.Close())
 	checkPool(t, path)
 }
+
+// BenchmarkLeaseErr measures the check that Update makes twice per
+// commit: one atomic load without a lease, and a monotonic clock read
+// with one.
+func BenchmarkLeaseErr(b *testing.B) {
+	for _, lease := range []bool{false, true} {
+		b.Run(map[bool]string{false: "none", true: "deadline"}[lease], func(b *testing.B) {
+			h, err := heap.Open(filepath.Join(fastTempDir(b), "lease.pool"), &heap.Options{Size: 8 << 20})
+			require.NoError(b, err)
+			defer h.Close()
+			if lease {
+				h.SetLeaseDeadline(time.Now().Add(time.Hour))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := h.LeaseErr(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
