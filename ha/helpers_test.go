@@ -53,7 +53,7 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	*r.recs = append(*r.recs, record{rec.Level, b.String()})
 	r.mu.Unlock()
 	if testing.Verbose() {
-		r.t.Logf("%s %s", rec.Level, b.String())
+		r.t.Logf("%s %s %s", rec.Time.Format("15:04:05.000"), rec.Level, b.String())
 	}
 	return nil
 }

@@ -93,7 +93,9 @@ func StartPrimary(ctx context.Context, h *heap.Heap, opts PrimaryOptions) (*Prim
 // resignWait bounds the wait of a resignation after a refusal.
 const resignWait = 5 * time.Second
 
-// watch logs the end of the term: from then on the heap is fenced.
+// watch logs the end of the term: from then on the heap is fenced. The
+// mirror goes on, so that commits made within the term are still
+// acknowledged; replicas refuse it once a newer primary reached them.
 func (p *Primary) watch() {
 	<-p.term.Done()
 	p.log.Error("ha: primary role lost; commits are fenced", "pool", p.term.Pool, "node", p.term.Node, "token", p.term.Token, "err", p.term.Err())
