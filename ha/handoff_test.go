@@ -138,6 +138,11 @@ func TestGuardHandoff(t *testing.T) {
 	prom := sb.wait(t)
 	assert.Equal(t, "handoff", prom.Reason)
 	assert.Equal(t, uint64(300), counterOf(t, prom.Path))
+	kept, err := ha.ReadPromotion(filepath.Join(dir, "standby"))
+	require.NoError(t, err)
+	assert.Equal(t, prom.Path, kept.Path)
+	require.NotNil(t, kept.Handoff)
+	assert.Equal(t, rep.Handoff.Bytes, kept.Handoff.Bytes)
 }
 
 // TestHandoffBadHash checks that a handoff whose hash is not the

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,18 +41,42 @@ type StandbyOptions struct {
 	Logger *slog.Logger
 }
 
-// Promotion says how a standby took over.
+// Promotion says how a standby took over. The standby keeps it in
+// Server.Dir/promotion.json (ReadPromotion).
 type Promotion struct {
 	// Path is the installed pool, recovered and checked.
-	Path string
+	Path string `json:"path"`
+	// At is when the standby promoted.
+	At time.Time `json:"at"`
 	// Reason is "handoff", or why the standby promoted from its last
 	// complete state without one.
-	Reason string
-	// Handoff is the accepted handoff, if any.
-	Handoff *Handoff
+	Reason string `json:"reason"`
+	// Epoch and Seq are the position of the installed state.
+	Epoch uint64 `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+	// Handoff is the accepted handoff, if any: its bytes and save time.
+	Handoff *Handoff `json:"handoff,omitempty"`
 	// Restore is the time from the decision to a pool ready for the
 	// application: installing, checking, opening (recovery).
-	Restore time.Duration
+	Restore time.Duration `json:"restore_ns"`
+}
+
+// promotionFile is where a standby keeps its last promotion.
+func promotionFile(dir string) string { return filepath.Join(dir, "promotion.json") }
+
+// ReadPromotion returns the last promotion of the standby whose replica
+// directory is dir, or an error wrapping os.ErrNotExist if it has not
+// promoted.
+func ReadPromotion(dir string) (Promotion, error) {
+	var p Promotion
+	b, err := os.ReadFile(promotionFile(dir))
+	if err != nil {
+		return p, err
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("ha: %s: %v: %w", promotionFile(dir), err, pmemgo.ErrCorrupt)
+	}
+	return p, nil
 }
 
 // Standby is a replica server that takes over its pool: on a handoff
@@ -216,7 +241,10 @@ func (s *Standby) promote(reason string, h *Handoff) (Promotion, error) {
 	if err := hp.Close(); err != nil {
 		return Promotion{}, fmt.Errorf("ha: promote: close %s: %w", s.opts.Path, err)
 	}
-	p := Promotion{Path: s.opts.Path, Reason: reason, Handoff: h, Restore: time.Since(start)}
+	p := Promotion{Path: s.opts.Path, At: time.Now(), Reason: reason, Epoch: st.Epoch, Seq: st.Seq, Handoff: h, Restore: time.Since(start)}
+	if err := writeFileDurably(promotionFile(s.opts.Server.Dir), p); err != nil {
+		s.log.Warn("ha: promotion not recorded", "err", err)
+	}
 	s.log.Info("ha: standby promoted", "pool", s.opts.Pool, "path", p.Path, "reason", reason, "epoch", st.Epoch, "seq", st.Seq, "restore", p.Restore)
 	return p, nil
 }

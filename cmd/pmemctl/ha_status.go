@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,10 +15,11 @@ import (
 )
 
 type haStatusOptions struct {
-	standby []string
-	json    bool
-	coord   coordFlags
-	tls     tlsFlags
+	standby    []string
+	standbyDir string
+	json       bool
+	coord      coordFlags
+	tls        tlsFlags
 }
 
 // haStatus is what 'ha status' reports.
@@ -25,6 +27,8 @@ type haStatus struct {
 	Pool     string            `json:"pool"`
 	Primary  *ha.Leader        `json:"primary"`
 	Standbys []haStandbyStatus `json:"standbys,omitempty"`
+	// Promotion is the last promotion of the standby of --standby-dir.
+	Promotion *ha.Promotion `json:"promotion,omitempty"`
 }
 
 type haStandbyStatus struct {
@@ -36,7 +40,7 @@ type haStandbyStatus struct {
 func newHAStatusCmd() *cobra.Command {
 	var o haStatusOptions
 	cmd := &cobra.Command{
-		Use:   "status --name NAME (--coord-dir DIR | --etcd EP) [--standby ADDR]... [--json]",
+		Use:   "status --name NAME (--coord-dir DIR | --etcd EP) [--standby ADDR]... [--standby-dir DIR] [--json]",
 		Short: "Show the primary of a pool, its token, and its standbys' replicas",
 		Args:  cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
@@ -47,6 +51,7 @@ func newHAStatusCmd() *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringArrayVar(&o.standby, "standby", nil, "address of a standby's replica server to ask (TLS flags needed); repeat")
+	cmd.Flags().StringVar(&o.standbyDir, "standby-dir", "", "replica directory of a standby on this machine, to show its last promotion and handoff")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
 	o.coord.register(cmd.Flags())
 	o.tls.register(cmd.Flags())
@@ -82,6 +87,15 @@ func runHAStatus(ctx context.Context, out, errOut io.Writer, o haStatusOptions) 
 			st.Standbys = append(st.Standbys, s)
 		}
 	}
+	if o.standbyDir != "" {
+		p, err := ha.ReadPromotion(o.standbyDir)
+		switch {
+		case err == nil:
+			st.Promotion = &p
+		case !errors.Is(err, os.ErrNotExist):
+			return err
+		}
+	}
 	if o.json {
 		return writeJSON(out, st)
 	}
@@ -93,6 +107,15 @@ func runHAStatus(ctx context.Context, out, errOut io.Writer, o haStatusOptions) 
 			fmt.Fprintf(out, ", lease until %s", l.Expires.Format(time.RFC3339Nano))
 		}
 		fmt.Fprintln(out)
+	}
+	if p := st.Promotion; p != nil {
+		fmt.Fprintf(out, "last promotion: %s at %s (%s), epoch %d batch %d, restored in %v", p.Path, p.At.Format(time.RFC3339Nano), p.Reason, p.Epoch, p.Seq, p.Restore)
+		if h := p.Handoff; h != nil && h.Aborted == "" {
+			fmt.Fprintf(out, "; handoff of %d bytes saved in %v", h.Bytes, h.Save)
+		}
+		fmt.Fprintln(out)
+	} else if o.standbyDir != "" {
+		fmt.Fprintf(out, "standby %s: not promoted\n", o.standbyDir)
 	}
 	for _, s := range st.Standbys {
 		if s.Error != "" {

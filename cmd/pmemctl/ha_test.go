@@ -171,6 +171,12 @@ func TestHAGuardToStandby(t *testing.T) {
 	promoted := filepath.Join(dir, "standby", "promoted", "orders.pool")
 	assert.Equal(t, promoted+" "+promoted+"\n", string(b))
 	requireCounter(t, promoted)
+
+	out, _, code = pmemctl(t, "ha", "status", "--name", "orders", "--coord-dir", coordDir, "--standby-dir", filepath.Join(dir, "standby"))
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "last promotion: "+promoted)
+	assert.Contains(t, out, "(handoff), epoch 1 batch")
+	assert.Contains(t, out, "handoff of")
 }
 
 // TestHASignals runs a guarded application that does not stop by itself
