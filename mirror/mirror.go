@@ -197,10 +197,10 @@ type Mirror struct {
 }
 
 // Start starts replicating h. It makes this open of the pool a new
-// incarnation (heap.NewEpoch, or heap.SetEpoch with Options.Epoch), so that replicas refuse any older primary of
-// the same pool from then on, and connects to the replicas in the
-// background: a replica that does not hold this incarnation's history is
-// sent a snapshot first.
+// incarnation (heap.NewEpoch, or heap.SetEpoch with Options.Epoch), so
+// that replicas refuse any older primary of the same pool from then on,
+// and connects to the replicas in the background: a replica that does not
+// hold this incarnation's history is sent a snapshot first.
 func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
