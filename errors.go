@@ -91,4 +91,11 @@ var (
 	// log, an interrupted swizzle, a header slot torn while the pool was
 	// open. Open repairs them; they are not corruption.
 	ErrNeedsRecovery = errors.New("pmemgo: pool needs recovery")
+
+	// ErrFenced is returned by Update (and Batch) when this process is no
+	// longer known to be the primary of the pool: the lease that its
+	// coordinator granted (package ha) ran out, or was lost, or the
+	// fencing token offered as the pool's epoch is not above the epoch the
+	// pool already has. Nothing is committed; the pool is unchanged.
+	ErrFenced = errors.New("pmemgo: fenced: not the primary of the pool")
 )

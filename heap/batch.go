@@ -119,7 +119,7 @@ func (h *Heap) runBatch(calls []batchCall) {
 		if failed < 0 {
 			// A commit that failed (a closure's bad pointer is found only
 			// then) cannot be pinned on one closure: each runs alone.
-			if err != nil && len(calls) > 1 && !errors.Is(err, pmemgo.ErrClosed) && h.broken == nil {
+			if err != nil && len(calls) > 1 && !errors.Is(err, pmemgo.ErrClosed) && !errors.Is(err, pmemgo.ErrFenced) && h.broken == nil {
 				err = errRunAlone
 			}
 			for _, c := range calls {

@@ -165,6 +165,8 @@ type Heap struct {
 	batchQueue  []batchCall
 	batchLeader bool
 	batchOpts   BatchOptions
+	// lease fences Update once the primary's lease ends (SetLeaseDeadline).
+	lease lease
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
@@ -375,29 +377,7 @@ func (h *Heap) readLock() func() {
 // NewEpoch makes this open of the pool a new incarnation: it increments
 // the epoch stored in the pool header, durably, and returns it.
 func (h *Heap) NewEpoch() (uint64, error) {
-	if err := h.lock.lock(context.Background()); err != nil {
-		return 0, err
-	}
-	defer h.lock.unlock()
-	if h.closed {
-		return 0, pmemgo.ErrClosed
-	}
-	if h.broken != nil {
-		return 0, h.broken
-	}
-	if h.ro {
-		return 0, pmemgo.ErrReadOnly
-	}
-	hdr := h.pool.Header
-	hdr.Epoch++
-	for i := range 2 {
-		h.cow(uint64(layout.SlotOff(i)), layout.HeaderBytes)
-	}
-	h.cow(layout.OpenMarkOff, 8)
-	if err := h.pool.WriteHeader(hdr); err != nil {
-		return 0, err
-	}
-	return hdr.Epoch, nil
+	return h.writeEpoch(func(cur uint64) (uint64, error) { return cur + 1, nil })
 }
 
 // UUID returns the pool's identity, fixed when it was created.

@@ -79,7 +79,7 @@ func editStoredType(t *testing.T, path, name string, edit func(*layout.TypeDesc)
 // fastTempDir returns a directory removed after the test, in /dev/shm when
 // there is one: tests that write many pool images run much faster on
 // tmpfs, where msync has no disk to wait for.
-func fastTempDir(t *testing.T) string {
+func fastTempDir(t testing.TB) string {
 	t.Helper()
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		if dir, err := os.MkdirTemp("/dev/shm", "pmemgo-test-*"); err == nil {

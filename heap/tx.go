@@ -87,6 +87,9 @@ func (h *Heap) update(fn func(*Tx) error) error {
 	if h.ro {
 		return pmemgo.ErrReadOnly
 	}
+	if err := h.lease.check(); err != nil {
+		return err
+	}
 	tx := h.begin()
 	defer func() {
 		if r := recover(); r != nil {
@@ -342,7 +345,8 @@ func (tx *Tx) freeSlot(s *slabRef, slot uint32) error {
 }
 
 // commit makes the transaction durable. The steps must happen in order:
-//  1. check that every touched object points only at what the pool holds;
+//  1. check that every touched object points only at what the pool holds,
+//     and that the primary's lease still holds;
 //  2. log the metadata the commit changes, and choose which changed ranges
 //     the commit record carries (small ones) and which are made durable
 //     before it (ranges too large to copy);
@@ -359,6 +363,11 @@ func (tx *Tx) freeSlot(s *slabRef, slot uint32) error {
 func (tx *Tx) commit() error {
 	defer tx.h.recycle(tx)
 	if err := tx.checkForeign(); err != nil {
+		return err
+	}
+	// The closure may have run past the end of the lease: the lease is
+	// checked again before anything of the commit reaches the media.
+	if err := tx.h.lease.check(); err != nil {
 		return err
 	}
 	writes, err := tx.logMetadata()

@@ -43,7 +43,8 @@
 //
 // # Epochs and catch-up
 //
-// Start makes the pool a new incarnation (heap.NewEpoch); every message
+// Start makes the pool a new incarnation (heap.NewEpoch, or with
+// Options.Epoch a coordinator's fencing token: package ha); every message
 // carries its epoch and a replica refuses a primary older than one it has
 // seen for the pool (ErrStaleEpoch, on both sides). A replica that
 // connects reports the epoch and batch its pool file holds; the primary

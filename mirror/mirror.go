@@ -90,6 +90,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, if set, gets the mirror's Prometheus metrics.
 	Metrics prometheus.Registerer
+	// Epoch, if set, is the epoch of this incarnation: a fencing token
+	// from a coordinator (package ha), which must be above the pool's
+	// epoch (heap.SetEpoch). Zero means the pool's epoch plus one
+	// (heap.NewEpoch), for a primary without a coordinator.
+	Epoch uint64
 }
 
 func (o *Options) setDefaults() error {
@@ -192,10 +197,10 @@ type Mirror struct {
 }
 
 // Start starts replicating h. It makes this open of the pool a new
-// incarnation (heap.NewEpoch), so that replicas refuse any older primary of
-// the same pool from then on, and connects to the replicas in the
-// background: a replica that does not hold this incarnation's history is
-// sent a snapshot first.
+// incarnation (heap.NewEpoch, or heap.SetEpoch with Options.Epoch), so
+// that replicas refuse any older primary of the same pool from then on,
+// and connects to the replicas in the background: a replica that does not
+// hold this incarnation's history is sent a snapshot first.
 func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
@@ -215,7 +220,7 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	// the first batch.
 	m.tracker = NewTracker(h.Device())
 	m.tracker.Track(0, len(mem))
-	if m.epoch, err = h.NewEpoch(); err != nil {
+	if m.epoch, err = newEpoch(h, opts.Epoch); err != nil {
 		m.tracker.Stop()
 		m.cancel()
 		return nil, fmt.Errorf("mirror: new epoch: %w", err)
@@ -242,6 +247,15 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	go m.flusher()
 	m.log.Info("mirror started", "pool", fmt.Sprintf("%x", uuid), "epoch", m.epoch, "mode", opts.Mode.String(), "replicas", opts.Replicas)
 	return m, nil
+}
+
+// newEpoch makes the pool the incarnation numbered token, or the next one
+// when token is zero.
+func newEpoch(h *heap.Heap, token uint64) (uint64, error) {
+	if token == 0 {
+		return h.NewEpoch()
+	}
+	return token, h.SetEpoch(token)
 }
 
 // Epoch returns the epoch of this incarnation of the primary.

@@ -9,6 +9,7 @@
 //	pmemctl recover POOL --output NEW [--json]
 //	pmemctl gc POOL --output NEW [--json]
 //	pmemctl replica serve|status ...
+//	pmemctl ha standby|guard|power-lost|switchover|status|promote ...
 //	pmemctl cert ca|issue ...
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
@@ -74,6 +75,7 @@ func newRootCmd() *cobra.Command {
 		newDemoVerifyCmd(),
 		newVersionCmd(),
 		newBenchCmd(),
+		newHACmd(),
 	)
 	return root
 }

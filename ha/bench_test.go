@@ -1,0 +1,155 @@
+package ha_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/ha"
+	"github.com/pmemgo/pmemgo/heap"
+)
+
+// percentile returns the p-th percentile of ds, in milliseconds.
+func percentile(ds []time.Duration, p float64) float64 {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := min(len(s)-1, int(p*float64(len(s))))
+	return float64(s[i]) / float64(time.Millisecond)
+}
+
+// BenchmarkFailover measures, for each run, the time from the SIGKILL of
+// an application committing in sync mode to the first commit of the
+// application restarted on the standby, split into detection (the kill
+// seen by the guardian), save (open, role, ship, handoff), restore
+// (install, check, open on the standby, which overlaps the end of the
+// save) and restart (the application
+// process started on the promoted pool, elected, replicating to a new
+// replica, first commit acknowledged). The coordinator is the lease file.
+// Run with -benchtime=20x for 20 failovers.
+func BenchmarkFailover(b *testing.B) {
+	const size = 64 << 20
+	var detect, save, restore, restart, total []time.Duration
+	for range b.N {
+		coordDir, dir := b.TempDir(), fastDir(b)
+		coord := newNode(b, "coord", coordDir).coord
+		sb := runStandby(b, coord, filepath.Join(dir, "standby"), newRecorder(b))
+		path := filepath.Join(dir, "app.pool")
+		a := startAppProcess(b, path, coordDir, sb.replica, fmt.Sprintf("POOL_SIZE=%d", size))
+		a.waitFor(b, "ack 100")
+
+		killed := time.Now()
+		require.NoError(b, a.cmd.Process.Signal(syscall.SIGKILL))
+		a.lastAck(0)
+		a.cmd.Wait()
+		detected := time.Now()
+		rep, err := newGuard(b, coord, path, sb, 10*time.Second, nil).Save(context.Background())
+		require.NoError(b, err)
+		saved := time.Now()
+		prom := sb.wait(b)
+		restored := time.Now()
+
+		_, next := startReplica(b, filepath.Join(dir, "next"), nil)
+		r := startAppProcess(b, prom.Path, coordDir, next, "NODE=b")
+		r.waitFor(b, "ack 1")
+		first := time.Now()
+		r.cmd.Process.Kill()
+
+		detect = append(detect, detected.Sub(killed))
+		save = append(save, saved.Sub(detected))
+		restore = append(restore, prom.Restore)
+		restart = append(restart, first.Sub(restored))
+		total = append(total, first.Sub(killed))
+		b.Logf("failover %v: detect %v save %v (open %v ship %v, %d bytes) restore %v restart %v",
+			first.Sub(killed), detected.Sub(killed), saved.Sub(detected), rep.Open, rep.Ship, rep.Handoff.Bytes, prom.Restore, first.Sub(restored))
+	}
+	for _, m := range []struct {
+		name string
+		ds   []time.Duration
+	}{{"total", total}, {"detect", detect}, {"save", save}, {"restore", restore}, {"restart", restart}} {
+		b.ReportMetric(percentile(m.ds, 0.5), "p50-"+m.name+"-ms")
+		b.ReportMetric(percentile(m.ds, 0.99), "p99-"+m.name+"-ms")
+	}
+}
+
+// BenchmarkPowerLossSave measures a guardian's save of a 1 GiB pool of
+// which 1% changed since the standby's last batch (the link went down):
+// the time from the call to the handoff accepted, and the bytes shipped.
+func BenchmarkPowerLossSave(b *testing.B) {
+	const size, changed = 1 << 30, 10 << 20
+	type block struct{ B [4096]byte }
+	for range b.N {
+		b.StopTimer()
+		dir := fastDir(b)
+		// The lease outlives the slow commits of a large pool, and the
+		// standby waits for the guardian rather than promote on the
+		// application's resignation.
+		coord, err := ha.NewLeaseFile(b.TempDir(), ha.LeaseFileOptions{TTL: 10 * time.Second})
+		require.NoError(b, err)
+		sb := runStandbyGrace(b, coord, filepath.Join(dir, "standby"), newRecorder(b), time.Minute)
+		path := filepath.Join(dir, "app.pool")
+		h, err := heap.Open(path, &heap.Options{Size: size})
+		require.NoError(b, err)
+		p, err := ha.StartPrimary(context.Background(), h, ha.PrimaryOptions{Coordinator: coord, Pool: "orders", Node: "a", Mirror: syncMirror(b, sb.replica, nil)})
+		require.NoError(b, err)
+		require.NoError(b, p.Mirror().Close())
+		for range changed / (64 * 4096) {
+			require.NoError(b, h.Update(func(tx *heap.Tx) error {
+				for range 64 {
+					blk, err := heap.New[block](tx)
+					if err != nil {
+						return err
+					}
+					blk.B[0] = 1
+				}
+				return nil
+			}))
+		}
+		require.NoError(b, p.Term().Resign(context.Background()))
+		require.NoError(b, h.Close())
+		g := newGuard(b, coord, path, sb, time.Minute, nil)
+		b.StartTimer()
+		rep, err := g.Save(context.Background())
+		b.StopTimer()
+		require.NoError(b, err)
+		sb.wait(b)
+		coord.Close()
+		b.ReportMetric(float64(rep.Handoff.Bytes)/(1<<20), "MiB-shipped")
+		b.ReportMetric(float64(rep.Total)/float64(time.Millisecond), "save-ms")
+		b.ReportMetric(float64(rep.Open)/float64(time.Millisecond), "open-ms")
+		b.ReportMetric(float64(rep.Ship)/float64(time.Millisecond), "ship-ms")
+		b.StartTimer()
+	}
+}
+
+// BenchmarkLeaseCheck measures the commit path of a heap bound to a
+// term against one without a lease: the check is a clock read.
+func BenchmarkLeaseCheck(b *testing.B) {
+	for _, bound := range []bool{false, true} {
+		b.Run(fmt.Sprintf("lease=%v", bound), func(b *testing.B) {
+			h, err := heap.Open(filepath.Join(fastDir(b), "p.pool"), &heap.Options{Size: 8 << 20})
+			require.NoError(b, err)
+			defer h.Close()
+			if bound {
+				c, err := ha.NewLeaseFile(b.TempDir(), ha.LeaseFileOptions{})
+				require.NoError(b, err)
+				defer c.Close()
+				term, err := c.Campaign(context.Background(), ha.Candidate{Pool: "p", Node: "a"})
+				require.NoError(b, err)
+				defer term.Fence(h)()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := increment(h); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,44 @@
+// Package ha makes a replicated pool survive its primary: who is primary
+// is decided by a coordinator, never by ha itself, and each primary term
+// gets a fencing token that becomes the pool's epoch for the mirror.
+//
+// # Coordinators
+//
+// A Coordinator runs an election with a lease per pool. LeaseFile is for
+// the processes of one machine (a lease file per pool beside the pools,
+// an flock ordering its readers and writers, the token a counter bumped
+// at each grant); Etcd is for nodes on several machines (an etcd lease
+// and the concurrency election; the token is the revision at which the
+// winner's key was created). Both grant tokens that only grow.
+//
+// # Fencing
+//
+// Campaign returns a Term. Its validity is the start of the last renewal
+// plus the lease's TTL, less a margin: a lease expires at the coordinator
+// no earlier than the start of its renewal plus the TTL, so a heap bound
+// to the term (Term.Fence, heap.SetLeaseDeadline) stops committing, with
+// pmemgo.ErrFenced, at least the margin before the coordinator can grant
+// the role to another node. The margin covers a commit in flight: Update
+// checks the deadline when it starts and again before its commit writes.
+// The check is a clock read, so the steady state costs nothing more;
+// renewals run in the background.
+//
+// The token is the mirror's epoch (mirror.Options.Epoch), so replicas
+// refuse an older primary with mirror.ErrStaleEpoch. A new primary
+// registers its term as the pool's incarnation (Term.Register) before
+// its first commit, and StartPrimary refuses a pool whose epoch is older
+// than the registered incarnation: a primary that comes back with its own
+// copy after another took over does not hold that one's acknowledged
+// commits, and its snapshot must not replace them on the replicas.
+//
+// # Limits
+//
+// A term's validity is measured on this machine's monotonic clock against
+// a lease counted by the coordinator: a clock that runs more than the
+// margin slow over a TTL breaks the guarantee. LeaseFile compares wall
+// clock times between processes of one machine, and treats a holder
+// whose PID no longer exists as gone (a PID reused within the TTL delays
+// the takeover until the lease runs out). An incarnation registered by a
+// primary whose replicas are all lost cannot be replaced without an
+// operator.
+package ha
