@@ -173,8 +173,10 @@ func TestLeaseFileDeadHolder(t *testing.T) {
 func TestEtcdRestart(t *testing.T) {
 	srv := startEtcd(t)
 	ctx := context.Background()
+	// A lease of 3 s leaves room for renewals on a loaded machine: the
+	// commits before the stop must not outlive it.
 	coord := func() ha.Coordinator {
-		c, err := ha.NewEtcd(srv.newClient(t), ha.EtcdOptions{TTL: time.Second})
+		c, err := ha.NewEtcd(srv.newClient(t), ha.EtcdOptions{TTL: 3 * time.Second})
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
 		return c
