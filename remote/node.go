@@ -1,0 +1,455 @@
+package remote
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// NodeOptions configures a memory node.
+type NodeOptions struct {
+	// Dir holds one file per region; the node loads them at start.
+	Dir string
+	// TLS is the server configuration: TLS 1.3 with client certificates
+	// verified against ClientCAs is enforced. Nil requires Insecure.
+	TLS *tls.Config
+	// Insecure serves plain TCP: anyone who can connect reads and writes
+	// every region.
+	Insecure bool
+	// Workers serve the queues; 0 means 4.
+	Workers int
+	// FIFO serves requests in arrival order from one queue instead of
+	// demand reads first: only for comparison in benchmarks.
+	FIFO bool
+	// StarveBound is how many demand reads in a row may pass a waiting
+	// write-back; 0 means 8.
+	StarveBound int
+	// Logger, if set, is told of connections that fail.
+	Logger *slog.Logger
+}
+
+// perConnQueued bounds the requests of one connection waiting in the
+// queues, so that one client cannot fill the node's memory.
+const perConnQueued = 64
+
+// maxConns bounds the connections a node serves at once.
+const maxConns = 1024
+
+// Node is a memory node: it holds named regions in memory, each backed by
+// a file, and serves page reads and line write-backs.
+type Node struct {
+	opts  NodeOptions
+	epoch uint64
+	q     *queues
+
+	mu      sync.Mutex
+	regions map[string]*region
+	byID    []*region
+	conns   map[*srvConn]struct{}
+	ls      []net.Listener
+	closed  bool
+	wg      sync.WaitGroup
+
+	reads, writes, bytesRead, bytesWritten atomic.Uint64
+}
+
+// NewNode loads the regions under opts.Dir and starts the workers.
+func NewNode(opts NodeOptions) (*Node, error) {
+	switch {
+	case opts.Dir == "":
+		return nil, errors.New("memory node: no directory")
+	case opts.TLS != nil && opts.Insecure:
+		return nil, errors.New("memory node: both TLS and Insecure set")
+	case opts.TLS == nil && !opts.Insecure:
+		return nil, errors.New("memory node: no TLS configuration (set Insecure for plain TCP)")
+	}
+	if opts.TLS != nil {
+		if len(opts.TLS.Certificates) == 0 && opts.TLS.GetCertificate == nil {
+			return nil, errors.New("memory node: TLS configuration has no certificate")
+		}
+		if opts.TLS.ClientCAs == nil {
+			return nil, errors.New("memory node: TLS configuration has no ClientCAs to verify clients with")
+		}
+		opts.TLS = opts.TLS.Clone()
+		opts.TLS.MinVersion = tls.VersionTLS13
+		opts.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.StarveBound <= 0 {
+		opts.StarveBound = 8
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	var e [8]byte
+	if _, err := rand.Read(e[:]); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		opts: opts, epoch: binary.LittleEndian.Uint64(e[:]) | 1, q: newQueues(opts.FIFO, opts.StarveBound),
+		regions: map[string]*region{}, conns: map[*srvConn]struct{}{},
+	}
+	if err := n.load(); err != nil {
+		n.closeRegions()
+		return nil, err
+	}
+	for range opts.Workers {
+		n.wg.Add(1)
+		go n.work()
+	}
+	return n, nil
+}
+
+// load opens every region file under the directory.
+func (n *Node) load() error {
+	if err := os.MkdirAll(n.opts.Dir, 0o700); err != nil {
+		return err
+	}
+	paths, err := filepath.Glob(filepath.Join(n.opts.Dir, "*.region"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		name := strings.TrimSuffix(filepath.Base(p), ".region")
+		if CheckName(name) != nil {
+			continue
+		}
+		r, err := openRegion(n.opts.Dir, name, uint32(len(n.byID)))
+		if err != nil {
+			return fmt.Errorf("memory node: load region %s: %w", name, err)
+		}
+		n.regions[name] = r
+		n.byID = append(n.byID, r)
+	}
+	return nil
+}
+
+// Serve accepts connections on l until l is closed or the node is.
+func (n *Node) Serve(l net.Listener) error {
+	if n.opts.TLS != nil {
+		l = tls.NewListener(l, n.opts.TLS)
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return net.ErrClosed
+	}
+	n.ls = append(n.ls, l)
+	n.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		if n.closed || len(n.conns) >= maxConns {
+			n.mu.Unlock()
+			c.Close()
+			continue
+		}
+		sc := &srvConn{n: n, c: c, bw: bufio.NewWriterSize(c, 64<<10), slots: make(chan struct{}, perConnQueued)}
+		n.conns[sc] = struct{}{}
+		n.wg.Add(1)
+		n.mu.Unlock()
+		go sc.serve()
+	}
+}
+
+// Epoch returns the node's incarnation: it changes at every start.
+func (n *Node) Epoch() uint64 { return n.epoch }
+
+// Close stops serving, waits for the requests in progress and unmaps the
+// regions. Acknowledged write-backs are already durable.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return net.ErrClosed
+	}
+	n.closed = true
+	for _, l := range n.ls {
+		l.Close()
+	}
+	for c := range n.conns {
+		c.c.Close()
+	}
+	n.mu.Unlock()
+	n.q.close()
+	n.wg.Wait()
+	return n.closeRegions()
+}
+
+func (n *Node) closeRegions() error {
+	var errs []error
+	for _, r := range n.byID {
+		errs = append(errs, r.close())
+	}
+	return errors.Join(errs...)
+}
+
+// lookup returns the region of id, checking the epoch the client holds.
+func (n *Node) lookup(epoch uint64, id uint32) (*region, error) {
+	if epoch != n.epoch {
+		return nil, fmt.Errorf("region %d of node incarnation %#x, this is %#x: %w", id, epoch, n.epoch, ErrStale)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if int(id) >= len(n.byID) {
+		return nil, fmt.Errorf("region %d: %w", id, ErrNotFound)
+	}
+	return n.byID[id], nil
+}
+
+// create makes a new region.
+func (n *Node) create(c createReq) (*region, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.regions[c.name]; ok {
+		return nil, fmt.Errorf("region %s: %w", c.name, ErrExists)
+	}
+	if err := createRegionFile(n.opts.Dir, c.name, c.size); err != nil {
+		return nil, err
+	}
+	r, err := openRegion(n.opts.Dir, c.name, uint32(len(n.byID)))
+	if err != nil {
+		return nil, err
+	}
+	n.regions[c.name] = r
+	n.byID = append(n.byID, r)
+	return r, nil
+}
+
+func (n *Node) byName(name string) (*region, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.regions[name]
+	if !ok {
+		return nil, fmt.Errorf("region %s: %w", name, ErrNotFound)
+	}
+	return r, nil
+}
+
+// work serves queued requests until the node closes.
+func (n *Node) work() {
+	defer n.wg.Done()
+	for {
+		j, ok := n.q.pop()
+		if !ok {
+			return
+		}
+		j.c.handleQueued(j.f)
+		<-j.c.slots
+	}
+}
+
+// RegionStatus describes one region.
+type RegionStatus struct {
+	Name       string `json:"name"`
+	Size       uint64 `json:"size"`
+	Claimed    bool   `json:"claimed"`
+	LastWriter string `json:"last_writer"`
+}
+
+// Status is what 'pmemctl memnode status' shows.
+type Status struct {
+	Epoch        uint64         `json:"epoch"`
+	Regions      []RegionStatus `json:"regions"`
+	Connections  int            `json:"connections"`
+	QueueHigh    int            `json:"queue_high"`
+	QueueLow     int            `json:"queue_low"`
+	Reads        uint64         `json:"reads"`
+	Writes       uint64         `json:"writes"`
+	BytesServed  uint64         `json:"bytes_served"`
+	BytesWritten uint64         `json:"bytes_written"`
+}
+
+// Status returns the node's regions, queue depths and counters.
+func (n *Node) Status() Status {
+	s := Status{Epoch: n.epoch, Reads: n.reads.Load(), Writes: n.writes.Load(),
+		BytesServed: n.bytesRead.Load(), BytesWritten: n.bytesWritten.Load()}
+	s.QueueHigh, s.QueueLow = n.q.depths()
+	n.mu.Lock()
+	s.Connections = len(n.conns)
+	regions := append([]*region(nil), n.byID...)
+	n.mu.Unlock()
+	for _, r := range regions {
+		r.mu.Lock()
+		s.Regions = append(s.Regions, RegionStatus{Name: r.name, Size: r.size, Claimed: r.claimedBy != nil,
+			LastWriter: fmt.Sprintf("%x", r.lastWriter[:])})
+		r.mu.Unlock()
+	}
+	return s
+}
+
+// srvConn is one client connection.
+type srvConn struct {
+	n     *Node
+	c     net.Conn
+	wmu   sync.Mutex
+	bw    *bufio.Writer
+	slots chan struct{}
+}
+
+func (c *srvConn) serve() {
+	defer c.n.wg.Done()
+	defer c.drop()
+	r := newFrameReader(c.c)
+	for {
+		f, err := r.next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				c.n.opts.Logger.Warn("memory node: connection dropped", "remote", c.c.RemoteAddr(), "err", err)
+				c.reply(tError, f.id, appendError(nil, errCode(err), err.Error()))
+			}
+			return
+		}
+		switch f.t {
+		case tRead, tWrite:
+			low := f.t == tWrite || (len(f.payload) == readSize && f.payload[16] == prioPrefetch)
+			f.payload = append([]byte(nil), f.payload...)
+			c.slots <- struct{}{}
+			c.n.q.push(job{c: c, f: f, low: low})
+		default:
+			c.handleInline(f)
+		}
+	}
+}
+
+// drop closes the connection and releases the claims it held.
+func (c *srvConn) drop() {
+	c.c.Close()
+	c.n.mu.Lock()
+	delete(c.n.conns, c)
+	regions := append([]*region(nil), c.n.byID...)
+	c.n.mu.Unlock()
+	for _, r := range regions {
+		r.release(c)
+	}
+}
+
+// handleInline answers the requests that need no queue.
+func (c *srvConn) handleInline(f frame) {
+	var r *region
+	var err error
+	switch f.t {
+	case tResolve:
+		var req resolveReq
+		if req, err = decodeResolve(f.payload); err == nil {
+			if r, err = c.n.byName(req.name); err == nil && req.claim {
+				err = r.claim(c.n.opts.Dir, c, req.writer)
+			}
+		}
+	case tCreate:
+		var req createReq
+		if req, err = decodeCreate(f.payload); err == nil {
+			r, err = c.n.create(req)
+		}
+	case tRelease:
+		if len(f.payload) != 4 {
+			err = fmt.Errorf("release of %d bytes: %w", len(f.payload), ErrProtocol)
+		} else if r, err = c.n.lookup(f.epoch, le.Uint32(f.payload)); err == nil {
+			r.release(c)
+			c.reply(tAck, f.id, nil)
+			return
+		}
+	case tStatus:
+		b, _ := json.Marshal(c.n.Status())
+		c.reply(tStatusReply, f.id, b)
+		return
+	default:
+		err = fmt.Errorf("unexpected %s frame from a client: %w", f.t, ErrProtocol)
+	}
+	if err != nil {
+		c.reply(tError, f.id, appendError(nil, errCode(err), err.Error()))
+		return
+	}
+	r.mu.Lock()
+	info := regionInfo{id: r.id, size: r.size, lastWriter: r.lastWriter}
+	r.mu.Unlock()
+	c.reply(tRegion, f.id, appendRegion(nil, info))
+}
+
+// handleQueued serves a read or a write-back taken from a queue.
+func (c *srvConn) handleQueued(f frame) {
+	if f.t == tRead {
+		req, err := decodeRead(f.payload)
+		var r *region
+		var b []byte
+		if err == nil {
+			if r, err = c.n.lookup(f.epoch, req.region); err == nil {
+				b, err = r.read(req.off, req.n)
+			}
+		}
+		if err != nil {
+			c.reply(tError, f.id, appendError(nil, errCode(err), err.Error()))
+			return
+		}
+		c.n.reads.Add(1)
+		c.n.bytesRead.Add(uint64(len(b)))
+		c.reply(tData, f.id, b)
+		return
+	}
+	if err := c.write(f); err != nil {
+		c.reply(tError, f.id, appendError(nil, errCode(err), err.Error()))
+		return
+	}
+	c.n.writes.Add(1)
+	c.n.bytesWritten.Add(uint64(len(f.payload)))
+	c.reply(tAck, f.id, nil)
+}
+
+// write applies a write-back batch, durably, if c holds the region's
+// write claim.
+func (c *srvConn) write(f frame) error {
+	if f.epoch != c.n.epoch {
+		return fmt.Errorf("write for node incarnation %#x, this is %#x: %w", f.epoch, c.n.epoch, ErrStale)
+	}
+	var r *region
+	_, runs, err := decodeWrite(f.payload, func(id uint32) (uint64, bool) {
+		var lerr error
+		r, lerr = c.n.lookup(f.epoch, id)
+		if lerr != nil {
+			return 0, false
+		}
+		return r.size, true
+	})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	owner := r.claimedBy
+	r.mu.Unlock()
+	if owner != c {
+		return fmt.Errorf("write to region %s without its write claim: %w", r.name, ErrBusy)
+	}
+	return r.write(runs)
+}
+
+// reply sends one frame; a failed send closes the connection, which ends
+// its reader.
+func (c *srvConn) reply(t msgType, id uint64, payload []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	h := frameHeader(t, c.n.epoch, id, payload)
+	_, _ = c.bw.Write(h[:])
+	_, _ = c.bw.Write(payload)
+	if err := c.bw.Flush(); err != nil {
+		c.c.Close()
+	}
+}
