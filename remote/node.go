@@ -254,6 +254,7 @@ func (n *Node) work() {
 			return
 		}
 		j.c.handleQueued(j.f)
+		n.q.done(j)
 		<-j.c.slots
 	}
 }

@@ -109,6 +109,7 @@ func TestQueuesDemandFirstWithBound(t *testing.T) {
 		j, ok := q.pop()
 		require.True(t, ok)
 		got = append(got, j.f.id)
+		q.done(j)
 	}
 	// Two demand reads at most pass a waiting write-back.
 	assert.Equal(t, []uint64{0, 1, 100, 2, 3, 101, 4, 102}, got)

@@ -23,6 +23,9 @@ type queues struct {
 	starve    int
 	streak    int
 	closed    bool
+	// lowBusy is set while a worker serves a low job: they are served one
+	// at a time, so that write-backs apply in the order they arrived.
+	lowBusy bool
 }
 
 func newQueues(fifo bool, starve int) *queues {
@@ -42,22 +45,38 @@ func (q *queues) push(j job) {
 	q.cond.Signal()
 }
 
-// pop waits for a job; it reports false once the queues are closed.
+// pop waits for a job; it reports false once the queues are closed. The
+// caller calls done with the job once served.
 func (q *queues) pop() (job, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.high) == 0 && len(q.low) == 0 && !q.closed {
+	for {
+		if q.closed {
+			return job{}, false
+		}
+		lowReady := len(q.low) > 0 && !q.lowBusy
+		if len(q.high) > 0 && (!lowReady || q.streak < q.starve) {
+			q.streak++
+			return shift(&q.high), true
+		}
+		if lowReady {
+			q.streak = 0
+			q.lowBusy = true
+			return shift(&q.low), true
+		}
 		q.cond.Wait()
 	}
-	if q.closed {
-		return job{}, false
+}
+
+// done marks j served.
+func (q *queues) done(j job) {
+	if !j.low || q.fifo {
+		return
 	}
-	if len(q.high) > 0 && (len(q.low) == 0 || q.streak < q.starve) {
-		q.streak++
-		return shift(&q.high), true
-	}
-	q.streak = 0
-	return shift(&q.low), true
+	q.mu.Lock()
+	q.lowBusy = false
+	q.mu.Unlock()
+	q.cond.Signal()
 }
 
 func shift(s *[]job) job {
