@@ -228,13 +228,18 @@ func (d *remoteDevice) resyncLoop() {
 	}
 }
 
-// tryResync makes one attempt; commits wait while it runs, so that the
-// pages it reads from the backup are the latest committed.
+// tryResync makes one attempt. Commits go on while it probes the node,
+// and wait while it hands the pages over, so that the pages it reads from
+// the backup are the latest committed.
 func (d *remoteDevice) tryResync() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*d.s.opts.RemoteTimeout)
 	defer cancel()
+	// Only this goroutine replaces d.s.cl, so it may read it unlocked.
+	if !d.s.answers(ctx) {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if err := d.s.reconnect(ctx); err != nil {
 		return false
 	}

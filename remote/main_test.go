@@ -25,6 +25,8 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "node":
 		os.Exit(runNode(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]))
+	case "app":
+		os.Exit(runApp(os.Args[len(os.Args)-3:]))
 	}
 	os.Exit(m.Run())
 }

@@ -286,6 +286,23 @@ func (s *session) pushPages(ctx context.Context, pages []uint64) error {
 	return nil
 }
 
+// answers reports whether the node answers a request within ctx, on the
+// session's connection if it is alive, else on a new one.
+func (s *session) answers(ctx context.Context) bool {
+	cl := s.cl
+	select {
+	case <-cl.done:
+		var err error
+		if cl, err = dial(ctx, s.addr, s.tls); err != nil {
+			return false
+		}
+		defer cl.close()
+	default:
+	}
+	_, _, err := cl.resolve(ctx, s.name, false, WriterID{})
+	return err == nil
+}
+
 // reconnect replaces a failed connection and claims the region again.
 func (s *session) reconnect(ctx context.Context) error {
 	select {

@@ -29,7 +29,7 @@ type Graph struct {
 // the previous node and at a few others.
 func build(t testing.TB, h *heap.Heap, n int) {
 	t.Helper()
-	for i := range n {
+	for range n {
 		require.NoError(t, h.Update(func(tx *heap.Tx) error {
 			g, err := heap.Root[Graph](tx)
 			if err != nil {
@@ -44,7 +44,7 @@ func build(t testing.TB, h *heap.Heap, n int) {
 				return err
 			}
 			var peers []*Node
-			for p := g.Head; p != nil && len(peers) < i%4; p = p.Next {
+			for p := g.Head; p != nil && len(peers) < g.Count%4; p = p.Next {
 				peers = append(peers, p)
 			}
 			if nd.Peers, err = heap.MakeSlice[*Node](tx, len(peers), len(peers)); err != nil {
