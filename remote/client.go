@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -89,7 +90,8 @@ func (cl *client) readLoop() {
 			if derr != nil {
 				k.err = derr
 			} else {
-				k.err = fmt.Errorf("memory node: %s: %w", msg, codeErr(code))
+				sentinel := codeErr(code)
+				k.err = fmt.Errorf("memory node: %s: %w", strings.TrimSuffix(msg, ": "+sentinel.Error()), sentinel)
 			}
 		case k.dst != nil && f.t == tData:
 			if len(f.payload) != len(k.dst) {

@@ -9,6 +9,7 @@
 //	pmemctl recover POOL --output NEW [--json]
 //	pmemctl gc POOL --output NEW [--json]
 //	pmemctl replica serve|status ...
+//	pmemctl memnode serve|status ...
 //	pmemctl cert ca|issue ...
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
@@ -32,6 +33,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pmemgo/pmemgo/remote"
 )
 
 // childEnv is set in the environment of the demo's child process, so that a
@@ -40,6 +43,8 @@ import (
 const childEnv = "PMEMCTL_CHILD"
 
 func main() {
+	// A remote pool's fault agent is this program started again.
+	remote.AgentMain()
 	os.Exit(run(newRootCmd(), os.Args[1:]))
 }
 
@@ -68,6 +73,7 @@ func newRootCmd() *cobra.Command {
 		newBackupCmd(),
 		newGCCmd(),
 		newReplicaCmd(),
+		newMemnodeCmd(),
 		newCertCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),
