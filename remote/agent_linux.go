@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +25,9 @@ import (
 // agent receives the userfaultfd over a unix socket, as CRIU's lazy-pages
 // daemon does, fetches each page from the node (or, when the node does not
 // answer in time, from the local backup) and installs it with UFFDIO_COPY.
+
+// agentWorkers is how many faults an agent serves at once.
+const agentWorkers = 4
 
 // agentEnv marks a process started as an agent; its socket is fd 3.
 const agentEnv = "PMEMGO_REMOTE_AGENT"
@@ -68,18 +70,12 @@ type agent struct {
 	uffd   int
 	backup *os.File
 
-	connMu sync.Mutex
-	cl     *client
-	epoch  uint64
-	region uint32
-
 	suspect atomic.Bool
 	validMu sync.Mutex
 	valid   []uint64 // pages known to hold in the backup what the node has
 
 	inflightMu sync.Mutex
 	inflight   map[uintptr]bool
-	work       chan uintptr
 }
 
 func runAgent(sock *os.File) error {
@@ -100,7 +96,7 @@ func runAgent(sock *os.File) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}, work: make(chan uintptr, 1024)}
+	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}}
 	err = a.start(buf[:n])
 	reply := "ok"
 	if err != nil {
@@ -109,8 +105,13 @@ func runAgent(sock *os.File) error {
 	if _, werr := uc.Write([]byte(reply)); werr != nil || err != nil {
 		return errors.Join(err, werr)
 	}
-	go a.readFaults()
-	for range max(runtime.GOMAXPROCS(0)*4, 8) {
+	// Each worker reads faults itself and has its own connection, so that
+	// a fault passes through no other goroutine on its way to the node
+	// and back.
+	// Workers blocked reading the userfaultfd are all woken by each
+	// fault, so there are only as many as needed to wait on the node for
+	// a few pages at once.
+	for range agentWorkers {
 		go a.worker()
 	}
 	go a.probe()
@@ -131,7 +132,8 @@ func receiveFd(oob []byte) (int, error) {
 	return fds[0], nil
 }
 
-// start reads the configuration, opens the backup and connects.
+// start reads the configuration, opens the backup and checks that the
+// node serves the region.
 func (a *agent) start(b []byte) error {
 	if err := json.Unmarshal(b, &a.cfg); err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -152,56 +154,89 @@ func (a *agent) start(b []byte) error {
 			a.valid[i] = ^uint64(0)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err = a.conn(ctx, true)
-	return err
+	var f fetcher
+	defer f.close()
+	return f.connect(a, time.Now().Add(10*time.Second))
 }
 
-// conn returns the node connection, dialling and resolving the region
-// again if the last one failed or redo is set.
-func (a *agent) conn(ctx context.Context, redo bool) (*client, error) {
-	a.connMu.Lock()
-	defer a.connMu.Unlock()
-	if a.cl != nil && !redo {
-		select {
-		case <-a.cl.done:
-		default:
-			return a.cl, nil
+// fetcher is one worker's connection to the node.
+type fetcher struct {
+	sc     *syncConn
+	epoch  uint64
+	region uint32
+}
+
+// connect dials the node and resolves the region.
+func (f *fetcher) connect(a *agent, deadline time.Time) error {
+	f.close()
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	sc, err := dialSync(ctx, a.cfg.Addr, a.tls)
+	if err != nil {
+		return err
+	}
+	fr, err := sc.call(deadline, tResolve, 0, appendResolve(nil, resolveReq{name: a.cfg.Name}), nil)
+	var r regionInfo
+	if err == nil {
+		if err = expect(fr, tRegion); err == nil {
+			r, err = decodeRegion(fr.payload)
 		}
 	}
-	if a.cl != nil {
-		a.cl.close()
-		a.cl = nil
-	}
-	cl, err := dial(ctx, a.cfg.Addr, a.tls)
-	if err != nil {
-		return nil, err
-	}
-	r, epoch, err := cl.resolve(ctx, a.cfg.Name, false, WriterID{})
 	if err == nil && r.size != a.cfg.Size {
 		err = fmt.Errorf("region %s is %d bytes, the pool %d", a.cfg.Name, r.size, a.cfg.Size)
 	}
 	if err != nil {
-		cl.close()
-		return nil, err
+		sc.close()
+		return err
 	}
-	a.cl, a.epoch, a.region = cl, epoch, r.id
-	return cl, nil
+	f.sc, f.epoch, f.region = sc, fr.epoch, r.id
+	return nil
 }
 
-// readFaults hands each fault to a worker, once per page in flight.
-func (a *agent) readFaults() {
-	buf := make([]byte, 64*uffdMsgSize)
+// read fetches one page by deadline, connecting first if needed. Any
+// failure drops the connection: a late reply must not be taken for the
+// next request's.
+func (f *fetcher) read(a *agent, off uint64, buf []byte, deadline time.Time) error {
+	if f.sc == nil {
+		if err := f.connect(a, deadline); err != nil {
+			return err
+		}
+	}
+	_, err := f.sc.call(deadline, tRead, f.epoch, appendRead(nil, readReq{region: f.region, off: off, n: uint32(len(buf)), prio: prioDemand}), buf)
+	if errors.Is(err, ErrStale) {
+		// The node restarted: its regions have new handles.
+		if err = f.connect(a, deadline); err == nil {
+			_, err = f.sc.call(deadline, tRead, f.epoch, appendRead(nil, readReq{region: f.region, off: off, n: uint32(len(buf)), prio: prioDemand}), buf)
+		}
+	}
+	if err != nil {
+		f.close()
+	}
+	return err
+}
+
+func (f *fetcher) close() {
+	if f.sc != nil {
+		f.sc.close()
+		f.sc = nil
+	}
+}
+
+// worker reads fault messages and serves them, once per page in flight:
+// the threads of a duplicate fault are woken by the first one's copy.
+func (a *agent) worker() {
+	var f fetcher
+	msgs := make([]byte, 16*uffdMsgSize)
+	buf := make([]byte, PageSize)
 	for {
-		n, err := unix.Read(a.uffd, buf)
+		n, err := unix.Read(a.uffd, msgs)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				continue
 			}
 			os.Exit(0) // the pool is gone
 		}
-		for m := buf[:n]; len(m) >= uffdMsgSize; m = m[uffdMsgSize:] {
+		for m := msgs[:n]; len(m) >= uffdMsgSize; m = m[uffdMsgSize:] {
 			addr, ok := faultAddr(m)
 			if !ok {
 				continue
@@ -211,23 +246,17 @@ func (a *agent) readFaults() {
 			dup := a.inflight[page]
 			a.inflight[page] = true
 			a.inflightMu.Unlock()
-			if !dup {
-				a.work <- page
+			if dup {
+				continue
 			}
-		}
-	}
-}
-
-func (a *agent) worker() {
-	buf := make([]byte, PageSize)
-	for page := range a.work {
-		err := a.serve(page, buf)
-		a.inflightMu.Lock()
-		delete(a.inflight, page)
-		a.inflightMu.Unlock()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
-			os.Exit(1)
+			err := a.serve(&f, page, buf)
+			a.inflightMu.Lock()
+			delete(a.inflight, page)
+			a.inflightMu.Unlock()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
+				os.Exit(1)
+			}
 		}
 	}
 }
@@ -235,12 +264,14 @@ func (a *agent) worker() {
 // serve installs the page at addr: from the node if it answers within
 // the timeout, else from the backup if the backup holds the page, else
 // from the node once it answers.
-func (a *agent) serve(addr uintptr, buf []byte) error {
+func (a *agent) serve(f *fetcher, addr uintptr, buf []byte) error {
 	off := uint64(addr) - a.cfg.Base
+	if off >= a.cfg.Size {
+		return fmt.Errorf("fault at %#x outside the pool", addr)
+	}
 	for {
 		if !a.suspect.Load() || !a.isValid(off) {
-			err := a.fetch(off, buf)
-			if err == nil {
+			if err := f.read(a, off, buf, time.Now().Add(a.cfg.Timeout)); err == nil {
 				if _, err := a.backup.WriteAt(buf, int64(off)); err != nil {
 					return fmt.Errorf("backup: %w", err)
 				}
@@ -259,46 +290,16 @@ func (a *agent) serve(addr uintptr, buf []byte) error {
 	}
 }
 
-// fetch reads one page from the node within the timeout.
-func (a *agent) fetch(off uint64, buf []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeout)
-	defer cancel()
-	cl, err := a.conn(ctx, false)
-	if err != nil {
-		return err
-	}
-	a.connMu.Lock()
-	epoch, region := a.epoch, a.region
-	a.connMu.Unlock()
-	err = cl.read(ctx, epoch, region, off, buf, prioDemand)
-	if errors.Is(err, ErrStale) {
-		if cl, err = a.conn(ctx, true); err == nil {
-			a.connMu.Lock()
-			epoch, region = a.epoch, a.region
-			a.connMu.Unlock()
-			err = cl.read(ctx, epoch, region, off, buf, prioDemand)
-		}
-	}
-	return err
-}
-
 // probe clears the suspicion once the node answers again.
 func (a *agent) probe() {
+	var f fetcher
+	page := make([]byte, PageSize)
 	for {
 		time.Sleep(max(a.cfg.Timeout, 20*time.Millisecond))
 		if !a.suspect.Load() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeout)
-		cl, err := a.conn(ctx, false)
-		if err == nil {
-			_, _, err = cl.resolve(ctx, a.cfg.Name, false, WriterID{})
-		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			_, err = a.conn(ctx, true)
-		}
-		cancel()
-		if err == nil {
+		if f.read(a, 0, page, time.Now().Add(a.cfg.Timeout)) == nil {
 			a.suspect.Store(false)
 		}
 	}

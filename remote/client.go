@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // client is a connection to a memory node. Requests are pipelined: any
@@ -40,6 +41,17 @@ type call struct {
 
 // dial connects to the node at addr, over TLS unless cfg is nil.
 func dial(ctx context.Context, addr string, cfg *tls.Config) (*client, error) {
+	c, err := dialConn(ctx, addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cl := &client{c: c, bw: bufio.NewWriterSize(c, 64<<10), pending: map[uint64]*call{}, done: make(chan struct{})}
+	go cl.readLoop()
+	return cl, nil
+}
+
+// dialConn connects to the node at addr, with TLS unless cfg is nil.
+func dialConn(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -49,22 +61,30 @@ func dial(ctx context.Context, addr string, cfg *tls.Config) (*client, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	if cfg != nil {
-		cfg = cfg.Clone()
-		cfg.MinVersion = tls.VersionTLS13
-		if cfg.ServerName == "" {
-			host, _, _ := net.SplitHostPort(addr)
-			cfg.ServerName = host
-		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("TLS handshake with memory node %s: %w", addr, err)
-		}
-		c = tc
+		return handshake(ctx, c, addr, cfg)
 	}
-	cl := &client{c: c, bw: bufio.NewWriterSize(c, 64<<10), pending: map[uint64]*call{}, done: make(chan struct{})}
-	go cl.readLoop()
-	return cl, nil
+	return c, nil
+}
+
+// handshake runs a TLS 1.3 client handshake on c, verifying the node
+// against cfg's roots and the host of addr unless cfg names another.
+func handshake(ctx context.Context, c net.Conn, addr string, cfg *tls.Config) (net.Conn, error) {
+	cfg = cfg.Clone()
+	cfg.MinVersion = tls.VersionTLS13
+	if cfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(addr)
+		cfg.ServerName = host
+	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(d)
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("TLS handshake with memory node %s: %w", addr, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 // readLoop hands each reply to its caller until the connection fails.
@@ -259,3 +279,68 @@ func QueryStatus(ctx context.Context, addr string, cfg *tls.Config) (Status, err
 	defer cl.close()
 	return cl.status(ctx)
 }
+
+// syncConn is a connection to a node used by one goroutine, one request
+// at a time: the reply is read on the caller's goroutine, with no hand-off
+// to a reader goroutine, which is what a fault's latency is made of.
+type syncConn struct {
+	c     net.Conn
+	r     *frameReader
+	id    uint64
+	epoch uint64
+	buf   []byte
+}
+
+// dialSync connects to the node at addr, over TLS unless cfg is nil, with
+// a connection in blocking mode (see rawConn).
+func dialSync(ctx context.Context, addr string, cfg *tls.Config) (*syncConn, error) {
+	c, err := dialConn(ctx, addr, nil)
+	if err != nil {
+		return nil, err
+	}
+	var conn net.Conn
+	if conn, err = newRawConn(c); err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		if conn, err = handshake(ctx, conn, addr, cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &syncConn{c: conn, r: newFrameReader(conn)}, nil
+}
+
+// call sends a request and reads its reply by deadline. dst, if set,
+// receives a data reply's bytes. Any error leaves the connection unusable.
+func (sc *syncConn) call(deadline time.Time, t msgType, epoch uint64, payload, dst []byte) (frame, error) {
+	sc.id++
+	_ = sc.c.SetDeadline(deadline)
+	sc.buf = appendFrame(sc.buf[:0], t, epoch, sc.id, payload)
+	if _, err := sc.c.Write(sc.buf); err != nil {
+		return frame{}, err
+	}
+	f, err := sc.r.next()
+	if err != nil {
+		return frame{}, err
+	}
+	sc.epoch = f.epoch
+	switch {
+	case f.id != sc.id:
+		return frame{}, fmt.Errorf("reply %d to request %d: %w", f.id, sc.id, ErrProtocol)
+	case f.t == tError:
+		code, msg, err := decodeError(f.payload)
+		if err != nil {
+			return frame{}, err
+		}
+		sentinel := codeErr(code)
+		return frame{}, fmt.Errorf("memory node: %s: %w", strings.TrimSuffix(msg, ": "+sentinel.Error()), sentinel)
+	case dst != nil:
+		if f.t != tData || len(f.payload) != len(dst) {
+			return frame{}, fmt.Errorf("memory node sent %s of %d bytes for a read of %d: %w", f.t, len(f.payload), len(dst), ErrProtocol)
+		}
+		copy(dst, f.payload)
+	}
+	return f, nil
+}
+
+func (sc *syncConn) close() { sc.c.Close() }

@@ -83,6 +83,9 @@ type remoteDevice struct {
 type DeviceStats struct {
 	// LinesWrittenBack counts the 64-byte lines fences sent.
 	LinesWrittenBack uint64
+	// PagesWrittenBack counts the distinct 4 KiB pages of each fence's
+	// lines: what tracking dirty data by page would have sent.
+	PagesWrittenBack uint64
 	// Fences counts the fences that wrote something.
 	Fences uint64
 	// SuspectFences counts the fences that reached only the backup.
@@ -141,6 +144,9 @@ func (d *remoteDevice) Fence() error {
 	for i, sp := range spans {
 		runs[i] = run{off: uint64(sp.lo), data: d.mem[sp.lo:sp.hi]}
 		d.stats.LinesWrittenBack += uint64((sp.hi - sp.lo) / LineSize)
+	}
+	for _, pr := range pageRanges(runs) {
+		d.stats.PagesWrittenBack += (pr[1] + PageSize - 1 - pr[0]) / PageSize
 	}
 	d.stats.Fences++
 	var node chan error

@@ -3,9 +3,11 @@ package remote_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +27,8 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "node":
 		os.Exit(runNode(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]))
+	case "echo":
+		os.Exit(runEcho())
 	case "app":
 		os.Exit(runApp(os.Args[len(os.Args)-3:]))
 	}
@@ -34,7 +38,9 @@ func TestMain(m *testing.M) {
 // runNode serves a memory node over plain TCP on loopback and prints its
 // address; it runs until killed.
 func runNode(dir, listen string) int {
-	n, err := remote.NewNode(remote.NodeOptions{Dir: dir, Insecure: true})
+	workers, _ := strconv.Atoi(os.Getenv("REMOTE_TEST_WORKERS"))
+	n, err := remote.NewNode(remote.NodeOptions{Dir: dir, Insecure: true, Workers: workers,
+		FIFO: os.Getenv("REMOTE_TEST_FIFO") != ""})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -49,6 +55,34 @@ func runNode(dir, listen string) int {
 	return 0
 }
 
+// runEcho answers each 17-byte request on loopback with 4 KiB, the shape
+// of a page read, and prints its address; it runs until killed.
+func runEcho() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 1
+	}
+	fmt.Println(l.Addr().String())
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 1
+		}
+		go func() {
+			defer c.Close()
+			req, page := make([]byte, 17), make([]byte, remote.PageSize)
+			for {
+				if _, err := io.ReadFull(c, req); err != nil {
+					return
+				}
+				if _, err := c.Write(page); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
 // nodeProc is a memory node in a process of its own.
 type nodeProc struct {
 	dir, addr string
@@ -57,10 +91,10 @@ type nodeProc struct {
 
 // startNode starts a node process serving dir on listen ("127.0.0.1:0"
 // for any port) and stops it when the test ends.
-func startNode(t testing.TB, dir, listen string) *nodeProc {
+func startNode(t testing.TB, dir, listen string, env ...string) *nodeProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$", dir, listen)
-	cmd.Env = append(os.Environ(), roleEnv+"=node")
+	cmd.Env = append(append(os.Environ(), roleEnv+"=node"), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)

@@ -26,6 +26,8 @@ type queues struct {
 	// lowBusy is set while a worker serves a low job: they are served one
 	// at a time, so that write-backs apply in the order they arrived.
 	lowBusy bool
+	// inline counts the demand reads being served outside the queues.
+	inline int
 }
 
 func newQueues(fifo bool, starve int) *queues {
@@ -87,6 +89,25 @@ func shift(s *[]job) job {
 		*s = (*s)[:0:0]
 	}
 	return j
+}
+
+// tryInline reports whether a demand read may be served at once on its
+// connection's goroutine: no demand read waits before it and fewer than
+// limit are being served so. The caller calls doneInline after.
+func (q *queues) tryInline(limit int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fifo || len(q.high) > 0 || q.inline >= limit {
+		return false
+	}
+	q.inline++
+	return true
+}
+
+func (q *queues) doneInline() {
+	q.mu.Lock()
+	q.inline--
+	q.mu.Unlock()
 }
 
 // depths returns the number of jobs in each queue.

@@ -1,10 +1,12 @@
 package remote
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -106,23 +108,33 @@ func (r *region) write(runs []run) error {
 	for _, w := range runs {
 		copy(r.mem[w.off:], w.data)
 	}
-	lo, hi := uint64(r.size), uint64(0)
-	for _, w := range runs {
-		if len(w.data) == 0 {
-			continue
+	for _, pr := range pageRanges(runs) {
+		if err := unix.Msync(r.mem[pr[0]:pr[1]], unix.MS_SYNC); err != nil {
+			return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, pr[0], pr[1], err, ErrNodeFailed)
 		}
-		// Runs of a commit are close together in the common case: one msync
-		// of their span costs less than one per run, and msync skips
-		// clean pages.
-		lo, hi = min(lo, w.off&^(PageSize-1)), max(hi, w.off+uint64(len(w.data)))
-	}
-	if lo >= hi {
-		return nil
-	}
-	if err := unix.Msync(r.mem[lo:hi], unix.MS_SYNC); err != nil {
-		return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, lo, hi, err, ErrNodeFailed)
 	}
 	return nil
+}
+
+// pageRanges returns the page-aligned ranges runs touch, sorted and
+// merged, so that each page is synced once.
+func pageRanges(runs []run) [][2]uint64 {
+	var out [][2]uint64
+	for _, w := range runs {
+		if len(w.data) > 0 {
+			out = append(out, [2]uint64{w.off &^ (PageSize - 1), w.off + uint64(len(w.data))})
+		}
+	}
+	slices.SortFunc(out, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
+	merged := out[:0]
+	for _, pr := range out {
+		if k := len(merged); k > 0 && pr[0] <= merged[k-1][1] {
+			merged[k-1][1] = max(merged[k-1][1], pr[1])
+			continue
+		}
+		merged = append(merged, pr)
+	}
+	return merged
 }
 
 // claim makes c the region's only writer and records w as its last
