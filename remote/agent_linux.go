@@ -45,6 +45,12 @@ type agentConfig struct {
 	// Complete says the backup holds every page of the region, so that any
 	// page may be served from it when the node does not answer.
 	Complete bool
+	// Readahead is how many pages, an aligned cluster around the one
+	// faulted, a fault fetches; 1 means none.
+	Readahead int
+	// Pid is the pool's process, whose page map tells which pages of a
+	// cluster are already in.
+	Pid int
 }
 
 // AgentMain runs the page-fault agent and exits if this process was
@@ -76,6 +82,9 @@ type agent struct {
 
 	inflightMu sync.Mutex
 	inflight   map[uintptr]bool
+	// pagemap is the pool process's /proc page map, or nil: readahead
+	// installs only pages that it shows absent.
+	pagemap *os.File
 }
 
 func runAgent(sock *os.File) error {
@@ -154,6 +163,14 @@ func (a *agent) start(b []byte) error {
 			a.valid[i] = ^uint64(0)
 		}
 	}
+	if a.cfg.Readahead < 1 || a.cfg.Readahead > MaxRead/PageSize || a.cfg.Readahead&(a.cfg.Readahead-1) != 0 {
+		a.cfg.Readahead = 1
+	}
+	if a.cfg.Readahead > 1 {
+		if a.pagemap, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", a.cfg.Pid)); err != nil {
+			a.cfg.Readahead = 1
+		}
+	}
 	var f fetcher
 	defer f.close()
 	return f.connect(a, time.Now().Add(10*time.Second))
@@ -227,7 +244,7 @@ func (f *fetcher) close() {
 func (a *agent) worker() {
 	var f fetcher
 	msgs := make([]byte, 16*uffdMsgSize)
-	buf := make([]byte, PageSize)
+	buf := make([]byte, a.cfg.Readahead*PageSize)
 	for {
 		n, err := unix.Read(a.uffd, msgs)
 		if err != nil {
@@ -242,16 +259,15 @@ func (a *agent) worker() {
 				continue
 			}
 			page := addr &^ (PageSize - 1)
-			a.inflightMu.Lock()
-			dup := a.inflight[page]
-			a.inflight[page] = true
-			a.inflightMu.Unlock()
-			if dup {
+			mine, ok := a.claim(page)
+			if !ok {
 				continue
 			}
-			err := a.serve(&f, page, buf)
+			err := a.serve(&f, page, mine, buf)
 			a.inflightMu.Lock()
-			delete(a.inflight, page)
+			for _, p := range mine {
+				delete(a.inflight, p)
+			}
 			a.inflightMu.Unlock()
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
@@ -261,33 +277,104 @@ func (a *agent) worker() {
 	}
 }
 
-// serve installs the page at addr: from the node if it answers within
+// claim marks page in flight, with the other pages of its readahead
+// cluster that no other worker serves, and returns them, page first. It
+// reports false if page is in flight already: the threads waiting on it
+// are woken by that worker's copy.
+func (a *agent) claim(page uintptr) ([]uintptr, bool) {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	if a.inflight[page] {
+		return nil, false
+	}
+	a.inflight[page] = true
+	mine := []uintptr{page}
+	span := uintptr(a.cfg.Readahead) * PageSize
+	lo := a.cfg.Base + (uint64(page)-a.cfg.Base)/uint64(span)*uint64(span)
+	for p := uintptr(lo); p < uintptr(lo)+span && uint64(p) < a.cfg.Base+a.cfg.Size; p += PageSize {
+		if p != page && !a.inflight[p] {
+			a.inflight[p] = true
+			mine = append(mine, p)
+		}
+	}
+	return mine, true
+}
+
+// serve installs the page at pages[0]: from the node if it answers within
 // the timeout, else from the backup if the backup holds the page, else
-// from the node once it answers.
-func (a *agent) serve(f *fetcher, addr uintptr, buf []byte) error {
+// from the node once it answers. Fetched from the node, the other pages
+// of its cluster come along.
+func (a *agent) serve(f *fetcher, addr uintptr, pages []uintptr, buf []byte) error {
 	off := uint64(addr) - a.cfg.Base
 	if off >= a.cfg.Size {
 		return fmt.Errorf("fault at %#x outside the pool", addr)
 	}
+	span := uint64(len(buf))
+	lo := off / span * span
+	cluster := buf[:min(span, a.cfg.Size-lo)]
+	page := buf[off-lo : off-lo+PageSize]
 	for {
 		if !a.suspect.Load() || !a.isValid(off) {
-			if err := f.read(a, off, buf, time.Now().Add(a.cfg.Timeout)); err == nil {
-				if _, err := a.backup.WriteAt(buf, int64(off)); err != nil {
-					return fmt.Errorf("backup: %w", err)
-				}
-				a.setValid(off)
-				return uffdCopy(a.uffd, addr, buf)
+			if err := f.read(a, lo, cluster, time.Now().Add(a.cfg.Timeout)); err == nil {
+				return a.installCluster(addr, pages, lo, cluster)
 			}
 			a.suspect.Store(true)
 		}
 		if a.isValid(off) {
-			if _, err := a.backup.ReadAt(buf, int64(off)); err != nil {
+			if _, err := a.backup.ReadAt(page, int64(off)); err != nil {
 				return fmt.Errorf("backup: %w", err)
 			}
-			return uffdCopy(a.uffd, addr, buf)
+			return uffdCopy(a.uffd, addr, page)
 		}
 		time.Sleep(a.cfg.Timeout / 4)
 	}
+}
+
+// installCluster installs the faulted page addr and the pages of its
+// fetched cluster that this worker claimed (pages) and that are absent,
+// each contiguous run written to the backup first and then copied in with
+// one UFFDIO_COPY. A present page may hold stores, or commits the node has
+// not had yet, so it is left alone, and so is its backup copy. An absent
+// claimed page stays absent until copied, since only this worker can
+// install it; the faulted page is absent by definition.
+func (a *agent) installCluster(addr uintptr, pages []uintptr, lo uint64, cluster []byte) error {
+	base := uintptr(a.cfg.Base + lo)
+	n := len(cluster) / PageSize
+	want := make([]bool, n)
+	want[(addr-base)/PageSize] = true
+	if a.pagemap != nil && len(pages) > 1 {
+		ents := make([]byte, 8*n)
+		if _, err := a.pagemap.ReadAt(ents, int64(base/PageSize)*8); err == nil {
+			for _, p := range pages[1:] {
+				i := (p - base) / PageSize
+				// Bit 63: present in memory; bit 62: swapped out.
+				want[i] = le.Uint64(ents[8*i:])>>62 == 0
+			}
+		}
+	}
+	for i := 0; i < n; {
+		if !want[i] {
+			i++
+			continue
+		}
+		j := i
+		for j < n && want[j] {
+			j++
+		}
+		run := cluster[i*PageSize : j*PageSize]
+		off := lo + uint64(i*PageSize)
+		if _, err := a.backup.WriteAt(run, int64(off)); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		for k := i; k < j; k++ {
+			a.setValid(lo + uint64(k*PageSize))
+		}
+		if err := uffdCopy(a.uffd, base+uintptr(i*PageSize), run); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
 }
 
 // probe clears the suspicion once the node answers again.

@@ -72,6 +72,7 @@ func (a *agentProc) handshake(s *session, uffd int, base uint64) error {
 	cfg, err := json.Marshal(agentConfig{
 		Addr: s.addr, Name: s.name, Insecure: s.opts.Insecure, TLS: s.opts.TLS, Base: base, Size: s.size,
 		Backup: s.opts.Backup, Timeout: s.opts.RemoteTimeout, Complete: s.side.Complete,
+		Readahead: int(s.opts.Readahead / PageSize), Pid: os.Getpid(),
 	})
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/heap"
 )
 
@@ -43,6 +44,11 @@ type Options struct {
 	// the node is marked suspect and the backup used instead; 0 means
 	// 200ms.
 	RemoteTimeout time.Duration
+	// Readahead is how much a fault fetches: the aligned cluster of this
+	// many bytes around the page touched, a power of two times 4 KiB up to
+	// 1 MiB. Zero means 16 KiB; PageSize means one page. Pages of the
+	// cluster that are already in are not replaced.
+	Readahead int64
 	// LocalCap bounds the pool's resident memory in bytes: beyond it,
 	// clean pages are dropped after a commit and fault back in when
 	// touched. Zero means no bound.
@@ -115,10 +121,10 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 // prepares the backup.
 func openSession(rawURL string, opts *Options) (*session, error) {
 	if opts == nil || opts.Backup == "" {
-		return nil, fmt.Errorf("open %s: Options.Backup names no backup file: %w", rawURL, ErrProtocol)
+		return nil, fmt.Errorf("open %s: Options.Backup names no backup file: %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	if opts.Heap.ReadOnly {
-		return nil, fmt.Errorf("open %s: read-only remote opens are not supported (use Fetch): %w", rawURL, ErrProtocol)
+		return nil, fmt.Errorf("open %s: read-only remote opens are not supported (read a copy made by Download): %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	addr, name, err := ParseURL(rawURL)
 	if err != nil {
@@ -127,6 +133,12 @@ func openSession(rawURL string, opts *Options) (*session, error) {
 	s := &session{opts: *opts, addr: addr, name: name}
 	if s.opts.RemoteTimeout <= 0 {
 		s.opts.RemoteTimeout = 200 * time.Millisecond
+	}
+	if s.opts.Readahead == 0 {
+		s.opts.Readahead = 4 * PageSize
+	}
+	if ra := s.opts.Readahead; ra < PageSize || ra > MaxRead || ra&(ra-1) != 0 {
+		return nil, fmt.Errorf("open %s: Readahead %d: want a power of two from %d to %d: %w", rawURL, ra, PageSize, MaxRead, pmemgo.ErrInvalidOptions)
 	}
 	if !opts.Insecure {
 		if s.tls, err = opts.TLS.load(); err != nil {

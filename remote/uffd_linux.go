@@ -64,25 +64,34 @@ func newUffd(addr uintptr, n int) (int, error) {
 	return int(fd), nil
 }
 
-// uffdCopy installs the page at src (this process's memory) at dst in the
-// registered range, waking the threads waiting on it. A page already
-// there (another fault on it was served first) only wakes the waiters.
+// uffdCopy installs the pages at src (this process's memory) at dst in the
+// registered range, waking the threads waiting on them. A page already
+// there is skipped, and its waiters woken.
 func uffdCopy(fd int, dst uintptr, src []byte) error {
-	for {
+	for len(src) > 0 {
 		arg := [5]uint64{uint64(dst), uint64(uintptr(unsafe.Pointer(unsafe.SliceData(src)))), uint64(len(src)), 0, 0}
 		err := uffdIoctl(fd, uffdioCopy, unsafe.Pointer(&arg))
+		// arg[4] holds the bytes copied, or a negated error when none were.
+		done := max(int(int64(arg[4])), 0)
 		switch {
 		case err == nil:
 			return nil
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			// Partly copied (or the mapping was changing): go on after what
+			// was copied.
 		case errors.Is(err, unix.EEXIST):
-			rng := [2]uint64{uint64(dst), uint64(len(src))}
-			return uffdIoctl(fd, uffdioWake, unsafe.Pointer(&rng))
-		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-			continue
+			rng := [2]uint64{uint64(dst), PageSize}
+			if err := uffdIoctl(fd, uffdioWake, unsafe.Pointer(&rng)); err != nil {
+				return fmt.Errorf("UFFDIO_WAKE at %#x: %w", dst, err)
+			}
+			done = PageSize
 		default:
 			return fmt.Errorf("UFFDIO_COPY at %#x: %w", dst, err)
 		}
+		done = min(done, len(src))
+		dst, src = dst+uintptr(done), src[done:]
 	}
+	return nil
 }
 
 // faultAddr returns the address of a page fault message, or false for
