@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // NodeOptions configures a memory node.
@@ -45,6 +46,9 @@ type NodeOptions struct {
 // perConnQueued bounds the requests of one connection waiting in the
 // queues, so that one client cannot fill the node's memory.
 const perConnQueued = 64
+
+// handshakeTimeout bounds a client's TLS handshake.
+const handshakeTimeout = 10 * time.Second
 
 // maxConns bounds the connections a node serves at once.
 const maxConns = 1024
@@ -311,6 +315,16 @@ type srvConn struct {
 func (c *srvConn) serve() {
 	defer c.n.wg.Done()
 	defer c.drop()
+	if tc, ok := c.c.(*tls.Conn); ok {
+		// A peer that never finishes its handshake must not hold a
+		// connection slot for ever.
+		_ = tc.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			c.n.opts.Logger.Warn("memory node: TLS handshake failed", "remote", c.c.RemoteAddr(), "err", err)
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+	}
 	r := newFrameReader(c.c)
 	for {
 		f, err := r.next()

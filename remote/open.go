@@ -231,15 +231,14 @@ func (s *session) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, epoch, err := s.cl.create(ctx, s.name, uint64(fi.Size()))
+	if _, _, err := s.cl.create(ctx, s.name, uint64(fi.Size())); err != nil {
+		return err
+	}
+	r, epoch, err := s.cl.resolve(ctx, s.name, true, s.side.Writer)
 	if err != nil {
 		return err
 	}
-	if r, s.epoch, err = s.cl.resolve(ctx, s.name, true, s.side.Writer); err != nil {
-		return err
-	}
-	_ = epoch
-	s.region, s.size = r.id, r.size
+	s.epoch, s.region, s.size = epoch, r.id, r.size
 	if err := s.upload(ctx); err != nil {
 		return err
 	}
