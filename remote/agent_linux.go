@@ -27,7 +27,7 @@ import (
 // answer in time, from the local backup) and installs it with UFFDIO_COPY.
 
 // agentWorkers is how many faults an agent serves at once.
-const agentWorkers = 4
+const agentWorkers = 8
 
 // agentEnv marks a process started as an agent; its socket is fd 3.
 const agentEnv = "PMEMGO_REMOTE_AGENT"
@@ -82,6 +82,8 @@ type agent struct {
 
 	inflightMu sync.Mutex
 	inflight   map[uintptr]bool
+	// reader is held by the worker waiting for faults.
+	reader chan struct{}
 	// pagemap is the pool process's /proc page map, or nil: readahead
 	// installs only pages that it shows absent.
 	pagemap *os.File
@@ -105,7 +107,7 @@ func runAgent(sock *os.File) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}}
+	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}, reader: make(chan struct{}, 1)}
 	err = a.start(buf[:n])
 	reply := "ok"
 	if err != nil {
@@ -117,9 +119,6 @@ func runAgent(sock *os.File) error {
 	// Each worker reads faults itself and has its own connection, so that
 	// a fault passes through no other goroutine on its way to the node
 	// and back.
-	// Workers blocked reading the userfaultfd are all woken by each
-	// fault, so there are only as many as needed to wait on the node for
-	// a few pages at once.
 	for range agentWorkers {
 		go a.worker()
 	}
@@ -246,7 +245,12 @@ func (a *agent) worker() {
 	msgs := make([]byte, 16*uffdMsgSize)
 	buf := make([]byte, a.cfg.Readahead*PageSize)
 	for {
+		// One worker at a time waits in read: every thread blocked reading
+		// a userfaultfd is woken by each fault, and on two cores the
+		// losers delay the one that got it.
+		a.reader <- struct{}{}
 		n, err := unix.Read(a.uffd, msgs)
+		<-a.reader
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				continue
