@@ -152,7 +152,9 @@ func (d *remoteDevice) Fence() error {
 	var node chan error
 	if !d.suspect {
 		// The payload is a copy, encoded before the backup is written, so
-		// that node and backup get the same bytes.
+		// that node and backup get the same bytes. Encrypting what leaves
+		// the process means sealing the runs here, bound to their offsets,
+		// and opening them in agent.serve after the fetch.
 		payload := appendWrite(make([]byte, 0, writeSize(runs)), d.s.region, runs)
 		node = make(chan error, 1)
 		go func() {
