@@ -89,6 +89,9 @@ func app(t *testing.T, url, backup, cmd string, env ...string) {
 }
 
 func TestRoundTripAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
 	node := startNode(t, t.TempDir(), "127.0.0.1:0")
 	dir := t.TempDir()
 	app(t, node.url("g"), filepath.Join(dir, "a.backup"), "build 150")
@@ -96,6 +99,9 @@ func TestRoundTripAcrossProcesses(t *testing.T) {
 }
 
 func TestKillApplicationMidStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
 	node := startNode(t, t.TempDir(), "127.0.0.1:0")
 	dir := t.TempDir()
 	c := exec.Command(os.Args[0], "-test.run=^$", node.url("g"), filepath.Join(dir, "a.backup"), "stream")

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/remote"
 )
 
@@ -52,6 +53,9 @@ func sameBytes(t *testing.T, nodeDir, name, backup string) {
 }
 
 func TestNodeStoppedThenKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
 	node := startNode(t, t.TempDir(), "127.0.0.1:0")
 	dir := t.TempDir()
 	createGraph(t, node.url("g"), dir, 100)
@@ -84,6 +88,9 @@ func TestNodeStoppedThenKilled(t *testing.T) {
 }
 
 func TestSlowNodeThroughDelayingProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
 	node := startNode(t, t.TempDir(), "127.0.0.1:0")
 	proxy := startProxy(t, node.addr)
 	url := remote.Scheme + proxy.addr + "/g"
@@ -183,4 +190,55 @@ func (p *proxy) forwardSlowly(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// TestCapKeepsUncommittedStores has a transaction log and change objects
+// on many pages under a cap of one page: each log write fences, and the
+// fence drops clean pages, but never one holding stores not yet
+// committed.
+func TestCapKeepsUncommittedStores(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	createGraph(t, node.url("g"), dir, 300)
+	opts := openOpts(dir, "a.backup")
+	opts.LocalCap = remote.PageSize
+	h, err := remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		g, err := heap.Root[Graph](tx)
+		if err != nil {
+			return err
+		}
+		for nd := g.Head; nd != nil; nd = nd.Next {
+			if err := heap.Set(tx, &nd.ID, nd.ID+1000); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	st, _ := remote.Stats(h.Device())
+	assert.Positive(t, st.Evicted)
+	check := func(h *heap.Heap) {
+		require.NoError(t, h.View(func(tx *heap.Tx) error {
+			g, err := heap.Root[Graph](tx)
+			if err != nil {
+				return err
+			}
+			i := 299
+			for nd := g.Head; nd != nil; nd = nd.Next {
+				require.Equal(t, i+1000, nd.ID)
+				i--
+			}
+			return nil
+		}))
+	}
+	check(h)
+	require.NoError(t, h.Close())
+	h, err = remote.Open(node.url("g"), openOpts(dir, "b.backup"))
+	require.NoError(t, err)
+	check(h)
+	require.NoError(t, h.Close())
 }

@@ -17,6 +17,9 @@ import (
 // scheduler. A handler in this process would deadlock here once every P
 // is held by a goroutine blocked in a fault.
 func TestFaultStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
 	node := startNode(t, t.TempDir(), "127.0.0.1:0")
 	dir := t.TempDir()
 	opts := openOpts(dir, "a.backup")
