@@ -155,12 +155,21 @@ func (d *remoteDevice) Fence() error {
 		// that node and backup get the same bytes. Encrypting what leaves
 		// the process means sealing the runs here, bound to their offsets,
 		// and opening them in agent.serve after the fetch.
-		payload := appendWrite(make([]byte, 0, writeSize(runs)), d.s.region, runs)
+		var payloads [][]byte
+		for _, b := range batches(runs, MaxWrite) {
+			payloads = append(payloads, appendWrite(make([]byte, 0, writeSize(b)), d.s.region, b))
+		}
 		node = make(chan error, 1)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), d.s.opts.RemoteTimeout)
 			defer cancel()
-			node <- d.s.cl.writePayload(ctx, d.s.epoch, payload)
+			var err error
+			for _, p := range payloads {
+				if err = d.s.cl.writePayload(ctx, d.s.epoch, p); err != nil {
+					break
+				}
+			}
+			node <- err
 		}()
 	}
 	if err := d.writeBackup(runs); err != nil {
@@ -183,6 +192,35 @@ func (d *remoteDevice) Fence() error {
 	d.subs.fence()
 	d.evict()
 	return nil
+}
+
+// batches splits runs into batches whose payloads fit in limit bytes,
+// splitting runs that do not fit alone. A fence is durable on the node
+// once every batch is acknowledged; like stores before a fence, they may
+// reach the node in part if the client dies in between.
+func batches(runs []run, limit int) [][]run {
+	const perRun = 12
+	var out [][]run
+	var cur []run
+	size := 8
+	for _, r := range runs {
+		for len(r.data) > 0 {
+			room := limit - size - perRun
+			if room < LineSize && len(cur) > 0 {
+				out, cur, size = append(out, cur), nil, 8
+				continue
+			}
+			room = max(room, LineSize)
+			n := min(len(r.data), room&^(LineSize-1))
+			cur = append(cur, run{off: r.off, data: r.data[:n]})
+			size += perRun + n
+			r = run{off: r.off + uint64(n), data: r.data[n:]}
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 // writeBackup writes runs to the backup and waits until they are durable.

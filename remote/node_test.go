@@ -144,3 +144,22 @@ func TestNodeRejectsGarbage(t *testing.T) {
 	st := n.Status()
 	assert.Empty(t, st.Regions)
 }
+
+func TestBatchesFitTheLimit(t *testing.T) {
+	big := make([]byte, 10*LineSize)
+	runs := []run{{off: 0, data: big}, {off: 4096, data: big[:LineSize]}, {off: 8192, data: big}}
+	limit := 8 + 12 + 4*LineSize
+	got := batches(runs, limit)
+	var total int
+	next := map[uint64]bool{}
+	for _, b := range got {
+		require.LessOrEqual(t, writeSize(b), limit)
+		for _, r := range b {
+			total += len(r.data)
+			next[r.off] = true
+		}
+	}
+	assert.Equal(t, 21*LineSize, total)
+	assert.True(t, next[0] && next[4*LineSize] && next[4096] && next[8192])
+	assert.Len(t, batches(runs, MaxWrite), 1)
+}
