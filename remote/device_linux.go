@@ -156,12 +156,18 @@ func (d *remoteDevice) Fence() error {
 		// the process means sealing the runs here, bound to their offsets,
 		// and opening them in agent.serve after the fetch.
 		var payloads [][]byte
+		bytes := 0
 		for _, b := range batches(runs, MaxWrite) {
 			payloads = append(payloads, appendWrite(make([]byte, 0, writeSize(b)), d.s.region, b))
+			bytes += len(payloads[len(payloads)-1])
 		}
+		// A large commit gets the time it takes to send at 100 MB/s on top
+		// of the timeout, so that its size alone does not make the node
+		// suspect.
+		timeout := d.s.opts.RemoteTimeout + time.Duration(bytes)*10*time.Nanosecond
 		node = make(chan error, 1)
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), d.s.opts.RemoteTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			var err error
 			for _, p := range payloads {
