@@ -299,7 +299,11 @@ func (d *remoteDevice) tryResync() bool {
 	for p := range d.stale {
 		pages = append(pages, p)
 	}
-	if err := d.s.pushPages(ctx, pages); err != nil {
+	// As for a fence, the pages get the time they take at 100 MB/s.
+	push, cancelPush := context.WithTimeout(context.Background(),
+		4*d.s.opts.RemoteTimeout+time.Duration(len(pages))*PageSize*10*time.Nanosecond)
+	defer cancelPush()
+	if err := d.s.pushPages(push, pages); err != nil {
 		return false
 	}
 	d.stale = map[uint64]struct{}{}
