@@ -37,6 +37,8 @@ type NodeOptions struct {
 	// StarveBound is how many demand reads in a row may pass a waiting
 	// write-back; 0 means 8.
 	StarveBound int
+	// MaxRegions bounds the regions clients may create; 0 means 4096.
+	MaxRegions int
 	// Logger, if set, is told of connections that fail.
 	Logger *slog.Logger
 }
@@ -95,6 +97,9 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	}
 	if opts.StarveBound <= 0 {
 		opts.StarveBound = 8
+	}
+	if opts.MaxRegions <= 0 {
+		opts.MaxRegions = 4096
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -225,6 +230,9 @@ func (n *Node) create(c createReq) (*region, error) {
 	defer n.mu.Unlock()
 	if _, ok := n.regions[c.name]; ok {
 		return nil, fmt.Errorf("region %s: %w", c.name, ErrExists)
+	}
+	if len(n.byID) >= n.opts.MaxRegions {
+		return nil, fmt.Errorf("create region %s: the node holds %d regions, its limit: %w", c.name, len(n.byID), ErrNodeFailed)
 	}
 	if err := createRegionFile(n.opts.Dir, c.name, c.size); err != nil {
 		return nil, err

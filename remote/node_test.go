@@ -96,6 +96,21 @@ func TestNodeReadWriteRestart(t *testing.T) {
 	assert.Equal(t, "hello", string(again[:5]))
 }
 
+func TestNodeRegionLimit(t *testing.T) {
+	_, addr := startNode(t, NodeOptions{MaxRegions: 2})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	for _, name := range []string{"a", "b"} {
+		_, _, err := cl.create(ctx, name, PageSize)
+		require.NoError(t, err)
+	}
+	_, _, err = cl.create(ctx, "c", PageSize)
+	assert.ErrorIs(t, err, ErrNodeFailed)
+	assert.ErrorContains(t, err, "limit")
+}
+
 func TestQueuesDemandFirstWithBound(t *testing.T) {
 	q := newQueues(false, 2)
 	for i := range 3 {
