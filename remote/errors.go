@@ -18,6 +18,10 @@ var (
 	// resolve the name again.
 	ErrStale = errors.New("pmemgo/remote: node restarted, region handle is stale")
 
+	// ErrDenied is returned when the node's policy does not let the
+	// client's identity read or write the region.
+	ErrDenied = errors.New("pmemgo/remote: access denied by the memory node's policy")
+
 	// ErrNodeFailed is returned by a node when it could not serve a request
 	// (an I/O error on its files).
 	ErrNodeFailed = errors.New("pmemgo/remote: memory node failed the request")
@@ -36,6 +40,8 @@ func codeErr(code uint16) error {
 		return ErrStale
 	case codeInvalid:
 		return ErrProtocol
+	case codeDenied:
+		return ErrDenied
 	}
 	return ErrNodeFailed
 }
@@ -45,7 +51,7 @@ func errCode(err error) uint16 {
 	for _, c := range []struct {
 		err  error
 		code uint16
-	}{{ErrNotFound, codeNotFound}, {ErrExists, codeExists}, {ErrBusy, codeBusy}, {ErrStale, codeStale}, {ErrProtocol, codeInvalid}} {
+	}{{ErrNotFound, codeNotFound}, {ErrExists, codeExists}, {ErrBusy, codeBusy}, {ErrStale, codeStale}, {ErrProtocol, codeInvalid}, {ErrDenied, codeDenied}} {
 		if errors.Is(err, c.err) {
 			return c.code
 		}

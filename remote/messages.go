@@ -209,6 +209,7 @@ const (
 	codeBusy
 	codeStale
 	codeInvalid
+	codeDenied
 )
 
 func appendError(dst []byte, code uint16, msg string) []byte {

@@ -37,10 +37,40 @@ type NodeOptions struct {
 	// StarveBound is how many demand reads in a row may pass a waiting
 	// write-back; 0 means 8.
 	StarveBound int
+	// Policy, if set, says which client identities (the common name of a
+	// TLS client certificate) may read and write which regions. Nil lets
+	// every client the CA vouches for do anything. It needs TLS.
+	Policy *Policy
 	// MaxRegions bounds the regions clients may create; 0 means 4096.
 	MaxRegions int
 	// Logger, if set, is told of connections that fail.
 	Logger *slog.Logger
+}
+
+// Policy maps client identities to the regions they may use. A name
+// "*" stands for every region. Writers may also read, and create the
+// regions they may write.
+type Policy struct {
+	Readers, Writers map[string][]string
+}
+
+// allows reports whether identity may read, or write, region name.
+func (p *Policy) allows(identity, name string, write bool) bool {
+	if p == nil {
+		return true
+	}
+	lists := [][]string{p.Writers[identity]}
+	if !write {
+		lists = append(lists, p.Readers[identity])
+	}
+	for _, l := range lists {
+		for _, n := range l {
+			if n == "*" || n == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // perConnQueued bounds the requests of one connection waiting in the
@@ -80,6 +110,8 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		return nil, errors.New("memory node: both TLS and Insecure set")
 	case opts.TLS == nil && !opts.Insecure:
 		return nil, errors.New("memory node: no TLS configuration (set Insecure for plain TCP)")
+	case opts.Policy != nil && opts.TLS == nil:
+		return nil, errors.New("memory node: a policy needs TLS, which identifies clients")
 	}
 	if opts.TLS != nil {
 		if len(opts.TLS.Certificates) == 0 && opts.TLS.GetCertificate == nil {

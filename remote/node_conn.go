@@ -19,6 +19,8 @@ type srvConn struct {
 	wmu   sync.Mutex
 	bw    *bufio.Writer
 	slots chan struct{}
+	// identity is the common name of the client's verified certificate.
+	identity string
 }
 
 func (c *srvConn) serve() {
@@ -33,6 +35,9 @@ func (c *srvConn) serve() {
 			return
 		}
 		_ = tc.SetDeadline(time.Time{})
+		if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
+			c.identity = st.PeerCertificates[0].Subject.CommonName
+		}
 	}
 	r := newFrameReader(c.c)
 	for {
@@ -63,6 +68,20 @@ func (c *srvConn) serve() {
 	}
 }
 
+// allowed checks the node's policy for the connection's identity.
+// Writes need no check of their own: they need the write claim, which
+// needs write access.
+func (c *srvConn) allowed(name string, write bool) error {
+	if c.n.opts.Policy.allows(c.identity, name, write) {
+		return nil
+	}
+	what := "read"
+	if write {
+		what = "write"
+	}
+	return fmt.Errorf("client %q may not %s region %s: %w", c.identity, what, name, ErrDenied)
+}
+
 // drop closes the connection and releases the claims it held.
 func (c *srvConn) drop() {
 	c.c.Close()
@@ -83,14 +102,18 @@ func (c *srvConn) handleInline(f frame) {
 	case tResolve:
 		var req resolveReq
 		if req, err = decodeResolve(f.payload); err == nil {
-			if r, err = c.n.byName(req.name); err == nil && req.claim {
-				err = r.claim(c.n.opts.Dir, c, req.writer)
+			if err = c.allowed(req.name, req.claim); err == nil {
+				if r, err = c.n.byName(req.name); err == nil && req.claim {
+					err = r.claim(c.n.opts.Dir, c, req.writer)
+				}
 			}
 		}
 	case tCreate:
 		var req createReq
 		if req, err = decodeCreate(f.payload); err == nil {
-			r, err = c.n.create(req)
+			if err = c.allowed(req.name, true); err == nil {
+				r, err = c.n.create(req)
+			}
 		}
 	case tRelease:
 		if len(f.payload) != 4 {
@@ -125,7 +148,9 @@ func (c *srvConn) handleQueued(f frame) {
 		var b []byte
 		if err == nil {
 			if r, err = c.n.lookup(f.epoch, req.region); err == nil {
-				b, err = r.read(req.off, req.n)
+				if err = c.allowed(r.name, false); err == nil {
+					b, err = r.read(req.off, req.n)
+				}
 			}
 		}
 		if err != nil {

@@ -2,12 +2,14 @@ package remote_test
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/internal/certs"
 	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/remote"
 )
@@ -50,4 +52,43 @@ func TestTLS(t *testing.T) {
 	assert.Error(t, err, "a certificate of another CA")
 	_, err = remote.Open(url, &remote.Options{Backup: filepath.Join(dir, "e.backup")})
 	assert.Error(t, err, "neither TLS files nor Insecure")
+}
+
+// TestPolicy lets the client identity write one region and the primary
+// identity only read it: the reader can download it but not open it for
+// writing, and nobody may create a region the policy does not name.
+func TestPolicy(t *testing.T) {
+	d := tlstesting.Default(t)
+	n, err := remote.NewNode(remote.NodeOptions{Dir: t.TempDir(), TLS: d.ServerConfig(), Policy: &remote.Policy{
+		Writers: map[string][]string{tlstesting.ClientName: {"mine"}},
+		Readers: map[string][]string{tlstesting.PrimaryName: {"mine"}},
+	}})
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = n.Serve(l) }()
+	t.Cleanup(func() { _ = n.Close() })
+	base := remote.Scheme + l.Addr().String() + "/"
+	dir := t.TempDir()
+	writer := d.WriteFiles(t, t.TempDir(), d.Client)
+	reader := d.WriteFiles(t, t.TempDir(), d.Primary)
+	wfiles := remote.TLSFiles{CA: writer.CA, Cert: writer.Cert, Key: writer.Key}
+	rfiles := remote.TLSFiles{CA: reader.CA, Cert: reader.Cert, Key: reader.Key}
+
+	h, err := remote.Open(base+"mine", &remote.Options{Backup: filepath.Join(dir, "a"), Size: 4 << 20, TLS: wfiles})
+	require.NoError(t, err)
+	build(t, h, 5)
+	require.NoError(t, h.Close())
+	_, err = remote.Open(base+"theirs", &remote.Options{Backup: filepath.Join(dir, "b"), Size: 4 << 20, TLS: wfiles})
+	assert.ErrorIs(t, err, remote.ErrDenied)
+
+	_, err = remote.Open(base+"mine", &remote.Options{Backup: filepath.Join(dir, "c"), TLS: rfiles})
+	assert.ErrorIs(t, err, remote.ErrDenied)
+	rcfg, err := certs.LoadTLS(reader.CA, reader.Cert, reader.Key, false)
+	require.NoError(t, err)
+	f, err := os.Create(filepath.Join(dir, "copy"))
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, remote.Download(t.Context(), base+"mine", rcfg, f))
+	assert.ErrorIs(t, remote.Download(t.Context(), base+"theirs", rcfg, f), remote.ErrDenied)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -29,8 +30,32 @@ func newMemnodeCmd() *cobra.Command {
 }
 
 type memnodeServeOptions struct {
-	dir, listen string
-	tls         tlsFlags
+	dir, listen           string
+	tls                   tlsFlags
+	allowRead, allowWrite []string
+}
+
+// policy returns the policy of the --allow-* flags, or nil if none is
+// given.
+func (o *memnodeServeOptions) policy() (*remote.Policy, error) {
+	if o.allowRead == nil && o.allowWrite == nil {
+		return nil, nil
+	}
+	p := &remote.Policy{Readers: map[string][]string{}, Writers: map[string][]string{}}
+	for _, f := range []struct {
+		flag string
+		vals []string
+		m    map[string][]string
+	}{{"--allow-read", o.allowRead, p.Readers}, {"--allow-write", o.allowWrite, p.Writers}} {
+		for _, v := range f.vals {
+			name, region, ok := strings.Cut(v, "=")
+			if !ok || name == "" || region == "" {
+				return nil, usageError(fmt.Errorf("%s %q: want IDENTITY=REGION (REGION * for all)", f.flag, v))
+			}
+			f.m[name] = append(f.m[name], region)
+		}
+	}
+	return p, nil
 }
 
 func newMemnodeServeCmd() *cobra.Command {
@@ -48,7 +73,8 @@ changes at every start.
 
 Clients connect over mutual TLS 1.3 (--tls-ca, --tls-cert, --tls-key; see
 'pmemctl cert'), or over plain TCP with --insecure, refused on every
-interface. The node runs until interrupted (SIGINT or SIGTERM).`,
+interface. With TLS, --allow-read and --allow-write restrict which client
+identities (certificate names) may read and write which regions. The node runs until interrupted (SIGINT or SIGTERM).`,
 		Args: cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			if o.dir == "" || o.listen == "" {
@@ -58,9 +84,13 @@ interface. The node runs until interrupted (SIGINT or SIGTERM).`,
 				return err
 			}
 			if o.tls.insecure {
+				if o.allowRead != nil || o.allowWrite != nil {
+					return usageError(errors.New("--allow-read and --allow-write need TLS"))
+				}
 				return checkInsecureListen(o.listen)
 			}
-			return nil
+			_, err := o.policy()
+			return err
 		},
 		RunE: poolCommand(func(cmd *cobra.Command, _ []string) error {
 			return runMemnode(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
@@ -68,6 +98,8 @@ interface. The node runs until interrupted (SIGINT or SIGTERM).`,
 	}
 	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of the region files")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "address to accept clients on, host:port")
+	cmd.Flags().StringArrayVar(&o.allowRead, "allow-read", nil, "IDENTITY=REGION: the client certificate named IDENTITY may read REGION (* for every region); repeat (default: any certificate the CA signed may do anything)")
+	cmd.Flags().StringArrayVar(&o.allowWrite, "allow-write", nil, "IDENTITY=REGION: IDENTITY may create, write and read REGION (* for every region); repeat")
 	o.tls.register(cmd.Flags())
 	return cmd
 }
@@ -82,7 +114,11 @@ func runMemnode(ctx context.Context, out, errOut io.Writer, o memnodeServeOption
 	if err != nil {
 		return err
 	}
-	n, err := remote.NewNode(remote.NodeOptions{Dir: o.dir, TLS: cfg, Insecure: cfg == nil,
+	policy, err := o.policy()
+	if err != nil {
+		return err
+	}
+	n, err := remote.NewNode(remote.NodeOptions{Dir: o.dir, TLS: cfg, Insecure: cfg == nil, Policy: policy,
 		Logger: slog.New(slog.NewTextHandler(errOut, nil))})
 	if err != nil {
 		return err

@@ -90,4 +90,10 @@ func TestMemnode(t *testing.T) {
 	assert.Contains(t, errOut, "no such region")
 	_, _, code = pmemctl(t, "memnode", "serve", "--insecure", "--dir", t.TempDir(), "--listen", ":0")
 	assert.Equal(t, exitUsage, code)
+	_, _, code = pmemctl(t, "memnode", "serve", "--insecure", "--allow-read", "a=b", "--dir", t.TempDir(), "--listen", "127.0.0.1:0")
+	assert.Equal(t, exitUsage, code, "a policy needs TLS")
+	_, errOut, code = pmemctl(t, "memnode", "serve", "--tls-ca", "ca", "--tls-cert", "c", "--tls-key", "k",
+		"--allow-write", "nameonly", "--dir", t.TempDir(), "--listen", "127.0.0.1:0")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "IDENTITY=REGION")
 }
