@@ -171,7 +171,11 @@ func (s *session) claim(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	complete := s.side.Complete && r.lastWriter == s.side.Writer
+	same := s.side.Region == s.name
+	complete := same && s.side.Complete && r.lastWriter == s.side.Writer
+	if len(s.side.Stale) > 0 && !same {
+		return fmt.Errorf("backup %s holds commits region %s lacks, not region %s: %w", s.opts.Backup, s.side.Region, s.name, ErrBusy)
+	}
 	if len(s.side.Stale) > 0 && r.lastWriter != s.side.Writer {
 		return fmt.Errorf("backup %s holds commits the node lacks, but another writer wrote region %s since: %w", s.opts.Backup, s.name, ErrBusy)
 	}
@@ -184,7 +188,7 @@ func (s *session) claim(ctx context.Context) error {
 			return fmt.Errorf("resynchronise the node from the backup: %w", err)
 		}
 	}
-	s.side.Stale, s.side.Complete = nil, complete
+	s.side.Stale, s.side.Complete, s.side.Region = nil, complete, s.name
 	if err := s.side.save(); err != nil {
 		return err
 	}
@@ -242,7 +246,7 @@ func (s *session) create(ctx context.Context) error {
 	if err := s.upload(ctx); err != nil {
 		return err
 	}
-	s.side.Complete = true
+	s.side.Complete, s.side.Region = true, s.name
 	return s.side.save()
 }
 

@@ -19,6 +19,9 @@ type sidecar struct {
 	path string
 	// Writer identifies this backup to the node.
 	Writer WriterID `json:"writer"`
+	// Region names the region the backup is a copy of, as NAME; a backup
+	// used for another region holds nothing of this one.
+	Region string `json:"region"`
 	// Complete is set when the backup holds every page of the region as
 	// this writer last left it.
 	Complete bool `json:"complete"`
