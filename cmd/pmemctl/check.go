@@ -16,6 +16,7 @@ type checkOptions struct {
 
 func newCheckCmd() *cobra.Command {
 	var o checkOptions
+	var rf remoteFlags
 	cmd := &cobra.Command{
 		Use:   "check POOL",
 		Short: "Check a pool offline and print every problem found",
@@ -40,10 +41,16 @@ file is not a pool or cannot be read.`,
 			if !o.json {
 				show = func(p recovery.Problem) { fmt.Fprintln(out, p) }
 			}
-			r, err := checkPool(cmd, args[0], o.leaks, o.json, show)
+			path, done, err := rf.local(cmd, args[0])
 			if err != nil {
 				return err
 			}
+			defer done()
+			r, err := checkPool(cmd, path, o.leaks, o.json, show)
+			if err != nil {
+				return err
+			}
+			r.Pool = args[0]
 			if o.json {
 				if err := writeJSON(out, r); err != nil {
 					return err
@@ -56,6 +63,7 @@ file is not a pool or cannot be read.`,
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the result as JSON")
 	cmd.Flags().BoolVar(&o.leaks, "leaks", false, "also report allocated objects unreachable from the root")
+	rf.register(cmd)
 	return cmd
 }
 

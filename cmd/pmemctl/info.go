@@ -16,6 +16,7 @@ import (
 
 func newInfoCmd() *cobra.Command {
 	var jsonOut bool
+	var rf remoteFlags
 	cmd := &cobra.Command{
 		Use:   "info POOL",
 		Short: "Print a pool's header: format, UUID, size, base, state and whether its checksums hold",
@@ -33,12 +34,20 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 2 otherwise, 3 when the file is not a pool or cannot be read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: poolCommand(func(cmd *cobra.Command, args []string) error {
-			info, err := recovery.Inspect(args[0])
+			path, done, err := rf.local(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			defer done()
+			info, err := recovery.Inspect(path)
 			if err != nil {
 				return err
 			}
 			r := newInfoResult(args[0], info)
-			r.Device, r.Instruction = openDevice(args[0])
+			r.Device, r.Instruction = openDevice(path)
+			if path != args[0] {
+				r.Device, r.Instruction = "remote", ""
+			}
 			out := cmd.OutOrStdout()
 			if jsonOut {
 				err = writeJSON(out, r)
@@ -55,6 +64,7 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 		}),
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	rf.register(cmd)
 	return cmd
 }
 
@@ -311,6 +321,8 @@ func (r *infoResult) print(out io.Writer) {
 		row("device", fmt.Sprintf("dax: the file system offers MAP_SYNC, flushes by %s", r.Instruction))
 	case "msync":
 		row("device", "msync: the file system offers no MAP_SYNC (not DAX)")
+	case "remote":
+		row("device", "remote: read through the memory node; remote.Open pages it in on demand")
 	}
 	t.Flush()
 	fmt.Fprintln(out, "checks:")

@@ -10,6 +10,7 @@
 //	pmemctl gc POOL --output NEW [--json]
 //	pmemctl replica serve|status ...
 //	pmemctl ha standby|guard|power-lost|switchover|status|promote ...
+//	pmemctl memnode serve|status ...
 //	pmemctl cert ca|issue ...
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
@@ -33,6 +34,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pmemgo/pmemgo/remote"
 )
 
 // childEnv is set in the environment of the demo's child process, so that a
@@ -41,6 +44,8 @@ import (
 const childEnv = "PMEMCTL_CHILD"
 
 func main() {
+	// A remote pool's fault agent is this program started again.
+	remote.AgentMain()
 	os.Exit(run(newRootCmd(), os.Args[1:]))
 }
 
@@ -70,6 +75,7 @@ func newRootCmd() *cobra.Command {
 		newBackupCmd(),
 		newGCCmd(),
 		newReplicaCmd(),
+		newMemnodeCmd(),
 		newCertCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"testing"
+
+	"github.com/pmemgo/pmemgo/remote"
 )
 
 // TestMain lets the test binary stand in for pmemctl: demo re-executes
@@ -11,6 +13,7 @@ import (
 // set and pmemctl's arguments. Such a run executes the command line and
 // exits instead of running the tests.
 func TestMain(m *testing.M) {
+	remote.AgentMain()
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(run(newRootCmd(), os.Args[1:]))
 	}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/remote"
+)
+
+// TestMemnode runs 'memnode serve --insecure' on loopback, keeps a pool
+// on it with remote.Open, and reads it back with 'memnode status', 'info'
+// and 'check' on its pmem:// name.
+func TestMemnode(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	root := newRootCmd()
+	root.SetContext(ctx)
+	root.SetOut(pw)
+	root.SetErr(io.Discard)
+	go func() {
+		done <- run(root, []string{"memnode", "serve", "--insecure", "--dir", t.TempDir(), "--listen", "127.0.0.1:0"})
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	require.True(t, lines.Scan())
+	addr := lines.Text()[strings.LastIndex(lines.Text(), " ")+1:]
+	go io.Copy(io.Discard, pr)
+	defer func() {
+		cancel()
+		select {
+		case code := <-done:
+			assert.Equal(t, exitOK, code)
+		case <-time.After(10 * time.Second):
+			t.Error("memnode serve did not stop")
+		}
+	}()
+
+	type counter struct{ N int }
+	url := remote.Scheme + addr + "/counter"
+	h, err := remote.Open(url, &remote.Options{Backup: filepath.Join(t.TempDir(), "b"), Insecure: true, Size: 4 << 20})
+	require.NoError(t, err)
+	for range 3 {
+		require.NoError(t, h.Update(func(tx *heap.Tx) error {
+			c, err := heap.Root[counter](tx)
+			if err != nil {
+				return err
+			}
+			return heap.Set(tx, &c.N, c.N+1)
+		}))
+	}
+	require.NoError(t, h.Close())
+
+	out, _, code := pmemctl(t, "memnode", "status", "--insecure", "--addr", addr, "--json")
+	require.Equal(t, exitOK, code)
+	var st remote.Status
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Len(t, st.Regions, 1)
+	assert.Equal(t, "counter", st.Regions[0].Name)
+	assert.Equal(t, uint64(4<<20), st.Regions[0].Size)
+	assert.Positive(t, st.BytesServed)
+	assert.Positive(t, st.Writes)
+	out, _, code = pmemctl(t, "memnode", "status", "--insecure", "--addr", addr)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "REGION")
+	assert.Contains(t, out, "counter")
+
+	out, errOut, code := pmemctl(t, "check", "--insecure", url)
+	assert.Equal(t, exitOK, code, out+errOut)
+	assert.Contains(t, out, url)
+	out, errOut, code = pmemctl(t, "info", "--insecure", url)
+	assert.Equal(t, exitOK, code, out+errOut)
+	assert.Contains(t, out, "remote")
+
+	_, errOut, code = pmemctl(t, "check", url)
+	assert.Equal(t, exitUsage, code, "a pmem:// pool needs TLS files or --insecure")
+	assert.Contains(t, errOut, "--insecure")
+	_, errOut, code = pmemctl(t, "check", "--insecure", remote.Scheme+addr+"/nosuch")
+	assert.Equal(t, exitIO, code)
+	assert.Contains(t, errOut, "no such region")
+	_, _, code = pmemctl(t, "memnode", "serve", "--insecure", "--dir", t.TempDir(), "--listen", ":0")
+	assert.Equal(t, exitUsage, code)
+	_, _, code = pmemctl(t, "memnode", "serve", "--insecure", "--allow-read", "a=b", "--dir", t.TempDir(), "--listen", "127.0.0.1:0")
+	assert.Equal(t, exitUsage, code, "a policy needs TLS")
+	_, errOut, code = pmemctl(t, "memnode", "serve", "--tls-ca", "ca", "--tls-cert", "c", "--tls-key", "k",
+		"--allow-write", "nameonly", "--dir", t.TempDir(), "--listen", "127.0.0.1:0")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "IDENTITY=REGION")
+}

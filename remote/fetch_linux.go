@@ -1,0 +1,71 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// fetcher is one worker's connection to the node.
+type fetcher struct {
+	sc     *syncConn
+	epoch  uint64
+	region uint32
+}
+
+// connect dials the node and resolves the region.
+func (f *fetcher) connect(a *agent, deadline time.Time) error {
+	f.close()
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	sc, err := dialSync(ctx, a.cfg.Addr, a.tls)
+	if err != nil {
+		return err
+	}
+	fr, err := sc.call(deadline, tResolve, 0, appendResolve(nil, resolveReq{name: a.cfg.Name}), nil)
+	var r regionInfo
+	if err == nil {
+		if err = expect(fr, tRegion); err == nil {
+			r, err = decodeRegion(fr.payload)
+		}
+	}
+	if err == nil && r.size != a.cfg.Size {
+		err = fmt.Errorf("region %s is %d bytes, the pool %d", a.cfg.Name, r.size, a.cfg.Size)
+	}
+	if err != nil {
+		sc.close()
+		return err
+	}
+	f.sc, f.epoch, f.region = sc, fr.epoch, r.id
+	return nil
+}
+
+// read fetches one page by deadline, connecting first if needed. Any
+// failure drops the connection: a late reply must not be taken for the
+// next request's.
+func (f *fetcher) read(a *agent, off uint64, buf []byte, deadline time.Time) error {
+	if f.sc == nil {
+		if err := f.connect(a, deadline); err != nil {
+			return err
+		}
+	}
+	_, err := f.sc.call(deadline, tRead, f.epoch, appendRead(nil, readReq{region: f.region, off: off, n: uint32(len(buf)), prio: prioDemand}), buf)
+	if errors.Is(err, ErrStale) {
+		// The node restarted: its regions have new handles.
+		if err = f.connect(a, deadline); err == nil {
+			_, err = f.sc.call(deadline, tRead, f.epoch, appendRead(nil, readReq{region: f.region, off: off, n: uint32(len(buf)), prio: prioDemand}), buf)
+		}
+	}
+	if err != nil {
+		f.close()
+	}
+	return err
+}
+
+func (f *fetcher) close() {
+	if f.sc != nil {
+		f.sc.close()
+		f.sc = nil
+	}
+}

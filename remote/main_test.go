@@ -1,0 +1,139 @@
+package remote_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/remote"
+)
+
+// roleEnv makes the test binary play a part other than the tests: a
+// memory node, or an application (see app_test.go).
+const roleEnv = "REMOTE_TEST_ROLE"
+
+func TestMain(m *testing.M) {
+	remote.AgentMain()
+	switch os.Getenv(roleEnv) {
+	case "node":
+		os.Exit(runNode(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]))
+	case "echo":
+		os.Exit(runEcho())
+	case "app":
+		os.Exit(runApp(os.Args[len(os.Args)-3:]))
+	}
+	os.Exit(m.Run())
+}
+
+// runNode serves a memory node over plain TCP on loopback and prints its
+// address; it runs until killed.
+func runNode(dir, listen string) int {
+	workers, _ := strconv.Atoi(os.Getenv("REMOTE_TEST_WORKERS"))
+	n, err := remote.NewNode(remote.NodeOptions{Dir: dir, Insecure: true, Workers: workers,
+		FIFO: os.Getenv("REMOTE_TEST_FIFO") != ""})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(l.Addr().String())
+	_ = n.Serve(l)
+	return 0
+}
+
+// runEcho answers each 17-byte request on loopback with 4 KiB, the shape
+// of a page read, and prints its address; it runs until killed.
+func runEcho() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 1
+	}
+	fmt.Println(l.Addr().String())
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 1
+		}
+		go func() {
+			defer c.Close()
+			req, page := make([]byte, 17), make([]byte, remote.PageSize)
+			for {
+				if _, err := io.ReadFull(c, req); err != nil {
+					return
+				}
+				if _, err := c.Write(page); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// nodeProc is a memory node in a process of its own.
+type nodeProc struct {
+	dir, addr string
+	cmd       *exec.Cmd
+}
+
+// startNode starts a node process serving dir on listen ("127.0.0.1:0"
+// for any port) and stops it when the test ends.
+func startNode(t testing.TB, dir, listen string, env ...string) *nodeProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", dir, listen)
+	cmd.Env = append(append(os.Environ(), roleEnv+"=node"), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err, "node process gave no address")
+	p := &nodeProc{dir: dir, addr: strings.TrimSpace(line), cmd: cmd}
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+// kill stops the node at once, as a crash would.
+func (p *nodeProc) kill() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+func (p *nodeProc) url(name string) string { return remote.Scheme + p.addr + "/" + name }
+
+// restart kills the node and starts it again from its files on the same
+// address.
+func (p *nodeProc) restart(t testing.TB) {
+	t.Helper()
+	p.kill()
+	var q *nodeProc
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The port may take a moment to be free again.
+		l, err := net.Listen("tcp", p.addr)
+		if err == nil {
+			l.Close()
+			q = startNode(t, p.dir, p.addr)
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "port %s stays busy", p.addr)
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.cmd = q.cmd
+}

@@ -1,0 +1,342 @@
+package remote
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// NodeOptions configures a memory node.
+type NodeOptions struct {
+	// Dir holds one file per region; the node loads them at start.
+	Dir string
+	// TLS is the server configuration: TLS 1.3 with client certificates
+	// verified against ClientCAs is enforced. Nil requires Insecure.
+	TLS *tls.Config
+	// Insecure serves plain TCP: anyone who can connect reads and writes
+	// every region.
+	Insecure bool
+	// Workers serve the queues; 0 means 4.
+	Workers int
+	// FIFO serves requests in arrival order from one queue instead of
+	// demand reads first, and write-backs concurrently: only for
+	// comparison in benchmarks.
+	FIFO bool
+	// StarveBound is how many demand reads in a row may pass a waiting
+	// write-back; 0 means 8.
+	StarveBound int
+	// Policy, if set, says which client identities (the common name of a
+	// TLS client certificate) may read and write which regions. Nil lets
+	// every client the CA vouches for do anything. It needs TLS.
+	Policy *Policy
+	// MaxRegions bounds the regions clients may create; 0 means 4096.
+	MaxRegions int
+	// Logger, if set, is told of connections that fail.
+	Logger *slog.Logger
+}
+
+// Policy maps client identities to the regions they may use. A name
+// "*" stands for every region. Writers may also read, and create the
+// regions they may write.
+type Policy struct {
+	Readers, Writers map[string][]string
+}
+
+// allows reports whether identity may read, or write, region name.
+func (p *Policy) allows(identity, name string, write bool) bool {
+	if p == nil {
+		return true
+	}
+	lists := [][]string{p.Writers[identity]}
+	if !write {
+		lists = append(lists, p.Readers[identity])
+	}
+	for _, l := range lists {
+		for _, n := range l {
+			if n == "*" || n == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// perConnQueued bounds the requests of one connection waiting in the
+// queues, so that one client cannot fill the node's memory.
+const perConnQueued = 64
+
+// handshakeTimeout bounds a client's TLS handshake.
+const handshakeTimeout = 10 * time.Second
+
+// maxConns bounds the connections a node serves at once.
+const maxConns = 1024
+
+// Node is a memory node: it holds named regions in memory, each backed by
+// a file, and serves page reads and line write-backs.
+type Node struct {
+	opts  NodeOptions
+	epoch uint64
+	q     *queues
+
+	mu      sync.Mutex
+	regions map[string]*region
+	byID    []*region
+	conns   map[*srvConn]struct{}
+	ls      []net.Listener
+	closed  bool
+	wg      sync.WaitGroup
+
+	reads, writes, bytesRead, bytesWritten atomic.Uint64
+}
+
+// NewNode loads the regions under opts.Dir and starts the workers.
+func NewNode(opts NodeOptions) (*Node, error) {
+	switch {
+	case opts.Dir == "":
+		return nil, errors.New("memory node: no directory")
+	case opts.TLS != nil && opts.Insecure:
+		return nil, errors.New("memory node: both TLS and Insecure set")
+	case opts.TLS == nil && !opts.Insecure:
+		return nil, errors.New("memory node: no TLS configuration (set Insecure for plain TCP)")
+	case opts.Policy != nil && opts.TLS == nil:
+		return nil, errors.New("memory node: a policy needs TLS, which identifies clients")
+	}
+	if opts.TLS != nil {
+		if len(opts.TLS.Certificates) == 0 && opts.TLS.GetCertificate == nil {
+			return nil, errors.New("memory node: TLS configuration has no certificate")
+		}
+		if opts.TLS.ClientCAs == nil {
+			return nil, errors.New("memory node: TLS configuration has no ClientCAs to verify clients with")
+		}
+		opts.TLS = opts.TLS.Clone()
+		opts.TLS.MinVersion = tls.VersionTLS13
+		opts.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.StarveBound <= 0 {
+		opts.StarveBound = 8
+	}
+	if opts.MaxRegions <= 0 {
+		opts.MaxRegions = 4096
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	var e [8]byte
+	if _, err := rand.Read(e[:]); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		opts: opts, epoch: binary.LittleEndian.Uint64(e[:]) | 1, q: newQueues(opts.FIFO, opts.StarveBound),
+		regions: map[string]*region{}, conns: map[*srvConn]struct{}{},
+	}
+	if err := n.load(); err != nil {
+		n.closeRegions()
+		return nil, err
+	}
+	for range opts.Workers {
+		n.wg.Add(1)
+		go n.work()
+	}
+	return n, nil
+}
+
+// load opens every region file under the directory.
+func (n *Node) load() error {
+	if err := os.MkdirAll(n.opts.Dir, 0o700); err != nil {
+		return err
+	}
+	paths, err := filepath.Glob(filepath.Join(n.opts.Dir, "*.region"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		name := strings.TrimSuffix(filepath.Base(p), ".region")
+		if CheckName(name) != nil {
+			continue
+		}
+		r, err := openRegion(n.opts.Dir, name, uint32(len(n.byID)))
+		if err != nil {
+			return fmt.Errorf("memory node: load region %s: %w", name, err)
+		}
+		n.regions[name] = r
+		n.byID = append(n.byID, r)
+	}
+	return nil
+}
+
+// Serve accepts connections on l until l is closed or the node is.
+func (n *Node) Serve(l net.Listener) error {
+	if n.opts.TLS != nil {
+		l = tls.NewListener(l, n.opts.TLS)
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return net.ErrClosed
+	}
+	n.ls = append(n.ls, l)
+	n.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		if n.closed || len(n.conns) >= maxConns {
+			n.mu.Unlock()
+			c.Close()
+			continue
+		}
+		sc := &srvConn{n: n, c: c, bw: bufio.NewWriterSize(c, 64<<10), slots: make(chan struct{}, perConnQueued)}
+		n.conns[sc] = struct{}{}
+		n.wg.Add(1)
+		n.mu.Unlock()
+		go sc.serve()
+	}
+}
+
+// Epoch returns the node's incarnation: it changes at every start.
+func (n *Node) Epoch() uint64 { return n.epoch }
+
+// Close stops serving, waits for the requests in progress and unmaps the
+// regions. Acknowledged write-backs are already durable.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return net.ErrClosed
+	}
+	n.closed = true
+	for _, l := range n.ls {
+		l.Close()
+	}
+	for c := range n.conns {
+		c.c.Close()
+	}
+	n.mu.Unlock()
+	n.q.close()
+	n.wg.Wait()
+	return n.closeRegions()
+}
+
+func (n *Node) closeRegions() error {
+	var errs []error
+	for _, r := range n.byID {
+		errs = append(errs, r.close())
+	}
+	return errors.Join(errs...)
+}
+
+// lookup returns the region of id, checking the epoch the client holds.
+func (n *Node) lookup(epoch uint64, id uint32) (*region, error) {
+	if epoch != n.epoch {
+		return nil, fmt.Errorf("region %d of node incarnation %#x, this is %#x: %w", id, epoch, n.epoch, ErrStale)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if int(id) >= len(n.byID) {
+		return nil, fmt.Errorf("region %d: %w", id, ErrNotFound)
+	}
+	return n.byID[id], nil
+}
+
+// create makes a new region.
+func (n *Node) create(c createReq) (*region, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.regions[c.name]; ok {
+		return nil, fmt.Errorf("region %s: %w", c.name, ErrExists)
+	}
+	if len(n.byID) >= n.opts.MaxRegions {
+		return nil, fmt.Errorf("create region %s: the node holds %d regions, its limit: %w", c.name, len(n.byID), ErrNodeFailed)
+	}
+	if err := createRegionFile(n.opts.Dir, c.name, c.size); err != nil {
+		return nil, err
+	}
+	r, err := openRegion(n.opts.Dir, c.name, uint32(len(n.byID)))
+	if err != nil {
+		return nil, err
+	}
+	n.regions[c.name] = r
+	n.byID = append(n.byID, r)
+	return r, nil
+}
+
+func (n *Node) byName(name string) (*region, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.regions[name]
+	if !ok {
+		return nil, fmt.Errorf("region %s: %w", name, ErrNotFound)
+	}
+	return r, nil
+}
+
+// work serves queued requests until the node closes.
+func (n *Node) work() {
+	defer n.wg.Done()
+	for {
+		j, ok := n.q.pop()
+		if !ok {
+			return
+		}
+		j.c.handleQueued(j.f)
+		n.q.done(j)
+		<-j.c.slots
+	}
+}
+
+// RegionStatus describes one region.
+type RegionStatus struct {
+	Name       string `json:"name"`
+	Size       uint64 `json:"size"`
+	Claimed    bool   `json:"claimed"`
+	LastWriter string `json:"last_writer"`
+}
+
+// Status is what 'pmemctl memnode status' shows.
+type Status struct {
+	Epoch        uint64         `json:"epoch"`
+	Regions      []RegionStatus `json:"regions"`
+	Connections  int            `json:"connections"`
+	QueueHigh    int            `json:"queue_high"`
+	QueueLow     int            `json:"queue_low"`
+	Reads        uint64         `json:"reads"`
+	Writes       uint64         `json:"writes"`
+	BytesServed  uint64         `json:"bytes_served"`
+	BytesWritten uint64         `json:"bytes_written"`
+}
+
+// Status returns the node's regions, queue depths and counters.
+func (n *Node) Status() Status {
+	s := Status{Epoch: n.epoch, Reads: n.reads.Load(), Writes: n.writes.Load(),
+		BytesServed: n.bytesRead.Load(), BytesWritten: n.bytesWritten.Load()}
+	s.QueueHigh, s.QueueLow = n.q.depths()
+	n.mu.Lock()
+	s.Connections = len(n.conns)
+	regions := append([]*region(nil), n.byID...)
+	n.mu.Unlock()
+	for _, r := range regions {
+		r.mu.Lock()
+		s.Regions = append(s.Regions, RegionStatus{Name: r.name, Size: r.size, Claimed: r.claimedBy != nil,
+			LastWriter: fmt.Sprintf("%x", r.lastWriter[:])})
+		r.mu.Unlock()
+	}
+	return s
+}

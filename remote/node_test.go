@@ -1,0 +1,180 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// startNode serves a node on loopback until the test ends.
+func startNode(t testing.TB, opts NodeOptions) (*Node, string) {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	if opts.TLS == nil {
+		opts.Insecure = true
+	}
+	n, err := NewNode(opts)
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = n.Serve(l) }()
+	t.Cleanup(func() { _ = n.Close() })
+	return n, l.Addr().String()
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestNodeReadWriteRestart(t *testing.T) {
+	dir := t.TempDir()
+	n, addr := startNode(t, NodeOptions{Dir: dir})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+
+	r, epoch, err := cl.create(ctx, "pool", 64<<10)
+	require.NoError(t, err)
+	assert.Equal(t, n.Epoch(), epoch)
+	_, _, err = cl.create(ctx, "pool", 64<<10)
+	assert.ErrorIs(t, err, ErrExists)
+
+	w := WriterID{1}
+	_, _, err = cl.resolve(ctx, "pool", true, w)
+	require.NoError(t, err)
+	line := bytes.Repeat([]byte{0xab}, LineSize)
+	require.NoError(t, cl.write(ctx, epoch, r.id, []run{{off: 4096 + 64, data: line}, {off: 0, data: []byte("hello")}}))
+
+	page := make([]byte, PageSize)
+	require.NoError(t, cl.read(ctx, epoch, r.id, 4096, page, prioDemand))
+	assert.Equal(t, line, page[64:128])
+	assert.Equal(t, make([]byte, 64), page[:64])
+
+	// A second client cannot claim the region, nor write without a claim.
+	cl2, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl2.close()
+	_, _, err = cl2.resolve(ctx, "pool", true, WriterID{2})
+	assert.ErrorIs(t, err, ErrBusy)
+	assert.ErrorIs(t, cl2.write(ctx, epoch, r.id, []run{{off: 0, data: []byte("x")}}), ErrBusy)
+	_, _, err = cl2.resolve(ctx, "nosuch", false, w)
+	assert.ErrorIs(t, err, ErrNotFound)
+	assert.ErrorIs(t, cl2.read(ctx, epoch, r.id, 64<<10-10, make([]byte, 20), prioDemand), ErrProtocol)
+
+	st, err := cl2.status(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Regions, 1)
+	assert.True(t, st.Regions[0].Claimed)
+	assert.Equal(t, uint64(PageSize), st.BytesServed)
+
+	// A node restarted from its files serves the same bytes, under a new
+	// epoch that makes old handles stale, and remembers the last writer.
+	require.NoError(t, n.Close())
+	n2, addr2 := startNode(t, NodeOptions{Dir: dir})
+	assert.NotEqual(t, epoch, n2.Epoch())
+	cl3, err := dial(ctx, addr2, nil)
+	require.NoError(t, err)
+	defer cl3.close()
+	assert.ErrorIs(t, cl3.read(ctx, epoch, r.id, 0, page, prioDemand), ErrStale)
+	r2, epoch2, err := cl3.resolve(ctx, "pool", false, WriterID{})
+	require.NoError(t, err)
+	assert.Equal(t, w, r2.lastWriter)
+	again := make([]byte, PageSize)
+	require.NoError(t, cl3.read(ctx, epoch2, r2.id, 4096, again, prioDemand))
+	assert.Equal(t, page, again)
+	require.NoError(t, cl3.read(ctx, epoch2, r2.id, 0, again[:5], prioDemand))
+	assert.Equal(t, "hello", string(again[:5]))
+}
+
+func TestNodeRegionLimit(t *testing.T) {
+	_, addr := startNode(t, NodeOptions{MaxRegions: 2})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	for _, name := range []string{"a", "b"} {
+		_, _, err := cl.create(ctx, name, PageSize)
+		require.NoError(t, err)
+	}
+	_, _, err = cl.create(ctx, "c", PageSize)
+	assert.ErrorIs(t, err, ErrNodeFailed)
+	assert.ErrorContains(t, err, "limit")
+}
+
+func TestQueuesDemandFirstWithBound(t *testing.T) {
+	q := newQueues(false, 2)
+	for i := range 3 {
+		q.push(job{low: true, f: frame{id: uint64(100 + i)}})
+	}
+	for i := range 5 {
+		q.push(job{f: frame{id: uint64(i)}})
+	}
+	var got []uint64
+	for range 8 {
+		j, ok := q.pop()
+		require.True(t, ok)
+		got = append(got, j.f.id)
+		q.done(j)
+	}
+	// Two demand reads at most pass a waiting write-back.
+	assert.Equal(t, []uint64{0, 1, 100, 2, 3, 101, 4, 102}, got)
+
+	fifo := newQueues(true, 2)
+	fifo.push(job{low: true, f: frame{id: 100}})
+	fifo.push(job{f: frame{id: 0}})
+	j, _ := fifo.pop()
+	assert.Equal(t, uint64(100), j.f.id)
+}
+
+func TestNodeRejectsGarbage(t *testing.T) {
+	n, addr := startNode(t, NodeOptions{})
+	for _, b := range [][]byte{
+		[]byte("not a frame at all, definitely not 48 bytes of header......"),
+		appendFrame(nil, tRead, n.Epoch(), 1, []byte{1, 2, 3}),
+		appendFrame(nil, tWrite, n.Epoch(), 1, le.AppendUint32(le.AppendUint32(nil, 0), 1<<30)),
+		appendFrame(nil, tCreate, 0, 1, appendCreate(nil, createReq{size: 1 << 50, name: "big"})),
+		appendFrame(nil, tCreate, 0, 1, appendCreate(nil, createReq{size: 4096, name: "../escape"})),
+	} {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		_, err = c.Write(b)
+		require.NoError(t, err)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+		f, err := newFrameReader(c).next()
+		c.Close()
+		if err == nil {
+			assert.Equal(t, tError, f.t)
+		}
+	}
+	st := n.Status()
+	assert.Empty(t, st.Regions)
+}
+
+func TestBatchesFitTheLimit(t *testing.T) {
+	big := make([]byte, 10*LineSize)
+	runs := []run{{off: 0, data: big}, {off: 4096, data: big[:LineSize]}, {off: 8192, data: big}}
+	limit := 8 + 12 + 4*LineSize
+	got := batches(runs, limit)
+	var total int
+	next := map[uint64]bool{}
+	for _, b := range got {
+		require.LessOrEqual(t, writeSize(b), limit)
+		for _, r := range b {
+			total += len(r.data)
+			next[r.off] = true
+		}
+	}
+	assert.Equal(t, 21*LineSize, total)
+	assert.True(t, next[0] && next[4*LineSize] && next[4096] && next[8192])
+	assert.Len(t, batches(runs, MaxWrite), 1)
+}

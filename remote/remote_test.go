@@ -1,0 +1,130 @@
+package remote_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/remote"
+)
+
+// Node is a graph node stored in remote pools by the tests.
+type Node struct {
+	ID    int
+	Name  string
+	Next  *Node
+	Peers []*Node
+}
+
+// Graph is the root of the tests' pools.
+type Graph struct {
+	Head  *Node
+	Count int
+}
+
+// build adds n nodes to the graph, one transaction each, each pointing at
+// the previous node and at a few others.
+func build(t testing.TB, h *heap.Heap, n int) {
+	t.Helper()
+	for range n {
+		require.NoError(t, h.Update(func(tx *heap.Tx) error {
+			g, err := heap.Root[Graph](tx)
+			if err != nil {
+				return err
+			}
+			nd, err := heap.New[Node](tx)
+			if err != nil {
+				return err
+			}
+			nd.ID, nd.Next = g.Count, g.Head
+			if nd.Name, err = heap.NewString(tx, name(g.Count)); err != nil {
+				return err
+			}
+			var peers []*Node
+			for p := g.Head; p != nil && len(peers) < g.Count%4; p = p.Next {
+				peers = append(peers, p)
+			}
+			if nd.Peers, err = heap.MakeSlice[*Node](tx, len(peers), len(peers)); err != nil {
+				return err
+			}
+			copy(nd.Peers, peers)
+			if err := heap.Set(tx, &g.Head, nd); err != nil {
+				return err
+			}
+			return heap.Set(tx, &g.Count, g.Count+1)
+		}))
+	}
+}
+
+func name(i int) string { return "node-" + string(rune('a'+i%26)) + "-" + itoa(i) }
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}
+
+// verify checks every field of a graph of want nodes.
+func verify(t testing.TB, h *heap.Heap, want int) {
+	t.Helper()
+	require.NoError(t, h.View(func(tx *heap.Tx) error {
+		g, err := heap.Root[Graph](tx)
+		if err != nil {
+			return err
+		}
+		require.Equal(t, want, g.Count)
+		i := want - 1
+		for nd := g.Head; nd != nil; nd = nd.Next {
+			require.Equal(t, i, nd.ID)
+			require.Equal(t, name(i), nd.Name)
+			require.Len(t, nd.Peers, min(i%4, i))
+			for k, p := range nd.Peers {
+				require.Equal(t, i-1-k, p.ID)
+			}
+			i--
+		}
+		require.Equal(t, -1, i)
+		return nil
+	}))
+}
+
+func openOpts(dir, backup string) *remote.Options {
+	return &remote.Options{Backup: filepath.Join(dir, backup), Insecure: true}
+}
+
+func TestRoundTripInProcess(t *testing.T) {
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	opts := openOpts(dir, "a.backup")
+	opts.Size = 8 << 20
+	h, err := remote.Open(node.url("graph"), opts)
+	require.NoError(t, err)
+	build(t, h, 200)
+	verify(t, h, 200)
+	require.NoError(t, h.Close())
+
+	// Another client with a fresh backup, at another address: every page
+	// comes from the node, and the pointers are swizzled through it.
+	opts = openOpts(dir, "b.backup")
+	opts.Heap.ForceRelocate = true
+	h, err = remote.Open(node.url("graph"), opts)
+	require.NoError(t, err)
+	assert.True(t, h.Recovery().Relocated)
+	verify(t, h, 200)
+	build(t, h, 10)
+	require.NoError(t, h.Close())
+
+	// The first client's backup is no longer complete: reopen and check.
+	h, err = remote.Open(node.url("graph"), openOpts(dir, "a.backup"))
+	require.NoError(t, err)
+	verify(t, h, 210)
+	require.NoError(t, h.Close())
+}

@@ -1,0 +1,94 @@
+package remote_test
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/internal/certs"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
+	"github.com/pmemgo/pmemgo/remote"
+)
+
+// TestTLS runs a pool over mutual TLS, the agent process loading the
+// client's files itself, and checks that a client without a certificate
+// of the CA is refused.
+func TestTLS(t *testing.T) {
+	d := tlstesting.Default(t)
+	n, err := remote.NewNode(remote.NodeOptions{Dir: t.TempDir(), TLS: d.ServerConfig()})
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = n.Serve(l) }()
+	t.Cleanup(func() { _ = n.Close() })
+	url := remote.Scheme + l.Addr().String() + "/tls"
+
+	files := d.WriteFiles(t, t.TempDir(), d.Client)
+	dir := t.TempDir()
+	opts := &remote.Options{Backup: filepath.Join(dir, "a.backup"), Size: 4 << 20,
+		TLS: remote.TLSFiles{CA: files.CA, Cert: files.Cert, Key: files.Key}}
+	h, err := remote.Open(url, opts)
+	require.NoError(t, err)
+	build(t, h, 20)
+	require.NoError(t, h.Close())
+	opts = &remote.Options{Backup: filepath.Join(dir, "b.backup"),
+		TLS: remote.TLSFiles{CA: files.CA, Cert: files.Cert, Key: files.Key}}
+	h, err = remote.Open(url, opts)
+	require.NoError(t, err)
+	verify(t, h, 20)
+	require.NoError(t, h.Close())
+
+	_, err = remote.Open(url, &remote.Options{Backup: filepath.Join(dir, "c.backup"), Insecure: true})
+	assert.Error(t, err, "plain TCP to a TLS node")
+	other, err := tlstesting.New()
+	require.NoError(t, err)
+	stranger := other.WriteFiles(t, t.TempDir(), other.Client)
+	_, err = remote.Open(url, &remote.Options{Backup: filepath.Join(dir, "d.backup"),
+		TLS: remote.TLSFiles{CA: stranger.CA, Cert: stranger.Cert, Key: stranger.Key}})
+	assert.Error(t, err, "a certificate of another CA")
+	_, err = remote.Open(url, &remote.Options{Backup: filepath.Join(dir, "e.backup")})
+	assert.Error(t, err, "neither TLS files nor Insecure")
+}
+
+// TestPolicy lets the client identity write one region and the primary
+// identity only read it: the reader can download it but not open it for
+// writing, and nobody may create a region the policy does not name.
+func TestPolicy(t *testing.T) {
+	d := tlstesting.Default(t)
+	n, err := remote.NewNode(remote.NodeOptions{Dir: t.TempDir(), TLS: d.ServerConfig(), Policy: &remote.Policy{
+		Writers: map[string][]string{tlstesting.ClientName: {"mine"}},
+		Readers: map[string][]string{tlstesting.PrimaryName: {"mine"}},
+	}})
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = n.Serve(l) }()
+	t.Cleanup(func() { _ = n.Close() })
+	base := remote.Scheme + l.Addr().String() + "/"
+	dir := t.TempDir()
+	writer := d.WriteFiles(t, t.TempDir(), d.Client)
+	reader := d.WriteFiles(t, t.TempDir(), d.Primary)
+	wfiles := remote.TLSFiles{CA: writer.CA, Cert: writer.Cert, Key: writer.Key}
+	rfiles := remote.TLSFiles{CA: reader.CA, Cert: reader.Cert, Key: reader.Key}
+
+	h, err := remote.Open(base+"mine", &remote.Options{Backup: filepath.Join(dir, "a"), Size: 4 << 20, TLS: wfiles})
+	require.NoError(t, err)
+	build(t, h, 5)
+	require.NoError(t, h.Close())
+	_, err = remote.Open(base+"theirs", &remote.Options{Backup: filepath.Join(dir, "b"), Size: 4 << 20, TLS: wfiles})
+	assert.ErrorIs(t, err, remote.ErrDenied)
+
+	_, err = remote.Open(base+"mine", &remote.Options{Backup: filepath.Join(dir, "c"), TLS: rfiles})
+	assert.ErrorIs(t, err, remote.ErrDenied)
+	rcfg, err := certs.LoadTLS(reader.CA, reader.Cert, reader.Key, false)
+	require.NoError(t, err)
+	f, err := os.Create(filepath.Join(dir, "copy"))
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, remote.Download(t.Context(), base+"mine", rcfg, f))
+	assert.ErrorIs(t, remote.Download(t.Context(), base+"theirs", rcfg, f), remote.ErrDenied)
+}
