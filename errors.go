@@ -92,3 +92,8 @@ var (
 	// open. Open repairs them; they are not corruption.
 	ErrNeedsRecovery = errors.New("pmemgo: pool needs recovery")
 )
+
+// ErrBadKey is returned when a pool key does not fit the pool: a sealed
+// (encrypted) pool opened without its key or with another one, a key given
+// for a pool that is not sealed, or a key that is not 32 bytes.
+var ErrBadKey = errors.New("pmemgo: wrong or missing pool key")

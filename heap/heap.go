@@ -114,6 +114,13 @@ type Options struct {
 	VerifyPointers bool
 	// Logger, if set, is told what recovery did.
 	Logger *slog.Logger
+	// Key, if set, is the pool key (32 bytes): the pool file is sealed,
+	// every 64-byte line encrypted and authenticated, and the process
+	// works on the plaintext in private memory (see device.Sealed). A new
+	// pool is created sealed; an existing one must have been created with
+	// this key. Device, when set, then maps the sealed file. Nil means a
+	// plain pool file.
+	Key []byte
 }
 
 // Heap is an open pool.
@@ -154,6 +161,8 @@ type Heap struct {
 	batchQueue  []batchCall
 	batchLeader bool
 	batchOpts   BatchOptions
+	// key is the pool key of a sealed pool, nil for a plain one.
+	key []byte
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
@@ -193,13 +202,7 @@ func Open(path string, opts *Options) (*Heap, error) {
 }
 
 func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
-	mapper := opts.Device
-	if mapper == nil {
-		mapper = device.Auto{}
-		if opts.ReadOnly {
-			mapper = device.Private{}
-		}
-	}
+	mapper := opts.mapper()
 	pool, err := recovery.Open(f, recovery.Options{
 		Mapper: mapper, ReadOnly: opts.ReadOnly, ForceRelocate: opts.ForceRelocate, Workers: opts.Workers,
 		FullValidation: opts.FullValidation, VerifyPointers: opts.VerifyPointers,
@@ -209,7 +212,7 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	}
 	mem := pool.Dev.Bytes()
 	h := &Heap{
-		path: path, f: f, pool: pool, dev: pool.Dev, mem: mem,
+		path: path, f: f, pool: pool, dev: pool.Dev, mem: mem, key: opts.Key,
 		base: uintptr(unsafe.Pointer(unsafe.SliceData(mem))), ro: opts.ReadOnly,
 		state: pool.State,
 	}
@@ -238,7 +241,7 @@ func create(path string, opts *Options) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	err = writeAtomically(path, ".creating-*", func(tmp *os.File) error {
-		_, err := recovery.Create(tmp, g, opts.Device)
+		_, err := recovery.Create(tmp, g, opts.createMapper())
 		return err
 	})
 	if err != nil {

@@ -93,13 +93,13 @@ func (p *Pool) Base() uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(p
 // mapped and, unless the error came from rolling back a validated undo log,
 // nothing was written.
 func Open(f *os.File, opts Options) (*Pool, error) {
-	hdr, err := ReadHeader(f)
-	if err != nil {
-		return nil, err
-	}
 	mapper := opts.Mapper
 	if mapper == nil {
 		mapper = device.Msync{}
+	}
+	hdr, err := ReadHeaderVia(f, mapper)
+	if err != nil {
+		return nil, err
 	}
 	dev, err := mapper.Map(f, int(hdr.Size), mapRequest(&hdr, opts.ForceRelocate))
 	if err != nil {

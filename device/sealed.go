@@ -1,0 +1,272 @@
+package device
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/seal"
+)
+
+// FileFormat is implemented by a Mapper whose files do not hold the pool's
+// bytes as they are, such as Sealed, which keeps them encrypted. A new
+// pool's file is made by Format instead of being sized to the pool, and
+// the pool's header is read through PoolReader before the pool is mapped.
+type FileFormat interface {
+	// Format makes the empty file f hold a pool of size zero bytes with
+	// the given identity.
+	Format(f *os.File, size int64, uuid [16]byte) error
+	// PoolReader returns a reader of the pool's bytes in f and the pool's
+	// size.
+	PoolReader(f *os.File) (r io.ReaderAt, size int64, err error)
+}
+
+// Sealed is the Mapper of sealed pool files: the file holds every 64-byte
+// line of the pool encrypted and authenticated (see package
+// internal/seal), while the process works on the plaintext in private
+// anonymous memory. Flush seals the lines of its range into the file's
+// mapping and flushes their records through the inner device; Fence is the
+// inner device's. Only lines flushed are ever sealed, and nothing reaches
+// the file unsealed.
+type Sealed struct {
+	// Key is the pool key, 32 bytes.
+	Key []byte
+	// Inner maps the sealed file itself and makes its records durable:
+	// Msync when nil. An Emulator here gives crash images of the sealed
+	// file; Private, a read-only open.
+	Inner Mapper
+}
+
+// Map maps the pool of size bytes sealed in f: it checks the sealed
+// header against the key, maps the file through the inner device, and
+// opens every record into anonymous memory placed where req asks. A
+// record that does not authenticate is an error naming its file offset.
+func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
+	keys, hdr, err := s.header(f)
+	if err != nil {
+		return nil, err
+	}
+	if hdr.PoolSize != uint64(size) {
+		return nil, fmt.Errorf("sealed file %s holds a pool of %d bytes, not %d: %w", f.Name(), hdr.PoolSize, size, pmemgo.ErrCorrupt)
+	}
+	inner := s.Inner
+	if inner == nil {
+		inner = Msync{}
+	}
+	sealer, err := keys.NewSealer(hdr.UUID)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := inner.Map(f, int(seal.FileSize(int64(size))), MapRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("sealed file: %w", err)
+	}
+	plain, unmap, err := mapAnon(size, req)
+	if err != nil {
+		return nil, errors.Join(err, dev.Close())
+	}
+	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer}
+	if err := openAll(keys.NewOpener(hdr.UUID), plain, d.recs); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
+	return d, nil
+}
+
+// header reads f's sealed header and checks it against the key.
+func (s Sealed) header(f *os.File) (*seal.Keys, seal.Header, error) {
+	keys, err := seal.NewKeys(s.Key)
+	if err != nil {
+		return nil, seal.Header{}, err
+	}
+	hdr, err := ReadSealedHeader(f)
+	if errors.Is(err, pmemgo.ErrNotPool) {
+		return nil, hdr, fmt.Errorf("%s is not a sealed pool file, but a key was given: %w", f.Name(), pmemgo.ErrBadKey)
+	}
+	if err != nil {
+		return nil, hdr, err
+	}
+	if err := keys.Verify(&hdr); err != nil {
+		return nil, hdr, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return keys, hdr, nil
+}
+
+// ReadSealedHeader reads and decodes the sealed header of f, checking its
+// structure and that f is as long as the header says. It needs no key.
+func ReadSealedHeader(f *os.File) (seal.Header, error) {
+	b := make([]byte, seal.HeaderSize)
+	n, err := f.ReadAt(b, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return seal.Header{}, fmt.Errorf("read sealed header of %s: %w", f.Name(), err)
+	}
+	hdr, err := seal.DecodeHeader(b[:n])
+	if err != nil {
+		return hdr, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return hdr, err
+	}
+	if want := seal.FileSize(int64(hdr.PoolSize)); fi.Size() != want {
+		return hdr, fmt.Errorf("sealed file %s is %d bytes, its header records %d: %w", f.Name(), fi.Size(), want, pmemgo.ErrTruncated)
+	}
+	return hdr, nil
+}
+
+// Format writes the sealed header of an empty pool of size bytes into f
+// and sizes f: every record is zero, a line never written.
+func (s Sealed) Format(f *os.File, size int64, uuid [16]byte) error {
+	keys, err := seal.NewKeys(s.Key)
+	if err != nil {
+		return err
+	}
+	hdr, err := seal.NewHeader(keys, uuid, size)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, seal.HeaderSize)
+	hdr.Encode(b)
+	if err := f.Truncate(seal.FileSize(size)); err != nil {
+		return fmt.Errorf("size sealed file: %w", err)
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		return fmt.Errorf("write sealed header: %w", err)
+	}
+	return nil
+}
+
+// PoolReader returns a reader that opens the records of f as it reads,
+// for reading the pool header before mapping.
+func (s Sealed) PoolReader(f *os.File) (io.ReaderAt, int64, error) {
+	keys, hdr, err := s.header(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &sealedReader{f: f, open: keys.NewOpener(hdr.UUID)}, int64(hdr.PoolSize), nil
+}
+
+// sealedReader reads a sealed file's plaintext through its records.
+type sealedReader struct {
+	f    *os.File
+	open *seal.Opener
+}
+
+// ReadAt reads the plaintext pool bytes [off, off+len(p)).
+func (r *sealedReader) ReadAt(p []byte, off int64) (int, error) {
+	var rec [seal.RecordSize]byte
+	var line [seal.LineSize]byte
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		lineOff := at &^ (seal.LineSize - 1)
+		fileOff := seal.RecordOff(lineOff)
+		if _, err := r.f.ReadAt(rec[:], fileOff); err != nil {
+			return n, err
+		}
+		if err := r.open.Open(line[:], rec[:], lineOff, fileOff); err != nil {
+			return n, err
+		}
+		n += copy(p[n:], line[at-lineOff:])
+	}
+	return n, nil
+}
+
+// openAll opens every record of recs into plain, in parallel. Zero
+// records are skipped: anonymous memory is zero already, and leaving it
+// untouched keeps a sparse pool's memory sparse.
+func openAll(o *seal.Opener, plain, recs []byte) error {
+	lines := len(plain) / seal.LineSize
+	workers := runtime.GOMAXPROCS(0)
+	per := (lines + workers - 1) / workers
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*per, min((w+1)*per, lines)
+		if lo >= hi {
+			break
+		}
+		wg.Go(func() {
+			for l := lo; l < hi; l++ {
+				off := int64(l) * seal.LineSize
+				fileOff := seal.RecordOff(off)
+				rec := recs[fileOff : fileOff+seal.RecordSize]
+				if seal.IsBlank(rec) {
+					continue
+				}
+				if err := o.Open(plain[off:off+seal.LineSize], rec, off, fileOff); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sealedDevice is the Device made by Sealed.
+type sealedDevice struct {
+	plain      []byte
+	unmapPlain func() error
+	inner      Device
+	recs       []byte
+	sealer     *seal.Sealer
+	closed     bool
+	subs       subscribers
+}
+
+// Bytes returns the plaintext mapping, or nil once closed.
+func (d *sealedDevice) Bytes() []byte { return d.plain }
+
+// Flush seals the lines of [off, off+n) into their records and flushes
+// the records through the inner device.
+func (d *sealedDevice) Flush(off, n int) {
+	if d.closed {
+		return
+	}
+	lo, hi, ok := lineSpan(off, n, len(d.plain))
+	if !ok {
+		return
+	}
+	for l := lo; l < hi; l += LineSize {
+		rec := seal.RecordOff(int64(l))
+		d.sealer.Seal(d.recs[rec:], int64(l), d.plain[l:])
+	}
+	first := seal.RecordOff(int64(lo))
+	d.inner.Flush(int(first), int(seal.RecordOff(int64(hi))-first))
+	d.subs.writeBack(lo, hi-lo)
+}
+
+// Fence makes the records flushed since the last fence durable.
+func (d *sealedDevice) Fence() error {
+	if d.closed {
+		return ErrClosed
+	}
+	if err := d.inner.Fence(); err != nil {
+		return err
+	}
+	d.subs.fence()
+	return nil
+}
+
+// Subscribe registers s for the write-backs (in plaintext pool offsets)
+// and fences from now on.
+func (d *sealedDevice) Subscribe(s Subscriber) (cancel func()) {
+	return d.subs.add(s)
+}
+
+// Close unmaps the plaintext and closes the inner device: what was not
+// fenced may be lost, as in a crash. A second Close returns ErrClosed.
+func (d *sealedDevice) Close() error {
+	if d.closed {
+		return ErrClosed
+	}
+	d.closed = true
+	err := d.inner.Close()
+	d.plain, d.recs = nil, nil
+	return errors.Join(err, d.unmapPlain())
+}

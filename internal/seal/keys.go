@@ -1,0 +1,167 @@
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pmemgo/pmemgo"
+)
+
+// HKDF info strings: one per use of the pool key, so that no derived key
+// serves two purposes.
+const (
+	infoKeyID   = "pmemgo seal v1 key id"
+	infoMAC     = "pmemgo seal v1 header mac"
+	infoSession = "pmemgo seal v1 line session"
+)
+
+// Keys are the keys derived from one pool key.
+type Keys struct {
+	master [KeySize]byte
+	id     [16]byte
+	mac    [32]byte
+}
+
+// NewKeys derives the keys of a pool key, which must be KeySize bytes.
+func NewKeys(key []byte) (*Keys, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("pool key has %d bytes, want %d: %w", len(key), KeySize, pmemgo.ErrBadKey)
+	}
+	k := &Keys{}
+	copy(k.master[:], key)
+	id, err := hkdf.Key(sha256.New, key, nil, infoKeyID, len(k.id))
+	if err != nil {
+		return nil, err
+	}
+	mac, err := hkdf.Key(sha256.New, key, nil, infoMAC, len(k.mac))
+	if err != nil {
+		return nil, err
+	}
+	copy(k.id[:], id)
+	copy(k.mac[:], mac)
+	return k, nil
+}
+
+// ID returns the key id a sealed header made with k carries.
+func (k *Keys) ID() [16]byte { return k.id }
+
+// session returns the AEAD of the session named by salt.
+func (k *Keys) session(salt []byte) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, k.master[:], salt, infoSession, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// associated binds a record to its pool and its line.
+func associated(uuid *[16]byte, off int64) [24]byte {
+	var ad [24]byte
+	copy(ad[:16], uuid[:])
+	binary.LittleEndian.PutUint64(ad[16:], uint64(off))
+	return ad
+}
+
+// Sealer seals lines for one pool under a session key of its own. It may
+// be used from several goroutines.
+//
+// Nonces never repeat under one key: each Sealer draws a fresh random
+// 128-bit salt, from which its AES key is derived, and numbers its nonces
+// with a counter that only grows. Two sessions share a key only if they
+// drew the same salt, a chance of about n²/2^129 for n sessions, and the
+// counter cannot wrap: 2^64 seals at 100 ns each take 58,000 years.
+type Sealer struct {
+	uuid [16]byte
+	salt [saltLen]byte
+	aead cipher.AEAD
+	ctr  atomic.Uint64
+}
+
+// NewSealer starts a sealing session for the pool uuid.
+func (k *Keys) NewSealer(uuid [16]byte) (*Sealer, error) {
+	s := &Sealer{uuid: uuid}
+	if _, err := rand.Read(s.salt[:]); err != nil {
+		return nil, fmt.Errorf("session salt: %w", err)
+	}
+	aead, err := k.session(s.salt[:])
+	if err != nil {
+		return nil, err
+	}
+	s.aead = aead
+	return s, nil
+}
+
+// Seal writes into rec, RecordSize bytes, the record of plain, the
+// LineSize bytes of the line at pool offset off.
+func (s *Sealer) Seal(rec []byte, off int64, plain []byte) {
+	rec = rec[:RecordSize]
+	copy(rec, s.salt[:])
+	clear(rec[nonceOff : nonceOff+4])
+	binary.BigEndian.PutUint64(rec[nonceOff+4:], s.ctr.Add(1))
+	ad := associated(&s.uuid, off)
+	s.aead.Seal(rec[dataOff:dataOff], rec[nonceOff:nonceOff+nonceLen], plain[:LineSize], ad[:])
+	clear(rec[padOff:])
+}
+
+// Opener opens the records of one pool, whatever session sealed them. It
+// may be used from several goroutines.
+type Opener struct {
+	keys     *Keys
+	uuid     [16]byte
+	sessions sync.Map // [saltLen]byte -> cipher.AEAD
+}
+
+// NewOpener returns the Opener of the pool uuid's records.
+func (k *Keys) NewOpener(uuid [16]byte) *Opener {
+	return &Opener{keys: k, uuid: uuid}
+}
+
+// Open writes into plain, LineSize bytes, the line at pool offset off held
+// by rec, the record at file offset fileOff. A zero record gives zeros. A
+// record that does not open, because it was changed, moved from another
+// line or comes from another pool or key, is an error naming fileOff.
+func (o *Opener) Open(plain, rec []byte, off, fileOff int64) error {
+	rec = rec[:RecordSize]
+	if isZero(rec) {
+		clear(plain[:LineSize])
+		return nil
+	}
+	if err := CheckRecord(rec, fileOff); err != nil {
+		return err
+	}
+	aead, err := o.aead(rec[:saltLen])
+	if err != nil {
+		return err
+	}
+	ad := associated(&o.uuid, off)
+	if _, err := aead.Open(plain[:0:LineSize], rec[nonceOff:nonceOff+nonceLen], rec[dataOff:padOff], ad[:]); err != nil {
+		return fmt.Errorf("sealed record of pool offset %d at file offset %d does not authenticate (changed, moved, or from another pool): %w",
+			off, fileOff, pmemgo.ErrCorrupt)
+	}
+	return nil
+}
+
+func (o *Opener) aead(salt []byte) (cipher.AEAD, error) {
+	var key [saltLen]byte
+	copy(key[:], salt)
+	if a, ok := o.sessions.Load(key); ok {
+		return a.(cipher.AEAD), nil
+	}
+	a, err := o.keys.session(salt)
+	if err != nil {
+		return nil, err
+	}
+	o.sessions.Store(key, a)
+	return a, nil
+}
