@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/pmemgo/pmemgo"
 )
@@ -65,16 +64,17 @@ func (k *Keys) session(salt []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// associated binds a record to its pool and its line.
-func associated(uuid *[16]byte, off int64) [24]byte {
-	var ad [24]byte
+// adLen is the size of a record's associated data: the pool UUID and the
+// line's pool offset, which bind the record to its pool and its line.
+const adLen = 24
+
+func associated(ad *[adLen]byte, uuid *[16]byte, off int64) {
 	copy(ad[:16], uuid[:])
 	binary.LittleEndian.PutUint64(ad[16:], uint64(off))
-	return ad
 }
 
-// Sealer seals lines for one pool under a session key of its own. It may
-// be used from several goroutines.
+// Sealer seals lines for one pool under a session key of its own. It is
+// used by one goroutine at a time, as a Device is.
 //
 // Nonces never repeat under one key: each Sealer draws a fresh random
 // 128-bit salt, from which its AES key is derived, and numbers its nonces
@@ -85,7 +85,9 @@ type Sealer struct {
 	uuid [16]byte
 	salt [saltLen]byte
 	aead cipher.AEAD
-	ctr  atomic.Uint64
+	ctr  uint64
+	// ad is scratch kept here so that sealing does not allocate.
+	ad [adLen]byte
 }
 
 // NewSealer starts a sealing session for the pool uuid.
@@ -108,9 +110,10 @@ func (s *Sealer) Seal(rec []byte, off int64, plain []byte) {
 	rec = rec[:RecordSize]
 	copy(rec, s.salt[:])
 	clear(rec[nonceOff : nonceOff+4])
-	binary.BigEndian.PutUint64(rec[nonceOff+4:], s.ctr.Add(1))
-	ad := associated(&s.uuid, off)
-	s.aead.Seal(rec[dataOff:dataOff], rec[nonceOff:nonceOff+nonceLen], plain[:LineSize], ad[:])
+	s.ctr++
+	binary.BigEndian.PutUint64(rec[nonceOff+4:], s.ctr)
+	associated(&s.ad, &s.uuid, off)
+	s.aead.Seal(rec[dataOff:dataOff], rec[nonceOff:nonceOff+nonceLen], plain[:LineSize], s.ad[:])
 	clear(rec[padOff:])
 }
 
@@ -144,7 +147,8 @@ func (o *Opener) Open(plain, rec []byte, off, fileOff int64) error {
 	if err != nil {
 		return err
 	}
-	ad := associated(&o.uuid, off)
+	var ad [adLen]byte
+	associated(&ad, &o.uuid, off)
 	if _, err := aead.Open(plain[:0:LineSize], rec[nonceOff:nonceOff+nonceLen], rec[dataOff:padOff], ad[:]); err != nil {
 		return fmt.Errorf("sealed record of pool offset %d at file offset %d does not authenticate (changed, moved, or from another pool): %w",
 			off, fileOff, pmemgo.ErrCorrupt)
