@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/pmemgo/pmemgo"
@@ -69,7 +70,7 @@ func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if err != nil {
 		return nil, errors.Join(err, dev.Close())
 	}
-	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer}
+	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, uuid: hdr.UUID}
 	if err := openAll(keys.NewOpener(hdr.UUID), plain, d.recs); err != nil {
 		return nil, errors.Join(err, d.Close())
 	}
@@ -215,8 +216,88 @@ type sealedDevice struct {
 	inner      Device
 	recs       []byte
 	sealer     *seal.Sealer
+	keys       *seal.Keys
+	uuid       [16]byte
 	closed     bool
 	subs       subscribers
+}
+
+// SealedFile returns, for a device made by Sealed, the inner device that
+// maps the sealed file: its Bytes are the file's, header included, and it
+// writes back whole records. ok is false for any other device.
+func SealedFile(d Device) (inner Device, ok bool) {
+	s, ok := d.(*sealedDevice)
+	if !ok {
+		return nil, false
+	}
+	return s.inner, true
+}
+
+// SealImage returns a reader of the sealed file that holds the pool image
+// plain reads (the pool of d, as of some commit), and the file's size.
+// Each read seals the lines it covers in a session of its own, under d's
+// key; lines of zeros become blank records, as in a file never written
+// there. It is for one goroutine at a time. d must be a device made by
+// Sealed.
+func SealImage(d Device, plain io.ReaderAt) (io.ReaderAt, int64, error) {
+	s, ok := d.(*sealedDevice)
+	if !ok {
+		return nil, 0, errors.New("pmemgo: SealImage of a device that is not sealed")
+	}
+	sealer, err := s.keys.NewSealer(s.uuid)
+	if err != nil {
+		return nil, 0, err
+	}
+	size := int64(len(s.plain))
+	img := &sealedImage{plain: plain, sealer: sealer, size: seal.FileSize(size), header: make([]byte, seal.HeaderSize)}
+	copy(img.header, s.recs[:seal.HeaderSize])
+	return img, img.size, nil
+}
+
+// sealedImage is the reader SealImage returns.
+type sealedImage struct {
+	plain  io.ReaderAt
+	sealer *seal.Sealer
+	size   int64
+	header []byte
+	buf    []byte
+	rec    [seal.RecordSize]byte
+}
+
+// ReadAt reads the sealed file's bytes [off, off+len(p)). The plaintext
+// of the records it covers is read with one read of plain.
+func (s *sealedImage) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= s.size {
+		return 0, io.EOF
+	}
+	n := 0
+	if off < seal.HeaderSize {
+		n = copy(p, s.header[off:])
+	}
+	end := min(off+int64(len(p)), s.size)
+	if off+int64(n) < end {
+		first := (off + int64(n) - seal.HeaderSize) / seal.RecordSize
+		last := (end - seal.HeaderSize + seal.RecordSize - 1) / seal.RecordSize
+		s.buf = slices.Grow(s.buf[:0], int(last-first)*seal.LineSize)[:int(last-first)*seal.LineSize]
+		if _, err := s.plain.ReadAt(s.buf, first*seal.LineSize); err != nil {
+			return n, err
+		}
+		for r := first; r < last; r++ {
+			line := s.buf[(r-first)*seal.LineSize:][:seal.LineSize]
+			if seal.IsZeroLine(line) {
+				clear(s.rec[:])
+			} else {
+				s.sealer.Seal(s.rec[:], r*seal.LineSize, line)
+			}
+			recOff := seal.HeaderSize + r*seal.RecordSize
+			lo := max(recOff, off+int64(n)) - recOff
+			n += copy(p[n:], s.rec[lo:])
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // Bytes returns the plaintext mapping, or nil once closed.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
@@ -280,6 +282,17 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	}
 	snap := taken.snap
 	defer snap.Close()
+	var img io.ReaderAt = snap
+	if m.sealed {
+		// Sealed as it is read, under new nonces: a snapshot's chunks
+		// never match the replica's, so there is no delta, and the chunk
+		// hashes the replica sent say nothing about the plaintext.
+		var err error
+		if img, _, err = device.SealImage(m.h.Device(), snap); err != nil {
+			return fmt.Errorf("seal the snapshot: %w", err)
+		}
+		hashes = nil
+	}
 	base, chain := taken.base, taken.chain
 	start := time.Now()
 	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem))
@@ -299,7 +312,7 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	for off := 0; off < len(m.mem); off += step {
 		end := min(off+step, len(m.mem))
 		data := chunk[:end-off]
-		if _, err := snap.ReadAt(data, int64(off)); err != nil {
+		if _, err := img.ReadAt(data, int64(off)); err != nil {
 			return fmt.Errorf("snapshot of the pool: %w", err)
 		}
 		if delta && wire.HashChunkOf(data) == hashes[off/step] {

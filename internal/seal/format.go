@@ -208,3 +208,6 @@ func (k *Keys) headerMAC(fields []byte) [32]byte {
 
 // IsBlank reports whether rec is a record of zeros: a line never written.
 func IsBlank(rec []byte) bool { return isZero(rec[:RecordSize]) }
+
+// IsZeroLine reports whether line, LineSize bytes, is all zeros.
+func IsZeroLine(line []byte) bool { return isZero(line[:LineSize]) }
