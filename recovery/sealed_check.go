@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/internal/seal"
 )
@@ -44,47 +45,85 @@ func IsSealedFile(path string) (bool, error) {
 // and its line is taken as zeros), and the plaintext pool is then checked
 // as CheckFileOptions does, in memory; those problems carry pool offsets.
 func CheckSealedFile(path string, key []byte, opts *CheckOptions, yield func(Problem) bool) (CheckStats, error) {
-	var stats CheckStats
+	plain, more, err := unseal(path, key, yield)
+	if plain != nil {
+		defer plain.Close()
+	}
+	if err != nil || !more || plain == nil {
+		return CheckStats{}, err
+	}
+	return CheckFileOptions(memfdPath(plain), opts, yield)
+}
+
+// UnsealFile opens every record of the sealed pool file at path with key
+// into an anonymous file in memory, and returns it: the plaintext pool,
+// for the tools that read pool files. A record that does not
+// authenticate is an error naming its file offset. The caller closes the
+// file; MemfdPath names it for functions that take a path.
+func UnsealFile(path string, key []byte) (*os.File, error) {
+	if key == nil {
+		return nil, fmt.Errorf("unseal %s: no key: %w", path, pmemgo.ErrBadKey)
+	}
+	var first error
+	plain, _, err := unseal(path, key, func(p Problem) bool {
+		first = fmt.Errorf("unseal %s: %w", path, p.Err)
+		return false
+	})
+	if err == nil {
+		err = first
+	}
+	if err != nil {
+		if plain != nil {
+			plain.Close()
+		}
+		return nil, err
+	}
+	return plain, nil
+}
+
+// MemfdPath returns a path that opens f, an anonymous file UnsealFile made.
+func MemfdPath(f *os.File) string { return memfdPath(f) }
+
+func memfdPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }
+
+// unseal checks the records of the sealed file at path, opening them into
+// a new anonymous file when key is set. It returns false once yield asked
+// to stop.
+func unseal(path string, key []byte, yield func(Problem) bool) (*os.File, bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return stats, err
+		return nil, false, err
 	}
 	defer f.Close()
 	if err := Lock(f, false, -1); err != nil {
-		return stats, fmt.Errorf("check %s: %w", path, err)
+		return nil, false, fmt.Errorf("check %s: %w", path, err)
 	}
 	hdr, err := device.ReadSealedHeader(f)
 	if err != nil {
-		return stats, fmt.Errorf("check %s: %w", path, err)
+		return nil, false, fmt.Errorf("check %s: %w", path, err)
 	}
-	var open *seal.Opener
-	if key != nil {
-		keys, err := seal.NewKeys(key)
-		if err != nil {
-			return stats, err
-		}
-		if err := keys.Verify(&hdr); err != nil {
-			return stats, fmt.Errorf("check %s: %w", path, err)
-		}
-		open = keys.NewOpener(hdr.UUID)
+	if key == nil {
+		more, err := checkRecords(f, &hdr, nil, nil, yield)
+		return nil, more, err
 	}
-	var plain *os.File
-	if open != nil {
-		fd, err := unix.MemfdCreate("pmemgo-check", unix.MFD_CLOEXEC)
-		if err != nil {
-			return stats, fmt.Errorf("check %s: %w", path, err)
-		}
-		plain = os.NewFile(uintptr(fd), "pmemgo-check")
-		defer plain.Close()
-		if err := plain.Truncate(int64(hdr.PoolSize)); err != nil {
-			return stats, fmt.Errorf("check %s: %w", path, err)
-		}
+	keys, err := seal.NewKeys(key)
+	if err != nil {
+		return nil, false, err
 	}
-	more, err := checkRecords(f, &hdr, open, plain, yield)
-	if err != nil || !more || plain == nil {
-		return stats, err
+	if err := keys.Verify(&hdr); err != nil {
+		return nil, false, fmt.Errorf("check %s: %w", path, err)
 	}
-	return CheckFileOptions(fmt.Sprintf("/proc/self/fd/%d", plain.Fd()), opts, yield)
+	fd, err := unix.MemfdCreate("pmemgo-unsealed", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, false, fmt.Errorf("check %s: %w", path, err)
+	}
+	plain := os.NewFile(uintptr(fd), "pmemgo-unsealed")
+	if err := plain.Truncate(int64(hdr.PoolSize)); err != nil {
+		plain.Close()
+		return nil, false, fmt.Errorf("check %s: %w", path, err)
+	}
+	more, err := checkRecords(f, &hdr, keys.NewOpener(hdr.UUID), plain, yield)
+	return plain, more, err
 }
 
 // checkRecords checks every record of f, opening it into plain when open

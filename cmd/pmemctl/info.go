@@ -16,6 +16,7 @@ import (
 
 func newInfoCmd() *cobra.Command {
 	var jsonOut bool
+	var key keyFlag
 	cmd := &cobra.Command{
 		Use:   "info POOL",
 		Short: "Print a pool's header: format, UUID, size, base, state and whether its checksums hold",
@@ -33,7 +34,12 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 2 otherwise, 3 when the file is not a pool or cannot be read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: poolCommand(func(cmd *cobra.Command, args []string) error {
-			info, err := recovery.Inspect(args[0])
+			plain, done, err := key.readable(args[0])
+			if err != nil {
+				return err
+			}
+			defer done()
+			info, err := recovery.Inspect(plain)
 			if err != nil {
 				return err
 			}
@@ -55,6 +61,7 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 		}),
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	key.add(cmd)
 	return cmd
 }
 

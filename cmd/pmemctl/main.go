@@ -10,6 +10,7 @@
 //	pmemctl gc POOL --output NEW [--json]
 //	pmemctl replica serve|status ...
 //	pmemctl cert ca|issue ...
+//	pmemctl key new FILE
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
 //	pmemctl bench [--workload NAME] [--engine NAME] [--keys N] [--ops N] [--json] [--plot FILE.svg] [--dir DIR]
@@ -69,6 +70,7 @@ func newRootCmd() *cobra.Command {
 		newGCCmd(),
 		newReplicaCmd(),
 		newCertCmd(),
+		newKeyCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),
 		newVersionCmd(),

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/seal"
+	"github.com/pmemgo/pmemgo/recovery"
+)
+
+func newKeyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Make pool keys for sealed (encrypted) pools",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "new FILE",
+		Short: "Write a new random pool key to FILE",
+		Long: `New writes a fresh random 32-byte pool key to FILE, as 64 hex digits,
+readable by its owner only (mode 0600). An existing FILE is never
+overwritten. Give the file to create, check, info and dump with --key-file;
+a program passes the key's bytes in heap.Options.Key.`,
+		Args: cobra.ExactArgs(1),
+		RunE: poolCommand(func(cmd *cobra.Command, args []string) error {
+			key := make([]byte, seal.KeySize)
+			if _, err := rand.Read(key); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if errors.Is(err, os.ErrExist) {
+				return usageError(fmt.Errorf("%s exists: key new never overwrites a file", args[0]))
+			}
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(f, hex.EncodeToString(key))
+			if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote a new pool key to %s\n", args[0])
+			return nil
+		}),
+	})
+	return cmd
+}
+
+// keyFlag is the --key-file flag of the commands that read or make
+// sealed pools.
+type keyFlag struct{ file string }
+
+func (k *keyFlag) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&k.file, "key-file", "", "file holding the pool key of a sealed (encrypted) pool, as pmemctl key new writes it")
+}
+
+// load returns the key, or nil when no --key-file was given.
+func (k *keyFlag) load() ([]byte, error) {
+	if k.file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(k.file)
+	if err != nil {
+		return nil, err
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != seal.KeySize {
+		return nil, usageError(fmt.Errorf("key file %s does not hold %d bytes in hex: %w", k.file, seal.KeySize, pmemgo.ErrBadKey))
+	}
+	return key, nil
+}
+
+// readable returns a path from which the pool at path reads as a plain
+// pool: path itself, or for a sealed pool an anonymous file in memory
+// holding its plaintext, which done removes. A sealed pool needs
+// --key-file; a plain one must not be given one.
+func (k *keyFlag) readable(path string) (plain string, done func(), err error) {
+	sealed, err := recovery.IsSealedFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	key, err := k.load()
+	switch {
+	case err != nil:
+		return "", nil, err
+	case !sealed && key != nil:
+		return "", nil, fmt.Errorf("%s is not a sealed pool, but --key-file was given: %w", path, pmemgo.ErrBadKey)
+	case !sealed:
+		return path, func() {}, nil
+	case key == nil:
+		return "", nil, fmt.Errorf("%s is a sealed (encrypted) pool: give its key with --key-file: %w", path, pmemgo.ErrBadKey)
+	}
+	f, err := recovery.UnsealFile(path, key)
+	if err != nil {
+		return "", nil, err
+	}
+	return recovery.MemfdPath(f), func() { f.Close() }, nil
+}
