@@ -168,19 +168,18 @@ func CheckRecord(rec []byte, fileOff int64) error {
 	return nil
 }
 
+// zeros is compared against: bytes.Equal runs as vector code, several
+// times quicker than a loop over words on a pool's worth of records.
+var zeros [RecordSize]byte
+
 func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
+	for len(b) > RecordSize {
+		if !bytes.Equal(b[:RecordSize], zeros[:]) {
 			return false
 		}
-		b = b[8:]
+		b = b[RecordSize:]
 	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
+	return bytes.Equal(b, zeros[:len(b)])
 }
 
 // Verify checks that h was made with k: its key id names k and its MAC
