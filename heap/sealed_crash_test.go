@@ -75,7 +75,7 @@ func (c *sealedCapture) hook(device.Event) {
 		all = append(all, r...)
 	}
 	c.add(d.CrashImage(all))
-	if len(recs) <= 8 {
+	if len(recs) <= 4 {
 		for _, r := range recs {
 			c.add(d.CrashImage(r))
 		}
@@ -98,11 +98,15 @@ func TestCrashSealedTransactions(t *testing.T) {
 	t.Logf("sealed transactions: %d crash images checked", total)
 }
 
+// sealedCrashPoolSize is the smallest pool: every crash image is a copy of
+// the whole sealed file, twice the pool's size.
+const sealedCrashPoolSize = 1 << 20
+
 func crashSealed(t *testing.T, tc crashCase) int {
 	dir := fastTempDir(t)
 	path := filepath.Join(dir, "p.pool")
 	key := newKey(t)
-	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize, Key: key})
+	h, err := heap.Open(path, &heap.Options{Size: sealedCrashPoolSize, Key: key})
 	require.NoError(t, err)
 	require.NoError(t, h.Update(tc.setup))
 	if tc.prep != nil {
@@ -148,7 +152,7 @@ func TestCrashSealedCreate(t *testing.T) {
 	key := newKey(t)
 	c := newSealedCapture()
 	c.armed = true
-	h, err := heap.Open(filepath.Join(dir, "new.pool"), &heap.Options{Size: crashPoolSize, Device: c.emu, Key: key})
+	h, err := heap.Open(filepath.Join(dir, "new.pool"), &heap.Options{Size: sealedCrashPoolSize, Device: c.emu, Key: key})
 	c.armed = false
 	require.NoError(t, err)
 	empty := snapshot(t, h)

@@ -147,6 +147,17 @@ func TestSealedReplica(t *testing.T) {
 			_, err = heap.Open(path, &heap.Options{ReadOnly: true})
 			require.ErrorIs(t, err, pmemgo.ErrBadKey, "a replica of a sealed pool needs the key")
 
+			// A standby takes over a copy of the replica, read-write.
+			standby := filepath.Join(t.TempDir(), "standby.pool")
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(standby, b, 0o600))
+			sh, err := heap.Open(standby, &heap.Options{Key: key, ForceRelocate: true})
+			require.NoError(t, err)
+			require.NoError(t, pushName(sh, "after-failover"))
+			require.NoError(t, sh.Close())
+			assert.Equal(t, append([]string{"after-failover"}, got...), names(t, standby, key))
+
 			var problems []string
 			_, err = recovery.CheckSealedFile(path, key, nil, func(p recovery.Problem) bool {
 				problems = append(problems, p.String())
