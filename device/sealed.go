@@ -36,6 +36,9 @@ type FileFormat interface {
 type Sealed struct {
 	// Key is the pool key, 32 bytes.
 	Key []byte
+	// OldKey is the key the pool is being rotated from (see BeginRekey),
+	// needed to open a pool whose rotation did not finish; nil otherwise.
+	OldKey []byte
 	// Inner maps the sealed file itself and makes its records durable:
 	// Msync when nil. An Emulator here gives crash images of the sealed
 	// file; Private, a read-only open.
@@ -47,7 +50,7 @@ type Sealed struct {
 // opens every record into anonymous memory placed where req asks. A
 // record that does not authenticate is an error naming its file offset.
 func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
-	keys, hdr, err := s.header(f)
+	keys, prev, hdr, err := s.header(f)
 	if err != nil {
 		return nil, err
 	}
@@ -70,30 +73,43 @@ func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if err != nil {
 		return nil, errors.Join(err, dev.Close())
 	}
-	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, uuid: hdr.UUID}
-	if err := openAll(keys.NewOpener(hdr.UUID), plain, d.recs); err != nil {
+	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, prev: prev, hdr: hdr}
+	if err := openAll(keys.NewRotatingOpener(prev, hdr.UUID), plain, d.recs); err != nil {
 		return nil, errors.Join(err, d.Close())
 	}
 	return d, nil
 }
 
-// header reads f's sealed header and checks it against the key.
-func (s Sealed) header(f *os.File) (*seal.Keys, seal.Header, error) {
-	keys, err := seal.NewKeys(s.Key)
-	if err != nil {
-		return nil, seal.Header{}, err
+// header reads f's sealed header and checks it against the key and, for
+// a pool whose key is being rotated, the old key, which it returns too.
+func (s Sealed) header(f *os.File) (keys, prev *seal.Keys, hdr seal.Header, err error) {
+	if keys, err = seal.NewKeys(s.Key); err != nil {
+		return nil, nil, hdr, err
 	}
-	hdr, err := ReadSealedHeader(f)
+	hdr, err = ReadSealedHeader(f)
 	if errors.Is(err, pmemgo.ErrNotPool) {
-		return nil, hdr, fmt.Errorf("%s is not a sealed pool file, but a key was given: %w", f.Name(), pmemgo.ErrBadKey)
+		return nil, nil, hdr, fmt.Errorf("%s is not a sealed pool file, but a key was given: %w", f.Name(), pmemgo.ErrBadKey)
 	}
 	if err != nil {
-		return nil, hdr, err
+		return nil, nil, hdr, err
 	}
 	if err := keys.Verify(&hdr); err != nil {
-		return nil, hdr, fmt.Errorf("%s: %w", f.Name(), err)
+		return nil, nil, hdr, fmt.Errorf("%s: %w", f.Name(), err)
 	}
-	return keys, hdr, nil
+	if !hdr.Rotating() {
+		return keys, nil, hdr, nil
+	}
+	if s.OldKey == nil {
+		return nil, nil, hdr, fmt.Errorf("%s: the pool's key is being rotated from key id %x: give the old key too: %w", f.Name(), hdr.PrevKeyID[:8], pmemgo.ErrBadKey)
+	}
+	if prev, err = seal.NewKeys(s.OldKey); err != nil {
+		return nil, nil, hdr, err
+	}
+	if prev.ID() != hdr.PrevKeyID {
+		return nil, nil, hdr, fmt.Errorf("%s: the pool's key is being rotated from key id %x, the old key given has id %x: %w",
+			f.Name(), hdr.PrevKeyID[:8], prev.ID(), pmemgo.ErrBadKey)
+	}
+	return keys, prev, hdr, nil
 }
 
 // ReadSealedHeader reads and decodes the sealed header of f, checking its
@@ -143,11 +159,11 @@ func (s Sealed) Format(f *os.File, size int64, uuid [16]byte) error {
 // PoolReader returns a reader that opens the records of f as it reads,
 // for reading the pool header before mapping.
 func (s Sealed) PoolReader(f *os.File) (io.ReaderAt, int64, error) {
-	keys, hdr, err := s.header(f)
+	keys, prev, hdr, err := s.header(f)
 	if err != nil {
 		return nil, 0, err
 	}
-	return &sealedReader{f: f, open: keys.NewOpener(hdr.UUID)}, int64(hdr.PoolSize), nil
+	return &sealedReader{f: f, open: keys.NewRotatingOpener(prev, hdr.UUID)}, int64(hdr.PoolSize), nil
 }
 
 // sealedReader reads a sealed file's plaintext through its records.
@@ -216,8 +232,9 @@ type sealedDevice struct {
 	inner      Device
 	recs       []byte
 	sealer     *seal.Sealer
-	keys       *seal.Keys
-	uuid       [16]byte
+	// keys seal from now on; prev, during a rotation, is the old key.
+	keys, prev *seal.Keys
+	hdr        seal.Header
 	closed     bool
 	subs       subscribers
 }
@@ -244,7 +261,7 @@ func SealImage(d Device, plain io.ReaderAt) (io.ReaderAt, int64, error) {
 	if !ok {
 		return nil, 0, errors.New("pmemgo: SealImage of a device that is not sealed")
 	}
-	sealer, err := s.keys.NewSealer(s.uuid)
+	sealer, err := s.keys.NewSealer(s.hdr.UUID)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -33,6 +33,7 @@
 package heap
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -121,6 +122,10 @@ type Options struct {
 	// this key. Device, when set, then maps the sealed file. Nil means a
 	// plain pool file.
 	Key []byte
+	// OldKey is the key a sealed pool's key is being rotated from
+	// (RotateKey), needed only to open a pool whose rotation did not
+	// finish.
+	OldKey []byte
 }
 
 // Heap is an open pool.
@@ -161,8 +166,9 @@ type Heap struct {
 	batchQueue  []batchCall
 	batchLeader bool
 	batchOpts   BatchOptions
-	// key is the pool key of a sealed pool, nil for a plain one.
-	key []byte
+	// key is the pool key of a sealed pool, nil for a plain one. A key
+	// rotation replaces it while backups may read it.
+	key atomic.Pointer[[]byte]
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
@@ -212,9 +218,13 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 	}
 	mem := pool.Dev.Bytes()
 	h := &Heap{
-		path: path, f: f, pool: pool, dev: pool.Dev, mem: mem, key: opts.Key,
+		path: path, f: f, pool: pool, dev: pool.Dev, mem: mem,
 		base: uintptr(unsafe.Pointer(unsafe.SliceData(mem))), ro: opts.ReadOnly,
 		state: pool.State,
+	}
+	if opts.Key != nil {
+		key := bytes.Clone(opts.Key)
+		h.key.Store(&key)
 	}
 	h.types = newRegistry(pool.Types)
 	h.alloc = newAllocator(h, pool.Slabs)

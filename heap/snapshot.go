@@ -451,7 +451,7 @@ func (h *Heap) Backup(path string) error {
 // Backup writes the snapshot's image to path as Heap.Backup does.
 func (s *Snapshot) Backup(path string) error {
 	err := writeAtomically(path, ".backup-*", func(tmp *os.File) error {
-		if s.h.key != nil {
+		if s.h.poolKey() != nil {
 			return s.writeSealed(tmp)
 		}
 		if device.SharesFile(s.h.dev) {
@@ -469,7 +469,7 @@ func (s *Snapshot) Backup(path string) error {
 // writeSealed writes the image to dst as a sealed file under the heap's
 // key, so that the backup of a sealed pool is sealed too.
 func (s *Snapshot) writeSealed(dst *os.File) error {
-	w, err := newSealedWriter(dst, s.h.key, s.h.UUID(), s.size)
+	w, err := newSealedWriter(dst, s.h.poolKey(), s.h.UUID(), s.size)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package mirror_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -307,4 +308,45 @@ func TestSealedReplicaJournalTamper(t *testing.T) {
 	_, err = heap.Open(replicaFile(t, dir), &heap.Options{ReadOnly: true, Key: key})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), fmt.Sprintf("file offset %d", recOff))
+}
+
+// TestSealedReplicaRotateKey rotates the key of a replicated sealed pool
+// while commits go on: the replica follows, batch by batch, header
+// included, and opens with the new key alone once the rotation is
+// replicated.
+func TestSealedReplicaRotateKey(t *testing.T) {
+	for _, mode := range []mirror.Mode{mirror.Sync, mirror.Async} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := fastDir(t)
+			srv, addr := startServer(t, dir)
+			oldKey, newKey := newMirrorKey(t), newMirrorKey(t)
+			h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize, Key: oldKey})
+			require.NoError(t, err)
+			defer h.Close()
+			m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)}))
+			require.NoError(t, err)
+			var want []string
+			for i := range 5 {
+				want = append(want, fmt.Sprintf("before-%d", i))
+				require.NoError(t, pushName(h, want[len(want)-1]))
+			}
+			flush(t, m)
+			done := make(chan error, 1)
+			go func() { done <- h.RotateKey(context.Background(), newKey) }()
+			for i := range 10 {
+				want = append(want, fmt.Sprintf("during-%d", i))
+				require.NoError(t, pushName(h, want[len(want)-1]))
+			}
+			require.NoError(t, <-done)
+			flush(t, m)
+			require.NoError(t, m.Close())
+			require.NoError(t, srv.Close())
+
+			path := replicaFile(t, dir)
+			_, err = heap.Open(path, &heap.Options{ReadOnly: true, Key: oldKey})
+			require.ErrorIs(t, err, pmemgo.ErrBadKey)
+			got := names(t, path, newKey)
+			assert.ElementsMatch(t, want, got)
+		})
+	}
 }

@@ -113,6 +113,10 @@ func unseal(path string, key []byte, yield func(Problem) bool) (*os.File, bool, 
 	if err := keys.Verify(&hdr); err != nil {
 		return nil, false, fmt.Errorf("check %s: %w", path, err)
 	}
+	if hdr.Rotating() {
+		return nil, false, fmt.Errorf("check %s: the pool's key is being rotated from key id %x; finish the rotation (heap.RotateKey) to check it with a key: %w",
+			path, hdr.PrevKeyID[:8], pmemgo.ErrBadKey)
+	}
 	fd, err := unix.MemfdCreate("pmemgo-unsealed", unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, false, fmt.Errorf("check %s: %w", path, err)

@@ -11,7 +11,8 @@
 // The header names the pool (UUID, size) and the key (KeyID, a key
 // derivation of the key, so that a wrong key is told apart from damage),
 // carries a MAC made with the key and an xxhash checksum that anyone can
-// verify. A record is
+// verify. While the pool's key is being rotated, PrevKeyID names the key
+// that records not yet resealed were sealed with. A record is
 //
 //	[0, 16)    salt: names the session key that sealed it
 //	[16, 28)   nonce: 4 zero bytes, then the session's 64-bit counter
@@ -64,9 +65,9 @@ const (
 	tagOff    = dataOff + LineSize
 	tagLen    = 16
 	padOff    = tagOff + tagLen
-	headerUse = 104
-	macOff    = 64
-	sumOff    = 96
+	headerUse = 120
+	macOff    = 80
+	sumOff    = 112
 )
 
 // Header is the decoded sealed-file header.
@@ -78,8 +79,14 @@ type Header struct {
 	// PoolSize is the plaintext pool's size, a multiple of LineSize.
 	PoolSize uint64
 	KeyID    [16]byte
-	MAC      [32]byte
+	// PrevKeyID, when not zero, is the id of the key the pool is being
+	// rotated from: records may be sealed with either.
+	PrevKeyID [16]byte
+	MAC       [32]byte
 }
+
+// Rotating reports whether the header names a previous key.
+func (h *Header) Rotating() bool { return h.PrevKeyID != [16]byte{} }
 
 // Lines returns the number of records the header's pool has.
 func (h *Header) Lines() int64 { return int64(h.PoolSize / LineSize) }
@@ -100,11 +107,21 @@ func NewHeader(k *Keys, uuid [16]byte, size int64) (Header, error) {
 	if size <= 0 || size%LineSize != 0 {
 		return Header{}, fmt.Errorf("sealed pool size %d is not a positive multiple of %d: %w", size, LineSize, pmemgo.ErrInvalidOptions)
 	}
-	h := Header{Version: Version, RecordSize: RecordSize, Alg: AlgAESGCM, UUID: uuid, PoolSize: uint64(size), KeyID: k.id}
+	h := Header{Version: Version, RecordSize: RecordSize, Alg: AlgAESGCM, UUID: uuid, PoolSize: uint64(size)}
+	h.Rekey(k, nil)
+	return h, nil
+}
+
+// Rekey makes h the header of its pool sealed under k, being rotated from
+// prev when prev is not nil, and MACs it with k.
+func (h *Header) Rekey(k, prev *Keys) {
+	h.KeyID, h.PrevKeyID = k.id, [16]byte{}
+	if prev != nil {
+		h.PrevKeyID = prev.id
+	}
 	var b [HeaderSize]byte
 	h.encodeFields(b[:])
 	h.MAC = k.headerMAC(b[:macOff])
-	return h, nil
 }
 
 func (h *Header) encodeFields(b []byte) {
@@ -115,6 +132,7 @@ func (h *Header) encodeFields(b []byte) {
 	copy(b[24:40], h.UUID[:])
 	binary.LittleEndian.PutUint64(b[40:], h.PoolSize)
 	copy(b[48:64], h.KeyID[:])
+	copy(b[64:80], h.PrevKeyID[:])
 }
 
 // Encode writes the header into b, which must hold HeaderSize bytes.
@@ -142,6 +160,7 @@ func DecodeHeader(b []byte) (Header, error) {
 	copy(h.UUID[:], b[24:40])
 	h.PoolSize = binary.LittleEndian.Uint64(b[40:])
 	copy(h.KeyID[:], b[48:64])
+	copy(h.PrevKeyID[:], b[64:80])
 	copy(h.MAC[:], b[macOff:sumOff])
 	switch {
 	case h.Version != Version:
@@ -187,6 +206,10 @@ func isZero(b []byte) bool {
 // right key was changed, which is corruption.
 func (k *Keys) Verify(h *Header) error {
 	if h.KeyID != k.id {
+		if h.PrevKeyID == k.id {
+			return fmt.Errorf("sealed pool is being rotated from this key (id %x) to key id %x: open it with the new key, and this one as the old key: %w",
+				k.id[:8], h.KeyID[:8], pmemgo.ErrBadKey)
+		}
 		return fmt.Errorf("sealed pool was sealed with key id %x, this key's id is %x: %w", h.KeyID[:8], k.id[:8], pmemgo.ErrBadKey)
 	}
 	var b [HeaderSize]byte

@@ -121,6 +121,7 @@ func (s *Sealer) Seal(rec []byte, off int64, plain []byte) {
 // may be used from several goroutines.
 type Opener struct {
 	keys     *Keys
+	prev     *Keys
 	uuid     [16]byte
 	sessions sync.Map // [saltLen]byte -> cipher.AEAD
 }
@@ -128,6 +129,13 @@ type Opener struct {
 // NewOpener returns the Opener of the pool uuid's records.
 func (k *Keys) NewOpener(uuid [16]byte) *Opener {
 	return &Opener{keys: k, uuid: uuid}
+}
+
+// NewRotatingOpener returns the Opener of the records of the pool uuid
+// whose key is being rotated from prev to k: a record that does not open
+// under k is tried under prev.
+func (k *Keys) NewRotatingOpener(prev *Keys, uuid [16]byte) *Opener {
+	return &Opener{keys: k, prev: prev, uuid: uuid}
 }
 
 // Open writes into plain, LineSize bytes, the line at pool offset off held
@@ -143,29 +151,35 @@ func (o *Opener) Open(plain, rec []byte, off, fileOff int64) error {
 	if err := CheckRecord(rec, fileOff); err != nil {
 		return err
 	}
-	aead, err := o.aead(rec[:saltLen])
-	if err != nil {
-		return err
-	}
 	var ad [adLen]byte
 	associated(&ad, &o.uuid, off)
-	if _, err := aead.Open(plain[:0:LineSize], rec[nonceOff:nonceOff+nonceLen], rec[dataOff:padOff], ad[:]); err != nil {
-		return fmt.Errorf("sealed record of pool offset %d at file offset %d does not authenticate (changed, moved, or from another pool): %w",
-			off, fileOff, pmemgo.ErrCorrupt)
+	var salt [saltLen]byte
+	copy(salt[:], rec)
+	if a, ok := o.sessions.Load(salt); ok {
+		if _, err := a.(cipher.AEAD).Open(plain[:0:LineSize], rec[nonceOff:nonceOff+nonceLen], rec[dataOff:padOff], ad[:]); err == nil {
+			return nil
+		}
+		return notAuthentic(off, fileOff)
 	}
-	return nil
+	// A session not seen yet: its key is derived from the pool key, or
+	// during a rotation from either key, whichever opens the record.
+	for _, k := range []*Keys{o.keys, o.prev} {
+		if k == nil {
+			continue
+		}
+		a, err := k.session(salt[:])
+		if err != nil {
+			return err
+		}
+		if _, err := a.Open(plain[:0:LineSize], rec[nonceOff:nonceOff+nonceLen], rec[dataOff:padOff], ad[:]); err == nil {
+			o.sessions.Store(salt, a)
+			return nil
+		}
+	}
+	return notAuthentic(off, fileOff)
 }
 
-func (o *Opener) aead(salt []byte) (cipher.AEAD, error) {
-	var key [saltLen]byte
-	copy(key[:], salt)
-	if a, ok := o.sessions.Load(key); ok {
-		return a.(cipher.AEAD), nil
-	}
-	a, err := o.keys.session(salt)
-	if err != nil {
-		return nil, err
-	}
-	o.sessions.Store(key, a)
-	return a, nil
+func notAuthentic(off, fileOff int64) error {
+	return fmt.Errorf("sealed record of pool offset %d at file offset %d does not authenticate (changed, moved, or from another pool): %w",
+		off, fileOff, pmemgo.ErrCorrupt)
 }

@@ -44,7 +44,7 @@ func TestHeaderMAC(t *testing.T) {
 	b := make([]byte, seal.HeaderSize)
 	h.Encode(b)
 	b[24] ^= 1 // the UUID
-	binary.LittleEndian.PutUint64(b[96:], xxhash.Sum64(b[:96]))
+	binary.LittleEndian.PutUint64(b[112:], xxhash.Sum64(b[:112]))
 	got, err := seal.DecodeHeader(b)
 	require.NoError(t, err, "the structure is intact")
 	err = k.Verify(&got)
@@ -68,12 +68,12 @@ func TestDecodeHeaderErrors(t *testing.T) {
 		{"checksum", func(b []byte) []byte { b[40]++; return b }, pmemgo.ErrCorrupt},
 		{"version", func(b []byte) []byte {
 			b[8] = 9
-			binary.LittleEndian.PutUint64(b[96:], xxhash.Sum64(b[:96]))
+			binary.LittleEndian.PutUint64(b[112:], xxhash.Sum64(b[:112]))
 			return b
 		}, pmemgo.ErrVersion},
 		{"pool size", func(b []byte) []byte {
 			binary.LittleEndian.PutUint64(b[40:], 100)
-			binary.LittleEndian.PutUint64(b[96:], xxhash.Sum64(b[:96]))
+			binary.LittleEndian.PutUint64(b[112:], xxhash.Sum64(b[:112]))
 			return b
 		}, pmemgo.ErrCorrupt},
 	} {
