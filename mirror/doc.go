@@ -137,7 +137,9 @@
 // under new nonces, so they are always whole: the replica's chunk hashes
 // are hashes of ciphertext and are not compared, and no delta is sent.
 // Lines of zeros are sent as blank records, which tells the server which
-// lines are zero. What the server can still do undetected: put back an
+// lines are zero. A key rotation (heap.RotateKey) reseals the records and
+// rewrites the sealed header through the same device, so replicas rotate
+// with the primary. What the server can still do undetected: put back an
 // older record of the same line (a line-level rollback, which a Merkle
 // tree over the records would catch) or blank a record.
 //

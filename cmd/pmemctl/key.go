@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/recovery"
 )
@@ -48,6 +49,46 @@ a program passes the key's bytes in heap.Options.Key.`,
 			return nil
 		}),
 	})
+	cmd.AddCommand(newKeyRotateCmd())
+	return cmd
+}
+
+func newKeyRotateCmd() *cobra.Command {
+	var cur, next, old keyFlag
+	cmd := &cobra.Command{
+		Use:   "rotate POOL --key-file CURRENT --new-key-file NEW",
+		Short: "Reseal a sealed pool under a new key",
+		Long: `Rotate reseals every line of the sealed pool POOL under the key in NEW
+(heap.RotateKey), which it then opens with alone. A rotation that was
+interrupted leaves a pool that needs both keys: run rotate again with the
+new key as --key-file and the old one as --old-key-file to finish it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: poolCommand(func(cmd *cobra.Command, args []string) error {
+			var keys [3][]byte
+			for i, k := range []*keyFlag{&cur, &next, &old} {
+				var err error
+				if keys[i], err = k.load(); err != nil {
+					return err
+				}
+			}
+			if keys[0] == nil || keys[1] == nil {
+				return usageError(errors.New("--key-file and --new-key-file are required"))
+			}
+			h, err := heap.Open(args[0], &heap.Options{Key: keys[0], OldKey: keys[2]})
+			if err != nil {
+				return err
+			}
+			err = h.RotateKey(cmd.Context(), keys[1])
+			if err = errors.Join(err, h.Close()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is sealed under the key in %s\n", args[0], next.file)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&cur.file, "key-file", "", "file holding the pool's key")
+	cmd.Flags().StringVar(&next.file, "new-key-file", "", "file holding the new key, as key new writes it")
+	cmd.Flags().StringVar(&old.file, "old-key-file", "", "file holding the key an interrupted rotation was rotating from")
 	return cmd
 }
 

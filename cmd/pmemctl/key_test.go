@@ -86,3 +86,22 @@ func TestCheckSealed(t *testing.T) {
 	assert.Equal(t, exitProblems, code)
 	assert.Contains(t, out, fmt.Sprintf("offset %d", rec))
 }
+
+func TestKeyRotate(t *testing.T) {
+	pool, keyFile := sealedPoolFile(t)
+	next := filepath.Join(t.TempDir(), "next.key")
+	_, _, code := pmemctl(t, "key", "new", next)
+	require.Equal(t, exitOK, code)
+	out, stderr, code := pmemctl(t, "key", "rotate", pool, "--key-file", keyFile, "--new-key-file", next)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "sealed under the key in "+next)
+	out, stderr, code = pmemctl(t, "check", pool, "--key-file", next)
+	assert.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, pool+": 0 problems")
+	_, stderr, code = pmemctl(t, "check", pool, "--key-file", keyFile)
+	assert.Equal(t, exitIO, code)
+	assert.Contains(t, stderr, "key id")
+	_, stderr, code = pmemctl(t, "key", "rotate", pool, "--key-file", next)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, stderr, "required")
+}

@@ -11,6 +11,7 @@
 //	pmemctl replica serve|status ...
 //	pmemctl cert ca|issue ...
 //	pmemctl key new FILE
+//	pmemctl key rotate POOL --key-file CUR --new-key-file NEW [--old-key-file OLD]
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
 //	pmemctl bench [--workload NAME] [--engine NAME] [--keys N] [--ops N] [--json] [--plot FILE.svg] [--dir DIR]
