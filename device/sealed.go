@@ -65,13 +65,15 @@ func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := inner.Map(f, int(seal.FileSize(int64(size))), MapRequest{})
-	if err != nil {
-		return nil, fmt.Errorf("sealed file: %w", err)
-	}
+	// The plaintext is mapped first, so that the sealed file's mapping
+	// cannot take the address the pool's pointers are relative to.
 	plain, unmap, err := mapAnon(size, req)
 	if err != nil {
-		return nil, errors.Join(err, dev.Close())
+		return nil, err
+	}
+	dev, err := inner.Map(f, int(seal.FileSize(int64(size))), MapRequest{})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("sealed file: %w", err), unmap())
 	}
 	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, prev: prev, hdr: hdr}
 	if err := openAll(keys.NewRotatingOpener(prev, hdr.UUID), plain, d.recs); err != nil {

@@ -255,3 +255,18 @@ func TestSealedPoolBackup(t *testing.T) {
 	defer h.Close()
 	assert.Equal(t, reversed(names), readNames(t, h))
 }
+
+// TestSealedPoolReopensAtItsBase reopens a sealed pool: the plaintext is
+// mapped at its previous base, as a plain pool's mapping is, so that the
+// open swizzles nothing.
+func TestSealedPoolReopensAtItsBase(t *testing.T) {
+	key := newKey(t)
+	path := sealedPool(t, key, markers(3))
+	for range 3 {
+		h, err := heap.Open(path, &heap.Options{Key: key})
+		require.NoError(t, err)
+		relocated := h.Recovery().Relocated
+		require.NoError(t, h.Close())
+		require.False(t, relocated, "a sealed pool reopened away from its base")
+	}
+}
