@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
-	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
@@ -282,15 +280,8 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	}
 	snap := taken.snap
 	defer snap.Close()
-	var img io.ReaderAt = snap
+	img := taken.img
 	if m.sealed {
-		// Sealed as it is read, under new nonces: a snapshot's chunks
-		// never match the replica's, so there is no delta, and the chunk
-		// hashes the replica sent say nothing about the plaintext.
-		var err error
-		if img, _, err = device.SealImage(m.h.Device(), snap); err != nil {
-			return fmt.Errorf("seal the snapshot: %w", err)
-		}
 		hashes = nil
 	}
 	base, chain := taken.base, taken.chain
