@@ -20,10 +20,16 @@ var sealKey = bytes.Repeat([]byte{7}, seal.KeySize)
 // newSealedFile formats a sealed file for a pool of poolSize bytes.
 func newSealedFile(tb testing.TB, m device.Sealed) *os.File {
 	tb.Helper()
+	return newSealedFileSize(tb, m, poolSize)
+}
+
+// newSealedFileSize formats a sealed file for a pool of size bytes.
+func newSealedFileSize(tb testing.TB, m device.Sealed, size int64) *os.File {
+	tb.Helper()
 	f, err := os.CreateTemp(fastDir(tb), "sealed-*")
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = f.Close() })
-	require.NoError(tb, m.Format(f, poolSize, [16]byte{1, 2}))
+	require.NoError(tb, m.Format(f, size, [16]byte{1, 2}))
 	return f
 }
 
@@ -152,5 +158,40 @@ func BenchmarkSealedCommit(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/commit")
 			})
 		}
+	}
+}
+
+// TestSealedDeviceLargeFlush flushes thousands of lines at once, as a
+// commit of a large object does: every line is sealed under one session
+// and reads back after a reopen.
+func TestSealedDeviceLargeFlush(t *testing.T) {
+	const size = 1 << 20
+	m := device.Sealed{Key: sealKey}
+	f := newSealedFileSize(t, m, size)
+	d, err := m.Map(f, size, device.MapRequest{})
+	require.NoError(t, err)
+	mem := d.Bytes()
+	const n = 5000 * device.LineSize
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(mem[4096+i:], uint64(i)+1)
+	}
+	d.Flush(4096+8, n-16)
+	require.NoError(t, d.Fence())
+	require.NoError(t, d.Close())
+
+	file := readFile(t, f)
+	salts := map[string]bool{}
+	for l := range n / device.LineSize {
+		rec := seal.RecordOff(int64(4096 + l*device.LineSize))
+		require.False(t, seal.IsBlank(file[rec:]), "line %d not sealed", l)
+		salts[string(file[rec:rec+16])] = true
+	}
+	assert.Len(t, salts, 1)
+
+	d, err = m.Map(f, size, device.MapRequest{})
+	require.NoError(t, err)
+	defer d.Close()
+	for i := 0; i < n; i += 8 {
+		require.Equal(t, uint64(i)+1, binary.LittleEndian.Uint64(d.Bytes()[4096+i:]), "offset %d", 4096+i)
 	}
 }
