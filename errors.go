@@ -99,3 +99,8 @@ var (
 	// pool already has. Nothing is committed; the pool is unchanged.
 	ErrFenced = errors.New("pmemgo: fenced: not the primary of the pool")
 )
+
+// ErrBadKey is returned when a pool key does not fit the pool: a sealed
+// (encrypted) pool opened without its key or with another one, a key given
+// for a pool that is not sealed, or a key that is not 32 bytes.
+var ErrBadKey = errors.New("pmemgo: wrong or missing pool key")

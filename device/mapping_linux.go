@@ -53,11 +53,17 @@ func checkSize(f *os.File, size int) error {
 // a mere hint, so the result is checked and dropped if it landed elsewhere.
 func mapFixed(f *os.File, size int, shared bool, addr uintptr) ([]byte, bool) {
 	flags := mapFlags(shared)
+	fd := -1
+	if f == nil {
+		flags |= unix.MAP_ANONYMOUS
+	} else {
+		fd = int(f.Fd())
+	}
 	// addr is not Go memory, so the garbage collector has nothing to track;
 	// converting through a pointer variable only keeps vet from mistaking
 	// it for a Go pointer hidden in a uintptr.
 	hint := *(*unsafe.Pointer)(unsafe.Pointer(&addr))
-	p, err := unix.MmapPtr(int(f.Fd()), 0, hint, uintptr(size),
+	p, err := unix.MmapPtr(fd, 0, hint, uintptr(size),
 		unix.PROT_READ|unix.PROT_WRITE, flags|unix.MAP_FIXED_NOREPLACE)
 	if err != nil {
 		return nil, false
@@ -83,6 +89,12 @@ func unmapFixed(b []byte) func() error {
 // mapAvoiding maps f wherever the kernel likes, as long as the place
 // overlaps no range of avoid.
 func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func() error, error) {
+	flags, fd := mapFlags(shared), -1
+	if f == nil {
+		flags |= unix.MAP_ANONYMOUS
+	} else {
+		fd = int(f.Fd())
+	}
 	// A rejected mapping stays mapped until the end, so that the kernel
 	// cannot offer the same place again.
 	var rejected []mmap.MMap
@@ -94,10 +106,10 @@ func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func
 		}
 	}()
 	for range mapAttempts {
-		b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, mapFlags(shared))
+		b, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, flags)
 		m := mmap.MMap(b)
 		if err != nil {
-			return nil, nil, fmt.Errorf("map %s: %w", f.Name(), err)
+			return nil, nil, fmt.Errorf("map %s: %w", nameOf(f), err)
 		}
 		r := addrRange(m)
 		if !overlapsAny(r, avoid) {
@@ -108,7 +120,29 @@ func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func
 			return b, unmapFixed(b), nil
 		}
 	}
-	return nil, nil, fmt.Errorf("map %s: %d attempts: %w", f.Name(), mapAttempts, ErrNoAddress)
+	return nil, nil, fmt.Errorf("map %s: %d attempts: %w", nameOf(f), mapAttempts, ErrNoAddress)
+}
+
+// mapAnon maps size bytes of private anonymous memory where req asks, as
+// mapFile places a file.
+func mapAnon(size int, req MapRequest) ([]byte, func() error, error) {
+	if size <= 0 {
+		return nil, nil, fmt.Errorf("map anonymous memory: invalid size %d", size)
+	}
+	if req.Hint != 0 {
+		if b, ok := mapFixed(nil, size, false, req.Hint); ok {
+			return b, unmapFixed(b), nil
+		}
+	}
+	return mapAvoiding(nil, size, false, req.Avoid)
+}
+
+// nameOf names f in errors; nil is anonymous memory.
+func nameOf(f *os.File) string {
+	if f == nil {
+		return "anonymous memory"
+	}
+	return f.Name()
 }
 
 // mapFlags returns the mmap flags of a shared or a private mapping. A

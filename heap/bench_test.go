@@ -1,6 +1,7 @@
 package heap_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -415,15 +416,23 @@ func setOpenMark(b *testing.B, path string) {
 // emulated persistent memory whose fences copy lines
 // instead of making syscalls, and the DAX device forced on tmpfs, whose
 // flushes are CLWB and fences SFENCE (as PMDK with PMEM_IS_PMEM_FORCE).
+// The sealed variants open the pool with a key: the same device maps the
+// sealed file, and each flushed line is sealed first.
 var txDevices = []struct {
 	name string
 	new  func() device.Mapper
+	key  []byte
 }{
-	{"msync", func() device.Mapper { return nil }},
-	{"buffered", func() device.Mapper { return device.Buffered{} }},
-	{"emulated", func() device.Mapper { return &device.Emulator{} }},
-	{"dax-forced", func() device.Mapper { return device.Dax{Force: true} }},
+	{"msync", func() device.Mapper { return nil }, nil},
+	{"buffered", func() device.Mapper { return device.Buffered{} }, nil},
+	{"emulated", func() device.Mapper { return &device.Emulator{} }, nil},
+	{"dax-forced", func() device.Mapper { return device.Dax{Force: true} }, nil},
+	{"msync-sealed", func() device.Mapper { return nil }, benchKey},
+	{"emulated-sealed", func() device.Mapper { return &device.Emulator{} }, benchKey},
 }
+
+// benchKey is the pool key of the sealed benchmark variants.
+var benchKey = bytes.Repeat([]byte{0x5e}, 32)
 
 // deviceCounter counts what a device writes back, to report fences and
 // lines per transaction.
@@ -458,7 +467,7 @@ func BenchmarkTxUpdateField(b *testing.B) {
 	for _, dv := range txDevices {
 		b.Run(dv.name, func(b *testing.B) {
 			path := filepath.Join(benchutil.PoolDir(b), "counter.pool")
-			h, err := heap.Open(path, &heap.Options{Size: 8 << 20, Device: dv.new()})
+			h, err := heap.Open(path, &heap.Options{Size: 8 << 20, Device: dv.new(), Key: dv.key})
 			check(b, err)
 			defer h.Close()
 			var root *txCounter
@@ -530,7 +539,7 @@ func BenchmarkTxAllocLink(b *testing.B) {
 				pools++
 				path := filepath.Join(dir, fmt.Sprintf("list%d.pool", pools))
 				var err error
-				h, err = heap.Open(path, &heap.Options{Size: 256 << 20, Device: dv.new()})
+				h, err = heap.Open(path, &heap.Options{Size: 256 << 20, Device: dv.new(), Key: dv.key})
 				check(b, err)
 				check(b, h.Update(link))
 				// Leave a few slabs for the root's and for slack.

@@ -33,6 +33,7 @@
 package heap
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -122,6 +123,17 @@ type Options struct {
 	VerifyPointers bool
 	// Logger, if set, is told what recovery did.
 	Logger *slog.Logger
+	// Key, if set, is the pool key (32 bytes): the pool file is sealed,
+	// every 64-byte line encrypted and authenticated, and the process
+	// works on the plaintext in private memory (see device.Sealed). A new
+	// pool is created sealed; an existing one must have been created with
+	// this key. Device, when set, then maps the sealed file. Nil means a
+	// plain pool file.
+	Key []byte
+	// OldKey is the key a sealed pool's key is being rotated from
+	// (RotateKey), needed only to open a pool whose rotation did not
+	// finish.
+	OldKey []byte
 }
 
 // Heap is an open pool.
@@ -167,6 +179,9 @@ type Heap struct {
 	batchOpts   BatchOptions
 	// lease fences Update once the primary's lease ends (SetLeaseDeadline).
 	lease lease
+	// key is the pool key of a sealed pool, nil for a plain one. A key
+	// rotation replaces it while backups may read it.
+	key atomic.Pointer[[]byte]
 }
 
 // Open opens the pool at path, creating it with opts.Size bytes if it does
@@ -206,13 +221,7 @@ func Open(path string, opts *Options) (*Heap, error) {
 }
 
 func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
-	mapper := opts.Device
-	if mapper == nil {
-		mapper = device.Auto{}
-		if opts.ReadOnly {
-			mapper = device.Private{}
-		}
-	}
+	mapper := opts.mapper()
 	pool, err := recovery.Open(f, recovery.Options{
 		Mapper: mapper, ReadOnly: opts.ReadOnly, ForceRelocate: opts.ForceRelocate, Workers: opts.Workers,
 		FullValidation: opts.FullValidation, VerifyPointers: opts.VerifyPointers,
@@ -226,6 +235,10 @@ func openLocked(path string, f *os.File, opts *Options) (*Heap, error) {
 		path: path, f: f, pool: pool, dev: pool.Dev, mem: mem,
 		base: uintptr(unsafe.Pointer(unsafe.SliceData(mem))), ro: opts.ReadOnly,
 		state: pool.State,
+	}
+	if opts.Key != nil {
+		key := bytes.Clone(opts.Key)
+		h.key.Store(&key)
 	}
 	h.types = newRegistry(pool.Types)
 	h.alloc = newAllocator(h, pool.Slabs)
@@ -253,7 +266,7 @@ func create(path string, opts *Options) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	err = writeAtomically(path, ".creating-*", func(tmp *os.File) error {
-		_, err := recovery.Create(tmp, g, opts.Device)
+		_, err := recovery.Create(tmp, g, opts.createMapper())
 		return err
 	})
 	if err != nil {

@@ -20,7 +20,7 @@ func (o *Options) check() error {
 			return fmt.Errorf("Options.%s %d is negative: %w", f.name, f.v, pmemgo.ErrInvalidOptions)
 		}
 	}
-	return nil
+	return o.checkKey()
 }
 
 // geometry returns the geometry of a pool created with o, or an error

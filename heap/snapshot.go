@@ -457,6 +457,9 @@ func (h *Heap) Backup(path string) error {
 // Backup writes the snapshot's image to path as Heap.Backup does.
 func (s *Snapshot) Backup(path string) error {
 	err := writeAtomically(path, ".backup-*", func(tmp *os.File) error {
+		if s.h.poolKey() != nil {
+			return s.writeSealed(tmp)
+		}
 		if device.SharesFile(s.h.dev) {
 			return s.copyFile(tmp)
 		}
@@ -469,6 +472,17 @@ func (s *Snapshot) Backup(path string) error {
 	return nil
 }
 
+// writeSealed writes the image to dst as a sealed file under the heap's
+// key, so that the backup of a sealed pool is sealed too.
+func (s *Snapshot) writeSealed(dst *os.File) error {
+	w, err := newSealedWriter(dst, s.h.poolKey(), s.h.UUID(), s.size)
+	if err != nil {
+		return err
+	}
+	_, err = s.WriteTo(w)
+	return err
+}
+
 // Open opens the snapshot's image as a read-only heap, to read objects as
 // they were at the snapshot. The image is copied into an anonymous file in
 // memory, which the heap's Close frees.
@@ -477,7 +491,9 @@ func (s *Snapshot) Open(opts *Options) (*Heap, error) {
 	if opts != nil {
 		o = *opts
 	}
-	o.ReadOnly, o.Size = true, 0
+	// The image is plaintext in this process's memory, as the heap's own
+	// mapping is: it is opened without the key.
+	o.ReadOnly, o.Size, o.Key = true, 0, nil
 	fd, err := unix.MemfdCreate("pmemgo-snapshot", unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: open: %w", err)

@@ -100,6 +100,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 func BenchmarkSyncCommit(b *testing.B) {
 	forTransports(b, benchSyncCommit)
 	b.Run("interleaved", benchSyncInterleaved)
+	b.Run("sealed-interleaved", benchSyncSealed)
 }
 
 // forTransports runs bench over mutual TLS and over plain TCP, as
@@ -272,6 +273,7 @@ func writeChunk(i int) func(tx *heap.Tx) error {
 func BenchmarkAsyncThroughput(b *testing.B) {
 	forTransports(b, benchAsyncThroughput)
 	b.Run("interleaved", benchAsyncInterleaved)
+	b.Run("sealed-interleaved", benchAsyncSealed)
 }
 
 func benchAsyncThroughput(b *testing.B, addr string, opts mirror.Options) {

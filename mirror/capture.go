@@ -3,11 +3,13 @@ package mirror
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -359,9 +361,11 @@ type snapWait struct {
 }
 
 // snapTaken is a snapshot of the pool as of batch base, whose chain value
-// is chain.
+// is chain. img reads what is sent: the snapshot or, for a sealed pool,
+// the sealed file holding it.
 type snapTaken struct {
 	snap  *heap.Snapshot
+	img   io.ReaderAt
 	base  uint64
 	chain wire.Chain
 	err   error
@@ -369,11 +373,26 @@ type snapTaken struct {
 
 // takeSnapshots takes a snapshot for each waiting session. The capture
 // runs in a commit hook, at a commit boundary under the heap's writer
-// lock: each one is the pool's state as of the batch being captured.
+// lock: each one is the pool's state as of the batch being captured. The
+// sealed image of a sealed pool is set up here too, under the lock that
+// a key rotation changes the sealed header and key under.
 func (m *Mirror) takeSnapshots(wants []snapWait) []snapTaken {
 	out := make([]snapTaken, len(wants))
 	for i := range wants {
-		out[i].snap, out[i].err = m.h.Snapshot(&heap.SnapshotOptions{Exact: true})
+		t := &out[i]
+		if t.snap, t.err = m.h.Snapshot(&heap.SnapshotOptions{Exact: true}); t.err != nil {
+			continue
+		}
+		t.img = t.snap
+		if m.sealed {
+			// Sealed as it is read, under new nonces: a snapshot's chunks
+			// never match the replica's, so there is no delta, and the
+			// chunk hashes the replica sent say nothing of the plaintext.
+			if t.img, _, t.err = device.SealImage(m.h.Device(), t.snap); t.err != nil {
+				t.snap.Close()
+				t.snap = nil
+			}
+		}
 	}
 	return out
 }

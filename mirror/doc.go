@@ -120,8 +120,29 @@
 // and a peer that watched a session knows the chain value and can extend
 // the history while the primary is away; the primary then detects the
 // divergence, but the replica's content is the peer's until an operator
-// resets it. Pool data still travels and rests in plaintext: encryption
-// with a pool key is not built yet.
+// resets it.
+//
+// # Sealed pools
+//
+// A pool opened with a key (heap.Options.Key) is replicated as its sealed
+// file (see device.Sealed): batches carry the sealed records the device
+// wrote, read from the sealed file's mapping, so the wire, the replica's
+// journal and its pool file hold only ciphertext, each record bound to
+// the pool's UUID and its line. The server needs no key: it applies,
+// stores, serves and installs sealed files as it does plain ones, checks
+// a sealed file's header (UUID and size) before installing it, and
+// verifies its structure at start and on Scrub; whether records
+// authenticate only the key holder can check (recovery.CheckSealedFile,
+// pmemctl check --key-file). A standby with the key opens the replica
+// with heap.Open. Snapshots of a sealed pool are sealed as they are sent,
+// under new nonces, so they are always whole: the replica's chunk hashes
+// are hashes of ciphertext and are not compared, and no delta is sent.
+// Lines of zeros are sent as blank records, which tells the server which
+// lines are zero. A key rotation (heap.RotateKey) reseals the records and
+// rewrites the sealed header through the same device, so replicas rotate
+// with the primary. What the server can still do undetected: put back an
+// older record of the same line (a line-level rollback, which a Merkle
+// tree over the records would catch) or blank a record.
 //
 // # Lifetime
 //

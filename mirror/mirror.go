@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -149,10 +150,13 @@ const maxCapture = 64 << 20
 // Closing the heap closes the Mirror first: snapshots and batches are
 // read from the pool's mapping.
 type Mirror struct {
-	h          *heap.Heap
-	opts       Options
-	log        *slog.Logger
+	h    *heap.Heap
+	opts Options
+	log  *slog.Logger
+	// mem is what is replicated: the pool's mapping or, for a sealed pool,
+	// the mapping of its sealed file.
 	mem        []byte
+	sealed     bool
 	uuid       [16]byte
 	epoch      uint64
 	tracker    *Tracker
@@ -205,11 +209,17 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	mem := h.Device().Bytes()
+	// A sealed pool is replicated as its sealed file: batches carry
+	// records, and replicas hold ciphertext they cannot read.
+	dev, sealed := device.SealedFile(h.Device())
+	if !sealed {
+		dev = h.Device()
+	}
+	mem := dev.Bytes()
 	uuid := h.UUID()
 	var err error
 	m := &Mirror{
-		h: h, opts: opts, log: opts.Logger, mem: mem, uuid: uuid,
+		h: h, opts: opts, log: opts.Logger, mem: mem, uuid: uuid, sealed: sealed,
 		metrics: newPrimaryMetrics(),
 		done:    make(chan struct{}), changed: make(chan struct{}), capCh: make(chan struct{}),
 		hist: history{limit: max(opts.RetainBytes, 1)},
@@ -218,7 +228,7 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	// Track before the epoch changes, so that the header write is part of
 	// the first batch.
-	m.tracker = NewTracker(h.Device())
+	m.tracker = NewTracker(dev)
 	m.tracker.Track(0, len(mem))
 	if m.epoch, err = newEpoch(h, opts.Epoch); err != nil {
 		m.tracker.Stop()

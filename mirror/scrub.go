@@ -56,10 +56,18 @@ func checkPoolFile(p *replicaPool) []string {
 		return []string{err.Error()}
 	}
 	var problems []string
-	err = recovery.CheckFile(path, func(pr recovery.Problem) bool {
+	collect := func(pr recovery.Problem) bool {
 		problems = append(problems, pr.String())
 		return len(problems) < maxProblems
-	})
+	}
+	if sealed, serr := recovery.IsSealedFile(path); serr != nil {
+		err = serr
+	} else if sealed {
+		// The server holds no key: it checks the sealed structure only.
+		_, err = recovery.CheckSealedFile(path, nil, nil, collect)
+	} else {
+		err = recovery.CheckFile(path, collect)
+	}
 	if err != nil {
 		problems = append(problems, err.Error())
 	}

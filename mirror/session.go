@@ -280,6 +280,10 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	}
 	snap := taken.snap
 	defer snap.Close()
+	img := taken.img
+	if m.sealed {
+		hashes = nil
+	}
 	base, chain := taken.base, taken.chain
 	start := time.Now()
 	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem))
@@ -299,7 +303,7 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	for off := 0; off < len(m.mem); off += step {
 		end := min(off+step, len(m.mem))
 		data := chunk[:end-off]
-		if _, err := snap.ReadAt(data, int64(off)); err != nil {
+		if _, err := img.ReadAt(data, int64(off)); err != nil {
 			return fmt.Errorf("snapshot of the pool: %w", err)
 		}
 		if delta && wire.HashChunkOf(data) == hashes[off/step] {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
@@ -159,11 +160,24 @@ func (p *replicaPool) snapBatch(s *snapshot, seq, sum uint64, b wire.Batch) (boo
 }
 
 // checkHeader returns an error unless f holds a valid pool header, in
-// either slot, of this pool's UUID and of size bytes.
+// either slot, of this pool's UUID and of size bytes, or the valid header
+// of a sealed file of this pool's UUID and of size bytes: the server holds
+// no key, so a sealed pool's own header is not read.
 func (p *replicaPool) checkHeader(f *os.File, size int64) error {
 	b := make([]byte, layout.SlotOff(1)+layout.HeaderBytes)
 	if _, err := f.ReadAt(b, 0); err != nil {
 		return fmt.Errorf("read the pool header: %w", err)
+	}
+	if seal.IsSealed(b) {
+		sh, err := seal.DecodeHeader(b)
+		if err != nil {
+			return err
+		}
+		if sh.UUID != p.uuid || seal.FileSize(int64(sh.PoolSize)) != size {
+			return fmt.Errorf("sealed header of pool %x in a file of %d bytes, want pool %s in a file of %d bytes",
+				sh.UUID, seal.FileSize(int64(sh.PoolSize)), p.name(), size)
+		}
+		return nil
 	}
 	h, err := layout.DecodeHeader(b)
 	if err != nil {

@@ -24,11 +24,15 @@ func Create(f *os.File, g layout.Geometry, mapper device.Mapper) (layout.Header,
 	if _, err := rand.Read(h.UUID[:]); err != nil {
 		return h, fmt.Errorf("pool uuid: %w", err)
 	}
-	if err := f.Truncate(int64(h.Size)); err != nil {
-		return h, fmt.Errorf("size pool file: %w", err)
-	}
 	if mapper == nil {
 		mapper = device.Msync{}
+	}
+	if ff, ok := mapper.(device.FileFormat); ok {
+		if err := ff.Format(f, int64(h.Size), h.UUID); err != nil {
+			return h, fmt.Errorf("format pool file: %w", err)
+		}
+	} else if err := f.Truncate(int64(h.Size)); err != nil {
+		return h, fmt.Errorf("size pool file: %w", err)
 	}
 	// The base recorded is the start of a free range as large as the pool
 	// may grow, so that an open right after finds room there to reserve.

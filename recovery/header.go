@@ -7,7 +7,9 @@ import (
 	"os"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/internal/seal"
 )
 
 // ReadHeader reads both header slots of f and returns the current header.
@@ -20,23 +22,41 @@ func ReadHeader(f *os.File) (layout.Header, error) {
 	if err != nil {
 		return layout.Header{}, err
 	}
-	size := fi.Size()
+	return ReadHeaderAt(f, fi.Size())
+}
+
+// ReadHeaderVia reads the current header of the pool in f as ReadHeader
+// does, through mapper's FileFormat when it has one (a sealed file).
+func ReadHeaderVia(f *os.File, mapper device.Mapper) (layout.Header, error) {
+	ff, ok := mapper.(device.FileFormat)
+	if !ok {
+		return ReadHeader(f)
+	}
+	r, size, err := ff.PoolReader(f)
+	if err != nil {
+		return layout.Header{}, err
+	}
+	return ReadHeaderAt(r, size)
+}
+
+// ReadHeaderAt is ReadHeader for the pool bytes r holds, size of them.
+func ReadHeaderAt(r io.ReaderAt, size int64) (layout.Header, error) {
 	var slots [2][]byte
 	var errs [2]error
 	var hdrs [2]layout.Header
 	for i := range slots {
 		slots[i] = make([]byte, layout.HeaderBytes)
-		n, err := f.ReadAt(slots[i], layout.SlotOff(i))
+		n, err := readAt(r, slots[i], layout.SlotOff(i), size)
 		switch {
 		case err != nil && !errors.Is(err, io.EOF):
 			return layout.Header{}, fmt.Errorf("read header slot %c: %w", 'A'+i, err)
-		case n < layout.HeaderBytes && i == 0:
+		case i == 0 && (n < layout.HeaderBytes || seal.IsSealed(slots[0])):
 			return layout.Header{}, notPoolOrTruncated(slots[0][:n], size)
 		}
 		hdrs[i], errs[i] = layout.DecodeHeader(slots[i][:n])
 	}
 	var mark [8]byte
-	if _, err := f.ReadAt(mark[:], layout.OpenMarkOff); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := readAt(r, mark[:], layout.OpenMarkOff, size); err != nil && !errors.Is(err, io.EOF) {
 		return layout.Header{}, fmt.Errorf("read open mark: %w", err)
 	}
 	if errs[0] == nil && uint64(size) < hdrs[0].Size {
@@ -54,7 +74,26 @@ func ReadHeader(f *os.File) (layout.Header, error) {
 	return h, nil
 }
 
+// readAt reads p at off from r, which holds size bytes: a read past size
+// is short, ending with io.EOF, whatever r would do there.
+func readAt(r io.ReaderAt, p []byte, off, size int64) (int, error) {
+	if off >= size {
+		return 0, io.EOF
+	}
+	if rest := size - off; int64(len(p)) > rest {
+		n, err := r.ReadAt(p[:rest], off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return r.ReadAt(p, off)
+}
+
 func notPoolOrTruncated(head []byte, size int64) error {
+	if seal.IsSealed(head) {
+		return fmt.Errorf("file is a sealed (encrypted) pool: open it with its key: %w", pmemgo.ErrBadKey)
+	}
 	if len(head) >= len(layout.Magic) && string(head[:len(layout.Magic)]) == layout.Magic {
 		return fmt.Errorf("file is %d bytes, too short for a pool header: %w", size, pmemgo.ErrTruncated)
 	}

@@ -99,13 +99,13 @@ func (p *Pool) Base() uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(p
 // mapped and, unless the error came from rolling back a validated undo log,
 // nothing was written.
 func Open(f *os.File, opts Options) (*Pool, error) {
-	hdr, err := ReadHeader(f)
-	if err != nil {
-		return nil, err
-	}
 	mapper := opts.Mapper
 	if mapper == nil {
 		mapper = device.Msync{}
+	}
+	hdr, err := ReadHeaderVia(f, mapper)
+	if err != nil {
+		return nil, err
 	}
 	if hdr.MaxSize == 0 {
 		hdr.MaxSize = max(opts.DefaultMaxSize, hdr.Size)

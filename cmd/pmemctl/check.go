@@ -7,11 +7,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
 type checkOptions struct {
 	json, leaks bool
+	key         keyFlag
 }
 
 func newCheckCmd() *cobra.Command {
@@ -32,6 +34,13 @@ that no transaction can free any more (pmemctl gc frees it in a copy). The
 walk runs only on a pool without damage, since objects that only a damaged
 pointer leads to would show as leaks.
 
+A sealed (encrypted) pool is checked with its key (--key-file): every
+record must authenticate (a record that does not is reported at its file
+offset), then the pool inside is checked as above, at pool offsets, in
+memory. Without the key only the sealed file's structure can be checked
+(its header, its size, the form of every record), and check says so. The
+leak walk needs a plain pool.
+
 Exit status: 0 when the pool is clean, 2 when problems were found, 3 when the
 file is not a pool or cannot be read.`,
 		Args: cobra.ExactArgs(1),
@@ -46,7 +55,7 @@ file is not a pool or cannot be read.`,
 				return err
 			}
 			defer done()
-			r, err := checkPool(cmd, path, o.leaks, o.json, show)
+			r, err := checkPoolWith(cmd, path, o, show)
 			if err != nil {
 				return err
 			}
@@ -64,6 +73,7 @@ file is not a pool or cannot be read.`,
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the result as JSON")
 	cmd.Flags().BoolVar(&o.leaks, "leaks", false, "also report allocated objects unreachable from the root")
 	rf.register(cmd)
+	o.key.add(cmd)
 	return cmd
 }
 
@@ -80,6 +90,9 @@ type checkResult struct {
 	RolledBack int   `json:"rolled_back"`
 	// Leaks is set with --leaks.
 	Leaks *leakResult `json:"leaks,omitempty"`
+	// Sealed is set for a sealed pool: "contents", checked with the key,
+	// or "structure", without it.
+	Sealed string `json:"sealed,omitempty"`
 
 	// damaged counts the problems that are damage, not pending recovery.
 	damaged int
@@ -107,7 +120,25 @@ type leakResult struct {
 // set, calling show (if not nil) with each problem as it is found. It
 // returns an error only when the pool cannot be checked at all.
 func checkPool(cmd *cobra.Command, path string, leaks, jsonOut bool, show func(recovery.Problem)) (*checkResult, error) {
+	return checkPoolWith(cmd, path, checkOptions{leaks: leaks, json: jsonOut}, show)
+}
+
+// checkPoolWith is checkPool with every option of check: a sealed pool is
+// checked with the key of o.key, or its structure only without one.
+func checkPoolWith(cmd *cobra.Command, path string, o checkOptions, show func(recovery.Problem)) (*checkResult, error) {
+	leaks, jsonOut := o.leaks, o.json
 	r := &checkResult{Pool: path, Problems: []problemJSON{}}
+	sealed, err := recovery.IsSealedFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := o.key.load()
+	if err != nil {
+		return nil, err
+	}
+	if key != nil && !sealed {
+		return nil, fmt.Errorf("%s is not a sealed pool, but --key-file was given: %w", path, pmemgo.ErrBadKey)
+	}
 	// The checker says how many slabs it goes through once it has read
 	// their headers; the bar spins until then.
 	bar := newProgress(cmd, jsonOut, countItems, totalLater, "checking slabs")
@@ -122,7 +153,18 @@ func checkPool(cmd *cobra.Command, path string, leaks, jsonOut bool, show func(r
 		}
 		return true
 	}
-	st, err := recovery.CheckFileOptions(path, &recovery.CheckOptions{Progress: bar.checkProgress()}, add)
+	opts := &recovery.CheckOptions{Progress: bar.checkProgress()}
+	var st recovery.CheckStats
+	switch {
+	case !sealed:
+		st, err = recovery.CheckFileOptions(path, opts, add)
+	case key == nil:
+		r.Sealed = "structure"
+		st, err = recovery.CheckSealedFile(path, nil, opts, add)
+	default:
+		r.Sealed = "contents"
+		st, err = recovery.CheckSealedFile(path, key, opts, add)
+	}
 	bar.done()
 	if err != nil {
 		return nil, err
@@ -132,6 +174,10 @@ func checkPool(cmd *cobra.Command, path string, leaks, jsonOut bool, show func(r
 		return r, nil
 	}
 	r.Leaks = &leakResult{}
+	if sealed {
+		r.Leaks.Skipped = "the leak walk reads plain pools only"
+		return r, nil
+	}
 	if r.damaged > 0 {
 		r.Leaks.Skipped = "the pool is damaged, and objects that only a damaged pointer leads to would show as leaks"
 		return r, nil
@@ -154,8 +200,12 @@ func (r *checkResult) summary(out io.Writer) {
 	if pending := len(r.Problems) - r.damaged; pending > 0 {
 		summary += fmt.Sprintf(" (%d of them recovery that opening the pool does)", pending)
 	}
-	fmt.Fprintf(out, "%s: %s, %s and %s in %s checked\n", r.Pool, summary,
-		plural(r.Objects, "object"), plural(r.Pointers, "pointer"), plural(r.Slabs, "slab"))
+	if r.Sealed == "structure" {
+		fmt.Fprintf(out, "%s: %s in the sealed file's structure; its contents cannot be checked without the key (--key-file)\n", r.Pool, summary)
+	} else {
+		fmt.Fprintf(out, "%s: %s, %s and %s in %s checked\n", r.Pool, summary,
+			plural(r.Objects, "object"), plural(r.Pointers, "pointer"), plural(r.Slabs, "slab"))
+	}
 	switch l := r.Leaks; {
 	case l == nil:
 	case l.Skipped != "":

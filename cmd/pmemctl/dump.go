@@ -16,6 +16,7 @@ import (
 type dumpOptions struct {
 	typ, object string
 	hex, json   bool
+	key         keyFlag
 }
 
 func newDumpCmd() *cobra.Command {
@@ -47,7 +48,12 @@ object's raw bytes. The output is JSON with or without --json.
 The pool is recovered in memory first, as Open would, and never written.`,
 		Args: cobra.ExactArgs(1),
 		RunE: poolCommand(func(cmd *cobra.Command, args []string) (err error) {
-			p, err := recovery.OpenReadOnly(args[0])
+			plain, done, err := o.key.readable(args[0])
+			if err != nil {
+				return err
+			}
+			defer done()
+			p, err := recovery.OpenReadOnly(plain)
 			if err != nil {
 				return err
 			}
@@ -59,6 +65,7 @@ The pool is recovered in memory first, as Open would, and never written.`,
 	cmd.Flags().StringVar(&o.object, "object", "", `dump only this object: "slab:slot", or a pool offset in it`)
 	cmd.Flags().BoolVar(&o.hex, "hex", false, "add each object's raw bytes in hex")
 	cmd.Flags().BoolVar(&o.json, "json", false, "accepted for uniformity: dump always prints JSON")
+	o.key.add(cmd)
 	return cmd
 }
 

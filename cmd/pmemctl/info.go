@@ -17,6 +17,7 @@ import (
 func newInfoCmd() *cobra.Command {
 	var jsonOut bool
 	var rf remoteFlags
+	var key keyFlag
 	cmd := &cobra.Command{
 		Use:   "info POOL",
 		Short: "Print a pool's header: format, UUID, size, base, state and whether its checksums hold",
@@ -39,7 +40,12 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 				return err
 			}
 			defer done()
-			info, err := recovery.Inspect(path)
+			plain, doneKey, err := key.readable(path)
+			if err != nil {
+				return err
+			}
+			defer doneKey()
+			info, err := recovery.Inspect(plain)
 			if err != nil {
 				return err
 			}
@@ -65,6 +71,7 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	rf.register(cmd)
+	key.add(cmd)
 	return cmd
 }
 

@@ -12,6 +12,8 @@
 //	pmemctl ha standby|guard|power-lost|switchover|status|promote ...
 //	pmemctl memnode serve|status ...
 //	pmemctl cert ca|issue ...
+//	pmemctl key new FILE
+//	pmemctl key rotate POOL --key-file CUR --new-key-file NEW [--old-key-file OLD]
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
 //	pmemctl bench [--workload NAME] [--engine NAME] [--keys N] [--ops N] [--json] [--plot FILE.svg] [--dir DIR]
@@ -77,6 +79,7 @@ func newRootCmd() *cobra.Command {
 		newReplicaCmd(),
 		newMemnodeCmd(),
 		newCertCmd(),
+		newKeyCmd(),
 		newDemoCmd(),
 		newDemoVerifyCmd(),
 		newVersionCmd(),
