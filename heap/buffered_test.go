@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
@@ -36,10 +37,19 @@ type bufferedImage struct {
 // each one alone. An image taken while transaction k runs must recover to
 // the state after k-1 or after k; one taken after k returned (while the
 // next one runs, or during Close) must hold k.
+//
+// A sealed pool buffers stores the same way (its plaintext is private
+// memory, and only a flush seals a line into the file): its variant crashes
+// the sealed file, whole records at a time, as sectors are written.
 func TestCrashBuffered(t *testing.T) {
+	t.Run("buffered", func(t *testing.T) { crashBuffered(t, nil) })
+	t.Run("sealed", func(t *testing.T) { crashBuffered(t, newKey(t)) })
+}
+
+func crashBuffered(t *testing.T, key []byte) {
 	dir := fastTempDir(t)
 	path := filepath.Join(dir, "p.pool")
-	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize})
+	h, err := heap.Open(path, &heap.Options{Size: crashPoolSize, Key: key})
 	require.NoError(t, err)
 	require.NoError(t, h.Close())
 
@@ -49,7 +59,7 @@ func TestCrashBuffered(t *testing.T) {
 		allowed []int
 		what    string
 	)
-	emu := &device.Emulator{Buffered: true}
+	emu := &device.Emulator{Buffered: key == nil}
 	add := func(img []byte, variant string) {
 		key := fmt.Sprintf("%x %v", xxhash.Sum64(img), allowed)
 		if !seen[key] {
@@ -63,21 +73,36 @@ func TestCrashBuffered(t *testing.T) {
 		}
 		d := emu.Device()
 		add(d.CrashImage(nil), fmt.Sprintf("%s %d, durable", ev.Kind, ev.Seq))
-		dirty := d.DirtyLines()
-		if len(dirty) == 0 {
+		// Units that reach the media whole: lines, or a sealed pool's
+		// records.
+		var units [][]int
+		if key == nil {
+			for _, l := range d.DirtyLines() {
+				units = append(units, []int{l})
+			}
+		} else {
+			units = recordLines(d.DirtyLines())
+		}
+		if len(units) == 0 {
 			return
 		}
-		add(d.CrashImage(dirty), fmt.Sprintf("%s %d, all %d flushed lines", ev.Kind, ev.Seq, len(dirty)))
-		for i, l := range dirty {
-			if i == 12 {
+		add(d.CrashImage(slices.Concat(units...)), fmt.Sprintf("%s %d, all %d flushed units", ev.Kind, ev.Seq, len(units)))
+		// A sealed image costs a decryption of the whole pool to reopen:
+		// fewer variants of those.
+		most := 12
+		if key != nil {
+			most = 3
+		}
+		for i, u := range units {
+			if i == most {
 				break
 			}
-			add(d.CrashImage([]int{l}), fmt.Sprintf("%s %d, line %d alone", ev.Kind, ev.Seq, l))
-			rest := append(append([]int{}, dirty[:i]...), dirty[i+1:]...)
-			add(d.CrashImage(rest), fmt.Sprintf("%s %d, all but line %d", ev.Kind, ev.Seq, l))
+			add(d.CrashImage(u), fmt.Sprintf("%s %d, unit %d alone", ev.Kind, ev.Seq, u[0]))
+			rest := slices.Concat(slices.Concat(units[:i]...), slices.Concat(units[i+1:]...))
+			add(d.CrashImage(rest), fmt.Sprintf("%s %d, all but unit %d", ev.Kind, ev.Seq, u[0]))
 		}
 	}
-	h, err = heap.Open(path, &heap.Options{Device: emu})
+	h, err = heap.Open(path, &heap.Options{Device: emu, Key: key})
 	require.NoError(t, err)
 	require.True(t, device.BuffersStores(h.Device()))
 
@@ -125,7 +150,7 @@ func TestCrashBuffered(t *testing.T) {
 		if testing.Verbose() {
 			t.Logf("image %d: %s", i, im.what)
 		}
-		got := reopenImage(t, dir, im.img)
+		got := reopenKeyed(t, dir, im.img, key)
 		ok := false
 		for _, s := range im.states {
 			ok = ok || (s < len(states) && got == states[s])
@@ -134,7 +159,7 @@ func TestCrashBuffered(t *testing.T) {
 			t.Fatalf("image %d of %d (%s): state is none of %v:\n--- got\n%s--- allowed first\n%s", i, len(images), im.what, im.states, got, states[im.states[0]])
 		}
 	}
-	t.Logf("buffered: %d distinct crash images over %d transactions and Close", len(images), len(ops))
+	t.Logf("%d distinct crash images over %d transactions and Close", len(images), len(ops))
 }
 
 // TestBufferedOneFencePerCommit: a one-field Update on a device that
@@ -194,4 +219,19 @@ func TestBufferedOneFencePerCommit(t *testing.T) {
 			}))
 		})
 	}
+}
+
+// reopenKeyed is reopenImage for a pool that may be sealed: a sealed image
+// is opened with key, and the checker runs on plain ones.
+func reopenKeyed(t *testing.T, dir string, img, key []byte) string {
+	t.Helper()
+	if key == nil {
+		return reopenImage(t, dir, img)
+	}
+	p := filepath.Join(dir, "image.pool")
+	require.NoError(t, os.WriteFile(p, img, 0o600))
+	h, err := heap.Open(p, &heap.Options{Key: key, ForceRelocate: true})
+	require.NoError(t, err, "reopening a crash image")
+	defer h.Close()
+	return snapshot(t, h)
 }
