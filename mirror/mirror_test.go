@@ -2,6 +2,7 @@ package mirror_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"sync/atomic"
@@ -13,38 +14,50 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 )
 
 // TestReplicate runs the workload against one replica in each mode, waits
-// for the replica and compares it with the primary.
+// for the replica and compares it with the primary, on the default device
+// and on one that buffers stores, whose commits write their ranges back
+// after the commit record.
 func TestReplicate(t *testing.T) {
 	for _, mode := range []mirror.Mode{mirror.Sync, mirror.Async} {
-		t.Run(mode.String(), func(t *testing.T) {
-			dir := fastDir(t)
-			srv, addr := startServer(t, dir)
-			h := openPrimary(t, fastDir(t))
-			defer h.Close()
-			m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)}))
-			require.NoError(t, err)
-			const commits = 300
-			for i := uint64(1); i <= commits; i++ {
-				require.NoError(t, h.Update(func(tx *heap.Tx) error { return step(tx, i) }))
-			}
-			flush(t, m)
-			st := m.Status()
-			require.Len(t, st, 1)
-			assert.Equal(t, "streaming", st[0].State)
-			assert.Equal(t, m.Seq(), st[0].Acked)
-			assert.Zero(t, st[0].LagBytes)
-			require.NoError(t, m.Close())
-
-			primary := append([]byte(nil), h.Device().Bytes()...)
-			require.NoError(t, srv.Close())
-			requireConverged(t, dir, primary, commits)
-		})
+		for _, buffered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/buffered=%v", mode, buffered), func(t *testing.T) { replicateWorkload(t, mode, buffered) })
+		}
 	}
+}
+
+func replicateWorkload(t *testing.T, mode mirror.Mode, buffered bool) {
+	dir := fastDir(t)
+	srv, addr := startServer(t, dir)
+	opts := &heap.Options{Size: poolSize}
+	if buffered {
+		opts.Device = device.Buffered{}
+	}
+	h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), opts)
+	require.NoError(t, err)
+	defer h.Close()
+	m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)}))
+	require.NoError(t, err)
+	const commits = 300
+	for i := uint64(1); i <= commits; i++ {
+		require.NoError(t, h.Update(func(tx *heap.Tx) error { return step(tx, i) }))
+	}
+	flush(t, m)
+	st := m.Status()
+	require.Len(t, st, 1)
+	assert.Equal(t, "streaming", st[0].State)
+	assert.Equal(t, m.Seq(), st[0].Acked)
+	assert.Zero(t, st[0].LagBytes)
+	require.NoError(t, m.Close())
+
+	primary := append([]byte(nil), h.Device().Bytes()...)
+	require.NoError(t, srv.Close())
+	requireConverged(t, dir, primary, commits)
 }
 
 // TestSyncAcks checks how many acknowledgements a sync commit waits for:
