@@ -13,6 +13,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 )
@@ -151,7 +152,18 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	var sum uint64
 	// The replica is a byte-for-byte copy of the pool at the flush's
 	// commit, and nothing was committed since.
-	if err := h.View(func(*heap.Tx) error { sum = xxhash.Sum64(h.Device().Bytes()); return nil }); err != nil {
+	if err := h.View(func(*heap.Tx) error {
+		if !device.SharesFile(h.Device()) {
+			sum = xxhash.Sum64(h.Device().Bytes())
+			return nil
+		}
+		// The file holds the mapping's bytes. Reading it copies from the
+		// page cache in the kernel, where hashing the mapping, mapped a
+		// moment ago, would fault on every page first.
+		var err error
+		sum, err = hashFile(h.Path())
+		return err
+	}); err != nil {
 		return rep, err
 	}
 	rep.Handoff = Handoff{Pool: g.opts.Pool, UUID: rep.Handoff.UUID, Epoch: term.Token, Seq: seq, Hash: sum, Save: time.Since(start)}

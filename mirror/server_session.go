@@ -55,7 +55,10 @@ func (rs *replicaSession) run() error {
 		// with its own chunks, to send only those that differ. A primary
 		// of the replica's own epoch most likely resumes; if it cannot,
 		// its snapshot is a full one.
-		hashes = chunkHashes(p.mem)
+		var err error
+		if hashes, err = chunkHashes(p.pool, p.size); err != nil {
+			return err
+		}
 		rs.offered = true
 	}
 	ready := wire.AppendFrame(nil, wire.TypeReady, p.epoch, p.seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen, ChainTag: p.chain.Tag(), Hashes: hashes}))
@@ -201,11 +204,20 @@ func (rs *replicaSession) setState(state string) {
 	rs.lag.Set(float64(head - p.seq))
 }
 
-// chunkHashes returns the hash of each wire.HashChunk of mem.
-func chunkHashes(mem []byte) []wire.ChunkHash {
-	hs := make([]wire.ChunkHash, 0, (len(mem)+wire.HashChunk-1)/wire.HashChunk)
-	for off := 0; off < len(mem); off += wire.HashChunk {
-		hs = append(hs, wire.HashChunkOf(mem[off:min(off+wire.HashChunk, len(mem))]))
+// chunkHashes returns the hash of each wire.HashChunk of the first size
+// bytes of f. It reads the file rather than the pool's mapping: the kernel
+// copies from the page cache, where a pass over a mapping would fault on
+// every page not touched yet, which under shadow paging costs
+// microseconds apiece.
+func chunkHashes(f *os.File, size int64) ([]wire.ChunkHash, error) {
+	hs := make([]wire.ChunkHash, 0, (size+wire.HashChunk-1)/wire.HashChunk)
+	buf := make([]byte, wire.HashChunk)
+	for off := int64(0); off < size; off += wire.HashChunk {
+		b := buf[:min(wire.HashChunk, size-off)]
+		if _, err := f.ReadAt(b, off); err != nil {
+			return nil, fmt.Errorf("hash replica pool file %s at offset %d: %w", f.Name(), off, err)
+		}
+		hs = append(hs, wire.HashChunkOf(b))
 	}
-	return hs
+	return hs, nil
 }
