@@ -166,9 +166,14 @@ func TestTwoPrimariesFenced(t *testing.T) {
 	_, err = increment(hA)
 	require.ErrorIs(t, err, mirror.ErrStaleEpoch)
 	t.Logf("rogue commit: %v", err)
-	assert.NotEmpty(t, a.rec.logged(slog.LevelError, "refused this primary"))
-	assert.NotEmpty(t, srvRec.logged(slog.LevelError, "refused primary"))
-	assert.NotEmpty(t, a.rec.logged(slog.LevelError, "primary role lost"))
+	// The commit learns of the refusal from the acknowledgement it waits
+	// for; the session that read it logs it on its own goroutine.
+	logged := func(r *recorder, msg string) func() bool {
+		return func() bool { return len(r.logged(slog.LevelError, msg)) > 0 }
+	}
+	assert.Eventually(t, logged(a.rec, "refused this primary"), 10*time.Second, 10*time.Millisecond)
+	assert.Eventually(t, logged(srvRec, "refused primary"), 10*time.Second, 10*time.Millisecond)
+	assert.Eventually(t, logged(a.rec, "primary role lost"), 10*time.Second, 10*time.Millisecond)
 
 	_, err = increment(hB)
 	require.NoError(t, err)
