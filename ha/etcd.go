@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -36,12 +35,9 @@ type EtcdOptions struct {
 // KeepAliveOnce each TTL/4), so that the term's validity is counted from
 // a renewal's start.
 type Etcd struct {
-	cli  *clientv3.Client
-	opts EtcdOptions
-
-	mu    sync.Mutex
-	terms map[*Term]struct{}
-	wg    sync.WaitGroup
+	cli   *clientv3.Client
+	opts  EtcdOptions
+	terms termSet
 }
 
 // NewEtcd returns the coordinator using cli, which the caller closes
@@ -59,7 +55,7 @@ func NewEtcd(cli *clientv3.Client, opts EtcdOptions) (*Etcd, error) {
 	if opts.TTL < time.Second || opts.TTL%time.Second != 0 || opts.Margin < 0 || opts.Margin >= opts.TTL {
 		return nil, fmt.Errorf("ha: etcd lease TTL %v, margin %v: want whole seconds, 0 <= margin < TTL: %w", opts.TTL, opts.Margin, pmemgo.ErrInvalidOptions)
 	}
-	return &Etcd{cli: cli, opts: opts, terms: map[*Term]struct{}{}}, nil
+	return &Etcd{cli: cli, opts: opts}, nil
 }
 
 func (c *Etcd) electionPrefix(pool string) string { return c.opts.Prefix + pool + "/" }
@@ -195,49 +191,27 @@ func (c *Etcd) startTerm(cand Candidate, token uint64, start time.Time, id clien
 		}
 		return err
 	}
-	c.mu.Lock()
-	c.terms[t] = struct{}{}
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go c.renew(t, id, stop)
+	c.terms.run(t, c.opts.TTL/4, stop, func(start time.Time) { c.renew(t, id, start) }, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.TTL)
+		c.cli.Revoke(ctx, id)
+		cancel()
+	})
 	return t
 }
 
-// renew renews t's lease every TTL/4 until it ends. A lease that etcd no
-// longer knows ends the term; one it cannot reach is retried until the
-// term's validity runs out, and then revoked if etcd comes back, so that
-// a new campaign is not kept waiting for it.
-func (c *Etcd) renew(t *Term, id clientv3.LeaseID, stop chan struct{}) {
-	defer func() {
-		c.mu.Lock()
-		delete(c.terms, t)
-		c.mu.Unlock()
-		c.wg.Done()
-	}()
-	tick := time.NewTicker(c.opts.TTL / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			ctx, cancel := context.WithTimeout(context.Background(), c.opts.TTL)
-			c.cli.Revoke(ctx, id)
-			cancel()
-			return
-		case now := <-tick.C:
-			if t.expire(now) || t.paused.Load() {
-				continue
-			}
-			start := time.Now()
-			ctx, cancel := context.WithTimeout(context.Background(), c.opts.TTL/4)
-			resp, err := c.cli.KeepAliveOnce(ctx, id)
-			cancel()
-			switch {
-			case errors.Is(err, rpctypes.ErrLeaseNotFound):
-				t.end(fmt.Errorf("etcd lease %x expired: %w", id, pmemgo.ErrFenced))
-			case err == nil && resp.TTL > 0:
-				t.renewed(start.Add(min(c.opts.TTL, time.Duration(resp.TTL)*time.Second) - c.opts.Margin))
-			}
-		}
+// renew renews t's lease once, every TTL/4 (termSet.run). A lease that
+// etcd no longer knows ends the term; one it cannot reach is retried until
+// the term's validity runs out, and revoked when the term stops, so that a
+// new campaign is not kept waiting for it.
+func (c *Etcd) renew(t *Term, id clientv3.LeaseID, start time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.TTL/4)
+	resp, err := c.cli.KeepAliveOnce(ctx, id)
+	cancel()
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		t.end(fmt.Errorf("etcd lease %x expired: %w", id, pmemgo.ErrFenced))
+	case err == nil && resp.TTL > 0:
+		t.renewed(start.Add(min(c.opts.TTL, time.Duration(resp.TTL)*time.Second) - c.opts.Margin))
 	}
 }
 
@@ -259,15 +233,6 @@ func (c *Etcd) Leader(ctx context.Context, pool string) (Leader, error) {
 
 // Close ends the coordinator's terms, revoking their leases.
 func (c *Etcd) Close() error {
-	c.mu.Lock()
-	terms := make([]*Term, 0, len(c.terms))
-	for t := range c.terms {
-		terms = append(terms, t)
-	}
-	c.mu.Unlock()
-	for _, t := range terms {
-		t.end(errors.New("coordinator closed"))
-	}
-	c.wg.Wait()
+	c.terms.close()
 	return nil
 }

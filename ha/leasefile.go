@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,10 +38,7 @@ type LeaseFile struct {
 	opts LeaseFileOptions
 	pid  int
 
-	mu     sync.Mutex
-	closed bool
-	terms  map[*Term]struct{}
-	wg     sync.WaitGroup
+	terms termSet
 }
 
 // leaseState is the content of a pool's lease file.
@@ -72,7 +68,7 @@ func NewLeaseFile(dir string, opts LeaseFileOptions) (*LeaseFile, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("ha: lease directory: %w", err)
 	}
-	return &LeaseFile{dir: dir, opts: opts, pid: os.Getpid(), terms: map[*Term]struct{}{}}, nil
+	return &LeaseFile{dir: dir, opts: opts, pid: os.Getpid()}, nil
 }
 
 func (c *LeaseFile) statePath(pool string) string {
@@ -205,9 +201,7 @@ func (c *LeaseFile) notPrimary(ctx context.Context, cand Candidate) error {
 }
 
 func (c *LeaseFile) checkOpen() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	if c.terms.isClosed() {
 		return errors.New("ha: lease file coordinator closed")
 	}
 	return nil
@@ -230,48 +224,25 @@ func (c *LeaseFile) startTerm(cand Candidate, token, incarnation uint64, start t
 	stop := make(chan struct{})
 	t.stop = func() { close(stop) }
 	t.resign = func(context.Context) error { return c.resign(cand.Pool, token) }
-	c.mu.Lock()
-	c.terms[t] = struct{}{}
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go c.renew(t, stop)
+	c.terms.run(t, c.opts.TTL/4, stop, func(start time.Time) { c.renew(t, start) }, nil)
 	return t
 }
 
-// renew renews t's lease every TTL/4 until it ends.
-func (c *LeaseFile) renew(t *Term, stop chan struct{}) {
-	defer func() {
-		c.mu.Lock()
-		delete(c.terms, t)
-		c.mu.Unlock()
-		c.wg.Done()
-	}()
-	tick := time.NewTicker(c.opts.TTL / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-tick.C:
-			if t.expire(now) || t.paused.Load() {
-				continue
-			}
-			start := time.Now()
-			err := c.locked(t.Pool, func(s *leaseState) (bool, error) {
-				if s.Token != t.Token || s.Node != t.Node {
-					return false, fmt.Errorf("lease taken: %s holds token %d: %w", s.Node, s.Token, pmemgo.ErrFenced)
-				}
-				s.Expires = start.Add(c.opts.TTL).UnixNano()
-				return true, nil
-			})
-			if errors.Is(err, pmemgo.ErrFenced) {
-				t.end(err)
-			} else if err == nil {
-				t.renewed(start.Add(c.opts.TTL - c.opts.Margin))
-			}
-			// Any other error is retried at the next tick, until the
-			// term's validity runs out.
+// renew renews t's lease once, every TTL/4 (termSet.run). A lease another
+// node took ends the term; any other error is retried at the next tick,
+// until the term's validity runs out.
+func (c *LeaseFile) renew(t *Term, start time.Time) {
+	err := c.locked(t.Pool, func(s *leaseState) (bool, error) {
+		if s.Token != t.Token || s.Node != t.Node {
+			return false, fmt.Errorf("lease taken: %s holds token %d: %w", s.Node, s.Token, pmemgo.ErrFenced)
 		}
+		s.Expires = start.Add(c.opts.TTL).UnixNano()
+		return true, nil
+	})
+	if errors.Is(err, pmemgo.ErrFenced) {
+		t.end(err)
+	} else if err == nil {
+		t.renewed(start.Add(c.opts.TTL - c.opts.Margin))
 	}
 }
 
@@ -310,16 +281,6 @@ func (c *LeaseFile) Leader(_ context.Context, pool string) (Leader, error) {
 // Close stops renewing the coordinator's terms and ends them: their
 // heaps are fenced, and their leases run out.
 func (c *LeaseFile) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	terms := make([]*Term, 0, len(c.terms))
-	for t := range c.terms {
-		terms = append(terms, t)
-	}
-	c.mu.Unlock()
-	for _, t := range terms {
-		t.end(errors.New("coordinator closed"))
-	}
-	c.wg.Wait()
+	c.terms.close()
 	return nil
 }
