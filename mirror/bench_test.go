@@ -99,8 +99,8 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // the p50.
 func BenchmarkSyncCommit(b *testing.B) {
 	forTransports(b, benchSyncCommit)
-	b.Run("interleaved", benchSyncInterleaved)
-	b.Run("sealed-interleaved", benchSyncSealed)
+	b.Run("interleaved", tlsPair.benchSync)
+	b.Run("sealed-interleaved", sealedPair.benchSync)
 }
 
 // forTransports runs bench over mutual TLS and over plain TCP, as
@@ -272,8 +272,8 @@ func writeChunk(i int) func(tx *heap.Tx) error {
 // target: under 15% of the throughput.
 func BenchmarkAsyncThroughput(b *testing.B) {
 	forTransports(b, benchAsyncThroughput)
-	b.Run("interleaved", benchAsyncInterleaved)
-	b.Run("sealed-interleaved", benchAsyncSealed)
+	b.Run("interleaved", tlsPair.benchAsync)
+	b.Run("sealed-interleaved", sealedPair.benchAsync)
 }
 
 func benchAsyncThroughput(b *testing.B, addr string, opts mirror.Options) {
