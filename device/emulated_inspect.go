@@ -28,9 +28,21 @@ func (d *Emulated) CrashImage(lines []int) []byte {
 		return nil
 	}
 	img := bytes.Clone(d.durable)
+	var last map[int]int
+	if d.buffered {
+		last = d.lastFlushes()
+	}
 	for _, l := range lines {
-		if off := l * LineSize; l >= 0 && off < len(img) {
-			copy(img[off:off+min(LineSize, len(img)-off)], d.LineContent(l))
+		off := l * LineSize
+		if l < 0 || off >= len(img) {
+			continue
+		}
+		dst := img[off:min(off+LineSize, len(img))]
+		switch i, flushed := last[l]; {
+		case !d.buffered:
+			copy(dst, d.work[off:])
+		case flushed:
+			copy(dst, d.pending[i].data[:])
 		}
 	}
 	return img
@@ -48,12 +60,20 @@ func (d *Emulated) LineContent(l int) []byte {
 	if !d.buffered {
 		return d.work[off:min(off+LineSize, len(d.work))]
 	}
-	for i := len(d.pending) - 1; i >= 0; i-- {
-		if d.pending[i].line == l {
-			return d.pending[i].data[:min(LineSize, len(d.work)-off)]
-		}
+	if i, ok := d.lastFlushes()[l]; ok {
+		return d.pending[i].data[:min(LineSize, len(d.work)-off)]
 	}
 	return nil
+}
+
+// lastFlushes maps each line flushed since the last fence to the index in
+// pending of its latest flush.
+func (d *Emulated) lastFlushes() map[int]int {
+	last := make(map[int]int, len(d.pending))
+	for i := range d.pending {
+		last[d.pending[i].line] = i
+	}
+	return last
 }
 
 // UnflushedLines returns, in increasing order, the lines whose working
@@ -61,15 +81,13 @@ func (d *Emulated) LineContent(l int) []byte {
 // are fenced: stores made without a flush after them.
 func (d *Emulated) UnflushedLines() []int {
 	var out []int
+	last := d.lastFlushes()
 	for _, l := range d.dirtyByContent() {
 		off := l * LineSize
 		work := d.work[off:min(off+LineSize, len(d.work))]
 		flushed := d.durable[off:min(off+LineSize, len(d.work))]
-		for i := len(d.pending) - 1; i >= 0; i-- {
-			if d.pending[i].line == l {
-				flushed = d.pending[i].data[:len(work)]
-				break
-			}
+		if i, ok := last[l]; ok {
+			flushed = d.pending[i].data[:len(work)]
 		}
 		if !bytes.Equal(work, flushed) {
 			out = append(out, l)
@@ -88,9 +106,11 @@ func (d *Emulated) DirtyLines() []int {
 		return d.dirtyByContent()
 	}
 	var dirty []int
+	last := d.lastFlushes()
 	for _, l := range d.PendingLines() {
 		off := l * LineSize
-		if c := d.LineContent(l); !bytes.Equal(c, d.durable[off:off+len(c)]) {
+		c := d.pending[last[l]].data[:min(LineSize, len(d.work)-off)]
+		if !bytes.Equal(c, d.durable[off:off+len(c)]) {
 			dirty = append(dirty, l)
 		}
 	}
