@@ -76,10 +76,30 @@ func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
 		return nil, errors.Join(fmt.Errorf("sealed file: %w", err), unmap())
 	}
 	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, prev: prev, hdr: hdr}
-	if err := openAll(keys.NewRotatingOpener(prev, hdr.UUID), plain, d.recs); err != nil {
+	if err := d.openRecords(keys.NewRotatingOpener(prev, hdr.UUID)); err != nil {
 		return nil, errors.Join(err, d.Close())
 	}
 	return d, nil
+}
+
+// openRecords opens every record into the plaintext and checks the
+// file's digest against its digest record.
+func (d *sealedDevice) openRecords(o *seal.Opener) error {
+	dkey, err := o.OpenDigestKey(d.recs[seal.DigestKeyOff:])
+	if err != nil {
+		return err
+	}
+	st, err := o.OpenDigest(d.recs[seal.DigestOff:])
+	if err != nil {
+		return err
+	}
+	d.dkey, d.found = dkey, st
+	d.dg = seal.NewDigester(dkey)
+	d.lineDig = make([]uint64, len(d.plain)/seal.LineSize)
+	if d.digest, err = openAll(o, d.plain, d.recs, dkey, d.lineDig); err != nil {
+		return err
+	}
+	return st.Check(d.digest)
 }
 
 // header reads f's sealed header and checks it against the key and, for
@@ -143,12 +163,10 @@ func (s Sealed) Format(f *os.File, size int64, uuid [16]byte) error {
 	if err != nil {
 		return err
 	}
-	hdr, err := seal.NewHeader(keys, uuid, size)
+	b, _, _, err := keys.NewFile(uuid, size)
 	if err != nil {
 		return err
 	}
-	b := make([]byte, seal.HeaderSize)
-	hdr.Encode(b)
 	if err := f.Truncate(seal.FileSize(size)); err != nil {
 		return fmt.Errorf("size sealed file: %w", err)
 	}
@@ -194,14 +212,16 @@ func (r *sealedReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// openAll opens every record of recs into plain, in parallel. Zero
-// records are skipped: anonymous memory is zero already, and leaving it
-// untouched keeps a sparse pool's memory sparse.
-func openAll(o *seal.Opener, plain, recs []byte) error {
+// openAll opens every record of recs into plain, in parallel, and
+// returns the pool's digest under dkey, keeping each line's part of it in
+// lineDig. Zero records are skipped: anonymous memory is zero already,
+// and leaving it untouched keeps a sparse pool's memory sparse.
+func openAll(o *seal.Opener, plain, recs, dkey []byte, lineDig []uint64) (uint64, error) {
 	lines := len(plain) / seal.LineSize
 	workers := runtime.GOMAXPROCS(0)
 	per := (lines + workers - 1) / workers
 	errs := make([]error, workers)
+	digests := make([]uint64, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		lo, hi := w*per, min((w+1)*per, lines)
@@ -209,6 +229,8 @@ func openAll(o *seal.Opener, plain, recs []byte) error {
 			break
 		}
 		wg.Go(func() {
+			dg := seal.NewDigester(dkey)
+			var sum uint64
 			for l := lo; l < hi; l++ {
 				off := int64(l) * seal.LineSize
 				fileOff := seal.RecordOff(off)
@@ -216,15 +238,23 @@ func openAll(o *seal.Opener, plain, recs []byte) error {
 				if seal.IsBlank(rec) {
 					continue
 				}
-				if err := o.Open(plain[off:off+seal.LineSize], rec, off, fileOff); err != nil {
+				line := plain[off : off+seal.LineSize]
+				if err := o.Open(line, rec, off, fileOff); err != nil {
 					errs[w] = err
 					return
 				}
+				lineDig[l] = dg.Line(off, line)
+				sum ^= lineDig[l]
 			}
+			digests[w] = sum
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	var sum uint64
+	for _, s := range digests {
+		sum ^= s
+	}
+	return sum, errors.Join(errs...)
 }
 
 // sealedDevice is the Device made by Sealed.
@@ -239,6 +269,21 @@ type sealedDevice struct {
 	hdr        seal.Header
 	closed     bool
 	subs       subscribers
+
+	// The digest of the pool's plaintext as written back (see
+	// internal/seal): lineDig holds each line's part, dg computes them.
+	dkey    []byte
+	dg      *seal.Digester
+	lineDig []uint64
+	digest  uint64
+	// found is the digest record the file had at open; marked is set
+	// once this session wrote DigestOpen over it, before its first line
+	// (a fence failure then is kept in markErr for the next Fence).
+	found   seal.DigestState
+	marked  bool
+	markErr error
+	// pending is set while lines were written back since the last fence.
+	pending bool
 }
 
 // SealedFile returns, for a device made by Sealed, the inner device that
@@ -270,6 +315,9 @@ func SealImage(d Device, plain io.ReaderAt) (io.ReaderAt, int64, error) {
 	size := int64(len(s.plain))
 	img := &sealedImage{plain: plain, sealer: sealer, size: seal.FileSize(size), header: make([]byte, seal.HeaderSize)}
 	copy(img.header, s.recs[:seal.HeaderSize])
+	// The image holds the plaintext as of now exactly: its digest record
+	// says so, whatever this session's own record says.
+	sealer.SealDigest(img.header[seal.DigestOff:], seal.DigestState{Kind: seal.DigestExact, Digest: s.digest})
 	return img, img.size, nil
 }
 
@@ -332,10 +380,17 @@ func (d *sealedDevice) Flush(off, n int) {
 	if !ok {
 		return
 	}
+	if !d.marked {
+		d.mark()
+	}
 	for l := lo; l < hi; l += LineSize {
 		rec := seal.RecordOff(int64(l))
+		e := d.dg.Line(int64(l), d.plain[l:])
+		d.digest ^= d.lineDig[l/LineSize] ^ e
+		d.lineDig[l/LineSize] = e
 		d.sealer.Seal(d.recs[rec:], int64(l), d.plain[l:])
 	}
+	d.pending = true
 	first := seal.RecordOff(int64(lo))
 	d.inner.Flush(int(first), int(seal.RecordOff(int64(hi))-first))
 	d.subs.writeBack(lo, hi-lo)
@@ -351,9 +406,13 @@ func (d *sealedDevice) Fence() error {
 	if d.closed {
 		return ErrClosed
 	}
+	if d.markErr != nil {
+		return d.markErr
+	}
 	if err := d.inner.Fence(); err != nil {
 		return err
 	}
+	d.pending = false
 	d.subs.fence()
 	return nil
 }
@@ -371,7 +430,8 @@ func (d *sealedDevice) Close() error {
 		return ErrClosed
 	}
 	d.closed = true
-	err := d.inner.Close()
+	err := d.closeDigest()
+	err = errors.Join(err, d.inner.Close())
 	d.plain, d.recs = nil, nil
 	return errors.Join(err, d.unmapPlain())
 }

@@ -64,12 +64,21 @@ func BeginRekey(d Device, newKey []byte) error {
 	if err != nil {
 		return err
 	}
+	if !s.marked {
+		s.mark()
+	}
 	hdr := s.hdr
 	hdr.Rekey(keys, s.keys)
 	if err := s.writeHeader(hdr); err != nil {
 		return err
 	}
 	s.keys, s.prev, s.sealer = keys, s.keys, sealer
+	// The digest key and the digest records go under the new key with the
+	// lines; until the next fence an open finds them under either.
+	sealer.SealDigestKey(s.recs[seal.DigestKeyOff:], s.dkey)
+	sealer.SealDigest(s.recs[seal.DigestOff:], seal.DigestState{Kind: seal.DigestOpen})
+	s.inner.Flush(seal.DigestKeyOff, 2*seal.RecordSize)
+	s.pending = true
 	return nil
 }
 
@@ -107,6 +116,9 @@ func Reseal(d Device, off, n int) (int, error) {
 		done++
 	}
 	flush(seal.RecordOff(int64(hi)))
+	if done > 0 {
+		s.pending = true
+	}
 	return done, nil
 }
 

@@ -114,10 +114,13 @@ func (h *Heap) RotateKey(ctx context.Context, newKey []byte) error {
 
 // sealedWriter seals the plaintext pool image written to it, from offset
 // 0 on, into a sealed file written to w: the header, then one record per
-// line. A backup of a sealed pool is sealed too.
+// line; finish then writes the digest record of what was written. A
+// backup of a sealed pool is sealed too.
 type sealedWriter struct {
 	w      io.Writer
 	sealer *seal.Sealer
+	dg     *seal.Digester
+	digest uint64
 	off    int64
 	line   [seal.LineSize]byte
 	fill   int
@@ -129,20 +132,14 @@ func newSealedWriter(w io.Writer, key []byte, uuid [16]byte, size int64) (*seale
 	if err != nil {
 		return nil, err
 	}
-	hdr, err := seal.NewHeader(keys, uuid, size)
+	page, sealer, dkey, err := keys.NewFile(uuid, size)
 	if err != nil {
 		return nil, err
 	}
-	sealer, err := keys.NewSealer(uuid)
-	if err != nil {
+	if _, err := w.Write(page); err != nil {
 		return nil, err
 	}
-	b := make([]byte, seal.HeaderSize)
-	hdr.Encode(b)
-	if _, err := w.Write(b); err != nil {
-		return nil, err
-	}
-	return &sealedWriter{w: w, sealer: sealer}, nil
+	return &sealedWriter{w: w, sealer: sealer, dg: seal.NewDigester(dkey)}, nil
 }
 
 // Write seals p's whole lines, keeping a partial line for the next call.
@@ -155,6 +152,7 @@ func (s *sealedWriter) Write(p []byte) (int, error) {
 		if s.fill < seal.LineSize {
 			break
 		}
+		s.digest ^= s.dg.Line(s.off, s.line[:])
 		s.sealer.Seal(s.rec[:], s.off, s.line[:])
 		if _, err := s.w.Write(s.rec[:]); err != nil {
 			return n - len(p), err
@@ -163,4 +161,12 @@ func (s *sealedWriter) Write(p []byte) (int, error) {
 		s.fill = 0
 	}
 	return n, nil
+}
+
+// finish writes into f, the file written, the exact digest record of the
+// lines written.
+func (s *sealedWriter) finish(f io.WriterAt) error {
+	s.sealer.SealDigest(s.rec[:], seal.DigestState{Kind: seal.DigestExact, Digest: s.digest})
+	_, err := f.WriteAt(s.rec[:], seal.DigestOff)
+	return err
 }

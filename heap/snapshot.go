@@ -487,8 +487,10 @@ func (s *Snapshot) writeSealed(dst *os.File) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.WriteTo(w)
-	return err
+	if _, err = s.WriteTo(w); err != nil {
+		return err
+	}
+	return w.finish(dst)
 }
 
 // Open opens the snapshot's image as a read-only heap, to read objects as

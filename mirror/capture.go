@@ -11,6 +11,7 @@ import (
 
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
@@ -144,23 +145,69 @@ func (m *Mirror) capture() uint64 {
 // encode makes the wire frame of batch seq, following the batch whose
 // chain value is prev, from the pool's memory. It returns a nil frame when
 // the batch is too large for one frame.
+//
+// A sealed pool's batch also carries, at seal.DigestOff, a digest record
+// saying that the lines hold exactly what they hold now, in place of the
+// bytes the primary's own file has there: a replica, which applies whole
+// batches, always has an exact digest, which its key holder checks, so
+// that a record put back from an older batch is found.
 func (m *Mirror) encode(seq uint64, prev wire.Chain, runs []Run) ([]byte, int64) {
-	var n int
+	var digest []byte
+	if m.sealed {
+		var err error
+		if digest, err = device.SealedDigest(m.h.Device(), m.epoch, seq); err != nil {
+			m.log.Error("mirror: sealed digest", "err", err)
+			return nil, 0
+		}
+		runs = cutRun(&m.cut, runs, seal.DigestOff, seal.DigestOff+len(digest))
+	}
+	n, count := len(digest), len(runs)
+	if digest != nil {
+		count++
+	}
 	for _, r := range runs {
 		n += r.Len
 	}
-	size := wire.BatchSize(len(runs), n)
+	size := wire.BatchSize(count, n)
 	if size > wire.MaxPayload {
 		return nil, int64(n)
 	}
 	f := getFrame(wire.HeaderSize + size)
 	f = wire.BeginFrame(f, wire.TypeBatch, m.epoch, seq)
-	f = wire.AppendBatchHeader(f, prev, len(runs))
+	f = wire.AppendBatchHeader(f, prev, count)
 	for _, r := range runs {
+		if digest != nil && r.Off > seal.DigestOff {
+			f = wire.AppendRun(f, seal.DigestOff, digest)
+			digest = nil
+		}
 		f = wire.AppendRun(f, uint64(r.Off), m.mem[r.Off:r.Off+r.Len])
+	}
+	if digest != nil {
+		f = wire.AppendRun(f, seal.DigestOff, digest)
 	}
 	wire.FinishFrame(f)
 	return f, int64(n)
+}
+
+// cutRun returns runs, ordered and disjoint, without [lo, hi), built in
+// *buf.
+func cutRun(buf *[]Run, runs []Run, lo, hi int) []Run {
+	out := (*buf)[:0]
+	for _, r := range runs {
+		end := r.Off + r.Len
+		if end <= lo || r.Off >= hi {
+			out = append(out, r)
+			continue
+		}
+		if r.Off < lo {
+			out = append(out, Run{Off: r.Off, Len: lo - r.Off})
+		}
+		if end > hi {
+			out = append(out, Run{Off: hi, Len: end - hi})
+		}
+	}
+	*buf = out
+	return out
 }
 
 // dropHistoryLocked handles a batch too large for a frame: no replica can

@@ -140,9 +140,15 @@
 // Lines of zeros are sent as blank records, which tells the server which
 // lines are zero. A key rotation (heap.RotateKey) reseals the records and
 // rewrites the sealed header through the same device, so replicas rotate
-// with the primary. What the server can still do undetected: put back an
-// older record of the same line (a line-level rollback, which a Merkle
-// tree over the records would catch) or blank a record.
+// with the primary. Each batch also carries, in place of what the
+// primary's file has at seal.DigestOff, a digest record sealed under the
+// key that says the replica's lines hold exactly the primary's plaintext
+// after that batch (epoch and sequence included), and a snapshot image
+// carries one for its own state: the key holder's open compares the lines
+// with it, so a record put back from an older state of its line, a
+// blanked record, or an old batch replayed through the journal is found.
+// What the server can still do undetected is put back a whole older state,
+// digest record included.
 //
 // # Lifetime
 //

@@ -168,6 +168,7 @@ type Mirror struct {
 	// runs and chainer are scratch for captures, which happen one at a
 	// time under the heap's writer lock.
 	runs    []Run
+	cut     []Run
 	chainer wire.Chainer
 
 	// ctx is cancelled by Close, ending dials in progress.

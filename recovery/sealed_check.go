@@ -42,7 +42,10 @@ func IsSealedFile(path string) (bool, error) {
 // pool inside, need the key. With key, the header must have been made
 // with it (else an error wrapping pmemgo.ErrBadKey), every record is
 // opened (one that does not authenticate is a problem at its file offset,
-// and its line is taken as zeros), and the plaintext pool is then checked
+// and its line is taken as zeros), the lines must match the file's exact
+// digest record when it has one (else a record was put back from an older
+// state of its line: a problem at the digest record's offset), and the
+// plaintext pool is then checked
 // as CheckFileOptions does, in memory; those problems carry pool offsets.
 func CheckSealedFile(path string, key []byte, opts *CheckOptions, yield func(Problem) bool) (CheckStats, error) {
 	plain, more, err := unseal(path, key, yield)
@@ -103,7 +106,21 @@ func unseal(path string, key []byte, yield func(Problem) bool) (*os.File, bool, 
 		return nil, false, fmt.Errorf("check %s: %w", path, err)
 	}
 	if key == nil {
-		more, err := checkRecords(f, &hdr, nil, nil, yield)
+		head := make([]byte, seal.HeaderSize)
+		if _, err := f.ReadAt(head, 0); err != nil {
+			return nil, false, fmt.Errorf("check %s: %w", path, err)
+		}
+		for _, off := range []int64{seal.DigestKeyOff, seal.DigestOff} {
+			rec := head[off : off+seal.RecordSize]
+			err := seal.CheckRecord(rec, off)
+			if err == nil && seal.IsBlank(rec) {
+				err = fmt.Errorf("sealed file has no digest record at file offset %d: %w", off, pmemgo.ErrCorrupt)
+			}
+			if err != nil && !yield(Problem{Kind: "record", Offset: off, Where: "sealed digest record", Err: err}) {
+				return nil, false, nil
+			}
+		}
+		more, err := checkRecords(f, &hdr, nil, nil, nil, yield)
 		return nil, more, err
 	}
 	keys, err := seal.NewKeys(key)
@@ -126,13 +143,46 @@ func unseal(path string, key []byte, yield func(Problem) bool) (*os.File, bool, 
 		plain.Close()
 		return nil, false, fmt.Errorf("check %s: %w", path, err)
 	}
-	more, err := checkRecords(f, &hdr, keys.NewOpener(hdr.UUID), plain, yield)
-	return plain, more, err
+	open := keys.NewOpener(hdr.UUID)
+	head := make([]byte, seal.HeaderSize)
+	if _, err := f.ReadAt(head, 0); err != nil {
+		plain.Close()
+		return nil, false, fmt.Errorf("check %s: %w", path, err)
+	}
+	var d *digestCheck
+	dkey, err := open.OpenDigestKey(head[seal.DigestKeyOff:])
+	if err != nil {
+		// The lines are still checked, but no digest can be.
+		if !yield(Problem{Kind: "record", Offset: seal.DigestKeyOff, Where: "sealed digest key", Err: err}) {
+			return plain, false, nil
+		}
+	} else {
+		d = &digestCheck{dg: seal.NewDigester(dkey)}
+	}
+	st, stErr := open.OpenDigest(head[seal.DigestOff:])
+	more, err := checkRecords(f, &hdr, open, plain, d, yield)
+	if err != nil || !more || d == nil {
+		return plain, more, err
+	}
+	if stErr == nil {
+		stErr = st.Check(d.sum)
+	}
+	if stErr != nil {
+		more = yield(Problem{Kind: "digest", Offset: seal.DigestOff, Where: "sealed digest", Err: stErr})
+	}
+	return plain, more, nil
 }
 
-// checkRecords checks every record of f, opening it into plain when open
-// is set. It returns false once yield asked to stop.
-func checkRecords(f *os.File, hdr *seal.Header, open *seal.Opener, plain *os.File, yield func(Problem) bool) (bool, error) {
+// digestCheck sums the digest of the lines a check opened.
+type digestCheck struct {
+	dg  *seal.Digester
+	sum uint64
+}
+
+// checkRecords checks every record of f, opening it into plain and
+// summing its digest into d when open is set. It returns false once yield
+// asked to stop.
+func checkRecords(f *os.File, hdr *seal.Header, open *seal.Opener, plain *os.File, d *digestCheck, yield func(Problem) bool) (bool, error) {
 	buf := make([]byte, sealedCheckBlock)
 	line := make([]byte, seal.LineSize)
 	lines := hdr.Lines()
@@ -153,6 +203,9 @@ func checkRecords(f *os.File, hdr *seal.Header, open *seal.Opener, plain *os.Fil
 			err := seal.CheckRecord(rec, fileOff)
 			if err == nil && open != nil {
 				if err = open.Open(line, rec, off, fileOff); err == nil {
+					if d != nil {
+						d.sum ^= d.dg.Line(off, line)
+					}
 					_, err = plain.WriteAt(line, off)
 					if err != nil {
 						return false, err

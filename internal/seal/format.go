@@ -6,6 +6,7 @@
 // (all integers little-endian):
 //
 //	[0, 4096)                    sealed-file header (plaintext)
+//	[512, 768)                   digest key and digest records (see digest.go)
 //	[4096 + 128*i, +128)         record of pool line i, at pool offset 64*i
 //
 // The header names the pool (UUID, size) and the key (KeyID, a key
@@ -45,7 +46,8 @@ const (
 	// Magic starts every sealed file.
 	Magic = "PMEMSEAL"
 	// Version is the sealed format version this package reads and writes.
-	Version = 1
+	// Version 2 added the digest records.
+	Version = 2
 	// HeaderSize is the space before the first record.
 	HeaderSize = 4096
 	// LineSize is the plaintext each record holds.
@@ -55,7 +57,7 @@ const (
 	// KeySize is the size of a pool key.
 	KeySize = 32
 	// AlgAESGCM is AES-256-GCM with HKDF-SHA256 session keys and counter
-	// nonces, the only algorithm of version 1.
+	// nonces, the only algorithm.
 	AlgAESGCM = 1
 
 	saltLen   = 16
@@ -135,9 +137,11 @@ func (h *Header) encodeFields(b []byte) {
 	copy(b[64:80], h.PrevKeyID[:])
 }
 
-// Encode writes the header into b, which must hold HeaderSize bytes.
+// Encode writes the header into b, which must hold HeaderSize bytes. It
+// writes the header's own bytes only, leaving the digest records that
+// share its page as they are.
 func (h *Header) Encode(b []byte) {
-	clear(b[:HeaderSize])
+	clear(b[:headerUse])
 	h.encodeFields(b)
 	copy(b[macOff:], h.MAC[:])
 	binary.LittleEndian.PutUint64(b[sumOff:], xxhash.Sum64(b[:sumOff]))
