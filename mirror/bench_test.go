@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
 )
 
@@ -98,7 +100,10 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // plain TCP, and interleaved both in one loop; target: under 1 us added to
 // the p50.
 func BenchmarkSyncCommit(b *testing.B) {
-	forTransports(b, benchSyncCommit)
+	forTransports(b, func(b *testing.B, addr string, opts mirror.Options) {
+		benchSyncCommit(b, addr, opts, echoPair(b))
+	})
+	b.Run("process", benchSyncProcess)
 	b.Run("interleaved", tlsPair.benchSync)
 	b.Run("sealed-interleaved", sealedPair.benchSync)
 }
@@ -117,7 +122,28 @@ func forTransports(b *testing.B, bench func(b *testing.B, addr string, opts mirr
 	}
 }
 
-func benchSyncCommit(b *testing.B, addr string, opts mirror.Options) {
+// benchSyncProcess is benchSyncCommit against a replica server in a
+// process of its own, over mutual TLS, as users run it: the round trip
+// it is measured against is to an echo server in another process too.
+func benchSyncProcess(b *testing.B) {
+	tlsEnv := childTLSEnv(b, tlstesting.Default(b).Replica)
+	srv := startChild(b, "server", append(tlsEnv, "DIR="+fastDir(b), "LISTEN=127.0.0.1:0")...)
+	echo := startChild(b, "echo", "LISTEN=127.0.0.1:0")
+	addr, ok := strings.CutPrefix(<-srv.lines, "listening ")
+	if !ok {
+		b.Fatal("the replica server did not start")
+	}
+	echoAddr, ok := strings.CutPrefix(<-echo.lines, "listening ")
+	if !ok {
+		b.Fatal("the echo server did not start")
+	}
+	conn, err := net.Dial("tcp", echoAddr)
+	bcheck(b, err)
+	b.Cleanup(func() { conn.Close() })
+	benchSyncCommit(b, addr, secure(b, mirror.Options{Replicas: []string{addr}}), conn)
+}
+
+func benchSyncCommit(b *testing.B, addr string, opts mirror.Options, conn net.Conn) {
 	poolDir := fastDir(b)
 	h, err := heap.Open(filepath.Join(poolDir, "p.pool"), &heap.Options{Size: 8 << 20})
 	bcheck(b, err)
@@ -143,7 +169,6 @@ func benchSyncCommit(b *testing.B, addr string, opts mirror.Options) {
 	bcheck(b, err)
 	defer m.Close()
 	commits(100) // the snapshot, and warm-up
-	conn := echoPair(b)
 	rtt := roundTrips(b, conn, 2000)
 
 	lat := make([]time.Duration, 0, 1<<16)

@@ -2,6 +2,7 @@ package mirror_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -28,6 +29,8 @@ func TestMain(m *testing.M) {
 		os.Exit(runPrimary())
 	case "server":
 		os.Exit(runServer())
+	case "echo":
+		os.Exit(runEcho())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown child role", os.Getenv(childEnv))
 		os.Exit(2)
@@ -109,6 +112,37 @@ func runServer() int {
 	return 0
 }
 
+// runEcho listens on $LISTEN and echoes what each connection sends, the
+// round trip a replica server in its own process is measured against,
+// until SIGTERM. It prints "listening ADDR" once it accepts.
+func runEcho() int {
+	l, err := net.Listen("tcp", os.Getenv("LISTEN"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Printf("listening %s\n", l.Addr())
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	select {
+	case <-sig:
+	case <-time.After(childMaxTime):
+	}
+	return 0
+}
+
 // child is a running child process and the lines of its output.
 type child struct {
 	cmd   *exec.Cmd
@@ -116,7 +150,7 @@ type child struct {
 }
 
 // startChild runs this test binary as a child in the given role.
-func startChild(t *testing.T, role string, env ...string) *child {
+func startChild(t testing.TB, role string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
@@ -162,7 +196,7 @@ func (c *child) stop(t *testing.T) {
 
 // prefixWriter logs a child's error output.
 type prefixWriter struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 }
 
