@@ -284,6 +284,9 @@ type sealedDevice struct {
 	markErr error
 	// pending is set while lines were written back since the last fence.
 	pending bool
+	// helpers seal the parts of a large flush beside the device's own
+	// session, each in a session of its own.
+	helpers []sealHelper
 }
 
 // SealedFile returns, for a device made by Sealed, the inner device that
@@ -383,12 +386,10 @@ func (d *sealedDevice) Flush(off, n int) {
 	if !d.marked {
 		d.mark()
 	}
-	for l := lo; l < hi; l += LineSize {
-		rec := seal.RecordOff(int64(l))
-		e := d.dg.Line(int64(l), d.plain[l:])
-		d.digest ^= d.lineDig[l/LineSize] ^ e
-		d.lineDig[l/LineSize] = e
-		d.sealer.Seal(d.recs[rec:], int64(l), d.plain[l:])
+	if w := min(runtime.GOMAXPROCS(0), (hi-lo)/LineSize/parallelSealLines); w > 1 {
+		d.sealParallel(lo, hi, w)
+	} else {
+		d.digest ^= d.sealLines(d.sealer, d.dg, lo, hi)
 	}
 	d.pending = true
 	first := seal.RecordOff(int64(lo))

@@ -72,7 +72,7 @@ func BeginRekey(d Device, newKey []byte) error {
 	if err := s.writeHeader(hdr); err != nil {
 		return err
 	}
-	s.keys, s.prev, s.sealer = keys, s.keys, sealer
+	s.keys, s.prev, s.sealer, s.helpers = keys, s.keys, sealer, nil
 	// The digest key and the digest records go under the new key with the
 	// lines; until the next fence an open finds them under either.
 	sealer.SealDigestKey(s.recs[seal.DigestKeyOff:], s.dkey)
