@@ -51,6 +51,7 @@ Exit status: 0 when every checksum holds and the file has its recorded size,
 			}
 			r := newInfoResult(args[0], info)
 			r.Device, r.Instruction = openDevice(path)
+			r.Sealed = plain != path
 			if path != args[0] {
 				r.Device, r.Instruction = "remote", ""
 			}
@@ -99,6 +100,9 @@ type infoResult struct {
 	// would use, or "msync".
 	Device      string `json:"device"`
 	Instruction string `json:"instruction,omitempty"`
+	// Sealed is set for a sealed (encrypted) pool file, whose records the
+	// device writes back.
+	Sealed bool `json:"sealed,omitempty"`
 }
 
 // openDevice returns the device a read-write open of path would choose by
@@ -323,11 +327,15 @@ func (r *infoResult) print(out io.Writer) {
 		row("root", fmt.Sprintf("%s at offset %d", r.Root.Type, r.Root.Offset))
 	}
 	row("state", strings.Join(r.State, "; "))
+	sealed := ""
+	if r.Sealed {
+		sealed = "sealed (AES-256-GCM records of each line, written back by the device below); "
+	}
 	switch r.Device {
 	case "dax":
-		row("device", fmt.Sprintf("dax: the file system offers MAP_SYNC, flushes by %s", r.Instruction))
+		row("device", fmt.Sprintf("%sdax: the file system offers MAP_SYNC, flushes by %s", sealed, r.Instruction))
 	case "msync":
-		row("device", "msync: the file system offers no MAP_SYNC (not DAX)")
+		row("device", sealed+"msync: the file system offers no MAP_SYNC (not DAX)")
 	case "remote":
 		row("device", "remote: read through the memory node; remote.Open pages it in on demand")
 	}

@@ -64,6 +64,7 @@ func TestCheckSealed(t *testing.T) {
 	out, _, code = pmemctl(t, "info", pool, "--key-file", keyFile)
 	assert.Equal(t, exitOK, code)
 	assert.Contains(t, out, "uuid")
+	assert.Contains(t, out, "sealed (AES-256-GCM", "info names the sealed device over the inner one")
 	_, stderr, code = pmemctl(t, "info", pool)
 	assert.Equal(t, exitIO, code)
 	assert.Contains(t, stderr, "--key-file")
