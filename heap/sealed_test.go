@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/internal/seal"
@@ -250,6 +251,12 @@ func TestSealedPoolBackup(t *testing.T) {
 	require.NoError(t, h.Close())
 
 	requireNoPlaintext(t, backup, names)
+	h, err = heap.Open(backup, &heap.Options{Key: key, ReadOnly: true})
+	require.NoError(t, err)
+	checked, ok := device.SealedDigestChecked(h.Device())
+	require.NoError(t, h.Close())
+	assert.True(t, ok && checked, "a backup carries the exact digest of its lines, which its open checks")
+
 	h, err = heap.Open(backup, &heap.Options{Key: key, ForceRelocate: true})
 	require.NoError(t, err)
 	defer h.Close()
