@@ -2,6 +2,10 @@ package mirror
 
 import (
 	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -26,33 +30,49 @@ func (p *replicaPool) beginListed(epoch, base uint64, size int64, chain wire.Cha
 	if epoch == p.epoch {
 		return nil, protocolError("listed snapshot of epoch %d, which the replica holds already", epoch)
 	}
+	jf, err := p.j.stream()
+	if err != nil {
+		return nil, err
+	}
 	// Every chunk is in the pool file already: those sent replace it.
 	units := (size + wire.HashChunk - 1) / wire.HashChunk
 	have := make([]uint64, (units+63)/64)
 	for i := range have {
 		have[i] = ^uint64(0)
 	}
-	return &snapshot{size: size, epoch: epoch, applied: base, chain: chain, listed: true, have: have}, nil
+	return &snapshot{size: size, epoch: epoch, applied: base, chain: chain, listed: true, have: have, jf: jf, pos: batchHeader}, nil
 }
 
-// hold appends a listed snapshot's chunk to the batch payload that
-// applies them all. The primary sends them in order, so the payload is
-// built as they come, in the one copy out of the frame.
+// batchHeader is the size of a batch payload's start: the chain value
+// before it and the number of runs.
+var batchHeader = int64(wire.BatchSize(0, 0))
+
+// hold writes a listed snapshot's chunk to the journal file, as the next
+// run of the batch that applies them all. The primary sends them in
+// order, as a batch's runs must be.
 func (s *snapshot) hold(off uint64, data []byte) error {
 	if s.bytes+int64(len(data)) > wire.MaxListed {
 		return limitError("listed snapshot of more than %d bytes", wire.MaxListed)
 	}
-	if s.runs > 0 && off < s.heldEnd {
+	if len(s.runs) > 0 && off < s.heldEnd {
 		return protocolError("listed snapshot chunk at offset %d after the chunk ending at %d", off, s.heldEnd)
 	}
-	if s.payload == nil {
-		s.payload = wire.AppendBatchHeader(nil, s.chain, 0)
+	hdr := wire.AppendRunHeader(make([]byte, 0, 12), off, len(data))
+	if _, err := unix.Pwritev(int(s.jf.Fd()), [][]byte{hdr, data}, recordHeader+s.pos); err != nil {
+		return fmt.Errorf("journal %s: %w", s.jf.Name(), err)
 	}
-	s.payload = wire.AppendRun(s.payload, off, data)
+	s.runs = append(s.runs, listedRun{off: off, pos: s.pos + int64(len(hdr)), n: int64(len(data))})
+	s.pos += int64(len(hdr) + len(data))
 	s.bytes += int64(len(data))
-	s.runs++
 	s.heldEnd = off + uint64(len(data))
 	return nil
+}
+
+// listedRun is a chunk of a listed snapshot: at offset off of the pool,
+// n bytes, at pos in the journal record's payload.
+type listedRun struct {
+	off    uint64
+	pos, n int64
 }
 
 // listedBatch applies the batch a listed snapshot is consistent at: the
@@ -78,34 +98,43 @@ func (p *replicaPool) listedBatch(s *snapshot, seq uint64, payload []byte, sum u
 	return true, nil
 }
 
-// applyListed writes the chunks of s, journaled as one batch record
-// whose state is the snapshot's base: a crash from here on redoes them
-// on the pool file, which held the replica's own state before.
+// applyListed completes the journal record of the chunks of s, whose
+// state is the snapshot's base, and copies them to the pool file: a
+// crash from here on redoes them on the pool file, which held the
+// replica's own state before.
 func (p *replicaPool) applyListed(s *snapshot) error {
-	if s.payload == nil {
-		s.payload = wire.AppendBatchHeader(nil, s.chain, 0)
+	start := wire.AppendBatchHeader(make([]byte, 0, batchHeader), s.chain, len(s.runs))
+	if _, err := s.jf.WriteAt(start, recordHeader); err != nil {
+		return fmt.Errorf("journal %s: %w", s.jf.Name(), err)
 	}
-	wire.SetBatchRuns(s.payload, s.runs)
-	b, err := wire.DecodeBatch(s.payload, nil)
-	if err != nil {
-		return fmt.Errorf("listed snapshot: %w", err)
-	}
-	if err := p.checkRuns(b.Runs, s.size); err != nil {
+	if err := p.syncPool(); err != nil {
 		return err
 	}
-	if err := p.journal(record{kind: recordBatch, seen: p.seen, epoch: s.epoch, seq: s.applied, chain: s.chain, payload: s.payload}); err != nil {
+	if err := p.j.commitStream(record{kind: recordBatch, seen: p.seen, epoch: s.epoch, seq: s.applied, chain: s.chain, streamed: s.pos}); err != nil {
 		return err
 	}
 	p.epoch, p.seq, p.chain = s.epoch, s.applied, s.chain
-	// Whole chunks are written to the file rather than copied into the
-	// mapping, which would fault on each page; syncPool makes them
-	// durable either way.
 	p.unsynced = true
-	for _, r := range b.Runs {
-		if _, err := p.pool.WriteAt(r.Data, int64(r.Off)); err != nil {
+	for _, r := range s.runs {
+		if err := copyRange(p.pool, int64(r.off), s.jf, recordHeader+r.pos, r.n); err != nil {
 			return fmt.Errorf("write replica pool file %s: %w: %w", p.poolPath(), err, ErrReplicaIO)
 		}
 	}
-	s.payload = nil
+	s.runs = nil
+	return nil
+}
+
+// copyRange copies n bytes of src at srcOff to dst at dstOff in the
+// kernel (copy_file_range), falling back to reading and writing.
+func copyRange(dst *os.File, dstOff int64, src *os.File, srcOff, n int64) error {
+	for n > 0 {
+		in, out := srcOff, dstOff
+		k, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(n), 0)
+		if err != nil || k == 0 {
+			_, err := io.Copy(io.NewOffsetWriter(dst, dstOff), io.NewSectionReader(src, srcOff, n))
+			return err
+		}
+		srcOff, dstOff, n = srcOff+int64(k), dstOff+int64(k), n-int64(k)
+	}
 	return nil
 }

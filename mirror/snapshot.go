@@ -32,13 +32,14 @@ type snapshot struct {
 	// is in the file; missing counts the bits not set.
 	have    []uint64
 	missing int
-	// listed is set for a listed snapshot, whose chunks are held in
-	// payload, as the runs of a batch (runs of them, bytes bytes, the
-	// last ending at heldEnd), until they are applied to the pool file in
-	// place; f is then nil.
+	// listed is set for a listed snapshot, whose chunks are written to
+	// the journal file jf, as the runs of a batch payload of pos bytes so
+	// far (bytes of pool data, the last run ending at heldEnd), until
+	// they are applied to the pool file in place; f is then nil.
 	listed  bool
-	payload []byte
-	runs    int
+	jf      *os.File
+	runs    []listedRun
+	pos     int64
 	bytes   int64
 	heldEnd uint64
 }

@@ -276,16 +276,16 @@ func AppendBatchHeader(dst []byte, prev Chain, n int) []byte {
 	return le.AppendUint32(dst, uint32(n))
 }
 
-// SetBatchRuns sets the run count of a batch payload begun with
-// AppendBatchHeader, for a payload whose runs were appended before their
-// number was known.
-func SetBatchRuns(p []byte, n int) { le.PutUint32(p[ChainSize:], uint32(n)) }
-
 // AppendRun appends a run of a batch payload.
 func AppendRun(dst []byte, off uint64, data []byte) []byte {
+	return append(AppendRunHeader(dst, off, len(data)), data...)
+}
+
+// AppendRunHeader appends the header of a run of n bytes at offset off,
+// for a run whose data is written apart.
+func AppendRunHeader(dst []byte, off uint64, n int) []byte {
 	dst = le.AppendUint64(dst, off)
-	dst = le.AppendUint32(dst, uint32(len(data)))
-	return append(dst, data...)
+	return le.AppendUint32(dst, uint32(n))
 }
 
 // DecodeBatch decodes a TypeBatch payload, appending its runs to runs.
