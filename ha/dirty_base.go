@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/mirror"
@@ -109,10 +110,14 @@ func readPoolHead(path string) (layout.Header, uint64, int64, error) {
 
 // checkOpened returns an error if opening the pool changed more than the
 // record and the metadata cover: it was mapped at a new base, so every
-// pointer was rewritten, or it holds another epoch than the record's.
+// pointer was rewritten, or it holds another epoch than the record's; or
+// if it is sealed, so that its replicas hold another file.
 func checkOpened(h *heap.Heap, base *mirror.Base) error {
 	rep := h.Recovery()
+	_, sealed := device.SealedFile(h.Device())
 	switch {
+	case sealed:
+		return fmt.Errorf("the pool is sealed: its replicas hold its sealed file, whose chunks the record does not describe")
 	case rep.Relocated || rep.Resumed:
 		return fmt.Errorf("the pool was mapped at a new base (%#x, was %#x) and its pointers rewritten", rep.NewBase, rep.OldBase)
 	case h.Epoch() != base.Epoch:

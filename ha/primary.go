@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 )
@@ -22,7 +23,7 @@ type PrimaryOptions struct {
 	Logger *slog.Logger
 	// NoDirtyRecord turns off the record of changed chunks that a
 	// guardian's save ships (Guard): its saves then find what changed by
-	// hashing the whole pool on both sides.
+	// hashing the whole pool on both sides. A sealed pool keeps none.
 	NoDirtyRecord bool
 }
 
@@ -76,7 +77,7 @@ func StartPrimary(ctx context.Context, h *heap.Heap, opts PrimaryOptions) (*Prim
 	mo := opts.Mirror
 	mo.Epoch = term.Token
 	var rec *dirtyRecord
-	if !opts.NoDirtyRecord {
+	if _, sealed := device.SealedFile(h.Device()); !opts.NoDirtyRecord && !sealed {
 		// Marking starts before the mirror, so that no change after the
 		// tracker's start is missed.
 		if rec, err = newDirtyRecord(h); err != nil {
