@@ -235,6 +235,9 @@ func (r *dirtyRecord) writeHeader() {
 // it is about to hold: a guardian finding another one knows the pool was
 // written by someone that kept no record.
 func (r *dirtyRecord) onWrite(off, n uint64) {
+	if r.pendingAll(off, n) && (r.genOff < off || r.genOff >= off+n) {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.markLocked(off, n)
@@ -251,6 +254,9 @@ func (r *dirtyRecord) onWrite(off, n uint64) {
 // WriteBack marks the chunks of a range written back. It implements
 // device.Subscriber.
 func (r *dirtyRecord) WriteBack(off, n int) {
+	if r.pendingAll(uint64(off), uint64(n)) {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.markLocked(uint64(off), uint64(n))
@@ -258,6 +264,20 @@ func (r *dirtyRecord) WriteBack(off, n int) {
 
 // Fence implements device.Subscriber.
 func (r *dirtyRecord) Fence() {}
+
+// pendingAll reports whether every chunk of [off, off+n) is marked
+// pending already, which is the common case: a commit changes the chunks
+// the one before changed. A chunk stops being pending only at a capture,
+// at a commit boundary under the heap's writer lock, which every change
+// and write-back of the pool happens under too.
+func (r *dirtyRecord) pendingAll(off, n uint64) bool {
+	for c := off / wire.HashChunk; c*wire.HashChunk < off+n; c++ {
+		if c >= uint64(len(r.marks)) || atomic.LoadUint64(&r.marks[c]) != pendingMark {
+			return false
+		}
+	}
+	return true
+}
 
 func (r *dirtyRecord) markLocked(off, n uint64) {
 	if r.broken || n == 0 {
