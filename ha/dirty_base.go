@@ -122,6 +122,8 @@ func checkOpened(h *heap.Heap, base *mirror.Base) error {
 		return fmt.Errorf("the pool was mapped at a new base (%#x, was %#x) and its pointers rewritten", rep.NewBase, rep.OldBase)
 	case h.Epoch() != base.Epoch:
 		return fmt.Errorf("the pool is at epoch %d, the record at %d", h.Epoch(), base.Epoch)
+	case (len(h.Device().Bytes())+wire.HashChunk-1)/wire.HashChunk != len(base.Marks):
+		return fmt.Errorf("the pool maps %d bytes, the record has %d chunks", len(h.Device().Bytes()), len(base.Marks))
 	}
 	return nil
 }
