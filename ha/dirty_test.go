@@ -189,3 +189,27 @@ func flipByte(t *testing.T, path string, off int64) {
 	_, err = f.WriteAt(b, off)
 	require.NoError(t, err)
 }
+
+// TestListedSaveStandbyWithoutBase saves to a standby that never held the
+// application's epoch (the application replicated elsewhere): the record
+// is valid, but the standby lacks the batch it starts from, so the save
+// sends what differs by chunk hashes and says so.
+func TestListedSaveStandbyWithoutBase(t *testing.T) {
+	coordDir, dir := t.TempDir(), fastDir(t)
+	coord := newNode(t, "coord", coordDir).coord
+	rec := newRecorder(t)
+	sb := runStandby(t, coord, filepath.Join(dir, "standby"), rec)
+	_, elsewhere := startReplica(t, filepath.Join(dir, "elsewhere"), nil)
+	path := filepath.Join(dir, "app.pool")
+	h, p := startApp(t, coord, path, elsewhere, mirror.Sync, 20)
+	p.Term().PauseRenewals()
+	require.NoError(t, h.Close())
+
+	rep, err := verifyingGuard(t, coord, path, sb, rec).Save(context.Background())
+	require.NoError(t, err)
+	assert.False(t, rep.Listed)
+	assert.Contains(t, rep.Fallback, "does not hold the batch the record starts from")
+	assert.NotEmpty(t, rec.logged(0, "does not hold the batch the record starts from"))
+	prom := sb.wait(t)
+	assert.Equal(t, uint64(20), counterOf(t, prom.Path))
+}
