@@ -28,13 +28,15 @@ func percentile(ds []time.Duration, p float64) float64 {
 // application restarted on the standby, split into detection (the kill
 // seen by the guardian), save (open, role, ship, handoff), restore
 // (install, check, open on the standby, which overlaps the end of the
-// save) and restart (the application
-// process started on the promoted pool, elected, replicating to a new
-// replica, first commit acknowledged). The coordinator is the lease file.
+// save) and restart (the application process started on the promoted
+// pool, elected, replicating to a new replica, first commit
+// acknowledged), itself split into the process's start (restart-process)
+// and its becoming primary, a first whole copy to the new, empty replica
+// included (restart-primary). The coordinator is the lease file.
 // Run with -benchtime=20x for 20 failovers.
 func BenchmarkFailover(b *testing.B) {
 	const size = 64 << 20
-	var detect, save, restore, restart, total []time.Duration
+	var detect, save, restore, restart, total, exec, elect []time.Duration
 	for range b.N {
 		coordDir, dir := b.TempDir(), fastDir(b)
 		coord := newNode(b, "coord", coordDir).coord
@@ -56,22 +58,29 @@ func BenchmarkFailover(b *testing.B) {
 
 		_, next := startReplica(b, filepath.Join(dir, "next"), nil)
 		r := startAppProcess(b, prom.Path, coordDir, next, "NODE=b")
+		r.waitFor(b, "started")
+		started := time.Now()
+		r.waitFor(b, "primary")
+		primary := time.Now()
 		r.waitFor(b, "ack 1")
 		first := time.Now()
 		r.cmd.Process.Kill()
+		exec = append(exec, started.Sub(restored))
+		elect = append(elect, primary.Sub(started))
 
 		detect = append(detect, detected.Sub(killed))
 		save = append(save, saved.Sub(detected))
 		restore = append(restore, prom.Restore)
 		restart = append(restart, first.Sub(restored))
 		total = append(total, first.Sub(killed))
-		b.Logf("failover %v: detect %v save %v (open %v ship %v, %d bytes) restore %v restart %v",
-			first.Sub(killed), detected.Sub(killed), saved.Sub(detected), rep.Open, rep.Ship, rep.Handoff.Bytes, prom.Restore, first.Sub(restored))
+		b.Logf("failover %v: detect %v save %v (open %v ship %v, %d bytes) restore %v restart %v (process %v, primary %v, first commit %v)",
+			first.Sub(killed), detected.Sub(killed), saved.Sub(detected), rep.Open, rep.Ship, rep.Handoff.Bytes, prom.Restore, first.Sub(restored),
+			started.Sub(restored), primary.Sub(started), first.Sub(primary))
 	}
 	for _, m := range []struct {
 		name string
 		ds   []time.Duration
-	}{{"total", total}, {"detect", detect}, {"save", save}, {"restore", restore}, {"restart", restart}} {
+	}{{"total", total}, {"detect", detect}, {"save", save}, {"restore", restore}, {"restart", restart}, {"restart-process", exec}, {"restart-primary", elect}} {
 		b.ReportMetric(percentile(m.ds, 0.5), "p50-"+m.name+"-ms")
 		b.ReportMetric(percentile(m.ds, 0.99), "p99-"+m.name+"-ms")
 	}
