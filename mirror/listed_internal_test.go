@@ -3,12 +3,15 @@ package mirror
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
@@ -101,4 +104,19 @@ func TestListedSnapshot(t *testing.T) {
 		_, err = p.beginListed(2, 5, int64(len(image))+4096, wire.Chain{5})
 		assert.ErrorIs(t, err, ErrProtocol, "a listed snapshot of another size")
 	})
+}
+
+// TestBaseOptionChecked checks that Start refuses a base that does not
+// fit the pool.
+func TestBaseOptionChecked(t *testing.T) {
+	h, err := heap.Open(filepath.Join(t.TempDir(), "p.pool"), &heap.Options{Size: testSize})
+	require.NoError(t, err)
+	defer h.Close()
+	for _, b := range []*Base{
+		{Epoch: 0, Marks: make([]uint64, testSize/wire.HashChunk)},
+		{Epoch: 3, Marks: make([]uint64, testSize/wire.HashChunk+1)},
+	} {
+		_, err := Start(h, Options{Replicas: []string{"127.0.0.1:1"}, Insecure: true, Base: b})
+		assert.ErrorIs(t, err, pmemgo.ErrInvalidOptions)
+	}
 }

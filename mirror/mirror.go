@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
@@ -256,7 +257,7 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	if b := opts.Base; b != nil {
 		chunks := (len(mem) + wire.HashChunk - 1) / wire.HashChunk
 		if b.Epoch == 0 || len(b.Marks) != chunks || sealed {
-			return nil, fmt.Errorf("mirror: a base of epoch %d with %d chunk marks for a pool of %d chunks (sealed: %v)", b.Epoch, len(b.Marks), chunks, sealed)
+			return nil, fmt.Errorf("mirror: a base of epoch %d with %d chunk marks for a pool of %d chunks (sealed: %v): %w", b.Epoch, len(b.Marks), chunks, sealed, pmemgo.ErrInvalidOptions)
 		}
 		m.captured = make([]uint64, (chunks+63)/64)
 	}
