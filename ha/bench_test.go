@@ -28,13 +28,15 @@ func percentile(ds []time.Duration, p float64) float64 {
 // application restarted on the standby, split into detection (the kill
 // seen by the guardian), save (open, role, ship, handoff), restore
 // (install, check, open on the standby, which overlaps the end of the
-// save) and restart (the application
-// process started on the promoted pool, elected, replicating to a new
-// replica, first commit acknowledged). The coordinator is the lease file.
+// save) and restart (the application process started on the promoted
+// pool, elected, replicating to a new replica, first commit
+// acknowledged), itself split into the process's start (restart-process)
+// and its becoming primary, a first whole copy to the new, empty replica
+// included (restart-primary). The coordinator is the lease file.
 // Run with -benchtime=20x for 20 failovers.
 func BenchmarkFailover(b *testing.B) {
 	const size = 64 << 20
-	var detect, save, restore, restart, total []time.Duration
+	var detect, save, restore, restart, total, exec, elect []time.Duration
 	for range b.N {
 		coordDir, dir := b.TempDir(), fastDir(b)
 		coord := newNode(b, "coord", coordDir).coord
@@ -56,22 +58,29 @@ func BenchmarkFailover(b *testing.B) {
 
 		_, next := startReplica(b, filepath.Join(dir, "next"), nil)
 		r := startAppProcess(b, prom.Path, coordDir, next, "NODE=b")
+		r.waitFor(b, "started")
+		started := time.Now()
+		r.waitFor(b, "primary")
+		primary := time.Now()
 		r.waitFor(b, "ack 1")
 		first := time.Now()
 		r.cmd.Process.Kill()
+		exec = append(exec, started.Sub(restored))
+		elect = append(elect, primary.Sub(started))
 
 		detect = append(detect, detected.Sub(killed))
 		save = append(save, saved.Sub(detected))
 		restore = append(restore, prom.Restore)
 		restart = append(restart, first.Sub(restored))
 		total = append(total, first.Sub(killed))
-		b.Logf("failover %v: detect %v save %v (open %v ship %v, %d bytes) restore %v restart %v",
-			first.Sub(killed), detected.Sub(killed), saved.Sub(detected), rep.Open, rep.Ship, rep.Handoff.Bytes, prom.Restore, first.Sub(restored))
+		b.Logf("failover %v: detect %v save %v (open %v ship %v, %d bytes) restore %v restart %v (process %v, primary %v, first commit %v)",
+			first.Sub(killed), detected.Sub(killed), saved.Sub(detected), rep.Open, rep.Ship, rep.Handoff.Bytes, prom.Restore, first.Sub(restored),
+			started.Sub(restored), primary.Sub(started), first.Sub(primary))
 	}
 	for _, m := range []struct {
 		name string
 		ds   []time.Duration
-	}{{"total", total}, {"detect", detect}, {"save", save}, {"restore", restore}, {"restart", restart}} {
+	}{{"total", total}, {"detect", detect}, {"save", save}, {"restore", restore}, {"restart", restart}, {"restart-process", exec}, {"restart-primary", elect}} {
 		b.ReportMetric(percentile(m.ds, 0.5), "p50-"+m.name+"-ms")
 		b.ReportMetric(percentile(m.ds, 0.99), "p99-"+m.name+"-ms")
 	}
@@ -80,51 +89,91 @@ func BenchmarkFailover(b *testing.B) {
 // BenchmarkPowerLossSave measures a guardian's save of a 1 GiB pool of
 // which 1% changed since the standby's last batch (the link went down):
 // the time from the call to the handoff accepted, and the bytes shipped.
+// Each iteration saves twice, on fresh pools: with the primary's
+// dirty-chunk record (listed), and without it (hashes: the delta by
+// chunk hashes of the whole pool, and the whole pool hashed for the
+// handoff), the anchor. The listed save's time is split into reading the
+// record, opening the pool, shipping and handing off.
 func BenchmarkPowerLossSave(b *testing.B) {
+	var listed, hashes []ha.SaveReport
+	for range b.N {
+		for _, record := range []bool{true, false} {
+			b.StopTimer()
+			rep := powerLossSave(b, record)
+			b.StartTimer()
+			if record {
+				require.True(b, rep.Listed, rep.Fallback)
+				listed = append(listed, rep)
+			} else {
+				hashes = append(hashes, rep)
+			}
+		}
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	var l, h ha.SaveReport
+	for i := range listed {
+		b.Logf("listed: %v (record %v open %v ship %v hash %v send %v), %d bytes; hashes: %v (open %v ship %v hash %v send %v), %d bytes",
+			listed[i].Total, listed[i].Record, listed[i].Open, listed[i].Ship, listed[i].Hash, listed[i].Send, listed[i].Handoff.Bytes,
+			hashes[i].Total, hashes[i].Open, hashes[i].Ship, hashes[i].Hash, hashes[i].Send, hashes[i].Handoff.Bytes)
+		l.Total, l.Record, l.Open, l.Ship, l.Send = l.Total+listed[i].Total, l.Record+listed[i].Record, l.Open+listed[i].Open, l.Ship+listed[i].Ship, l.Send+listed[i].Send
+		l.Handoff.Bytes += listed[i].Handoff.Bytes
+		h.Total += hashes[i].Total
+		h.Handoff.Bytes += hashes[i].Handoff.Bytes
+	}
+	n := time.Duration(len(listed))
+	b.ReportMetric(ms(l.Total/n), "save-ms")
+	b.ReportMetric(ms(l.Record/n), "record-ms")
+	b.ReportMetric(ms(l.Open/n), "open-ms")
+	b.ReportMetric(ms(l.Ship/n), "ship-ms")
+	b.ReportMetric(ms(l.Send/n), "handoff-ms")
+	b.ReportMetric(float64(l.Handoff.Bytes)/float64(n)/(1<<20), "MiB-shipped")
+	b.ReportMetric(ms(h.Total/n), "hashes-save-ms")
+	b.ReportMetric(float64(h.Handoff.Bytes)/float64(n)/(1<<20), "hashes-MiB-shipped")
+	b.ReportMetric(float64(l.Total)/float64(h.Total), "listed/hashes")
+}
+
+// powerLossSave makes a 1 GiB primary whose standby took its first
+// commits, changes 1% of it with the link down, stops it and saves it,
+// timing the save alone. With record unset the primary keeps no
+// dirty-chunk record.
+func powerLossSave(b *testing.B, record bool) ha.SaveReport {
 	const size, changed = 1 << 30, 10 << 20
 	type block struct{ B [4096]byte }
-	for range b.N {
-		b.StopTimer()
-		dir := fastDir(b)
-		// The lease outlives the slow commits of a large pool, and the
-		// standby waits for the guardian rather than promote on the
-		// application's resignation.
-		coord, err := ha.NewLeaseFile(b.TempDir(), ha.LeaseFileOptions{TTL: 10 * time.Second})
-		require.NoError(b, err)
-		sb := runStandbyGrace(b, coord, filepath.Join(dir, "standby"), newRecorder(b), time.Minute)
-		path := filepath.Join(dir, "app.pool")
-		h, err := heap.Open(path, &heap.Options{Size: size})
-		require.NoError(b, err)
-		p, err := ha.StartPrimary(context.Background(), h, ha.PrimaryOptions{Coordinator: coord, Pool: "orders", Node: "a", Mirror: syncMirror(b, sb.replica, nil)})
-		require.NoError(b, err)
-		require.NoError(b, p.Mirror().Close())
-		for range changed / (64 * 4096) {
-			require.NoError(b, h.Update(func(tx *heap.Tx) error {
-				for range 64 {
-					blk, err := heap.New[block](tx)
-					if err != nil {
-						return err
-					}
-					blk.B[0] = 1
+	dir := fastDir(b)
+	// The lease outlives the slow commits of a large pool, and the
+	// standby waits for the guardian rather than promote on the
+	// application's resignation.
+	coord, err := ha.NewLeaseFile(b.TempDir(), ha.LeaseFileOptions{TTL: 10 * time.Second})
+	require.NoError(b, err)
+	defer coord.Close()
+	sb := runStandbyGrace(b, coord, filepath.Join(dir, "standby"), newRecorder(b), time.Minute)
+	path := filepath.Join(dir, "app.pool")
+	h, err := heap.Open(path, &heap.Options{Size: size})
+	require.NoError(b, err)
+	p, err := ha.StartPrimary(context.Background(), h, ha.PrimaryOptions{Coordinator: coord, Pool: "orders", Node: "a", Mirror: syncMirror(b, sb.replica, nil), NoDirtyRecord: !record})
+	require.NoError(b, err)
+	require.NoError(b, p.Mirror().Close())
+	for range changed / (64 * 4096) {
+		require.NoError(b, h.Update(func(tx *heap.Tx) error {
+			for range 64 {
+				blk, err := heap.New[block](tx)
+				if err != nil {
+					return err
 				}
-				return nil
-			}))
-		}
-		require.NoError(b, p.Term().Resign(context.Background()))
-		require.NoError(b, h.Close())
-		g := newGuard(b, coord, path, sb, time.Minute, nil)
-		b.StartTimer()
-		rep, err := g.Save(context.Background())
-		b.StopTimer()
-		require.NoError(b, err)
-		sb.wait(b)
-		coord.Close()
-		b.ReportMetric(float64(rep.Handoff.Bytes)/(1<<20), "MiB-shipped")
-		b.ReportMetric(float64(rep.Total)/float64(time.Millisecond), "save-ms")
-		b.ReportMetric(float64(rep.Open)/float64(time.Millisecond), "open-ms")
-		b.ReportMetric(float64(rep.Ship)/float64(time.Millisecond), "ship-ms")
-		b.StartTimer()
+				blk.B[0] = 1
+			}
+			return nil
+		}))
 	}
+	require.NoError(b, p.Term().Resign(context.Background()))
+	require.NoError(b, h.Close())
+	g := newGuard(b, coord, path, sb, time.Minute, nil)
+	b.StartTimer()
+	rep, err := g.Save(context.Background())
+	b.StopTimer()
+	require.NoError(b, err)
+	sb.wait(b)
+	return rep
 }
 
 // BenchmarkLeaseCheck measures the commit path of a heap bound to a
@@ -143,6 +192,34 @@ func BenchmarkLeaseCheck(b *testing.B) {
 				require.NoError(b, err)
 				defer term.Fence(h)()
 			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := increment(h); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDirtyRecordCommit measures what the dirty-chunk record costs a
+// commit: a primary whose link to the standby is down (its mirror
+// closed, so that no round trip hides the cost), with and without the
+// record; compare the two over -count runs (benchstat).
+func BenchmarkDirtyRecordCommit(b *testing.B) {
+	for _, record := range []bool{false, true} {
+		b.Run(fmt.Sprintf("record=%v", record), func(b *testing.B) {
+			coord, err := ha.NewLeaseFile(b.TempDir(), ha.LeaseFileOptions{TTL: time.Minute})
+			require.NoError(b, err)
+			defer coord.Close()
+			_, addr := startReplica(b, filepath.Join(b.TempDir(), "replica"), nil)
+			h, err := heap.Open(filepath.Join(fastDir(b), "p.pool"), &heap.Options{Size: 64 << 20})
+			require.NoError(b, err)
+			defer h.Close()
+			p, err := ha.StartPrimary(context.Background(), h, ha.PrimaryOptions{Coordinator: coord, Pool: "p", Node: "a", Mirror: syncMirror(b, addr, nil), NoDirtyRecord: !record})
+			require.NoError(b, err)
+			require.NoError(b, p.Mirror().Close())
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {

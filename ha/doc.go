@@ -31,6 +31,28 @@
 // copy after another took over does not hold that one's acknowledged
 // commits, and its snapshot must not replace them on the replicas.
 //
+// # Power-loss saves
+//
+// StartPrimary keeps a record beside the pool (its path plus ".dirty"),
+// a file mapped shared, so that it survives the process: for each 256 KiB
+// chunk, the batch that last changed it, marked pending before the heap
+// changes any byte of it (heap.OnWrite) and given the batch's number when
+// the mirror captures it; with the pool's UUID and size, the epoch, the
+// batch every replica acknowledged, the undo log generation it expects
+// and the machine's boot id, the header checksummed. A Guard reads it
+// before opening the pool and, when the standby holds a batch of that
+// epoch no older than the acknowledged one, ships only the chunks marked
+// after the standby's batch plus the metadata that open and close write
+// unmarked (mirror.Options.Base): no pass over the pool on either side.
+// A record that is missing, damaged, of another pool, size or boot, or
+// that a pool written since without one contradicts (its log generation
+// moved), a pool mapped at a new base, or a standby that does not hold
+// the base, makes the save find the changes by hashing, as it would
+// without a record, and the reason is logged and reported
+// (SaveReport.Fallback). The handoff of a listed save carries no pool
+// hash, since hashing the pool is what it avoids; GuardOptions.Verify
+// keeps the check.
+//
 // # Limits
 //
 // A term's validity is measured on this machine's monotonic clock against
@@ -40,5 +62,12 @@
 // whose PID no longer exists as gone (a PID reused within the TTL delays
 // the takeover until the lease runs out). An incarnation registered by a
 // primary whose replicas are all lost cannot be replaced without an
-// operator.
+// operator. The dirty-chunk record does not see stores made outside any
+// transaction (as snapshots and the undo log do not); free memory that a
+// rolled-back transaction had allocated and written may differ on the
+// standby, which Verify reports though the pools' content is the same;
+// and a pool written by a process that kept no record is detected by its
+// undo log's generation, except when that process was killed between the
+// record's mark of the generation word and its store, and then only
+// recovered the pool and committed once.
 package ha

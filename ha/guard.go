@@ -35,6 +35,11 @@ type GuardOptions struct {
 	Budget time.Duration
 	// Logger receives what the guardian does; nil discards it.
 	Logger *slog.Logger
+	// Verify hashes the whole pool on both sides for the handoff even when
+	// the save shipped only what the primary's dirty-chunk record lists:
+	// a record that missed a change is then refused by the standby, at
+	// the cost of reading the pool on both sides within the budget.
+	Verify bool
 	// Dial, if set, connects to the standby's replica server
 	// (mirror.Options.Dial).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
@@ -52,9 +57,17 @@ type Guard struct {
 // SaveReport says what a save did.
 type SaveReport struct {
 	Handoff Handoff
-	// Open is the time to open (recover) the pool, Ship that to bring the
-	// standby up to date, Total the whole save including the handoff.
-	Open, Ship, Total time.Duration
+	// Record is the time to read the primary's dirty-chunk record, Open
+	// that to open (recover) the pool, Ship that to bring the standby up
+	// to date (finding what it lacks included), Hash that to hash the
+	// pool for the handoff (zero for a listed save), Send that to hand
+	// off, Total the whole save.
+	Record, Open, Ship, Hash, Send, Total time.Duration
+	// Listed is set when the save shipped only the chunks that the
+	// primary's dirty-chunk record lists; Fallback says why it did not,
+	// when it did not.
+	Listed   bool
+	Fallback string
 	// aborted is set once the standby was told the save failed.
 	aborted bool
 }
@@ -109,6 +122,10 @@ func (g *Guard) abort(ctx context.Context, uuid string, cause error, start time.
 }
 
 func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err error) {
+	// The record is read before the pool is opened, which changes what
+	// it is checked against.
+	base, berr := readDirtyBase(g.opts.PoolPath)
+	rep.Record = time.Since(start)
 	h, err := heap.Open(g.opts.PoolPath, &heap.Options{Timeout: g.opts.Budget})
 	if err != nil {
 		return rep, fmt.Errorf("ha: guard: open %s: %w", g.opts.PoolPath, err)
@@ -116,7 +133,15 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	defer h.Close()
 	uuid := h.UUID()
 	rep.Handoff.UUID = hex.EncodeToString(uuid[:])
-	rep.Open = time.Since(start)
+	rep.Open = time.Since(start) - rep.Record
+	if berr == nil {
+		berr = checkOpened(h, base)
+	}
+	if berr != nil {
+		base, rep.Fallback = nil, berr.Error()
+		g.log.Warn("ha: guard: the dirty-chunk record cannot be used; the save finds what changed by hashing the whole pool",
+			"pool", g.opts.Pool, "record", dirtyPath(g.opts.PoolPath), "reason", berr)
+	}
 	term, err := g.opts.Coordinator.Campaign(ctx, Candidate{Pool: g.opts.Pool, Node: g.opts.Node + "-guard", MinToken: h.Epoch()})
 	if err != nil {
 		return rep, err
@@ -131,7 +156,7 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	// A sync commit waits for its acknowledgement up to AckTimeout
 	// whatever the context: the budget's rest bounds it.
 	left := time.Until(start.Add(g.opts.Budget))
-	m, err := mirror.Start(h, mirror.Options{Replicas: []string{g.opts.Standby}, Mode: mirror.Sync, AckTimeout: max(left, time.Millisecond), TLS: g.opts.TLS, Epoch: term.Token, Logger: g.log, Dial: g.opts.Dial})
+	m, err := mirror.Start(h, mirror.Options{Replicas: []string{g.opts.Standby}, Mode: mirror.Sync, AckTimeout: max(left, time.Millisecond), TLS: g.opts.TLS, Epoch: term.Token, Logger: g.log, Dial: g.opts.Dial, Base: base})
 	if err != nil {
 		return rep, err
 	}
@@ -149,10 +174,24 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	}
 	m.Close()
 	rep.Ship = time.Since(shipStart)
+	hashStart := time.Now()
+	for _, s := range st {
+		rep.Listed = s.Listed
+		rep.Handoff.Bytes += s.SnapshotBytes
+	}
+	if base != nil && !rep.Listed {
+		rep.Fallback = "the standby does not hold the batch the record starts from"
+		g.log.Warn("ha: guard: the standby does not hold the batch the record starts from; it was sent what differs by chunk hashes", "pool", g.opts.Pool, "record_epoch", base.Epoch, "record_acked", base.MinSeq)
+	}
 	var sum uint64
 	// The replica is a byte-for-byte copy of the pool at the flush's
-	// commit, and nothing was committed since.
+	// commit, and nothing was committed since. A listed save skips the
+	// check: hashing the whole pool on both sides is what it saves.
+	noHash := rep.Listed && !g.opts.Verify
 	if err := h.View(func(*heap.Tx) error {
+		if noHash {
+			return nil
+		}
 		if !device.SharesFile(h.Device()) {
 			sum = xxhash.Sum64(h.Device().Bytes())
 			return nil
@@ -166,14 +205,14 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	}); err != nil {
 		return rep, err
 	}
-	rep.Handoff = Handoff{Pool: g.opts.Pool, UUID: rep.Handoff.UUID, Epoch: term.Token, Seq: seq, Hash: sum, Save: time.Since(start)}
-	for _, s := range st {
-		rep.Handoff.Bytes += s.SnapshotBytes
-	}
+	rep.Hash = time.Since(hashStart)
+	rep.Handoff = Handoff{Pool: g.opts.Pool, UUID: rep.Handoff.UUID, Epoch: term.Token, Seq: seq, Hash: sum, NoHash: noHash, Bytes: rep.Handoff.Bytes, Save: time.Since(start)}
+	sendStart := time.Now()
 	if err := SendHandoff(ctx, g.opts.Handoff, g.opts.TLS, rep.Handoff); err != nil {
 		return rep, err
 	}
+	rep.Send = time.Since(sendStart)
 	rep.Total = time.Since(start)
-	g.log.Info("ha: pool handed over", "pool", g.opts.Pool, "epoch", term.Token, "seq", seq, "bytes", rep.Handoff.Bytes, "total", rep.Total)
+	g.log.Info("ha: pool handed over", "pool", g.opts.Pool, "epoch", term.Token, "seq", seq, "bytes", rep.Handoff.Bytes, "listed", rep.Listed, "total", rep.Total)
 	return rep, nil
 }

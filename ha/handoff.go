@@ -33,6 +33,10 @@ type Handoff struct {
 	Epoch uint64 `json:"epoch"`
 	Seq   uint64 `json:"seq"`
 	Hash  uint64 `json:"hash"`
+	// NoHash says that the guardian did not hash the pool (a save that
+	// shipped only the chunks the primary's dirty-chunk record lists):
+	// the standby does not check Hash.
+	NoHash bool `json:"no_hash,omitempty"`
 	// Bytes is what the save shipped; Save how long it took.
 	Bytes int64         `json:"bytes"`
 	Save  time.Duration `json:"save_ns"`

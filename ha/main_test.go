@@ -43,8 +43,10 @@ const childMaxTime = 60 * time.Second
 // runApp is the application: it makes the pool at $POOL (created with
 // $POOL_SIZE bytes, or 8 MiB) the primary of pool "orders" (lease files in
 // $COORD) as node $NODE, replicating in sync mode to $REPLICA, and
-// commits, printing "ack N" once commit N returned, until killed.
+// commits, printing "ack N" once commit N returned, until killed. It
+// prints "started" first, and "primary" once it is.
 func runApp() int {
+	fmt.Println("started")
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
 	cfg, err := certs.LoadTLS(os.Getenv("TLS_CA"), os.Getenv("TLS_CERT"), os.Getenv("TLS_KEY"), false)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 )
@@ -20,6 +21,10 @@ type PrimaryOptions struct {
 	Mirror mirror.Options
 	// Logger receives what the primary does; nil discards it.
 	Logger *slog.Logger
+	// NoDirtyRecord turns off the record of changed chunks that a
+	// guardian's save ships (Guard): its saves then find what changed by
+	// hashing the whole pool on both sides. A sealed pool keeps none.
+	NoDirtyRecord bool
 }
 
 // Primary is a heap that replicates as the primary of its pool for one
@@ -71,9 +76,25 @@ func StartPrimary(ctx context.Context, h *heap.Heap, opts PrimaryOptions) (*Prim
 	p := &Primary{h: h, term: term, unbind: term.Fence(h), log: log}
 	mo := opts.Mirror
 	mo.Epoch = term.Token
+	var rec *dirtyRecord
+	if _, sealed := device.SealedFile(h.Device()); !opts.NoDirtyRecord && !sealed {
+		// Marking starts before the mirror, so that no change after the
+		// tracker's start is missed.
+		if rec, err = newDirtyRecord(h); err != nil {
+			log.Warn("ha: no dirty-chunk record; a guardian's save will hash the whole pool", "pool", opts.Pool, "path", dirtyPath(h.Path()), "err", err)
+		} else {
+			mo.OnCapture = chainCapture(mo.OnCapture, rec.capture)
+		}
+	}
 	if p.m, err = mirror.Start(h, mo); err != nil {
+		if rec != nil {
+			rec.close()
+		}
 		p.unbind()
 		return fail(fmt.Errorf("ha: pool %s: %w", opts.Pool, err))
+	}
+	if rec != nil {
+		rec.start(p.m)
 	}
 	if err := p.m.Flush(ctx); err != nil {
 		p.m.Close()
@@ -88,6 +109,14 @@ func StartPrimary(ctx context.Context, h *heap.Heap, opts PrimaryOptions) (*Prim
 	log.Info("ha: primary", "pool", opts.Pool, "node", opts.Node, "token", term.Token)
 	go p.watch()
 	return p, nil
+}
+
+// chainCapture returns a capture hook that calls a, if set, then b.
+func chainCapture(a, b func(uint64)) func(uint64) {
+	if a == nil {
+		return b
+	}
+	return func(seq uint64) { a(seq); b(seq) }
 }
 
 // resignWait bounds the wait of a resignation after a refusal.

@@ -29,7 +29,9 @@ func killRuns(t *testing.T) int {
 // sync mode, kills it with SIGKILL at a random moment, and has the
 // guardian save and hand the pool over: the standby's promoted pool
 // passes the checker and holds every commit the application acknowledged
-// (and at most the one commit in flight at the kill).
+// (and at most the one commit in flight at the kill). The save ships
+// only what the application's dirty-chunk record lists, and the standby
+// checks that its pool is then byte for byte the guardian's.
 func TestKillFailover(t *testing.T) {
 	for run := range killRuns(t) {
 		coordDir, dir := t.TempDir(), fastDir(t)
@@ -45,8 +47,9 @@ func TestKillFailover(t *testing.T) {
 		acked := a.lastAck(0)
 		a.cmd.Wait()
 
-		rep, err := newGuard(t, coord, path, sb, 5*time.Second, nil).Save(context.Background())
+		rep, err := verifyingGuard(t, coord, path, sb, newRecorder(t)).Save(context.Background())
 		require.NoError(t, err)
+		assert.True(t, rep.Listed, rep.Fallback)
 		prom := sb.wait(t)
 		got := counterOf(t, prom.Path)
 		t.Logf("run %d: acked %d, promoted %d; save %v (%d bytes), restore %v, kill to promotion %v",

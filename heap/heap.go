@@ -169,6 +169,8 @@ type Heap struct {
 	// transaction first changes it; snapMu orders changes to the list.
 	snaps  atomic.Pointer[[]*Snapshot]
 	snapMu sync.Mutex
+	// writeHooks are told of each range before it changes (OnWrite).
+	writeHooks writeHooks
 	// inHooks is set while the commit hooks run, under the writer lock.
 	inHooks bool
 	// batchQueue holds the Batch callers waiting for the next batch, run

@@ -180,6 +180,7 @@ func (h *Heap) snapList() []*Snapshot {
 // transaction is about to change. It costs one atomic load when no
 // snapshot is open.
 func (h *Heap) cow(off, n uint64) {
+	h.writeHooks.call(off, n)
 	p := h.snaps.Load()
 	if p == nil || n == 0 {
 		return

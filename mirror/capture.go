@@ -81,7 +81,11 @@ func (m *Mirror) capture() uint64 {
 	}
 	wants := m.snapWant
 	m.snapWant = nil
+	m.markCapturedLocked()
 	m.mu.Unlock()
+	if m.opts.OnCapture != nil {
+		m.opts.OnCapture(seq)
+	}
 	snaps := m.takeSnapshots(wants)
 
 	prev := m.chain
@@ -140,6 +144,19 @@ func (m *Mirror) capture() uint64 {
 	m.metrics.batches.Inc()
 	m.metrics.bytes.Add(float64(n))
 	return seq
+}
+
+// markCapturedLocked records the chunks the runs being captured change,
+// for listed snapshots.
+func (m *Mirror) markCapturedLocked() {
+	if m.captured == nil {
+		return
+	}
+	for _, r := range m.runs {
+		for c := r.Off / wire.HashChunk; c*wire.HashChunk < r.Off+r.Len; c++ {
+			m.captured[c/64] |= 1 << (c % 64)
+		}
+	}
 }
 
 // encode makes the wire frame of batch seq, following the batch whose

@@ -59,6 +59,15 @@
 // and the snapshot carries only the chunks whose content differs: the
 // replica starts the copy from its own file. (A replica of the primary's
 // own epoch that missed more than was retained gets a full snapshot.)
+// A primary that knows which chunks changed since some batch of an
+// older epoch (Options.Base: a guardian saving a dead application's pool
+// from its dirty-chunk record, package ha) says so in its hello; a
+// replica that holds that batch or a later one sends no hashes, and is
+// sent a listed snapshot: only the chunks marked after its batch, and
+// those the primary's own batches changed. The replica writes them into
+// its journal as they come, as one batch record (up to wire.MaxListed
+// bytes), and applies them to its pool file in place, through that
+// record, with batch B+1: neither side reads the rest of the pool.
 //
 // # Security
 //

@@ -71,6 +71,9 @@ type record struct {
 	payload          []byte
 	// sum is the payload's xxhash64 when known, zero to compute it.
 	sum uint64
+	// streamed is the length of a payload written in place (see
+	// journal.stream), when payload is nil.
+	streamed int64
 }
 
 var le = binary.LittleEndian
@@ -84,11 +87,13 @@ func (r *record) encodeHeader(h []byte) {
 	le.PutUint64(h[24:], r.seen)
 	le.PutUint64(h[32:], r.epoch)
 	le.PutUint64(h[40:], r.seq)
-	sum := r.sum
-	if sum == 0 {
+	sum, n := r.sum, int64(len(r.payload))
+	if r.streamed > 0 {
+		n = r.streamed
+	} else if sum == 0 {
 		sum = xxhash.Sum64(r.payload)
 	}
-	le.PutUint64(h[48:], uint64(len(r.payload)))
+	le.PutUint64(h[48:], uint64(n))
 	le.PutUint64(h[56:], sum)
 	copy(h[64:], r.chain[:])
 	le.PutUint64(h[recordSumOff:], xxhash.Sum64(h[:recordSumOff]))
@@ -265,6 +270,42 @@ func (j *journal) writeSync(fd int, iov [][]byte) (int, error) {
 		err = unix.Fdatasync(fd)
 	}
 	return n, err
+}
+
+// stream returns the file the next record goes to, for a payload written
+// in place, in pieces, from offset recordHeader before the record itself
+// (commitStream): a listed snapshot's chunks, which are then never held
+// in memory. That file's record, the one before the newest, is lost; the
+// newest, in the other file, still holds.
+func (j *journal) stream() (*os.File, error) {
+	if err := j.open(); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	return j.files[(j.last.counter+1)%2], nil
+}
+
+// commitStream makes r, whose payload of r.streamed bytes was written in
+// place in the file stream returned, the newest record, durably. The
+// payload's checksum is computed from the file.
+func (j *journal) commitStream(r record) error {
+	r.counter = j.last.counter + 1
+	f := j.files[r.counter%2]
+	d := xxhash.New()
+	if _, err := io.Copy(d, io.NewSectionReader(f, recordHeader, r.streamed)); err != nil {
+		return fmt.Errorf("journal %s: %w", f.Name(), err)
+	}
+	r.payload, r.sum = nil, d.Sum64()
+	r.encodeHeader(j.hdr[:])
+	// A crash before the sync may leave the header without the payload:
+	// the payload's checksum then fails, and the record before holds.
+	if _, err := f.WriteAt(j.hdr[:], 0); err != nil {
+		return fmt.Errorf("journal %s: %w", f.Name(), err)
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("journal %s: %w", f.Name(), err)
+	}
+	j.last = r
+	return nil
 }
 
 // close closes the journal files; write opens them again.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
@@ -91,6 +92,19 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, if set, gets the mirror's Prometheus metrics.
 	Metrics prometheus.Registerer
+	// Base, if set, says which chunks of the pool a replica that holds a
+	// given batch of an older incarnation lacks (package ha keeps such a
+	// record for a guardian): that replica is sent only those, with the
+	// chunks this mirror captured itself, instead of every chunk whose
+	// hash differs from its copy's, which costs reading the whole pool on
+	// both sides. Other replicas are sent snapshots as usual. Not for a
+	// sealed pool.
+	Base *Base
+	// OnCapture, if set, is called with the sequence number of each batch
+	// when it is captured, at its commit boundary under the heap's writer
+	// lock, before any replica can be sent it: every line written back
+	// before the call is in that batch or an earlier one.
+	OnCapture func(seq uint64)
 	// Epoch, if set, is the epoch of this incarnation: a fencing token
 	// from a coordinator (package ha), which must be above the pool's
 	// epoch (heap.SetEpoch). Zero means the pool's epoch plus one
@@ -128,6 +142,18 @@ func (o *Options) setDefaults() error {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o.secureDial()
+}
+
+// Base is what Options.Base describes.
+type Base struct {
+	// Epoch is the older incarnation: a replica that holds batch MinSeq
+	// or a later one of it qualifies.
+	Epoch, MinSeq uint64
+	// Marks has, for each wire.HashChunk of the pool, the newest batch of
+	// Epoch that changed the chunk, or math.MaxUint64 for a chunk that
+	// may have changed since the last one: a replica that holds batch R
+	// lacks the chunks whose mark is above R.
+	Marks []uint64
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -198,6 +224,9 @@ type Mirror struct {
 	// snapWant lists the sessions waiting for a snapshot, which the next
 	// capture takes at its commit boundary.
 	snapWant []snapWait
+	// captured has a bit per wire.HashChunk that a batch of this mirror
+	// changed, kept with Options.Base: a listed snapshot sends those too.
+	captured []uint64
 	wg       sync.WaitGroup
 }
 
@@ -226,6 +255,13 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 		hist: history{limit: max(opts.RetainBytes, 1)},
 	}
 	m.metrics.lag = &lagCollector{m: m}
+	if b := opts.Base; b != nil {
+		chunks := (len(mem) + wire.HashChunk - 1) / wire.HashChunk
+		if b.Epoch == 0 || len(b.Marks) != chunks || sealed {
+			return nil, fmt.Errorf("mirror: a base of epoch %d with %d chunk marks for a pool of %d chunks (sealed: %v): %w", b.Epoch, len(b.Marks), chunks, sealed, pmemgo.ErrInvalidOptions)
+		}
+		m.captured = make([]uint64, (chunks+63)/64)
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	// Track before the epoch changes, so that the header write is part of
 	// the first batch.
@@ -271,6 +307,18 @@ func newEpoch(h *heap.Heap, token uint64) (uint64, error) {
 
 // Epoch returns the epoch of this incarnation of the primary.
 func (m *Mirror) Epoch() uint64 { return m.epoch }
+
+// Acked returns the newest batch that every replica acknowledged in this
+// epoch.
+func (m *Mirror) Acked() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	acked := m.head
+	for _, s := range m.sessions {
+		acked = min(acked, s.acked)
+	}
+	return acked
+}
 
 // Seq returns the newest batch captured.
 func (m *Mirror) Seq() uint64 {
@@ -368,6 +416,9 @@ type ReplicaStatus struct {
 	// snapshot only the chunks that differed from the replica's copy.
 	Snapshots     int
 	SnapshotBytes int64
+	// Listed is set when the last snapshot sent only the chunks that
+	// Options.Base lists.
+	Listed bool
 	// Err is the error that ended the last connection, if any.
 	Err error
 }
@@ -381,7 +432,7 @@ func (m *Mirror) Status() []ReplicaStatus {
 	defer m.mu.Unlock()
 	out := make([]ReplicaStatus, 0, len(m.sessions))
 	for _, s := range m.sessions {
-		st := ReplicaStatus{Addr: s.addr, State: s.state.String(), Epoch: m.epoch, Head: m.head, Acked: s.acked, Snapshots: s.snapshots, SnapshotBytes: s.snapBytes, Err: s.err}
+		st := ReplicaStatus{Addr: s.addr, State: s.state.String(), Epoch: m.epoch, Head: m.head, Acked: s.acked, Snapshots: s.snapshots, SnapshotBytes: s.snapBytes, Listed: s.listed, Err: s.err}
 		st.LagBatches = m.head - min(s.acked, m.head)
 		st.LagBytes, st.LagTime = m.lagLocked(s, now, dirty)
 		out = append(out, st)

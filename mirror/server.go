@@ -452,7 +452,7 @@ func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
 		sendError(c, err)
 		return
 	}
-	rs := &replicaSession{s: s, c: c, r: r, e: e, p: e.p, epoch: hello.Epoch, head: hello.Seq, size: int64(h.Size)}
+	rs := &replicaSession{s: s, c: c, r: r, e: e, p: e.p, epoch: hello.Epoch, head: hello.Seq, size: int64(h.Size), baseEpoch: h.BaseEpoch, baseSeq: h.BaseSeq}
 	err = e.p.reopen()
 	if err == nil {
 		err = rs.run()

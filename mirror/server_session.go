@@ -28,8 +28,13 @@ type replicaSession struct {
 	// offered is set while the pool file holds what the chunk hashes of
 	// the answer to hello describe: a delta snapshot starts from it.
 	offered bool
-	runs    []wire.Run
-	ack     []byte
+	// baseEpoch and baseSeq are the base of the primary's hello, if any;
+	// based is set while the pool file holds it, so that a listed
+	// snapshot may start from it.
+	baseEpoch, baseSeq uint64
+	based              bool
+	runs               []wire.Run
+	ack                []byte
 	// applied and lag are the pool's metrics.
 	applied, lag prometheus.Gauge
 }
@@ -49,7 +54,8 @@ func (rs *replicaSession) run() error {
 	}
 	rs.setState("connected")
 	var hashes []wire.ChunkHash
-	if p.pool != nil && rs.epoch != p.epoch && !rs.s.opts.NoChunkHashes {
+	rs.based = p.pool != nil && rs.baseEpoch != 0 && rs.baseEpoch == p.epoch && p.seq >= rs.baseSeq && rs.epoch != p.epoch
+	if p.pool != nil && rs.epoch != p.epoch && !rs.based && !rs.s.opts.NoChunkHashes {
 		// A primary of another epoch (a restarted one) holds no history
 		// for this replica and will send a snapshot: it compares these
 		// with its own chunks, to send only those that differ. A primary
@@ -108,12 +114,19 @@ func (rs *replicaSession) frame(f wire.Frame) error {
 		if sb.UUID != rs.p.uuid || int64(sb.Size) != rs.size {
 			return protocolError("snapshot of another pool")
 		}
-		if sb.Delta && !rs.offered {
+		if sb.Listed && !rs.based {
+			return protocolError("listed snapshot, but the replica does not hold the base of the hello")
+		}
+		if sb.Delta && !sb.Listed && !rs.offered {
 			return protocolError("delta snapshot, but the replica's copy is not the one it described")
 		}
 		rs.p.abort(rs.snap)
-		rs.snap, err = rs.p.beginSnapshot(rs.epoch, f.Seq, rs.size, sb.Delta, sb.Chain)
-		rs.offered = false
+		if sb.Listed {
+			rs.snap, err = rs.p.beginListed(rs.epoch, f.Seq, rs.size, sb.Chain)
+		} else {
+			rs.snap, err = rs.p.beginSnapshot(rs.epoch, f.Seq, rs.size, sb.Delta, sb.Chain)
+		}
+		rs.offered, rs.based = false, false
 		rs.setState("snapshot")
 		return err
 	case wire.TypeSnapChunk:
@@ -149,7 +162,12 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 	rs.runs = b.Runs
 	p := rs.p
 	if rs.snap != nil {
-		installed, err := p.snapBatch(rs.snap, f.Seq, f.PayloadSum, b)
+		var installed bool
+		if rs.snap.listed {
+			installed, err = p.listedBatch(rs.snap, f.Seq, f.Payload, f.PayloadSum, b)
+		} else {
+			installed, err = p.snapBatch(rs.snap, f.Seq, f.PayloadSum, b)
+		}
 		if err != nil || !installed {
 			return err
 		}
@@ -160,7 +178,7 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 		if f.Seq != p.seq+1 || p.epoch != rs.epoch {
 			return protocolError("batch %d of epoch %d, the replica holds batch %d of epoch %d", f.Seq, rs.epoch, p.seq, p.epoch)
 		}
-		rs.offered = false
+		rs.offered, rs.based = false, false
 		if err := p.applyBatch(rs.epoch, f.Seq, f.Payload, f.PayloadSum, b); err != nil {
 			return err
 		}

@@ -62,6 +62,8 @@ type session struct {
 	// the last one carried (less than the pool for a delta snapshot).
 	snapshots int
 	snapBytes int64
+	// listed is set when the last snapshot was a listed one.
+	listed bool
 }
 
 func (s *session) wakeUp() {
@@ -161,7 +163,11 @@ func (s *session) connect() (streamed bool, err error) {
 func (s *session) handshake(conn net.Conn, r *wire.Reader, head uint64) (wire.Frame, error) {
 	m := s.m
 	conn.SetDeadline(time.Now().Add(m.opts.Timeout))
-	hello := wire.AppendFrame(nil, wire.TypeHello, m.epoch, head, wire.AppendHello(nil, wire.Hello{UUID: m.uuid, Size: uint64(len(m.mem))}))
+	h := wire.Hello{UUID: m.uuid, Size: uint64(len(m.mem))}
+	if b := m.opts.Base; b != nil {
+		h.BaseEpoch, h.BaseSeq = b.Epoch, b.MinSeq
+	}
+	hello := wire.AppendFrame(nil, wire.TypeHello, m.epoch, head, wire.AppendHello(nil, h))
 	if _, err := conn.Write(hello); err != nil {
 		return wire.Frame{}, err
 	}
@@ -230,7 +236,12 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 	m.log.Info("mirror: replica connected", "replica", s.addr, "replica_epoch", ready.Epoch,
 		"replica_seq", ready.Seq, "resume", resume)
 	if !resume {
-		if err := s.sendSnapshot(conn, r.Hashes); err != nil {
+		// A replica that holds the base lacks only the chunks listed.
+		var base *wire.Ready
+		if b := m.opts.Base; b != nil && ready.Epoch == b.Epoch && ready.Seq >= b.MinSeq && len(r.Hashes) == 0 {
+			base = &r
+		}
+		if err := s.sendSnapshot(conn, r.Hashes, base, ready.Seq); err != nil {
 			return err
 		}
 	}
@@ -261,8 +272,11 @@ func (m *Mirror) chainAtLocked(seq uint64) (wire.Chain, bool) {
 //
 // When the replica sent the hashes of its own copy's chunks, the snapshot
 // is a delta: the replica starts from its copy, and only the chunks whose
-// content in the snapshot differs are sent.
-func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
+// content in the snapshot differs are sent. When it holds the base of
+// Options.Base instead (listed is set, and it holds batch held of that
+// incarnation), only the chunks marked after that batch and those this
+// mirror captured are sent, and the rest of the pool is not read.
+func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash, listed *wire.Ready, held uint64) error {
 	m := s.m
 	ch := make(chan snapTaken, 1)
 	m.mu.Lock()
@@ -286,10 +300,15 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	}
 	base, chain := taken.base, taken.chain
 	start := time.Now()
-	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem))
+	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem), "listed", listed != nil)
 
 	delta := len(hashes) > 0 && len(hashes) == (len(m.mem)+wire.HashChunk-1)/wire.HashChunk
-	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem)), Delta: delta, Chain: chain}))
+	var send []bool
+	if listed != nil {
+		send = m.listedChunks(held)
+		delta = true
+	}
+	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem)), Delta: delta, Listed: listed != nil, Chain: chain}))
 	if err := s.write(conn, buf); err != nil {
 		return err
 	}
@@ -301,12 +320,15 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	buf = make([]byte, 0, wire.HeaderSize+8+snapChunk)
 	chunk := make([]byte, step)
 	for off := 0; off < len(m.mem); off += step {
+		if send != nil && !send[off/step] {
+			continue
+		}
 		end := min(off+step, len(m.mem))
 		data := chunk[:end-off]
 		if _, err := img.ReadAt(data, int64(off)); err != nil {
 			return fmt.Errorf("snapshot of the pool: %w", err)
 		}
-		if delta && wire.HashChunkOf(data) == hashes[off/step] {
+		if send == nil && delta && wire.HashChunkOf(data) == hashes[off/step] {
 			continue
 		}
 		f := wire.BeginFrame(buf[:0], wire.TypeSnapChunk, m.epoch, base)
@@ -320,6 +342,7 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	}
 	m.mu.Lock()
 	s.snapBytes = sent
+	s.listed = listed != nil
 	m.mu.Unlock()
 	m.mu.Lock()
 	at := base + 1
@@ -331,8 +354,22 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash) error {
 	if err := s.write(conn, end); err != nil {
 		return err
 	}
-	m.log.Info("mirror: snapshot sent", "replica", s.addr, "consistent_at", at, "delta", delta, "bytes", sent, "took", time.Since(start))
+	m.log.Info("mirror: snapshot sent", "replica", s.addr, "consistent_at", at, "delta", delta, "listed", listed != nil, "bytes", sent, "took", time.Since(start))
 	return nil
+}
+
+// listedChunks returns, for each chunk, whether a listed snapshot sends
+// it to a replica that holds batch held of the base: it changed after
+// that batch, or a batch of this mirror changed it. The snapshot is taken
+// after every batch marked so far, so none it needs is missed.
+func (m *Mirror) listedChunks(held uint64) []bool {
+	send := make([]bool, len(m.opts.Base.Marks))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, mark := range m.opts.Base.Marks {
+		send[i] = mark > held || m.captured[i/64]&(1<<(i%64)) != 0
+	}
+	return send
 }
 
 func (s *session) write(conn net.Conn, b []byte) error {

@@ -32,6 +32,16 @@ type snapshot struct {
 	// is in the file; missing counts the bits not set.
 	have    []uint64
 	missing int
+	// listed is set for a listed snapshot, whose chunks are written to
+	// the journal file jf, as the runs of a batch payload of pos bytes so
+	// far (bytes of pool data, the last run ending at heldEnd), until
+	// they are applied to the pool file in place; f is then nil.
+	listed  bool
+	jf      *os.File
+	runs    []listedRun
+	pos     int64
+	bytes   int64
+	heldEnd uint64
 }
 
 // beginSnapshot starts receiving a copy of the pool taken after batch
@@ -109,7 +119,11 @@ func (s *snapshot) chunk(off uint64, data []byte) error {
 	case off%wire.HashChunk != 0 || end%wire.HashChunk != 0 && end != uint64(s.size):
 		return protocolError("snapshot chunk [%d, +%d) is not made of whole chunks of %d bytes", off, len(data), wire.HashChunk)
 	}
-	if _, err := s.f.WriteAt(data, int64(off)); err != nil {
+	if s.listed {
+		if err := s.hold(off, data); err != nil {
+			return err
+		}
+	} else if _, err := s.f.WriteAt(data, int64(off)); err != nil {
 		return err
 	}
 	for u := off / wire.HashChunk; u*wire.HashChunk < end; u++ {

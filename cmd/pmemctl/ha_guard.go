@@ -21,6 +21,7 @@ import (
 type haGuardOptions struct {
 	pool, standby, handoff, pidFile string
 	attach                          int
+	verify                          bool
 	budget, stopWait                time.Duration
 	coord                           coordFlags
 	tls                             tlsFlags
@@ -38,7 +39,11 @@ daemons send, or 'pmemctl ha power-lost', which kills the application
 first), the guard opens the pool, takes the role from the coordinator,
 ships to the standby's replica (--standby) what it lacks, and sends the
 handoff to the standby (--handoff, by default the port after --standby's),
-all within --budget. A save that overruns the budget tells the standby,
+all within --budget. When the application is an ha primary, the save
+ships only the chunks its record beside the pool (P.dirty) lists; with
+no usable record it finds them by hashing the whole pool on both sides,
+and says why. --verify hashes the pool on both sides even then. A save
+that overruns the budget tells the standby,
 which then promotes from its last complete state. 'pmemctl ha switchover'
 (SIGUSR1) stops the application with SIGTERM (SIGKILL after --stop-wait)
 and hands over the same way: a planned switchover. With --attach PID
@@ -65,6 +70,7 @@ rather than start one.`,
 	cmd.Flags().DurationVar(&o.stopWait, "stop-wait", 10*time.Second, "how long a switchover waits for the application to exit after SIGTERM")
 	cmd.Flags().StringVar(&o.pidFile, "pid-file", "", "file to write the guard's process id to, for power-lost and switchover")
 	cmd.Flags().IntVar(&o.attach, "attach", 0, "process id of a running application to guard, instead of CMD")
+	cmd.Flags().BoolVar(&o.verify, "verify", false, "hash the whole pool on both sides for the handoff even when the dirty-chunk record is used")
 	o.coord.register(cmd.Flags())
 	o.tls.register(cmd.Flags())
 	return cmd
@@ -88,7 +94,7 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 	defer closeCoord()
 	g, err := ha.NewGuard(ha.GuardOptions{
 		PoolPath: o.pool, Pool: o.coord.name, Node: o.coord.node, Coordinator: coord,
-		Standby: o.standby, Handoff: o.handoff, TLS: cfg, Budget: o.budget,
+		Standby: o.standby, Handoff: o.handoff, TLS: cfg, Budget: o.budget, Verify: o.verify,
 		Logger: slog.New(slog.NewTextHandler(errOut, nil)),
 	})
 	if err != nil {
@@ -139,8 +145,12 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 	if err != nil {
 		return fmt.Errorf("save: %w", err)
 	}
-	fmt.Fprintf(out, "handed over: epoch %d batch %d, %d bytes shipped, save %v (open %v, ship %v) after detection at %s\n",
-		rep.Handoff.Epoch, rep.Handoff.Seq, rep.Handoff.Bytes, rep.Total, rep.Open, rep.Ship, detected.Format(time.RFC3339Nano))
+	how := "listed by the dirty-chunk record"
+	if !rep.Listed {
+		how = "found by chunk hashes: " + rep.Fallback
+	}
+	fmt.Fprintf(out, "handed over: epoch %d batch %d, %d bytes shipped (%s), save %v (open %v, ship %v, hash %v, handoff %v) after detection at %s\n",
+		rep.Handoff.Epoch, rep.Handoff.Seq, rep.Handoff.Bytes, how, rep.Total, rep.Open, rep.Ship, rep.Hash, rep.Send, detected.Format(time.RFC3339Nano))
 	return nil
 }
 

@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pmemgo/pmemgo/ha"
-	"github.com/pmemgo/pmemgo/mirror"
 )
 
 type haStatusOptions struct {
@@ -20,21 +17,6 @@ type haStatusOptions struct {
 	json       bool
 	coord      coordFlags
 	tls        tlsFlags
-}
-
-// haStatus is what 'ha status' reports.
-type haStatus struct {
-	Pool     string            `json:"pool"`
-	Primary  *ha.Leader        `json:"primary"`
-	Standbys []haStandbyStatus `json:"standbys,omitempty"`
-	// Promotion is the last promotion of the standby of --standby-dir.
-	Promotion *ha.Promotion `json:"promotion,omitempty"`
-}
-
-type haStandbyStatus struct {
-	Addr  string              `json:"addr"`
-	Pools []mirror.PoolStatus `json:"pools,omitempty"`
-	Error string              `json:"error,omitempty"`
 }
 
 func newHAStatusCmd() *cobra.Command {
@@ -66,40 +48,20 @@ func runHAStatus(ctx context.Context, out, errOut io.Writer, o haStatusOptions) 
 		return err
 	}
 	defer closeCoord()
-	st := haStatus{Pool: o.coord.name}
-	l, err := coord.Leader(ctx, o.coord.name)
-	switch {
-	case err == nil:
-		st.Primary = &l
-	case !errors.Is(err, ha.ErrNoLeader):
-		return err
-	}
+	so := ha.StatusOptions{Pool: o.coord.name, Coordinator: coord, Standbys: o.standby, StandbyDir: o.standbyDir}
 	if len(o.standby) > 0 {
-		cfg, err := haTLS(&o.tls, false, errOut)
-		if err != nil {
+		if so.TLS, err = haTLS(&o.tls, false, errOut); err != nil {
 			return err
-		}
-		for _, addr := range o.standby {
-			s := haStandbyStatus{Addr: addr}
-			if s.Pools, err = mirror.QueryStatus(ctx, addr, cfg); err != nil {
-				s.Error = err.Error()
-			}
-			st.Standbys = append(st.Standbys, s)
 		}
 	}
-	if o.standbyDir != "" {
-		p, err := ha.ReadPromotion(o.standbyDir)
-		switch {
-		case err == nil:
-			st.Promotion = &p
-		case !errors.Is(err, os.ErrNotExist):
-			return err
-		}
+	st, err := ha.Status(ctx, so)
+	if err != nil {
+		return err
 	}
 	if o.json {
 		return writeJSON(out, st)
 	}
-	if st.Primary == nil {
+	if l := st.Primary; l == nil {
 		fmt.Fprintf(out, "pool %s: no primary\n", st.Pool)
 	} else {
 		fmt.Fprintf(out, "pool %s: primary %s, token (epoch) %d", st.Pool, l.Node, l.Token)
@@ -110,7 +72,7 @@ func runHAStatus(ctx context.Context, out, errOut io.Writer, o haStatusOptions) 
 	}
 	if p := st.Promotion; p != nil {
 		fmt.Fprintf(out, "last promotion: %s at %s (%s), epoch %d batch %d, restored in %v", p.Path, p.At.Format(time.RFC3339Nano), p.Reason, p.Epoch, p.Seq, p.Restore)
-		if h := p.Handoff; h != nil && h.Aborted == "" {
+		if h := st.LastHandoff; h != nil {
 			fmt.Fprintf(out, "; handoff of %d bytes saved in %v", h.Bytes, h.Save)
 		}
 		fmt.Fprintln(out)

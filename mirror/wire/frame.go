@@ -121,7 +121,7 @@ var typeNames = [...]string{
 func MaxPayloadOf(t Type) int {
 	switch t {
 	case TypeHello:
-		return helloSize
+		return helloBaseSize
 	case TypeReady:
 		// The chunk hashes of a pool of 1 TiB.
 		return readyFixed + 16*(1<<40/HashChunk)

@@ -69,26 +69,48 @@ func (c Chain) Tag() Chain {
 type Hello struct {
 	UUID [16]byte
 	Size uint64
+	// BaseEpoch and BaseSeq, when BaseEpoch is set, say that the primary
+	// knows which chunks a replica holding batch BaseSeq or later of
+	// epoch BaseEpoch lacks: such a replica need not hash its copy, and
+	// is sent a listed snapshot (SnapBegin.Listed).
+	BaseEpoch, BaseSeq uint64
 }
 
-const helloSize = 24
+const (
+	helloSize     = 24
+	helloBaseSize = helloSize + 16
+)
 
 // AppendHello appends the payload of h to dst.
 func AppendHello(dst []byte, h Hello) []byte {
 	dst = append(dst, h.UUID[:]...)
-	return le.AppendUint64(dst, h.Size)
+	dst = le.AppendUint64(dst, h.Size)
+	if h.BaseEpoch != 0 {
+		dst = le.AppendUint64(le.AppendUint64(dst, h.BaseEpoch), h.BaseSeq)
+	}
+	return dst
 }
 
 // DecodeHello decodes a TypeHello payload.
 func DecodeHello(p []byte) (Hello, error) {
 	var h Hello
-	if len(p) != helloSize {
-		return h, fmt.Errorf("hello payload of %d bytes, want %d: %w", len(p), helloSize, ErrCorrupt)
+	if len(p) != helloSize && len(p) != helloBaseSize {
+		return h, fmt.Errorf("hello payload of %d bytes, want %d or %d: %w", len(p), helloSize, helloBaseSize, ErrCorrupt)
 	}
 	copy(h.UUID[:], p)
 	h.Size = le.Uint64(p[16:])
+	if len(p) == helloBaseSize {
+		h.BaseEpoch, h.BaseSeq = le.Uint64(p[24:]), le.Uint64(p[32:])
+		if h.BaseEpoch == 0 {
+			return h, fmt.Errorf("hello with a base of epoch 0: %w", ErrCorrupt)
+		}
+	}
 	return h, nil
 }
+
+// MaxListed bounds the pool bytes of a listed snapshot, which a replica
+// holds in memory until it applies them at once.
+const MaxListed = 256 << 20
 
 // HashChunk is the span of pool bytes each ChunkHash of Ready covers.
 const HashChunk = 256 << 10
@@ -256,9 +278,14 @@ func AppendBatchHeader(dst []byte, prev Chain, n int) []byte {
 
 // AppendRun appends a run of a batch payload.
 func AppendRun(dst []byte, off uint64, data []byte) []byte {
+	return append(AppendRunHeader(dst, off, len(data)), data...)
+}
+
+// AppendRunHeader appends the header of a run of n bytes at offset off,
+// for a run whose data is written apart.
+func AppendRunHeader(dst []byte, off uint64, n int) []byte {
 	dst = le.AppendUint64(dst, off)
-	dst = le.AppendUint32(dst, uint32(len(data)))
-	return append(dst, data...)
+	return le.AppendUint32(dst, uint32(n))
 }
 
 // DecodeBatch decodes a TypeBatch payload, appending its runs to runs.
@@ -309,6 +336,11 @@ type SnapBegin struct {
 	// the pool, as it was when it answered hello with its chunk hashes:
 	// only the chunks whose content differs are sent.
 	Delta bool
+	// Listed, with Delta, is set when the primary sends the chunks that a
+	// replica holding the base of its hello (Hello.BaseEpoch) lacks,
+	// rather than those whose hashes differ: the replica applies them to
+	// its copy in place, through its journal, and sent no hashes.
+	Listed bool
 	// Chain is the chain value after the batch the copy is taken after
 	// (the frame's sequence number): the batches that follow the copy
 	// extend it.
@@ -324,6 +356,9 @@ func AppendSnapBegin(dst []byte, s SnapBegin) []byte {
 	if s.Delta {
 		flags = 1
 	}
+	if s.Listed {
+		flags |= 2
+	}
 	dst = le.AppendUint64(dst, flags)
 	return append(dst, s.Chain[:]...)
 }
@@ -338,10 +373,10 @@ func DecodeSnapBegin(p []byte) (SnapBegin, error) {
 		return SnapBegin{}, fmt.Errorf("snapshot begin: %w", err)
 	}
 	flags := le.Uint64(p[helloSize:])
-	if flags > 1 {
+	if flags > 3 || flags == 2 {
 		return SnapBegin{}, fmt.Errorf("snapshot begin: unknown flags %#x: %w", flags, ErrCorrupt)
 	}
-	s := SnapBegin{UUID: h.UUID, Size: h.Size, Delta: flags == 1}
+	s := SnapBegin{UUID: h.UUID, Size: h.Size, Delta: flags&1 != 0, Listed: flags&2 != 0}
 	copy(s.Chain[:], p[helloSize+8:])
 	return s, nil
 }

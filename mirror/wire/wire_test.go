@@ -25,6 +25,7 @@ func sampleFrames() [][]byte {
 	chunk := append(wire.AppendSnapChunkHeader(nil, 1<<20), bytes.Repeat([]byte{7}, 100)...)
 	return [][]byte{
 		wire.AppendFrame(nil, wire.TypeHello, 3, 10, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: 8 << 20})),
+		wire.AppendFrame(nil, wire.TypeHello, 3, 10, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: 8 << 20, BaseEpoch: 2, BaseSeq: 9})),
 		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3, ChainTag: prev.Tag()})),
 		wire.AppendFrame(nil, wire.TypeReady, 2, 9, wire.AppendReady(nil, wire.Ready{SeenEpoch: 3, Hashes: []wire.ChunkHash{{1, 2}, {3, 4}}})),
 		wire.AppendFrame(nil, wire.TypeBatch, 3, 11, batch),
@@ -33,6 +34,7 @@ func sampleFrames() [][]byte {
 		wire.AppendFrame(nil, wire.TypeError, 0, 0, wire.AppendError(nil, wire.Error{Code: wire.CodeStaleEpoch, Message: "stale"})),
 		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20})),
 		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20, Delta: true, Chain: prev})),
+		wire.AppendFrame(nil, wire.TypeSnapBegin, 3, 11, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: uuid, Size: 8 << 20, Delta: true, Listed: true, Chain: prev})),
 		wire.AppendFrame(nil, wire.TypeSnapChunk, 3, 11, chunk),
 		wire.AppendFrame(nil, wire.TypeSnapEnd, 3, 11, wire.AppendSnapEnd(nil, wire.SnapEnd{ConsistentAt: 12})),
 		wire.AppendFrame(nil, wire.TypeStatusRequest, 0, 0, nil),
@@ -187,6 +189,35 @@ func TestReadyHashesAndDeltaRoundTrip(t *testing.T) {
 	bad[len(bad)-wire.ChainSize-1] = 0x80
 	_, err = wire.DecodeSnapBegin(bad)
 	require.ErrorIs(t, err, wire.ErrCorrupt)
+
+	sb.Listed = true
+	gotSB, err = wire.DecodeSnapBegin(wire.AppendSnapBegin(nil, sb))
+	require.NoError(t, err)
+	require.Equal(t, sb, gotSB)
+	sb.Delta = false
+	_, err = wire.DecodeSnapBegin(wire.AppendSnapBegin(nil, sb))
+	require.ErrorIs(t, err, wire.ErrCorrupt, "a listed snapshot is a delta")
+}
+
+// TestHelloBase checks that a hello carries a base only when it has one,
+// and that a base of epoch 0 is refused.
+func TestHelloBase(t *testing.T) {
+	for _, h := range []wire.Hello{
+		{UUID: [16]byte{1}, Size: 8 << 20},
+		{UUID: [16]byte{1}, Size: 8 << 20, BaseEpoch: 7, BaseSeq: 42},
+	} {
+		p := wire.AppendHello(nil, h)
+		got, err := wire.DecodeHello(p)
+		require.NoError(t, err)
+		assert.Equal(t, h, got)
+		assert.LessOrEqual(t, len(p), wire.MaxPayloadOf(wire.TypeHello))
+	}
+	p := wire.AppendHello(nil, wire.Hello{BaseEpoch: 7})
+	binary.LittleEndian.PutUint64(p[24:], 0)
+	_, err := wire.DecodeHello(p)
+	assert.ErrorIs(t, err, wire.ErrCorrupt)
+	_, err = wire.DecodeHello(p[:30])
+	assert.ErrorIs(t, err, wire.ErrCorrupt)
 }
 
 // TestTypeLimits sends, for each message type, a header announcing a
