@@ -1,11 +1,13 @@
 package heap
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +42,23 @@ type SnapshotOptions struct {
 	// replication mirror sends such an image to a replica, whose later
 	// batches change those words too.
 	Exact bool
+	// Ranges, if set, limits the snapshot to these ranges of the pool,
+	// sorted and disjoint: only their lines are kept, and only reads
+	// within them show the image as of the snapshot. A replication mirror
+	// keeps in this way the lines of a batch that it reads after later
+	// commits began.
+	Ranges []Extent
+	// OnFull, if set, is called instead of spilling when keeping one more
+	// line would pass MemLimit. It runs on the goroutine of the
+	// transaction about to change the line, before the change: the
+	// snapshot still reads as of its commit while OnFull runs, and is
+	// closed once it returns.
+	OnFull func()
+}
+
+// Extent is a range of pool bytes [Off, Off+Len).
+type Extent struct {
+	Off, Len int64
 }
 
 // SnapshotStats says what a snapshot keeps.
@@ -76,11 +95,15 @@ type Snapshot struct {
 	mu sync.Mutex
 	// live is held for reading while a read copies from the pool, and for
 	// writing by drop, so that the pool is not unmapped under a copy.
-	live  sync.RWMutex
-	lines map[uint32]int64 // line -> position: >= 0 in the arena, < 0 in the spill file (-1-pos)
-	// kept lists the kept lines of each region of keptRegion bytes, so
-	// that a read visits only those.
-	kept [][]uint32
+	live sync.RWMutex
+	// regions holds the kept lines of each region of keptRegion bytes, so
+	// that a read visits only those; it is allocated with the first one.
+	regions []*keptLines
+	count   int
+	ranges  []Extent
+	onFull  func()
+	// full is set when OnFull is due: nothing more is kept.
+	full bool
 	// arena holds the copied lines in blocks of arenaBlock bytes, so that
 	// growing it never copies what it holds; used counts its bytes.
 	arena [][]byte
@@ -128,9 +151,14 @@ func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 		return nil, h.broken
 	}
 	s := &Snapshot{
-		h: h, size: int64(len(h.mem)), lines: map[uint32]int64{},
-		kept:  make([][]uint32, (len(h.mem)+keptRegion-1)/keptRegion),
-		limit: opts.MemLimit, dir: opts.SpillDir,
+		h: h, size: int64(len(h.mem)), limit: opts.MemLimit, dir: opts.SpillDir,
+		onFull: opts.OnFull,
+	}
+	if opts.Ranges != nil {
+		if err := checkExtents(opts.Ranges, s.size); err != nil {
+			return nil, err
+		}
+		s.ranges = slices.Clone(opts.Ranges)
 	}
 	if s.limit == 0 {
 		s.limit = 64 << 20
@@ -185,54 +213,95 @@ func (h *Heap) cow(off, n uint64) {
 		return
 	}
 	for _, s := range *p {
-		s.keep(off, n)
+		if s.keep(off, n) {
+			s.onFull()
+			s.end(fmt.Errorf("%d bytes of kept lines reached: %w", s.limit, pmemgo.ErrClosed))
+		}
 	}
 }
 
-func (s *Snapshot) keep(off, n uint64) {
+// keep keeps the lines of [off, off+n) not kept yet. It reports whether
+// OnFull is due instead.
+func (s *Snapshot) keep(off, n uint64) (full bool) {
 	if int64(off) >= s.zeroLo && int64(off+n) <= s.zeroHi {
-		return
+		return false
 	}
 	// A pool that grew after the snapshot was taken changes its new part
 	// too, which the snapshot's image does not hold.
 	if int64(off) >= s.size {
-		return
+		return false
 	}
 	n = min(n, uint64(s.size)-off)
 	first, last := uint32(off/lineSize), uint32((off+n-1)/lineSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed != nil || s.err != nil {
-		return
+	if s.closed != nil || s.err != nil || s.full {
+		return false
+	}
+	if s.ranges == nil {
+		return s.keepLines(first, last)
+	}
+	i, _ := slices.BinarySearchFunc(s.ranges, int64(first)*lineSize, func(e Extent, at int64) int {
+		return cmp.Compare(e.Off+e.Len, at+1)
+	})
+	for ; i < len(s.ranges) && s.ranges[i].Off <= int64(last)*lineSize+lineSize-1; i++ {
+		e := s.ranges[i]
+		lo, hi := max(first, uint32(e.Off/lineSize)), min(last, uint32((e.Off+e.Len-1)/lineSize))
+		if s.keepLines(lo, hi) {
+			return true
+		}
+	}
+	return false
+}
+
+// keepLines keeps the lines first to last that are not kept yet; s.mu is
+// held. It reports whether OnFull is due instead.
+func (s *Snapshot) keepLines(first, last uint32) (full bool) {
+	if s.regions == nil {
+		s.regions = make([]*keptLines, (s.size+keptRegion-1)/keptRegion)
 	}
 	for l := first; l <= last; l++ {
-		if _, ok := s.lines[l]; ok {
+		k := s.regions[l/linesPerRegion]
+		if k == nil {
+			k = &keptLines{}
+			s.regions[l/linesPerRegion] = k
+		}
+		if k.has(l) {
 			continue
 		}
 		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
-		r := uint64(l) * lineSize / keptRegion
-		s.kept[r] = append(s.kept[r], l)
-		if s.used+lineSize <= s.limit {
+		var pos int64
+		switch {
+		case s.used+lineSize <= s.limit:
 			if s.used%arenaBlock == 0 {
 				s.arena = append(s.arena, make([]byte, arenaBlock))
 			}
 			copy(s.arena[s.used/arenaBlock][s.used%arenaBlock:], line)
-			s.lines[l] = s.used
+			pos = s.used
 			s.used += lineSize
-			continue
+		case s.onFull != nil:
+			s.full = true
+			return true
+		default:
+			var err error
+			if pos, err = s.spillLine(line); err != nil {
+				s.err = fmt.Errorf("snapshot: spilling a copied line: %w", err)
+				return false
+			}
 		}
-		if err := s.spillLine(l, line); err != nil {
-			s.err = fmt.Errorf("snapshot: spilling a copied line: %w", err)
-			return
-		}
+		k.add(l, pos)
+		s.count++
 	}
+	return false
 }
 
-func (s *Snapshot) spillLine(l uint32, line []byte) error {
+// spillLine writes line to the spill file and returns its position there,
+// as a kept line's position says it: -1-offset.
+func (s *Snapshot) spillLine(line []byte) (int64, error) {
 	if s.spill == nil {
 		f, err := os.CreateTemp(s.dir, "pmemgo-snapshot-*")
 		if err != nil {
-			return err
+			return 0, err
 		}
 		// The file is never opened again by name: removing it now means
 		// nothing is left behind, whatever happens to the process.
@@ -240,11 +309,10 @@ func (s *Snapshot) spillLine(l uint32, line []byte) error {
 		s.spill = f
 	}
 	if _, err := s.spill.WriteAt(line, s.spilled); err != nil {
-		return err
+		return 0, err
 	}
-	s.lines[l] = -1 - s.spilled
 	s.spilled += lineSize
-	return nil
+	return -1 - (s.spilled - lineSize), nil
 }
 
 // Size returns the size of the pool image.
@@ -254,7 +322,7 @@ func (s *Snapshot) Size() int64 { return s.size }
 func (s *Snapshot) Stats() SnapshotStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SnapshotStats{Lines: len(s.lines), MemBytes: s.used, SpilledBytes: s.spilled}
+	return SnapshotStats{Lines: s.count, MemBytes: s.used, SpilledBytes: s.spilled}
 }
 
 // ReadAt reads the pool image as of the snapshot.
@@ -337,16 +405,27 @@ func (s *Snapshot) usable() error {
 func (s *Snapshot) overlay(p []byte, off int64) error {
 	end := off + int64(len(p))
 	first, last := off/lineSize, (end-1)/lineSize
-	for r := off / keptRegion; r*keptRegion < end; r++ {
-		for _, l := range s.kept[r] {
-			if int64(l) < first || int64(l) > last {
+	for r := off / keptRegion; r*keptRegion < end && s.regions != nil; r++ {
+		if s.regions[r] == nil {
+			continue
+		}
+		for _, k := range s.regions[r].lines {
+			if int64(k.line) < first || int64(k.line) > last {
 				continue
 			}
-			if err := s.copyLine(p, off, int64(l), s.lines[l]); err != nil {
+			if err := s.copyLine(p, off, int64(k.line), k.pos); err != nil {
 				return err
 			}
 		}
 	}
+	s.patchZeros(p, off)
+	return nil
+}
+
+// patchZeros puts into p, the image from off, the log's entries as zeros
+// and the patched words.
+func (s *Snapshot) patchZeros(p []byte, off int64) {
+	end := off + int64(len(p))
 	if lo, hi := max(off, s.zeroLo), min(end, s.zeroHi); lo < hi {
 		clear(p[lo-off : hi-off])
 	}
@@ -355,7 +434,6 @@ func (s *Snapshot) overlay(p []byte, off int64) error {
 			binary.LittleEndian.PutUint64(p[at-off:], v)
 		}
 	}
-	return nil
 }
 
 // copyLine puts the kept copy of line l into p, which starts at off.
@@ -403,6 +481,11 @@ func (s *Snapshot) writeChunk(w io.Writer, buf []byte, off int64) (int, error) {
 // Close frees what the snapshot kept. Transactions stop copying lines
 // for it.
 func (s *Snapshot) Close() error {
+	return s.end(pmemgo.ErrClosed)
+}
+
+// end takes the snapshot off the heap's list and drops it for why.
+func (s *Snapshot) end(why error) error {
 	h := s.h
 	h.snapMu.Lock()
 	var rest []*Snapshot
@@ -417,7 +500,7 @@ func (s *Snapshot) Close() error {
 		h.snaps.Store(&rest)
 	}
 	h.snapMu.Unlock()
-	return s.drop(pmemgo.ErrClosed)
+	return s.drop(why)
 }
 
 // drop ends the snapshot: reads return why from now on.
@@ -430,7 +513,7 @@ func (s *Snapshot) drop(why error) error {
 		return nil
 	}
 	s.closed = fmt.Errorf("snapshot: %w", why)
-	s.lines, s.arena, s.kept = nil, nil, nil
+	s.regions, s.arena = nil, nil
 	if s.spill != nil {
 		return s.spill.Close()
 	}
@@ -573,15 +656,18 @@ type keptLine struct {
 // kept later was copied before it changed.
 func (s *Snapshot) keptIn(off, end int64) ([]keptLine, error) {
 	var out []keptLine
-	for r := off / keptRegion; r*keptRegion < end; r++ {
-		for _, l := range s.kept[r] {
-			at := int64(l) * lineSize
+	for r := off / keptRegion; r*keptRegion < end && s.regions != nil; r++ {
+		if s.regions[r] == nil {
+			continue
+		}
+		for _, l := range s.regions[r].lines {
+			at := int64(l.line) * lineSize
 			if at < off || at >= end {
 				continue
 			}
 			out = append(out, keptLine{at: at})
 			k := &out[len(out)-1]
-			if err := s.copyLine(k.data[:], at, int64(l), s.lines[l]); err != nil {
+			if err := s.copyLine(k.data[:], at, int64(l.line), l.pos); err != nil {
 				return nil, err
 			}
 		}
