@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -104,6 +105,11 @@ type Snapshot struct {
 	onFull  func()
 	// full is set when OnFull is due: nothing more is kept.
 	full bool
+	// behind is where a backup that reads the image once, in order, has
+	// got to: lines below it are never read again, and a transaction
+	// keeps none of them. once says that reads advance it.
+	behind atomic.Int64
+	once   bool
 	// arena holds the copied lines in blocks of arenaBlock bytes, so that
 	// growing it never copies what it holds; used counts its bytes.
 	arena [][]byte
@@ -232,6 +238,12 @@ func (s *Snapshot) keep(off, n uint64) (full bool) {
 		return false
 	}
 	n = min(n, uint64(s.size)-off)
+	if b := uint64(s.behind.Load()); off < b {
+		if off+n <= b {
+			return false
+		}
+		off, n = b, off+n-b
+	}
 	first, last := uint32(off/lineSize), uint32((off+n-1)/lineSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -475,6 +487,7 @@ func (s *Snapshot) writeChunk(w io.Writer, buf []byte, off int64) (int, error) {
 	if err := s.read(buf, off); err != nil {
 		return 0, err
 	}
+	s.readPast(off + int64(len(buf)))
 	return w.Write(buf)
 }
 
@@ -542,7 +555,17 @@ func (h *Heap) Backup(path string) error {
 		return err
 	}
 	defer s.Close()
+	// Nothing else reads this snapshot: as the backup goes on, the lines
+	// it has passed need not be kept.
+	s.once = true
 	return s.Backup(path)
+}
+
+// readPast records that a snapshot read once has been read up to end.
+func (s *Snapshot) readPast(end int64) {
+	if s.once {
+		s.behind.Store(end)
+	}
 }
 
 // Backup writes the snapshot's image to path as Heap.Backup does.
@@ -641,6 +664,7 @@ func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
 	if err != nil {
 		return err
 	}
+	s.readPast(off + n)
 	return s.writeOverlay(dst, kept, off, off+n)
 }
 

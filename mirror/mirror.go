@@ -91,6 +91,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, if set, gets the mirror's Prometheus metrics.
 	Metrics prometheus.Registerer
+	// KeepBytes bounds, in async mode, the memory that keeps old lines for
+	// a batch captured but not yet read: such a batch is read by the
+	// goroutine sending it, after later commits began, and a commit that
+	// changes one of its lines first keeps the old line (heap.Snapshot
+	// limited to the batch's lines). Past the bound, the batch is read at
+	// once on the committing goroutine, before the line changes. Zero
+	// means 16 MiB; a negative value reads every batch at its commit
+	// boundary, on the committing goroutine.
+	KeepBytes int64
 	// Epoch, if set, is the epoch of this incarnation: a fencing token
 	// from a coordinator (package ha), which must be above the pool's
 	// epoch (heap.SetEpoch). Zero means the pool's epoch plus one
@@ -121,6 +130,7 @@ func (o *Options) setDefaults() error {
 	setDefault(&o.Timeout, 10*time.Second)
 	setDefault(&o.RetryInterval, 100*time.Millisecond)
 	setDefault(&o.Heartbeat, 5*time.Second)
+	setDefault(&o.KeepBytes, 16<<20)
 	if o.Dial == nil {
 		o.Dial = (&net.Dialer{}).DialContext
 	}
@@ -165,10 +175,16 @@ type Mirror struct {
 	cancelClose func()
 	metrics     *primaryMetrics
 	unregister  func()
-	// runs and chainer are scratch for captures, which happen one at a
-	// time under the heap's writer lock.
-	runs    []Run
+	// runs is scratch for captures, which happen one at a time under the
+	// heap's writer lock.
+	runs []Run
+	// encMu is held while a batch is read and encoded, which happens in
+	// sequence order since each batch's chain value follows the one
+	// before: chainer, chain (also under mu), bufs and offs are its.
+	encMu   sync.Mutex
 	chainer wire.Chainer
+	bufs    [][]byte
+	offs    []int64
 
 	// ctx is cancelled by Close, ending dials in progress.
 	ctx    context.Context
@@ -177,11 +193,14 @@ type Mirror struct {
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{}
-	// head is the newest batch captured, chain the chain value after it;
-	// cum the pool bytes captured.
-	head     uint64
-	chain    wire.Chain
-	cum      int64
+	// head is the newest batch captured, chain the chain value after the
+	// newest one read (head, unless lazy is); cum the pool bytes captured.
+	head  uint64
+	chain wire.Chain
+	cum   int64
+	// lazy is the batch captured but not yet read, if any: always the
+	// newest, and the only one.
+	lazy     *batch
 	hist     history
 	sessions []*session
 	// changed is closed, and replaced, when a replica acknowledges or a
@@ -300,6 +319,7 @@ func (m *Mirror) Close() error {
 	m.cancelClose()
 	m.tracker.Stop()
 	m.wg.Wait()
+	m.dropLazy()
 	m.unregister()
 	m.log.Info("mirror closed", "epoch", m.epoch, "seq", m.Seq())
 	return nil

@@ -256,9 +256,14 @@ func AppendBatchHeader(dst []byte, prev Chain, n int) []byte {
 
 // AppendRun appends a run of a batch payload.
 func AppendRun(dst []byte, off uint64, data []byte) []byte {
+	return append(AppendRunHeader(dst, off, len(data)), data...)
+}
+
+// AppendRunHeader appends the header of a run of n bytes at off; the
+// caller appends its n bytes of data.
+func AppendRunHeader(dst []byte, off uint64, n int) []byte {
 	dst = le.AppendUint64(dst, off)
-	dst = le.AppendUint32(dst, uint32(len(data)))
-	return append(dst, data...)
+	return le.AppendUint32(dst, uint32(n))
 }
 
 // DecodeBatch decodes a TypeBatch payload, appending its runs to runs.
