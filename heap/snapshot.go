@@ -97,12 +97,12 @@ type Snapshot struct {
 	// live is held for reading while a read copies from the pool, and for
 	// writing by drop, so that the pool is not unmapped under a copy.
 	live sync.RWMutex
-	// regions holds the kept lines of each region of keptRegion bytes, so
-	// that a read visits only those; it is allocated with the first one.
-	regions []*keptLines
-	count   int
-	ranges  []Extent
-	onFull  func()
+	idx  keptIndex
+	// ranges limits the snapshot; rangeSlot is the slot of each one's
+	// first line in idx.
+	ranges    []Extent
+	rangeSlot []int64
+	onFull    func()
 	// full is set when OnFull is due: nothing more is kept.
 	full bool
 	// behind is where a backup that reads the image once, in order, has
@@ -165,6 +165,9 @@ func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 			return nil, err
 		}
 		s.ranges = slices.Clone(opts.Ranges)
+		s.rangeSlot, s.idx.slots = rangeSlots(s.ranges)
+	} else {
+		s.idx.slots = (s.size + lineSize - 1) / lineSize
 	}
 	if s.limit == 0 {
 		s.limit = 64 << 20
@@ -251,7 +254,7 @@ func (s *Snapshot) keep(off, n uint64) (full bool) {
 		return false
 	}
 	if s.ranges == nil {
-		return s.keepLines(first, last)
+		return s.keepLines(first, last, int64(first))
 	}
 	i, _ := slices.BinarySearchFunc(s.ranges, int64(first)*lineSize, func(e Extent, at int64) int {
 		return cmp.Compare(e.Off+e.Len, at+1)
@@ -259,26 +262,19 @@ func (s *Snapshot) keep(off, n uint64) (full bool) {
 	for ; i < len(s.ranges) && s.ranges[i].Off <= int64(last)*lineSize+lineSize-1; i++ {
 		e := s.ranges[i]
 		lo, hi := max(first, uint32(e.Off/lineSize)), min(last, uint32((e.Off+e.Len-1)/lineSize))
-		if s.keepLines(lo, hi) {
+		if s.keepLines(lo, hi, s.rangeSlot[i]+int64(lo)-e.Off/lineSize) {
 			return true
 		}
 	}
 	return false
 }
 
-// keepLines keeps the lines first to last that are not kept yet; s.mu is
-// held. It reports whether OnFull is due instead.
-func (s *Snapshot) keepLines(first, last uint32) (full bool) {
-	if s.regions == nil {
-		s.regions = make([]*keptLines, (s.size+keptRegion-1)/keptRegion)
-	}
-	for l := first; l <= last; l++ {
-		k := s.regions[l/linesPerRegion]
-		if k == nil {
-			k = &keptLines{}
-			s.regions[l/linesPerRegion] = k
-		}
-		if k.has(l) {
+// keepLines keeps the lines first to last, whose slots start at slot,
+// that are not kept yet; s.mu is held. It reports whether OnFull is due
+// instead.
+func (s *Snapshot) keepLines(first, last uint32, slot int64) (full bool) {
+	for l := first; l <= last; l, slot = l+1, slot+1 {
+		if s.idx.has(slot) {
 			continue
 		}
 		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
@@ -301,8 +297,7 @@ func (s *Snapshot) keepLines(first, last uint32) (full bool) {
 				return false
 			}
 		}
-		k.add(l, pos)
-		s.count++
+		s.idx.add(l, slot, pos, s.size)
 	}
 	return false
 }
@@ -334,7 +329,7 @@ func (s *Snapshot) Size() int64 { return s.size }
 func (s *Snapshot) Stats() SnapshotStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SnapshotStats{Lines: s.count, MemBytes: s.used, SpilledBytes: s.spilled}
+	return SnapshotStats{Lines: int(s.idx.n), MemBytes: s.used, SpilledBytes: s.spilled}
 }
 
 // ReadAt reads the pool image as of the snapshot.
@@ -417,17 +412,15 @@ func (s *Snapshot) usable() error {
 func (s *Snapshot) overlay(p []byte, off int64) error {
 	end := off + int64(len(p))
 	first, last := off/lineSize, (end-1)/lineSize
-	for r := off / keptRegion; r*keptRegion < end && s.regions != nil; r++ {
-		if s.regions[r] == nil {
-			continue
-		}
-		for _, k := range s.regions[r].lines {
+	for r := off / keptRegion; r*keptRegion < end; r++ {
+		err := s.idx.each(r, func(k keptAt) error {
 			if int64(k.line) < first || int64(k.line) > last {
-				continue
+				return nil
 			}
-			if err := s.copyLine(p, off, int64(k.line), k.pos); err != nil {
-				return err
-			}
+			return s.copyLine(p, off, int64(k.line), k.pos)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	s.patchZeros(p, off)
@@ -526,7 +519,7 @@ func (s *Snapshot) drop(why error) error {
 		return nil
 	}
 	s.closed = fmt.Errorf("snapshot: %w", why)
-	s.regions, s.arena = nil, nil
+	s.idx, s.arena = keptIndex{}, nil
 	if s.spill != nil {
 		return s.spill.Close()
 	}
@@ -680,20 +673,17 @@ type keptLine struct {
 // kept later was copied before it changed.
 func (s *Snapshot) keptIn(off, end int64) ([]keptLine, error) {
 	var out []keptLine
-	for r := off / keptRegion; r*keptRegion < end && s.regions != nil; r++ {
-		if s.regions[r] == nil {
-			continue
-		}
-		for _, l := range s.regions[r].lines {
+	for r := off / keptRegion; r*keptRegion < end; r++ {
+		err := s.idx.each(r, func(l keptAt) error {
 			at := int64(l.line) * lineSize
 			if at < off || at >= end {
-				continue
+				return nil
 			}
 			out = append(out, keptLine{at: at})
-			k := &out[len(out)-1]
-			if err := s.copyLine(k.data[:], at, int64(l.line), l.pos); err != nil {
-				return nil, err
-			}
+			return s.copyLine(out[len(out)-1].data[:], at, int64(l.line), l.pos)
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

@@ -10,31 +10,87 @@ import (
 // linesPerRegion is the number of lines in a region of keptRegion bytes.
 const linesPerRegion = keptRegion / lineSize
 
-// keptLines is what a snapshot kept in one region of keptRegion bytes: a
-// bit per line says whether it is kept, so that a transaction finds out
-// without a map lookup, and lines says where each copy is, so that a read
-// visits only the region's kept lines.
-type keptLines struct {
-	bits  [linesPerRegion / 64]uint64
-	lines []keptAt
+// keptBlock is how many kept lines' entries a block of keptIndex holds.
+const keptBlock = 4096
+
+// keptIndex says which lines a snapshot kept and where their copies are,
+// with as few scattered memory accesses as a transaction's first change
+// of a line can afford: one bit per line that may be kept (its slot: the
+// line itself, or for a snapshot limited to ranges, its place among their
+// lines), and entries appended to blocks that never move, chained per
+// region of keptRegion bytes (newest first) so that a read visits only
+// its regions' kept lines. Nothing is allocated until a line is kept.
+type keptIndex struct {
+	slots int64
+	bits  []uint64
+	// heads holds, per region, 1 + the index of its newest entry, or 0.
+	heads  []int32
+	blocks [][]keptAt
+	n      int32
 }
 
-// keptAt is a kept line and where its copy is: >= 0 in the arena, < 0 in
-// the spill file (-1-offset).
+// keptAt is a kept line, 1 + the index of the region's entry before it
+// (or 0), and where its copy is: >= 0 in the arena, < 0 in the spill file
+// (-1-offset).
 type keptAt struct {
 	line uint32
+	next int32
 	pos  int64
 }
 
-func (k *keptLines) has(l uint32) bool {
-	b := l % linesPerRegion
-	return k.bits[b/64]&(1<<(b%64)) != 0
+func (x *keptIndex) has(slot int64) bool {
+	return x.bits != nil && x.bits[slot/64]&(1<<(slot%64)) != 0
 }
 
-func (k *keptLines) add(l uint32, pos int64) {
-	b := l % linesPerRegion
-	k.bits[b/64] |= 1 << (b % 64)
-	k.lines = append(k.lines, keptAt{line: l, pos: pos})
+// add records that line, of the given slot, is kept at pos, in an image
+// of size bytes.
+func (x *keptIndex) add(line uint32, slot, pos, size int64) {
+	if x.bits == nil {
+		x.bits = make([]uint64, (x.slots+63)/64)
+		x.heads = make([]int32, (size+keptRegion-1)/keptRegion)
+	}
+	x.bits[slot/64] |= 1 << (slot % 64)
+	if x.n%keptBlock == 0 {
+		x.blocks = append(x.blocks, make([]keptAt, keptBlock))
+	}
+	r := line / linesPerRegion
+	x.blocks[x.n/keptBlock][x.n%keptBlock] = keptAt{line: line, next: x.heads[r], pos: pos}
+	x.n++
+	x.heads[r] = x.n
+}
+
+// each calls fn with each line kept in region r.
+func (x *keptIndex) each(r int64, fn func(keptAt) error) error {
+	if x.heads == nil {
+		return nil
+	}
+	for i := x.heads[r]; i != 0; {
+		k := x.blocks[(i-1)/keptBlock][(i-1)%keptBlock]
+		if err := fn(k); err != nil {
+			return err
+		}
+		i = k.next
+	}
+	return nil
+}
+
+// rangeSlots returns the slot of the first line of each range, lines
+// that two ranges share having one slot, and the number of slots.
+func rangeSlots(es []Extent) ([]int64, int64) {
+	first := make([]int64, len(es))
+	var n, prevLast int64 = 0, -1
+	for i, e := range es {
+		lo, hi := e.Off/lineSize, (e.Off+e.Len-1)/lineSize
+		if lo == prevLast {
+			first[i] = n - 1
+			n += hi - lo
+		} else {
+			first[i] = n
+			n += hi - lo + 1
+		}
+		prevLast = hi
+	}
+	return first, n
 }
 
 // checkExtents returns an error unless es are sorted, disjoint, non-empty
@@ -84,15 +140,10 @@ func (s *Snapshot) overlayRanges(bufs [][]byte, offs []int64) error {
 	done := int64(-1)
 	for i, off := range offs {
 		end := off + int64(len(bufs[i]))
-		for r := max(off/keptRegion, done+1); r*keptRegion < end && s.regions != nil; r++ {
+		for r := max(off/keptRegion, done+1); r*keptRegion < end; r++ {
 			done = r
-			if s.regions[r] == nil {
-				continue
-			}
-			for _, k := range s.regions[r].lines {
-				if err := s.overlayLine(bufs, offs, k); err != nil {
-					return err
-				}
+			if err := s.idx.each(r, func(k keptAt) error { return s.overlayLine(bufs, offs, k) }); err != nil {
+				return err
 			}
 		}
 		s.patchZeros(bufs[i], off)
