@@ -110,9 +110,11 @@ type Snapshot struct {
 	// keeps none of them. once says that reads advance it.
 	behind atomic.Int64
 	once   bool
-	// arena holds the copied lines in blocks of arenaBlock bytes, so that
+	// arena holds the copied lines in blocks that double up to arenaBlock
+	// bytes (see arenaLine), so that
 	// growing it never copies what it holds; used counts its bytes.
 	arena [][]byte
+	fill  int // bytes used in the last block
 	used  int64
 	// zeroLo and zeroHi bound the undo log's entries, which the image of
 	// a snapshot shown cleanly closed presents as zeros (a retired log
@@ -281,11 +283,8 @@ func (s *Snapshot) keepLines(first, last uint32, slot int64) (full bool) {
 		var pos int64
 		switch {
 		case s.used+lineSize <= s.limit:
-			if s.used%arenaBlock == 0 {
-				s.arena = append(s.arena, make([]byte, arenaBlock))
-			}
-			copy(s.arena[s.used/arenaBlock][s.used%arenaBlock:], line)
-			pos = s.used
+			pos = s.arenaLine()
+			copy(s.arena[pos/arenaBlock][pos%arenaBlock:], line)
 			s.used += lineSize
 		case s.onFull != nil:
 			s.full = true

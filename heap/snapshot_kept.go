@@ -26,7 +26,8 @@ type keptIndex struct {
 	// heads holds, per region, 1 + the index of its newest entry, or 0.
 	heads  []int32
 	blocks [][]keptAt
-	n      int32
+	// n counts the entries, fill those of the last block.
+	n, fill int32
 }
 
 // keptAt is a kept line, 1 + the index of the region's entry before it
@@ -50,13 +51,17 @@ func (x *keptIndex) add(line uint32, slot, pos, size int64) {
 		x.heads = make([]int32, (size+keptRegion-1)/keptRegion)
 	}
 	x.bits[slot/64] |= 1 << (slot % 64)
-	if x.n%keptBlock == 0 {
-		x.blocks = append(x.blocks, make([]keptAt, keptBlock))
+	if k := len(x.blocks); k == 0 || int(x.fill) == len(x.blocks[k-1]) {
+		x.blocks = append(x.blocks, make([]keptAt, min(keptBlock, firstBlock<<k)))
+		x.fill = 0
 	}
+	// Entries are numbered block*keptBlock + place in the block, plus one.
+	i := int32(len(x.blocks)-1)*keptBlock + x.fill
 	r := line / linesPerRegion
-	x.blocks[x.n/keptBlock][x.n%keptBlock] = keptAt{line: line, next: x.heads[r], pos: pos}
+	x.blocks[i/keptBlock][i%keptBlock] = keptAt{line: line, next: x.heads[r], pos: pos}
+	x.fill++
 	x.n++
-	x.heads[r] = x.n
+	x.heads[r] = i + 1
 }
 
 // each calls fn with each line kept in region r.
@@ -91,6 +96,24 @@ func rangeSlots(es []Extent) ([]int64, int64) {
 		prevLast = hi
 	}
 	return first, n
+}
+
+// firstBlock is the size of the first block of kept lines, and of kept
+// entries: blocks double up to arenaBlock and keptBlock, so that a
+// snapshot that keeps a few lines (that of a replication batch) allocates
+// little, and one that keeps many never copies what it holds.
+const firstBlock = 64
+
+// arenaLine returns the position in the arena of room for one more line:
+// block*arenaBlock + offset in the block.
+func (s *Snapshot) arenaLine() int64 {
+	if n := len(s.arena); n == 0 || s.fill == len(s.arena[n-1]) {
+		s.arena = append(s.arena, make([]byte, min(arenaBlock, firstBlock*lineSize<<n)))
+		s.fill = 0
+	}
+	pos := int64(len(s.arena)-1)*arenaBlock + int64(s.fill)
+	s.fill += lineSize
+	return pos
 }
 
 // checkExtents returns an error unless es are sorted, disjoint, non-empty
