@@ -41,12 +41,12 @@ func (c *changingWriter) Write(p []byte) (int, error) {
 // Heap.Backup reads its own, keeps no line behind the read and still
 // writes the image of its commit.
 func TestSnapshotReadOnce(t *testing.T) {
-	h, err := Open(filepath.Join(t.TempDir(), "p.pool"), &Options{Size: 8 << 20})
+	h, err := Open(filepath.Join(t.TempDir(), "p.pool"), &Options{Size: 4 << 20})
 	require.NoError(t, err)
 	defer h.Close()
 	var data []byte
 	require.NoError(t, h.Update(func(tx *Tx) error {
-		data, err = MakeSlice[byte](tx, 4<<20, 4<<20)
+		data, err = MakeSlice[byte](tx, 2<<20, 2<<20)
 		return err
 	}))
 	once, err := h.Snapshot(nil)

@@ -142,7 +142,7 @@ func TestBackupWhileCommitting(t *testing.T) {
 	t.Run("msync", func(t *testing.T) { backupWhileCommitting(t, backups, nil) })
 	// A device that does not share the pool file is backed up by reads of
 	// 256 KiB in order, which the backup's snapshot keeps no line behind.
-	t.Run("buffered", func(t *testing.T) { backupWhileCommitting(t, 20, device.Buffered{}) })
+	t.Run("buffered", func(t *testing.T) { backupWhileCommitting(t, 10, device.Buffered{}) })
 }
 
 func backupWhileCommitting(t *testing.T, backups int, dev device.Mapper) {
