@@ -2,6 +2,7 @@ package heap
 
 import (
 	"fmt"
+	"math/bits"
 	"sort"
 
 	"github.com/pmemgo/pmemgo"
@@ -52,7 +53,7 @@ func (x *keptIndex) add(line uint32, slot, pos, size int64) {
 	}
 	x.bits[slot/64] |= 1 << (slot % 64)
 	if k := len(x.blocks); k == 0 || int(x.fill) == len(x.blocks[k-1]) {
-		x.blocks = append(x.blocks, make([]keptAt, min(keptBlock, firstBlock<<k)))
+		x.blocks = append(x.blocks, make([]keptAt, blockSize(k, firstBlock, keptBlock)))
 		x.fill = 0
 	}
 	// Entries are numbered block*keptBlock + place in the block, plus one.
@@ -104,11 +105,20 @@ func rangeSlots(es []Extent) ([]int64, int64) {
 // little, and one that keeps many never copies what it holds.
 const firstBlock = 64
 
+// blockSize returns the size of block n of blocks that double from first
+// up to most.
+func blockSize(n, first, most int) int {
+	if n >= bits.Len(uint(most/first)) {
+		return most
+	}
+	return first << n
+}
+
 // arenaLine returns the position in the arena of room for one more line:
 // block*arenaBlock + offset in the block.
 func (s *Snapshot) arenaLine() int64 {
 	if n := len(s.arena); n == 0 || s.fill == len(s.arena[n-1]) {
-		s.arena = append(s.arena, make([]byte, min(arenaBlock, firstBlock*lineSize<<n)))
+		s.arena = append(s.arena, make([]byte, blockSize(n, firstBlock*lineSize, arenaBlock)))
 		s.fill = 0
 	}
 	pos := int64(len(s.arena)-1)*arenaBlock + int64(s.fill)

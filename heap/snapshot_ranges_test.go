@@ -1,6 +1,7 @@
 package heap_test
 
 import (
+	"bytes"
 	"path/filepath"
 	"testing"
 	"unsafe"
@@ -135,4 +136,36 @@ func TestSnapshotOnFull(t *testing.T) {
 	assert.ErrorIs(t, err, pmemgo.ErrClosed, "closed once OnFull returned")
 	setBalance(t, h, accts, 7, 0, 1, 2)
 	assert.Equal(t, 1, calls)
+}
+
+// TestSnapshotKeepsManyLines changes 4 MiB of lines after a snapshot, so
+// that it keeps them in many blocks, and checks the image is unchanged.
+func TestSnapshotKeepsManyLines(t *testing.T) {
+	h, err := heap.Open(filepath.Join(fastTempDir(t), "p.pool"), &heap.Options{Size: 16 << 20, LogSize: 1 << 20})
+	require.NoError(t, err)
+	defer h.Close()
+	var data []byte
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		data, err = heap.MakeSlice[byte](tx, 4<<20, 4<<20)
+		return err
+	}))
+	s, err := h.Snapshot(nil)
+	require.NoError(t, err)
+	defer s.Close()
+	before := image(t, s)
+	const step = 256 << 10
+	for off := 0; off < len(data); off += step {
+		require.NoError(t, h.Update(func(tx *heap.Tx) error {
+			part := data[off : off+step]
+			if err := heap.AddSlice(tx, part); err != nil {
+				return err
+			}
+			for i := range part {
+				part[i] = 0xa5
+			}
+			return nil
+		}))
+	}
+	assert.GreaterOrEqual(t, s.Stats().Lines, len(data)/64)
+	assert.True(t, bytes.Equal(before, image(t, s)), "the image changed")
 }
