@@ -1,12 +1,15 @@
 package heap
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +43,23 @@ type SnapshotOptions struct {
 	// replication mirror sends such an image to a replica, whose later
 	// batches change those words too.
 	Exact bool
+	// Ranges, if set, limits the snapshot to these ranges of the pool,
+	// sorted and disjoint: only their lines are kept, and only reads
+	// within them show the image as of the snapshot. A replication mirror
+	// keeps in this way the lines of a batch that it reads after later
+	// commits began.
+	Ranges []Extent
+	// OnFull, if set, is called instead of spilling when keeping one more
+	// line would pass MemLimit. It runs on the goroutine of the
+	// transaction about to change the line, before the change: the
+	// snapshot still reads as of its commit while OnFull runs, and is
+	// closed once it returns.
+	OnFull func()
+}
+
+// Extent is a range of pool bytes [Off, Off+Len).
+type Extent struct {
+	Off, Len int64
 }
 
 // SnapshotStats says what a snapshot keeps.
@@ -76,14 +96,25 @@ type Snapshot struct {
 	mu sync.Mutex
 	// live is held for reading while a read copies from the pool, and for
 	// writing by drop, so that the pool is not unmapped under a copy.
-	live  sync.RWMutex
-	lines map[uint32]int64 // line -> position: >= 0 in the arena, < 0 in the spill file (-1-pos)
-	// kept lists the kept lines of each region of keptRegion bytes, so
-	// that a read visits only those.
-	kept [][]uint32
-	// arena holds the copied lines in blocks of arenaBlock bytes, so that
+	live sync.RWMutex
+	idx  keptIndex
+	// ranges limits the snapshot; rangeSlot is the slot of each one's
+	// first line in idx.
+	ranges    []Extent
+	rangeSlot []int64
+	onFull    func()
+	// full is set when OnFull is due: nothing more is kept.
+	full bool
+	// behind is where a backup that reads the image once, in order, has
+	// got to: lines below it are never read again, and a transaction
+	// keeps none of them. once says that reads advance it.
+	behind atomic.Int64
+	once   bool
+	// arena holds the copied lines in blocks that double up to arenaBlock
+	// bytes (see arenaLine), so that
 	// growing it never copies what it holds; used counts its bytes.
 	arena [][]byte
+	fill  int // bytes used in the last block
 	used  int64
 	// zeroLo and zeroHi bound the undo log's entries, which the image of
 	// a snapshot shown cleanly closed presents as zeros (a retired log
@@ -128,9 +159,17 @@ func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 		return nil, h.broken
 	}
 	s := &Snapshot{
-		h: h, size: int64(len(h.mem)), lines: map[uint32]int64{},
-		kept:  make([][]uint32, (len(h.mem)+keptRegion-1)/keptRegion),
-		limit: opts.MemLimit, dir: opts.SpillDir,
+		h: h, size: int64(len(h.mem)), limit: opts.MemLimit, dir: opts.SpillDir,
+		onFull: opts.OnFull,
+	}
+	if opts.Ranges != nil {
+		if err := checkExtents(opts.Ranges, s.size); err != nil {
+			return nil, err
+		}
+		s.ranges = slices.Clone(opts.Ranges)
+		s.rangeSlot, s.idx.slots = rangeSlots(s.ranges)
+	} else {
+		s.idx.slots = (s.size + lineSize - 1) / lineSize
 	}
 	if s.limit == 0 {
 		s.limit = 64 << 20
@@ -186,54 +225,90 @@ func (h *Heap) cow(off, n uint64) {
 		return
 	}
 	for _, s := range *p {
-		s.keep(off, n)
+		if s.keep(off, n) {
+			s.onFull()
+			s.end(fmt.Errorf("%d bytes of kept lines reached: %w", s.limit, pmemgo.ErrClosed))
+		}
 	}
 }
 
-func (s *Snapshot) keep(off, n uint64) {
+// keep keeps the lines of [off, off+n) not kept yet. It reports whether
+// OnFull is due instead.
+func (s *Snapshot) keep(off, n uint64) (full bool) {
 	if int64(off) >= s.zeroLo && int64(off+n) <= s.zeroHi {
-		return
+		return false
 	}
 	// A pool that grew after the snapshot was taken changes its new part
 	// too, which the snapshot's image does not hold.
 	if int64(off) >= s.size {
-		return
+		return false
 	}
 	n = min(n, uint64(s.size)-off)
+	if b := uint64(s.behind.Load()); off < b {
+		if off+n <= b {
+			return false
+		}
+		off, n = b, off+n-b
+	}
 	first, last := uint32(off/lineSize), uint32((off+n-1)/lineSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed != nil || s.err != nil {
-		return
+	if s.closed != nil || s.err != nil || s.full {
+		return false
 	}
-	for l := first; l <= last; l++ {
-		if _, ok := s.lines[l]; ok {
+	if s.ranges == nil {
+		return s.keepLines(first, last, int64(first))
+	}
+	i, _ := slices.BinarySearchFunc(s.ranges, int64(first)*lineSize, func(e Extent, at int64) int {
+		return cmp.Compare(e.Off+e.Len, at+1)
+	})
+	for ; i < len(s.ranges) && s.ranges[i].Off <= int64(last)*lineSize+lineSize-1; i++ {
+		e := s.ranges[i]
+		lo, hi := max(first, uint32(e.Off/lineSize)), min(last, uint32((e.Off+e.Len-1)/lineSize))
+		if s.keepLines(lo, hi, s.rangeSlot[i]+int64(lo)-e.Off/lineSize) {
+			return true
+		}
+	}
+	return false
+}
+
+// keepLines keeps the lines first to last, whose slots start at slot,
+// that are not kept yet; s.mu is held. It reports whether OnFull is due
+// instead.
+func (s *Snapshot) keepLines(first, last uint32, slot int64) (full bool) {
+	for l := first; l <= last; l, slot = l+1, slot+1 {
+		if s.idx.has(slot) {
 			continue
 		}
 		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
-		r := uint64(l) * lineSize / keptRegion
-		s.kept[r] = append(s.kept[r], l)
-		if s.used+lineSize <= s.limit {
-			if s.used%arenaBlock == 0 {
-				s.arena = append(s.arena, make([]byte, arenaBlock))
-			}
-			copy(s.arena[s.used/arenaBlock][s.used%arenaBlock:], line)
-			s.lines[l] = s.used
+		var pos int64
+		switch {
+		case s.used+lineSize <= s.limit:
+			pos = s.arenaLine()
+			copy(s.arena[pos/arenaBlock][pos%arenaBlock:], line)
 			s.used += lineSize
-			continue
+		case s.onFull != nil:
+			s.full = true
+			return true
+		default:
+			var err error
+			if pos, err = s.spillLine(line); err != nil {
+				s.err = fmt.Errorf("snapshot: spilling a copied line: %w", err)
+				return false
+			}
 		}
-		if err := s.spillLine(l, line); err != nil {
-			s.err = fmt.Errorf("snapshot: spilling a copied line: %w", err)
-			return
-		}
+		s.idx.add(l, slot, pos, s.size)
 	}
+	return false
 }
 
-func (s *Snapshot) spillLine(l uint32, line []byte) error {
+// spillLine writes line to the spill file and returns its position there,
+// as a kept line's position says it: -1-offset.
+func (s *Snapshot) spillLine(line []byte) (int64, error) {
 	if s.spill == nil {
 		f, err := os.CreateTemp(s.dir, "pmemgo-snapshot-*")
 		if err != nil {
-			return err
+			return 0, err
 		}
 		// The file is never opened again by name: removing it now means
 		// nothing is left behind, whatever happens to the process.
@@ -241,11 +316,10 @@ func (s *Snapshot) spillLine(l uint32, line []byte) error {
 		s.spill = f
 	}
 	if _, err := s.spill.WriteAt(line, s.spilled); err != nil {
-		return err
+		return 0, err
 	}
-	s.lines[l] = -1 - s.spilled
 	s.spilled += lineSize
-	return nil
+	return -1 - (s.spilled - lineSize), nil
 }
 
 // Size returns the size of the pool image.
@@ -255,7 +329,7 @@ func (s *Snapshot) Size() int64 { return s.size }
 func (s *Snapshot) Stats() SnapshotStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SnapshotStats{Lines: len(s.lines), MemBytes: s.used, SpilledBytes: s.spilled}
+	return SnapshotStats{Lines: int(s.idx.n), MemBytes: s.used, SpilledBytes: s.spilled}
 }
 
 // ReadAt reads the pool image as of the snapshot.
@@ -339,15 +413,24 @@ func (s *Snapshot) overlay(p []byte, off int64) error {
 	end := off + int64(len(p))
 	first, last := off/lineSize, (end-1)/lineSize
 	for r := off / keptRegion; r*keptRegion < end; r++ {
-		for _, l := range s.kept[r] {
-			if int64(l) < first || int64(l) > last {
-				continue
+		err := s.idx.each(r, func(k keptAt) error {
+			if int64(k.line) < first || int64(k.line) > last {
+				return nil
 			}
-			if err := s.copyLine(p, off, int64(l), s.lines[l]); err != nil {
-				return err
-			}
+			return s.copyLine(p, off, int64(k.line), k.pos)
+		})
+		if err != nil {
+			return err
 		}
 	}
+	s.patchZeros(p, off)
+	return nil
+}
+
+// patchZeros puts into p, the image from off, the log's entries as zeros
+// and the patched words.
+func (s *Snapshot) patchZeros(p []byte, off int64) {
+	end := off + int64(len(p))
 	if lo, hi := max(off, s.zeroLo), min(end, s.zeroHi); lo < hi {
 		clear(p[lo-off : hi-off])
 	}
@@ -356,7 +439,6 @@ func (s *Snapshot) overlay(p []byte, off int64) error {
 			binary.LittleEndian.PutUint64(p[at-off:], v)
 		}
 	}
-	return nil
 }
 
 // copyLine puts the kept copy of line l into p, which starts at off.
@@ -398,12 +480,18 @@ func (s *Snapshot) writeChunk(w io.Writer, buf []byte, off int64) (int, error) {
 	if err := s.read(buf, off); err != nil {
 		return 0, err
 	}
+	s.readPast(off + int64(len(buf)))
 	return w.Write(buf)
 }
 
 // Close frees what the snapshot kept. Transactions stop copying lines
 // for it.
 func (s *Snapshot) Close() error {
+	return s.end(pmemgo.ErrClosed)
+}
+
+// end takes the snapshot off the heap's list and drops it for why.
+func (s *Snapshot) end(why error) error {
 	h := s.h
 	h.snapMu.Lock()
 	var rest []*Snapshot
@@ -418,7 +506,7 @@ func (s *Snapshot) Close() error {
 		h.snaps.Store(&rest)
 	}
 	h.snapMu.Unlock()
-	return s.drop(pmemgo.ErrClosed)
+	return s.drop(why)
 }
 
 // drop ends the snapshot: reads return why from now on.
@@ -431,7 +519,7 @@ func (s *Snapshot) drop(why error) error {
 		return nil
 	}
 	s.closed = fmt.Errorf("snapshot: %w", why)
-	s.lines, s.arena, s.kept = nil, nil, nil
+	s.idx, s.arena = keptIndex{}, nil
 	if s.spill != nil {
 		return s.spill.Close()
 	}
@@ -460,7 +548,17 @@ func (h *Heap) Backup(path string) error {
 		return err
 	}
 	defer s.Close()
+	// Nothing else reads this snapshot: as the backup goes on, the lines
+	// it has passed need not be kept.
+	s.once = true
 	return s.Backup(path)
+}
+
+// readPast records that a snapshot read once has been read up to end.
+func (s *Snapshot) readPast(end int64) {
+	if s.once {
+		s.behind.Store(end)
+	}
 }
 
 // Backup writes the snapshot's image to path as Heap.Backup does.
@@ -561,6 +659,7 @@ func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
 	if err != nil {
 		return err
 	}
+	s.readPast(off + n)
 	return s.writeOverlay(dst, kept, off, off+n)
 }
 
@@ -577,16 +676,16 @@ type keptLine struct {
 func (s *Snapshot) keptIn(off, end int64) ([]keptLine, error) {
 	var out []keptLine
 	for r := off / keptRegion; r*keptRegion < end; r++ {
-		for _, l := range s.kept[r] {
-			at := int64(l) * lineSize
+		err := s.idx.each(r, func(l keptAt) error {
+			at := int64(l.line) * lineSize
 			if at < off || at >= end {
-				continue
+				return nil
 			}
 			out = append(out, keptLine{at: at})
-			k := &out[len(out)-1]
-			if err := s.copyLine(k.data[:], at, int64(l), s.lines[l]); err != nil {
-				return nil, err
-			}
+			return s.copyLine(out[len(out)-1].data[:], at, int64(l.line), l.pos)
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

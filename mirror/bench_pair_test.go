@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -24,6 +25,7 @@ type pairSide struct {
 	name  string
 	key   []byte // the pool key, nil for a plain pool
 	plain bool   // plain TCP instead of mutual TLS
+	keep  int64  // Options.KeepBytes
 }
 
 // interleaved is a pair: [0] has the feature, [1] not; added names what
@@ -37,6 +39,9 @@ var (
 	benchPoolKey = bytes.Repeat([]byte{0x42}, 32)
 	tlsPair      = interleaved{sides: [2]pairSide{{name: "tls"}, {name: "plain", plain: true}}, added: "tls"}
 	sealedPair   = interleaved{sides: [2]pairSide{{name: "sealed", key: benchPoolKey}, {name: "plain"}}, added: "key"}
+	// keepPair reads async batches in the sender, keeping old lines, on
+	// one side, and at their commit boundary on the other.
+	keepPair = interleaved{sides: [2]pairSide{{name: "keep", keep: 16 << 20}, {name: "at-commit"}}, added: "keep"}
 )
 
 // open opens the pair's pools, each mirrored in mode to its own replica
@@ -50,7 +55,7 @@ func (p interleaved) open(b *testing.B, hopts heap.Options, mode mirror.Mode, pr
 		bcheck(b, err)
 		b.Cleanup(func() { h.Close() })
 		prepare(h)
-		m, err := mirror.Start(h, secure(b, mirror.Options{Replicas: []string{addr}, Mode: mode, Insecure: side.plain}))
+		m, err := mirror.Start(h, secure(b, mirror.Options{Replicas: []string{addr}, Mode: mode, Insecure: side.plain, KeepBytes: side.keep}))
 		bcheck(b, err)
 		bcheck(b, m.Flush(context.Background()))
 		hs[k], ms[k] = h, m
@@ -140,4 +145,68 @@ func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	bcheck(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// smallRoot holds the accounts of the small-commit workload.
+type smallRoot struct {
+	Accounts []benchCounter
+}
+
+// smallAccounts is how many 64-byte accounts the small-commit workload
+// updates: 256 KiB of them.
+const smallAccounts = 4096
+
+// benchAsyncSmall alternates bursts of 256 small commits (one 8-byte field
+// of a random account each) between the two pools, each streaming to its
+// replica in async mode, and reports each one's commits per second and
+// their ratio.
+func (p interleaved) benchAsyncSmall(b *testing.B) {
+	hs, ms := p.open(b, heap.Options{Size: 16 << 20}, mirror.Async, func(h *heap.Heap) {
+		bcheck(b, h.Update(func(tx *heap.Tx) error {
+			r, err := heap.Root[smallRoot](tx)
+			if err != nil {
+				return err
+			}
+			if err := heap.Add(tx, r); err != nil {
+				return err
+			}
+			r.Accounts, err = heap.MakeSlice[benchCounter](tx, smallAccounts, smallAccounts)
+			return err
+		}))
+	})
+	var accts [2][]benchCounter
+	for k, h := range hs {
+		bcheck(b, h.View(func(tx *heap.Tx) error {
+			r, err := heap.Root[smallRoot](tx)
+			accts[k] = r.Accounts
+			return err
+		}))
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var elapsed [2]time.Duration
+	var commits [2]int
+	b.ResetTimer()
+	for b.Loop() {
+		for k, h := range hs {
+			t0 := time.Now()
+			for range 256 {
+				a := &accts[k][rng.IntN(smallAccounts)]
+				bcheck(b, h.Update(func(tx *heap.Tx) error { return heap.Set(tx, &a.N, a.N+1) }))
+			}
+			elapsed[k] += time.Since(t0)
+			commits[k] += 256
+		}
+	}
+	b.StopTimer()
+	for _, m := range ms {
+		bcheck(b, m.Flush(context.Background()))
+	}
+	var rate [2]float64
+	for k := range rate {
+		rate[k] = float64(commits[k]) / elapsed[k].Seconds()
+	}
+	a, c := p.sides[0].name, p.sides[1].name
+	b.ReportMetric(rate[0], a+"-tx/s")
+	b.ReportMetric(rate[1], c+"-tx/s")
+	b.ReportMetric(rate[0]/rate[1], a+"/"+c)
 }

@@ -299,6 +299,14 @@ func BenchmarkAsyncThroughput(b *testing.B) {
 	forTransports(b, benchAsyncThroughput)
 	b.Run("interleaved", tlsPair.benchAsync)
 	b.Run("sealed-interleaved", sealedPair.benchAsync)
+	b.Run("keep-interleaved", keepPair.benchAsync)
+}
+
+// BenchmarkAsyncCommits measures small async commits per second with
+// batches read by the sender (old lines kept for them) against batches
+// read at their commit boundary, interleaved in one loop.
+func BenchmarkAsyncCommits(b *testing.B) {
+	b.Run("keep-interleaved", keepPair.benchAsyncSmall)
 }
 
 func benchAsyncThroughput(b *testing.B, addr string, opts mirror.Options) {

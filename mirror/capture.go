@@ -66,10 +66,12 @@ func (m *Mirror) signalLocked() {
 	m.changed = make(chan struct{})
 }
 
-// capture reads the lines written back since the last capture from the
-// pool and makes them the next batch. It must run at a commit boundary,
-// under the heap's writer lock. It returns the batch's sequence number, or
-// 0 when there was nothing to capture and no capture was asked for.
+// capture makes the lines written back since the last capture the next
+// batch. It must run at a commit boundary, under the heap's writer lock.
+// In async mode, when a replica is waiting for the batch, it is read
+// later by the goroutine sending it (see keepBatch); otherwise it is read
+// from the pool now. It returns the batch's sequence number, or 0 when
+// there was nothing to capture and no capture was asked for.
 func (m *Mirror) capture() uint64 {
 	m.runs = m.tracker.Take(m.runs[:0])
 	m.mu.Lock()
@@ -82,10 +84,19 @@ func (m *Mirror) capture() uint64 {
 	wants := m.snapWant
 	m.snapWant = nil
 	m.markCapturedLocked()
+	lazy := len(wants) == 0 && m.lazy == nil && m.opts.Mode == Async && m.opts.KeepBytes > 0 &&
+		!m.sealed && len(m.runs) > 0 && m.senderIdleLocked()
 	m.mu.Unlock()
 	if m.opts.OnCapture != nil {
 		m.opts.OnCapture(seq)
 	}
+	if lazy && m.keepBatch(seq) {
+		return seq
+	}
+	// Batches are read in sequence: one captured before and not read yet
+	// is read first.
+	m.encMu.Lock()
+	m.readLazy()
 	snaps := m.takeSnapshots(wants)
 
 	prev := m.chain
@@ -101,22 +112,10 @@ func (m *Mirror) capture() uint64 {
 	now := time.Now()
 	m.mu.Lock()
 	m.head, m.chain = seq, chain
+	m.encMu.Unlock()
 	m.cum += n
 	m.deliverSnapshotsLocked(wants, snaps, seq, chain)
-	oldest := m.pendingSince
-	if oldest.IsZero() {
-		oldest = now
-	}
-	m.pendingSince = time.Time{}
-	if m.capReq {
-		m.capReq = false
-		m.capCh = make(chan struct{})
-	}
-	if len(m.snapWant) > 0 {
-		// A session asked for a snapshot after this capture read the
-		// list: the next commit boundary serves it.
-		m.requestCaptureLocked()
-	}
+	oldest := m.endPendingLocked(now)
 	var direct []net.Conn
 	var directTo []*session
 	var b *batch
@@ -157,6 +156,27 @@ func (m *Mirror) markCapturedLocked() {
 			m.captured[c/64] |= 1 << (c % 64)
 		}
 	}
+}
+
+// endPendingLocked notes that the lines pending are captured, and the
+// capture asked for done. It returns when the oldest commit captured
+// ended.
+func (m *Mirror) endPendingLocked(now time.Time) time.Time {
+	oldest := m.pendingSince
+	if oldest.IsZero() {
+		oldest = now
+	}
+	m.pendingSince = time.Time{}
+	if m.capReq {
+		m.capReq = false
+		m.capCh = make(chan struct{})
+	}
+	if len(m.snapWant) > 0 {
+		// A session asked for a snapshot after this capture read the
+		// list: the next commit boundary serves it.
+		m.requestCaptureLocked()
+	}
+	return oldest
 }
 
 // encode makes the wire frame of batch seq, following the batch whose

@@ -31,12 +31,19 @@
 // In Async mode the hook captures only when a replica is ready for more
 // (or a bound is reached); between captures the dirty lines accumulate in
 // the tracker, so a line rewritten by several commits is read and sent
-// once. Content is read at a commit boundary, never while a transaction
-// runs, which is what keeps a replica at the state of some commit rather
-// than a mix of two. A line that a later commit overwrites before the
-// capture is sent once, with its newer content: reading the lines lazily
-// at the next boundary, which the writer lock makes stable, coalesces hot
-// lines. When lines wait and no commit comes within
+// once, with its content at the capture's boundary: hot lines coalesce.
+// A batch holds the content of its lines at its commit boundary, which is
+// what keeps a replica at the state of some commit rather than a mix of
+// two. When a replica is waiting for it, the capture does not read it:
+// it opens a heap snapshot limited to the batch's lines, so that a later
+// commit that changes one of them first keeps its old 64-byte line, and
+// the goroutine sending the batch reads it, kept lines included, while
+// commits go on; closing the snapshot frees what it kept. Past
+// Options.KeepBytes of kept lines, the batch is read on the committing
+// goroutine before the line changes, as every batch is in Sync mode, for
+// sealed pools and without KeepBytes, the default (metrics
+// pmemgo_mirror_lazy_batches_total, pmemgo_mirror_kept_lines_total and
+// pmemgo_mirror_keep_fallbacks_total count these). When lines wait and no commit comes within
 // Options.FlushDelay, the mirror makes a boundary itself with an empty
 // Update. A commit waits (back-pressure) while a streaming replica lags
 // more than Options.MaxLagBytes or Options.MaxLagTime.

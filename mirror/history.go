@@ -3,6 +3,7 @@ package mirror
 import (
 	"time"
 
+	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
@@ -25,6 +26,11 @@ type batch struct {
 	// Both are guarded by Mirror.mu.
 	refs    int
 	dropped bool
+	// runs and snap are set while the batch is captured but not read
+	// (Mirror.lazy): snap keeps the old content of its lines that later
+	// commits change. Under Mirror.mu.
+	runs []Run
+	snap *heap.Snapshot
 }
 
 // take returns the frame for a write to a replica; done must follow.
@@ -62,7 +68,7 @@ type history struct {
 
 // add appends b and drops the oldest batches while more than limit bytes
 // are held, except those some replica still needs (seq >= keep), up to
-// four times the limit.
+// four times the limit. A batch not read yet is the newest, never dropped.
 func (h *history) add(b *batch, keep uint64) {
 	h.batches = append(h.batches, b)
 	h.bytes += int64(len(b.frame))

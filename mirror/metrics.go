@@ -13,6 +13,10 @@ type primaryMetrics struct {
 	bytes   prometheus.Counter
 	ack     prometheus.Histogram
 	lag     *lagCollector
+	// lazy, kept and fallbacks count the batches read after their commit
+	// boundary, the old lines kept for them, and the batches read on the
+	// committing goroutine because KeepBytes was reached.
+	lazy, kept, fallbacks prometheus.Counter
 }
 
 func newPrimaryMetrics() *primaryMetrics {
@@ -28,11 +32,20 @@ func newPrimaryMetrics() *primaryMetrics {
 			Help:    "Time from capturing a batch to a replica acknowledging it as durable.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 2.5, 14),
 		}),
+		lazy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pmemgo_mirror_lazy_batches_total", Help: "Async batches read by their sender after later commits began.",
+		}),
+		kept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pmemgo_mirror_kept_lines_total", Help: "Old lines kept for async batches not yet read when a commit changed them.",
+		}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pmemgo_mirror_keep_fallbacks_total", Help: "Async batches read on the committing goroutine because the kept lines reached KeepBytes.",
+		}),
 	}
 }
 
 func (pm *primaryMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{pm.batches, pm.bytes, pm.ack, pm.lag}
+	return []prometheus.Collector{pm.batches, pm.bytes, pm.ack, pm.lag, pm.lazy, pm.kept, pm.fallbacks}
 }
 
 var (

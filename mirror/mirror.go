@@ -105,6 +105,15 @@ type Options struct {
 	// lock, before any replica can be sent it: every line written back
 	// before the call is in that batch or an earlier one.
 	OnCapture func(seq uint64)
+	// KeepBytes, in async mode, lets a batch be read by the goroutine
+	// sending it, after later commits began, rather than at its commit
+	// boundary on the committing goroutine: a commit that changes one of
+	// its lines first keeps the old line (heap.Snapshot limited to the
+	// batch's lines), up to KeepBytes of kept lines; past the bound, the
+	// batch is read at once, before the line changes. Zero (the default)
+	// reads every batch at its boundary, which measured faster here (see
+	// the README); 16 MiB is a sensible bound.
+	KeepBytes int64
 	// Epoch, if set, is the epoch of this incarnation: a fencing token
 	// from a coordinator (package ha), which must be above the pool's
 	// epoch (heap.SetEpoch). Zero means the pool's epoch plus one
@@ -191,11 +200,18 @@ type Mirror struct {
 	cancelClose func()
 	metrics     *primaryMetrics
 	unregister  func()
-	// runs and chainer are scratch for captures, which happen one at a
-	// time under the heap's writer lock.
-	runs    []Run
-	cut     []Run
+	// runs is scratch for captures, which happen one at a time under the
+	// heap's writer lock; cut is scratch for encoding sealed batches,
+	// which are always encoded there.
+	runs []Run
+	cut  []Run
+	// encMu is held while a batch is read and encoded, which happens in
+	// sequence order since each batch's chain value follows the one
+	// before: chainer, chain (also under mu), bufs and offs are its.
+	encMu   sync.Mutex
 	chainer wire.Chainer
+	bufs    [][]byte
+	offs    []int64
 
 	// ctx is cancelled by Close, ending dials in progress.
 	ctx    context.Context
@@ -204,11 +220,14 @@ type Mirror struct {
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{}
-	// head is the newest batch captured, chain the chain value after it;
-	// cum the pool bytes captured.
-	head     uint64
-	chain    wire.Chain
-	cum      int64
+	// head is the newest batch captured, chain the chain value after the
+	// newest one read (head, unless lazy is); cum the pool bytes captured.
+	head  uint64
+	chain wire.Chain
+	cum   int64
+	// lazy is the batch captured but not yet read, if any: always the
+	// newest, and the only one.
+	lazy     *batch
 	hist     history
 	sessions []*session
 	// changed is closed, and replaced, when a replica acknowledges or a
@@ -349,6 +368,7 @@ func (m *Mirror) Close() error {
 	m.cancelClose()
 	m.tracker.Stop()
 	m.wg.Wait()
+	m.dropLazy()
 	m.unregister()
 	m.log.Info("mirror closed", "epoch", m.epoch, "seq", m.Seq())
 	return nil

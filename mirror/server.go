@@ -107,6 +107,9 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
+	// applied, set by tests before Serve, is called with the pool file's
+	// mapping after each batch is applied.
+	applied func(seq uint64, mem []byte)
 }
 
 // poolEntry is a pool the server knows, with what Status reports of it.

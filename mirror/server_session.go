@@ -187,6 +187,9 @@ func (rs *replicaSession) batch(f wire.Frame) error {
 			rs.s.metrics.bytes.Add(float64(len(r.Data)))
 		}
 	}
+	if rs.s.applied != nil && p.mem != nil {
+		rs.s.applied(p.seq, p.mem)
+	}
 	rs.setState("streaming")
 	rs.ack = wire.AppendFrame(rs.ack[:0], wire.TypeAck, rs.epoch, p.seq, p.chain[:])
 	if err := rs.write(rs.ack); err != nil {

@@ -251,13 +251,14 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 // chainAtLocked returns the chain value after batch seq of this epoch, if
 // it is still known.
 func (m *Mirror) chainAtLocked(seq uint64) (wire.Chain, bool) {
+	if b := m.hist.get(seq); b != nil {
+		// A batch not read yet has no chain value yet.
+		return b.chain, b.snap == nil
+	}
 	if seq == m.head {
 		return m.chain, true
 	}
-	if b := m.hist.get(seq); b != nil {
-		return b.chain, true
-	}
-	if b := m.hist.get(seq + 1); b != nil {
+	if b := m.hist.get(seq + 1); b != nil && b.snap == nil {
 		return b.prev, true
 	}
 	return wire.Chain{}, false
@@ -422,6 +423,17 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 				}
 				m.mu.Unlock()
 				return fmt.Errorf("batch %d: %w", s.next, errHistoryGone)
+			}
+			if b.snap != nil {
+				// Captured but not read: read it now, off the commits'
+				// path, after sending what is taken already.
+				if len(taken) > 0 {
+					break
+				}
+				m.mu.Unlock()
+				m.readBatch()
+				m.mu.Lock()
+				continue
 			}
 			frames = append(frames, b.take())
 			taken = append(taken, b)
