@@ -30,7 +30,7 @@ func coordinators(t *testing.T) []struct {
 		make func(t *testing.T) ha.Coordinator
 	}{
 		{"leasefile", func(t *testing.T) ha.Coordinator {
-			c, err := ha.NewLeaseFile(dir, ha.LeaseFileOptions{TTL: 400 * time.Millisecond})
+			c, err := ha.NewLeaseFile(dir, ha.LeaseFileOptions{TTL: time.Second})
 			require.NoError(t, err)
 			t.Cleanup(func() { c.Close() })
 			return c
