@@ -28,8 +28,16 @@ import (
 // agentWorkers is how many faults an agent serves at once.
 const agentWorkers = 8
 
-// agentEnv marks a process started as an agent; its socket is fd 3.
+// agentEnv marks a process started as an agent; its socket is fd 3. Its
+// value is the agent's role: roleKeeper for the process the pool's
+// process starts, roleWorker for the one the keeper starts (see
+// keeper_linux.go).
 const agentEnv = "PMEMGO_REMOTE_AGENT"
+
+const (
+	roleKeeper = "keeper"
+	roleWorker = "worker"
+)
 
 // agentConfig is what an agent is told at start, with the userfaultfd.
 type agentConfig struct {
@@ -50,6 +58,13 @@ type agentConfig struct {
 	// Pid is the pool's process, whose page map tells which pages of a
 	// cluster are already in.
 	Pid int
+	// Argv is the command that starts an agent (Options.Agent, or the
+	// pool's program): the keeper starts its workers with it.
+	Argv []string
+	// Restart is set when the agent replaces one that died: the threads
+	// whose faults the dead one took must be woken to fault again, and the
+	// node need not answer, since the backup may serve.
+	Restart bool
 }
 
 // AgentMain runs the page-fault agent and exits if this process was
@@ -58,10 +73,15 @@ type agentConfig struct {
 // main (a test binary in TestMain), since the agent is the program itself
 // started again.
 func AgentMain() {
-	if os.Getenv(agentEnv) == "" {
+	role := os.Getenv(agentEnv)
+	if role == "" {
 		return
 	}
-	if err := runAgent(os.NewFile(3, "agent-socket")); err != nil {
+	run := runKeeper
+	if role == roleWorker {
+		run = runAgent
+	}
+	if err := run(os.NewFile(3, "agent-socket")); err != nil {
 		fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
 		os.Exit(1)
 	}
@@ -89,30 +109,15 @@ type agent struct {
 }
 
 func runAgent(sock *os.File) error {
-	fc, err := net.FileConn(sock)
-	sock.Close()
+	uc, cfg, uffd, err := receiveConfig(sock)
 	if err != nil {
 		return err
 	}
-	uc := fc.(*net.UnixConn)
 	defer uc.Close()
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
-	if err != nil {
-		return fmt.Errorf("read configuration: %w", err)
-	}
-	uffd, err := receiveFd(oob[:oobn])
-	if err != nil {
-		return err
-	}
+	buf := make([]byte, 1)
 	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}, reader: make(chan struct{}, 1)}
-	err = a.start(buf[:n])
-	reply := "ok"
-	if err != nil {
-		reply = err.Error()
-	}
-	if _, werr := uc.Write([]byte(reply)); werr != nil || err != nil {
+	err = a.start(cfg)
+	if _, werr := uc.Write([]byte(replyLine(err))); werr != nil || err != nil {
 		return errors.Join(err, werr)
 	}
 	// Each worker reads faults itself and has its own connection, so that
@@ -123,8 +128,30 @@ func runAgent(sock *os.File) error {
 	}
 	go a.probe()
 	// The owner closes the socket when it closes the pool or dies.
-	_, _ = uc.Read(buf[:1])
+	_, _ = uc.Read(buf)
 	return nil
+}
+
+// receiveConfig reads, on the agent's socket, its configuration and the
+// userfaultfd.
+func receiveConfig(sock *os.File) (*net.UnixConn, []byte, int, error) {
+	fc, err := net.FileConn(sock)
+	sock.Close()
+	if err != nil {
+		return nil, nil, -1, err
+	}
+	uc := fc.(*net.UnixConn)
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err == nil {
+		var uffd int
+		if uffd, err = receiveFd(oob[:oobn]); err == nil {
+			return uc, buf[:n], uffd, nil
+		}
+	}
+	uc.Close()
+	return nil, nil, -1, fmt.Errorf("read configuration: %w", err)
 }
 
 func receiveFd(oob []byte) (int, error) {
@@ -168,6 +195,9 @@ func (a *agent) start(b []byte) error {
 		if a.pagemap, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", a.cfg.Pid)); err != nil {
 			a.cfg.Readahead = 1
 		}
+	}
+	if a.cfg.Restart {
+		return nil
 	}
 	var f fetcher
 	defer f.close()

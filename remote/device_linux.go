@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -29,17 +31,21 @@ func (m *mapper) Map(f *os.File, size int, req device.MapRequest) (device.Device
 		return nil, err
 	}
 	d := &remoteDevice{s: s, mem: mem, backup: f, uffd: -1, stale: map[uint64]struct{}{},
-		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{})}
+		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{}), watched: make(chan struct{}), log: s.opts.Heap.Logger}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
 	d.base = uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
 	if d.uffd, err = newUffd(d.base, size); err != nil {
 		_ = unmapAnon(mem)
 		return nil, err
 	}
-	if d.agent, err = startAgent(s, d.uffd, uint64(d.base)); err != nil {
+	if d.agent, err = startKeeper(s, d.uffd, uint64(d.base), false); err != nil {
 		unix.Close(d.uffd)
 		_ = unmapAnon(mem)
 		return nil, err
 	}
+	go d.watch(d.agent)
 	return d, nil
 }
 
@@ -59,7 +65,15 @@ type remoteDevice struct {
 	base   uintptr
 	backup *os.File
 	uffd   int
-	agent  *agentProc
+	log    *slog.Logger
+
+	// agentMu guards the fault agent, which watch replaces when it dies.
+	agentMu       sync.Mutex
+	agent         *keeperProc
+	agentErr      error
+	stopping      bool
+	watched       chan struct{}
+	agentRestarts atomic.Uint64
 
 	flushed []span
 	subs    subscribers
@@ -92,6 +106,9 @@ type DeviceStats struct {
 	SuspectFences uint64
 	// Evicted counts clean pages dropped to stay under LocalCap.
 	Evicted uint64
+	// AgentRestarts counts the fault agent's processes started again
+	// after they died.
+	AgentRestarts uint64
 }
 
 // Stats returns the counters of the remote device d, or false if d is
@@ -103,7 +120,14 @@ func Stats(d device.Device) (DeviceStats, bool) {
 	}
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
-	return rd.stats, true
+	st := rd.stats
+	st.AgentRestarts = rd.agentRestarts.Load()
+	rd.agentMu.Lock()
+	if k := rd.agent; k != nil {
+		st.AgentRestarts += k.restarts.Load()
+	}
+	rd.agentMu.Unlock()
+	return st, true
 }
 
 // Bytes returns the mapping.
@@ -133,6 +157,9 @@ func (d *remoteDevice) Fence() error {
 	defer d.mu.Unlock()
 	if d.closed {
 		return device.ErrClosed
+	}
+	if err := d.agentFailure(); err != nil {
+		return err
 	}
 	spans := d.flushed
 	d.flushed = d.flushed[:0]
@@ -343,7 +370,7 @@ func (d *remoteDevice) Close() error {
 	close(d.stop)
 	d.mu.Unlock()
 	d.wg.Wait()
-	errs := []error{d.agent.stop()}
+	errs := []error{d.stopAgent()}
 	// The descriptor is closed only once the agent is gone: a closed
 	// userfaultfd turns missing pages into zero pages.
 	errs = append(errs, unix.Close(d.uffd), unmapAnon(d.mem))
