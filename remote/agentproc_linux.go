@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,15 +24,25 @@ import (
 type agentProc struct {
 	cmd  *exec.Cmd
 	conn *net.UnixConn
+	wmu  sync.Mutex
 	r    *bufio.Reader
 	done chan struct{}
 	err  error
+
+	// What the agent tells once ready, one line each (see listen).
+	warn     func(string)
+	worker   atomic.Int64
+	restarts atomic.Uint64
+	// heard is closed once the agent's socket reached its end; failed is
+	// set before, if the agent gave up.
+	heard  chan struct{}
+	failed error
 }
 
 // spawnAgent starts argv as an agent of role, hands it the userfaultfd
 // and cfg, and waits until it answers that it is ready. It returns what
 // the agent said after "ok".
-func spawnAgent(argv []string, role string, cfg agentConfig, uffd int) (*agentProc, string, error) {
+func spawnAgent(argv []string, role string, cfg agentConfig, uffd int, warn func(string)) (*agentProc, string, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, "", err
@@ -53,7 +65,7 @@ func spawnAgent(argv []string, role string, cfg agentConfig, uffd int) (*agentPr
 		_ = cmd.Wait()
 		return nil, "", err
 	}
-	a := &agentProc{cmd: cmd, conn: fc.(*net.UnixConn), done: make(chan struct{})}
+	a := &agentProc{cmd: cmd, conn: fc.(*net.UnixConn), done: make(chan struct{}), warn: warn, heard: make(chan struct{})}
 	a.r = bufio.NewReader(a.conn)
 	go func() {
 		a.err = cmd.Wait()
@@ -67,7 +79,40 @@ func spawnAgent(argv []string, role string, cfg agentConfig, uffd int) (*agentPr
 		}
 		return nil, "", err
 	}
+	go a.listen()
 	return a, said, nil
+}
+
+// listen reads what the agent tells until its socket ends: "worker PID"
+// when a keeper started another worker, "warn MESSAGE", "failed CAUSE"
+// when the agent gives up.
+func (a *agentProc) listen() {
+	defer close(a.heard)
+	for {
+		line, err := a.r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		switch verb {
+		case "worker":
+			pid, _ := strconv.Atoi(arg)
+			a.worker.Store(int64(pid))
+			a.restarts.Add(1)
+		case "warn":
+			a.warn(arg)
+		case "failed":
+			a.failed = errors.New(arg)
+		}
+	}
+}
+
+// tell sends the agent's parent a line (see listen) on the socket c.
+func tell(mu *sync.Mutex, c *net.UnixConn, verb string, msg string) error {
+	mu.Lock()
+	defer mu.Unlock()
+	_, err := c.Write([]byte(verb + " " + strings.ReplaceAll(msg, "\n", " ") + "\n"))
+	return err
 }
 
 func (a *agentProc) handshake(cfg agentConfig, uffd int) (string, error) {

@@ -23,15 +23,24 @@ type mapper struct{ s *session }
 // userfaultfd and starts the agent that resolves their faults.
 func (m *mapper) Map(f *os.File, size int, req device.MapRequest) (device.Device, error) {
 	s := m.s
-	if uint64(size) != s.size {
-		return nil, fmt.Errorf("map %d bytes of region %s of %d: %w", size, s.name, s.size, ErrProtocol)
+	var z *sealing
+	region := uint64(size)
+	if s.opts.Heap.Key != nil {
+		var err error
+		if z, _, err = newSealing(s.opts.Heap.Key, f); err != nil {
+			return nil, err
+		}
+		region = recordOff(uint64(size))
+	}
+	if region != s.size {
+		return nil, fmt.Errorf("map a pool of %d bytes from region %s of %d: %w", size, s.name, s.size, ErrProtocol)
 	}
 	mem, err := mapAnon(size, req)
 	if err != nil {
 		return nil, err
 	}
 	d := &remoteDevice{s: s, mem: mem, backup: f, uffd: -1, stale: map[uint64]struct{}{},
-		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{}), watched: make(chan struct{}), log: s.opts.Heap.Logger}
+		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{}), watched: make(chan struct{}), log: s.opts.Heap.Logger, seal: z}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -40,7 +49,7 @@ func (m *mapper) Map(f *os.File, size int, req device.MapRequest) (device.Device
 		_ = unmapAnon(mem)
 		return nil, err
 	}
-	if d.agent, err = startKeeper(s, d.uffd, uint64(d.base), false); err != nil {
+	if d.agent, err = d.startKeeper(false); err != nil {
 		unix.Close(d.uffd)
 		_ = unmapAnon(mem)
 		return nil, err
@@ -66,10 +75,12 @@ type remoteDevice struct {
 	backup *os.File
 	uffd   int
 	log    *slog.Logger
+	// seal seals the lines of a sealed pool; nil for a plain one.
+	seal *sealing
 
 	// agentMu guards the fault agent, which watch replaces when it dies.
 	agentMu       sync.Mutex
-	agent         *keeperProc
+	agent         *agentProc
 	agentErr      error
 	stopping      bool
 	watched       chan struct{}
@@ -176,12 +187,13 @@ func (d *remoteDevice) Fence() error {
 		d.stats.PagesWrittenBack += (pr[1] + PageSize - 1 - pr[0]) / PageSize
 	}
 	d.stats.Fences++
+	if d.seal != nil {
+		runs = d.seal.sealRuns(runs)
+	}
 	var node chan error
 	if !d.suspect {
 		// The payload is a copy, encoded before the backup is written, so
-		// that node and backup get the same bytes. Encrypting what leaves
-		// the process means sealing the runs here, bound to their offsets,
-		// and opening them in agent.serve after the fetch.
+		// that node and backup get the same bytes.
 		var payloads [][]byte
 		bytes := 0
 		for _, b := range batches(runs, MaxWrite) {

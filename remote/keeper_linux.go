@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -50,20 +51,24 @@ func (r *restarts) allow(now time.Time) bool {
 }
 
 // runKeeper starts the worker, then starts it again whenever it dies,
-// until the pool's process closes the socket or dies.
+// until the pool's process closes the socket or dies. A worker that gave
+// up (a page that fails to authenticate, say) is not started again: it
+// would meet the same page.
 func runKeeper(sock *os.File) error {
 	uc, b, uffd, err := receiveConfig(sock)
 	if err != nil {
 		return err
 	}
 	defer uc.Close()
+	var wmu sync.Mutex
+	relay := func(msg string) { _ = tell(&wmu, uc, "warn", msg) }
 	var cfg agentConfig
 	if err = json.Unmarshal(b, &cfg); err == nil && len(cfg.Argv) == 0 {
 		err = fmt.Errorf("configuration: no command to start the worker with")
 	}
 	var w *agentProc
 	if err == nil {
-		w, err = startWorker(cfg, uffd)
+		w, err = startWorker(cfg, uffd, relay)
 	}
 	said := ""
 	if err == nil {
@@ -87,19 +92,24 @@ func runKeeper(sock *os.File) error {
 			return w.stop()
 		case <-w.done:
 		}
+		<-w.heard
 		cause := fmt.Errorf("worker %d exited: %v", w.cmd.Process.Pid, w.err)
-		if !budget.allow(time.Now()) {
+		switch {
+		case w.failed != nil:
+			err = fmt.Errorf("worker %d gave up: %w", w.cmd.Process.Pid, w.failed)
+		case !budget.allow(time.Now()):
 			err = fmt.Errorf("%w, its %dth restart within %s", cause, restartBudget+1, restartWindow)
-		} else {
+		default:
 			cfg.Restart = true
-			w, err = startWorker(cfg, uffd)
+			if w, err = startWorker(cfg, uffd, relay); err != nil {
+				err = fmt.Errorf("%v; no worker could be started: %w", cause, err)
+			}
 		}
 		if err != nil {
-			err = fmt.Errorf("%v; no worker could be started: %w", cause, err)
-			_, _ = uc.Write([]byte("failed " + oneLine(err) + "\n"))
+			_ = tell(&wmu, uc, "failed", err.Error())
 			return err
 		}
-		if _, err := uc.Write([]byte("worker " + strconv.Itoa(w.cmd.Process.Pid) + "\n")); err != nil {
+		if err := tell(&wmu, uc, "worker", strconv.Itoa(w.cmd.Process.Pid)); err != nil {
 			return w.stop()
 		}
 	}
@@ -107,14 +117,14 @@ func runKeeper(sock *os.File) error {
 
 // startWorker starts a worker, trying a few times, and once it serves,
 // wakes the threads waiting on faults if it replaces one.
-func startWorker(cfg agentConfig, uffd int) (*agentProc, error) {
+func startWorker(cfg agentConfig, uffd int, warn func(string)) (*agentProc, error) {
 	var err error
 	for attempt := range startAttempts {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 		}
 		var w *agentProc
-		if w, _, err = spawnAgent(cfg.Argv, roleWorker, cfg, uffd); err != nil {
+		if w, _, err = spawnAgent(cfg.Argv, roleWorker, cfg, uffd, warn); err != nil {
 			continue
 		}
 		if cfg.Restart {

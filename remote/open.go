@@ -57,8 +57,10 @@ type Options struct {
 	// PMEMGO_REMOTE_AGENT set in its environment and must call AgentMain.
 	// Nil means this program's own executable.
 	Agent []string
-	// Heap holds the heap options (Device is set by Open; Size and
-	// ReadOnly are not supported here).
+	// Heap holds the heap options (Device is set by Open; Size, ReadOnly
+	// and OldKey are not supported here). With Heap.Key the pool is
+	// sealed: the node and the backup hold one AEAD record per line (the
+	// sealed pool format), and pages are opened as they are fetched.
 	Heap heap.Options
 }
 
@@ -108,6 +110,11 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 	}
 	hopts := s.opts.Heap
 	hopts.Device = &mapper{s: s}
+	if hopts.Key != nil {
+		// The remote device seals and opens the lines itself, so that
+		// pages are opened as they are fetched, not all at open.
+		hopts.Device, hopts.Key = &sealedMapper{mapper{s: s}}, nil
+	}
 	hopts.Size = 0
 	h, err := heap.Open(s.opts.Backup, &hopts)
 	if err != nil {
@@ -122,6 +129,9 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 func openSession(rawURL string, opts *Options) (*session, error) {
 	if opts == nil || opts.Backup == "" {
 		return nil, fmt.Errorf("open %s: Options.Backup names no backup file: %w", rawURL, pmemgo.ErrInvalidOptions)
+	}
+	if opts.Heap.OldKey != nil {
+		return nil, fmt.Errorf("open %s: the key of a remote pool cannot be rotated (Options.Heap.OldKey): %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	if opts.Heap.ReadOnly {
 		return nil, fmt.Errorf("open %s: read-only remote opens are not supported (read a copy made by Download): %w", rawURL, pmemgo.ErrInvalidOptions)
@@ -139,6 +149,9 @@ func openSession(rawURL string, opts *Options) (*session, error) {
 	}
 	if ra := s.opts.Readahead; ra < PageSize || ra > MaxRead || ra&(ra-1) != 0 {
 		return nil, fmt.Errorf("open %s: Readahead %d: want a power of two from %d to %d: %w", rawURL, ra, PageSize, MaxRead, pmemgo.ErrInvalidOptions)
+	}
+	if ra := s.opts.Readahead; opts.Heap.Key != nil && ra > MaxRead/2 {
+		return nil, fmt.Errorf("open %s: Readahead %d: a sealed pool's records take twice the pages, want at most %d: %w", rawURL, ra, MaxRead/2, pmemgo.ErrInvalidOptions)
 	}
 	if !opts.Insecure {
 		if s.tls, err = opts.TLS.load(); err != nil {
@@ -207,6 +220,9 @@ func (s *session) prepareBackup(ctx context.Context) error {
 		return err
 	}
 	head := make([]byte, min(s.size, 4*PageSize))
+	if s.opts.Heap.Key != nil {
+		head = make([]byte, min(s.size, recordOff(4*PageSize)))
+	}
 	if err := s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand); err != nil {
 		return err
 	}

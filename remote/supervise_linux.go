@@ -1,30 +1,16 @@
 package remote
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
-	"sync/atomic"
 	"time"
 )
 
-// keeperProc is the pool's process's handle on its fault agent: the
-// keeper process (see keeper_linux.go) and what it tells.
-type keeperProc struct {
-	*agentProc
-	worker   atomic.Int64
-	restarts atomic.Uint64
-	// heard is closed once the keeper's socket reached its end; failed is
-	// set before, if the keeper gave up.
-	heard  chan struct{}
-	failed error
-}
-
 // startKeeper starts the fault agent of the pool mapped at base, with the
 // userfaultfd uffd. restart says it replaces one that died.
-func startKeeper(s *session, uffd int, base uint64, restart bool) (*keeperProc, error) {
+func (d *remoteDevice) startKeeper(restart bool) (*agentProc, error) {
+	s := d.s
 	argv := s.opts.Agent
 	if len(argv) == 0 {
 		exe, err := os.Executable()
@@ -34,45 +20,28 @@ func startKeeper(s *session, uffd int, base uint64, restart bool) (*keeperProc, 
 		argv = []string{exe}
 	}
 	cfg := agentConfig{
-		Addr: s.addr, Name: s.name, Insecure: s.opts.Insecure, TLS: s.opts.TLS, Base: base, Size: s.size,
-		Backup: s.opts.Backup, Timeout: s.opts.RemoteTimeout, Complete: s.side.Complete,
-		Readahead: int(s.opts.Readahead / PageSize), Pid: os.Getpid(), Argv: argv, Restart: restart,
+		Addr: s.addr, Name: s.name, Insecure: s.opts.Insecure, TLS: s.opts.TLS, Base: uint64(d.base),
+		Size: uint64(len(d.mem)), Region: s.size, Backup: s.opts.Backup, Timeout: s.opts.RemoteTimeout,
+		Complete: s.side.Complete, Readahead: int(s.opts.Readahead / PageSize), Pid: os.Getpid(), Argv: argv,
+		Restart: restart,
 	}
-	a, said, err := spawnAgent(argv, roleKeeper, cfg, uffd)
+	if d.seal != nil {
+		cfg.Key, cfg.UUID = d.seal.key, d.seal.uuid
+	}
+	warn := func(msg string) { d.log.Warn("pmemgo remote: fault agent: "+msg, "pool", s.name) }
+	a, said, err := spawnAgent(argv, roleKeeper, cfg, d.uffd, warn)
 	if err != nil {
 		return nil, fmt.Errorf("start fault agent %s: %w", argv[0], err)
 	}
-	k := &keeperProc{agentProc: a, heard: make(chan struct{})}
 	pid, _ := strconv.Atoi(said)
-	k.worker.Store(int64(pid))
-	go k.listen()
-	return k, nil
-}
-
-// listen reads what the keeper tells until its socket ends.
-func (k *keeperProc) listen() {
-	defer close(k.heard)
-	for {
-		line, err := k.r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
-		switch verb {
-		case "worker":
-			pid, _ := strconv.Atoi(arg)
-			k.worker.Store(int64(pid))
-			k.restarts.Add(1)
-		case "failed":
-			k.failed = errors.New(arg)
-		}
-	}
+	a.worker.Store(int64(pid))
+	return a, nil
 }
 
 // watch starts the fault agent again whenever its keeper dies, until the
 // device closes; when the keeper gave up, or no keeper can be started,
 // the device fails with ErrAgentFailed.
-func (d *remoteDevice) watch(k *keeperProc) {
+func (d *remoteDevice) watch(k *agentProc) {
 	defer close(d.watched)
 	var budget restarts
 	for {
@@ -106,11 +75,11 @@ func (d *remoteDevice) watch(k *keeperProc) {
 
 // restartKeeper starts a keeper in place of a dead one. It returns nil
 // and no error if the device closed meanwhile.
-func (d *remoteDevice) restartKeeper(budget *restarts) (*keeperProc, error) {
+func (d *remoteDevice) restartKeeper(budget *restarts) (*agentProc, error) {
 	if !budget.allow(time.Now()) {
 		return nil, fmt.Errorf("%d restarts within %s", restartBudget, restartWindow)
 	}
-	next, err := startKeeper(d.s, d.uffd, uint64(d.base), true)
+	next, err := d.startKeeper(true)
 	if err != nil {
 		return nil, err
 	}
