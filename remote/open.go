@@ -57,6 +57,9 @@ type Options struct {
 	// PMEMGO_REMOTE_AGENT set in its environment and must call AgentMain.
 	// Nil means this program's own executable.
 	Agent []string
+	// Manager resolves a pool name given to Open instead of a URL; nil
+	// allows only URLs.
+	Manager Manager
 	// Heap holds the heap options (Device is set by Open; Size, ReadOnly
 	// and OldKey are not supported here). With Heap.Key the pool is
 	// sealed: the node and the backup hold one AEAD record per line (the
@@ -100,13 +103,26 @@ type session struct {
 	side   *sidecar
 }
 
-// Open opens the remote pool at rawURL (pmem://ADDR/NAME) as a heap whose
-// mapping is paged in from the node on demand. The node must answer at
-// open.
+// Open opens the remote pool at rawURL (pmem://ADDR/NAME), or the pool
+// of that name placed by opts.Manager, as a heap whose mapping is paged
+// in from the node on demand. The node must answer at open.
 func Open(rawURL string, opts *Options) (*heap.Heap, error) {
+	var placed *Placement
+	if !IsURL(rawURL) {
+		url, p, err := resolveName(rawURL, opts)
+		if err != nil {
+			return nil, err
+		}
+		rawURL, placed = url, &p
+	}
 	s, err := openSession(rawURL, opts)
 	if err != nil {
 		return nil, err
+	}
+	if placed != nil && placed.Size != 0 && s.size != placed.Size {
+		s.close()
+		return nil, fmt.Errorf("open %s: the placement records %d bytes, region %s on %s holds %d: %w",
+			rawURL, placed.Size, s.name, s.addr, s.size, ErrProtocol)
 	}
 	hopts := s.opts.Heap
 	hopts.Device = &mapper{s: s}
