@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -79,6 +80,11 @@ func resolveName(name string, opts *Options) (string, Placement, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, err := opts.Manager.Resolve(ctx, name)
+	if nm, ok := opts.Manager.(NodeManager); ok && errors.Is(err, ErrNotFound) && opts.Size > 0 {
+		// The node answers for its own regions, the ones to create
+		// included.
+		p, err = Placement{Node: nm.Addr, Region: name}, nil
+	}
 	if err != nil {
 		return "", p, fmt.Errorf("open %s: %w", name, err)
 	}
