@@ -201,6 +201,7 @@ func TestSealedResync(t *testing.T) {
 	key := newKey(t)
 	opts := openOpts(dir, "a.backup")
 	opts.Size, opts.Heap.Key, opts.RemoteTimeout = 8<<20, key, 50*time.Millisecond
+	opts.LocalCap = 16 << 10
 	h, err := remote.Open(node.url("g"), opts)
 	require.NoError(t, err)
 	build(t, h, 20)
@@ -209,6 +210,7 @@ func TestSealedResync(t *testing.T) {
 	within(t, time.Minute, func() { build(t, h, 10) })
 	st, _ := remote.Stats(h.Device())
 	assert.Positive(t, st.SuspectFences)
+	assert.Positive(t, st.Evicted, "clean pages, compared through their sealed backup copy, should have been dropped")
 	require.NoError(t, node.cmd.Process.Signal(syscall.SIGCONT))
 	waitFor(t, 20*time.Second, func() bool { return remote.Resynced(h.Device()) })
 	require.NoError(t, h.Close())
@@ -217,6 +219,16 @@ func TestSealedResync(t *testing.T) {
 	opts = openOpts(dir, "b.backup")
 	opts.Heap.Key = key
 	h, err = remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	verify(t, h, 30)
+	require.NoError(t, h.Close())
+
+	// A download is the sealed pool file, which opens with the key.
+	f, err := os.Create(filepath.Join(t.TempDir(), "copy.pool"))
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, remote.Download(t.Context(), node.url("g"), nil, f))
+	h, err = heap.Open(f.Name(), &heap.Options{Key: key, ReadOnly: true})
 	require.NoError(t, err)
 	verify(t, h, 30)
 	require.NoError(t, h.Close())
