@@ -40,10 +40,7 @@ func (m *mapper) Map(f *os.File, size int, req device.MapRequest) (device.Device
 		return nil, err
 	}
 	d := &remoteDevice{s: s, mem: mem, backup: f, uffd: -1, stale: map[uint64]struct{}{},
-		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{}), watched: make(chan struct{}), log: s.opts.Heap.Logger, seal: z}
-	if d.log == nil {
-		d.log = slog.Default()
-	}
+		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{}), watched: make(chan struct{}), log: logger(s.opts.Heap.Logger), seal: z}
 	d.base = uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
 	if d.uffd, err = newUffd(d.base, size); err != nil {
 		_ = unmapAnon(mem)

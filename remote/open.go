@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -242,6 +243,18 @@ func (s *session) prepareBackup(ctx context.Context) error {
 	if err := s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand); err != nil {
 		return err
 	}
+	if s.opts.Heap.Key != nil {
+		err := checkSealedHead(s.opts.Heap.Key, head)
+		if err != nil && (!errors.Is(err, pmemgo.ErrCorrupt) || !s.side.Complete) {
+			return fmt.Errorf("memory node %s, region %s: %w", s.addr, s.name, err)
+		}
+		if err != nil {
+			// A complete backup holds the pool's own copy: keep it.
+			logger(s.opts.Heap.Logger).Warn("pmemgo remote: the node's copy is damaged; the backup's serves",
+				"node", s.addr, "region", s.name, "err", err)
+			return nil
+		}
+	}
 	if _, err := f.WriteAt(head, 0); err != nil {
 		return err
 	}
@@ -374,6 +387,14 @@ func (s *session) reconnect(ctx context.Context) error {
 	s.cl.close()
 	s.cl, s.epoch, s.region = cl, epoch, r.id
 	return nil
+}
+
+// logger returns l, or the default logger if l is nil.
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
 }
 
 // close releases the claim and the connection.

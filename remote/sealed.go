@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -94,4 +95,29 @@ func (m *sealedMapper) Format(f *os.File, size int64, uuid [16]byte) error {
 // PoolReader reads the plaintext of the backup's records.
 func (m *sealedMapper) PoolReader(f *os.File) (io.ReaderAt, int64, error) {
 	return device.Sealed{Key: m.s.opts.Heap.Key}.PoolReader(f)
+}
+
+// checkSealedHead checks the start of a sealed region, its header and the
+// records after it, before they replace the backup's copy: a header made
+// with another key is pmemgo.ErrBadKey, a damaged record an error naming
+// its offsets.
+func checkSealedHead(key, head []byte) error {
+	keys, err := seal.NewKeys(key)
+	if err != nil {
+		return err
+	}
+	hdr, err := seal.DecodeHeader(head)
+	if errors.Is(err, pmemgo.ErrNotPool) {
+		return fmt.Errorf("the region is not a sealed pool, but a key was given: %w", pmemgo.ErrBadKey)
+	}
+	if err != nil {
+		return err
+	}
+	if err := keys.Verify(&hdr); err != nil {
+		return err
+	}
+	recs := head[seal.HeaderSize:]
+	recs = recs[:len(recs)/seal.RecordSize*seal.RecordSize]
+	plain := make([]byte, len(recs)/2)
+	return openRecords(keys.NewOpener(hdr.UUID), plain, recs, 0)
 }

@@ -18,6 +18,9 @@ import (
 	"github.com/pmemgo/pmemgo/remote"
 )
 
+// touched keeps the compiler from dropping a load that faults a page in.
+var touched byte
+
 func newKey(t *testing.T) []byte {
 	key := make([]byte, 32)
 	_, err := rand.Read(key)
@@ -157,7 +160,7 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 	require.NoError(t, err)
 	poolOff := (at - headerSize) / 2
 	within(t, time.Minute, func() {
-		_ = h.Device().Bytes()[poolOff]
+		touched = h.Device().Bytes()[poolOff]
 		verify(t, h, 30)
 	})
 	assert.Contains(t, logs.String(), "does not authenticate")
@@ -232,4 +235,44 @@ func TestSealedResync(t *testing.T) {
 	require.NoError(t, err)
 	verify(t, h, 30)
 	require.NoError(t, h.Close())
+}
+
+// TestSealedHeadFlipOnNode flips a bit in a record of the first pages of
+// the node's region, which an open copies into the backup: a complete
+// backup keeps its own copy, and the pool opens; an empty one makes the
+// open fail naming the offset.
+func TestSealedHeadFlipOnNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	key := newKey(t)
+	opts := openOpts(dir, "a.backup")
+	opts.Size, opts.Heap.Key = 8<<20, key
+	h, err := remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	build(t, h, 10)
+	require.NoError(t, h.Close())
+
+	path := filepath.Join(node.dir, "g.region")
+	region, err := os.ReadFile(path)
+	require.NoError(t, err)
+	const at = 4096 + 128 // the record of the pool's second line
+	require.NotEqual(t, make([]byte, 128), region[at:at+128])
+	region[at+40] ^= 1
+	require.NoError(t, os.WriteFile(path, region, 0o600))
+
+	opts = openOpts(dir, "a.backup")
+	opts.Heap.Key = key
+	h, err = remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	verify(t, h, 10)
+	require.NoError(t, h.Close())
+
+	opts = openOpts(dir, "cold.backup")
+	opts.Heap.Key = key
+	_, err = remote.Open(node.url("g"), opts)
+	require.ErrorIs(t, err, pmemgo.ErrCorrupt)
+	assert.Contains(t, err.Error(), "file offset "+itoa(at))
 }
