@@ -55,8 +55,9 @@ type Options struct {
 	// touched. Zero means no bound.
 	LocalCap int64
 	// Agent is the command that runs the fault agent; it is started with
-	// PMEMGO_REMOTE_AGENT set in its environment and must call AgentMain.
-	// Nil means this program's own executable.
+	// PMEMGO_REMOTE_AGENT set in its environment, twice per open (the
+	// keeper, then the worker it starts, again whenever one dies), and
+	// must call AgentMain. Nil means this program's own executable.
 	Agent []string
 	// Manager resolves a pool name given to Open instead of a URL; nil
 	// allows only URLs.
