@@ -59,7 +59,7 @@ func (d *remoteDevice) watch(k *agentProc) {
 				k = next
 				continue
 			}
-			if err == nil {
+			if err == nil || d.agentStopping() {
 				return
 			}
 			cause = fmt.Errorf("%v; no other could be started: %w", cause, err)
