@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -163,7 +164,9 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 		touched = h.Device().Bytes()[poolOff]
 		verify(t, h, 30)
 	})
-	assert.Contains(t, logs.String(), "does not authenticate")
+	// The warning comes from the worker by way of the keeper, after the
+	// page was installed.
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "does not authenticate") })
 	assert.Contains(t, logs.String(), "file offset "+itoa(at))
 	require.NoError(t, h.Close())
 }
