@@ -65,10 +65,11 @@ func (d *remoteDevice) watch(k *agentProc) {
 			cause = fmt.Errorf("%v; no other could be started: %w", cause, err)
 		}
 		err := fmt.Errorf("pool %s: %v: %w", d.s.name, cause, ErrAgentFailed)
+		// Logged first, so that whoever meets the error finds it logged.
+		d.log.Error("pmemgo remote: fault agent failed, faults are no longer served", "pool", d.s.name, "err", err)
 		d.agentMu.Lock()
 		d.agentErr = err
 		d.agentMu.Unlock()
-		d.log.Error("pmemgo remote: fault agent failed, faults are no longer served", "pool", d.s.name, "err", err)
 		return
 	}
 }
