@@ -13,7 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/internal/certs"
+	"github.com/pmemgo/pmemgo/internal/seal"
 )
 
 // The agent resolves the page faults of a remote pool's mapping. It is a
@@ -28,8 +30,16 @@ import (
 // agentWorkers is how many faults an agent serves at once.
 const agentWorkers = 8
 
-// agentEnv marks a process started as an agent; its socket is fd 3.
+// agentEnv marks a process started as an agent; its socket is fd 3. Its
+// value is the agent's role: roleKeeper for the process the pool's
+// process starts, roleWorker for the one the keeper starts (see
+// keeper_linux.go).
 const agentEnv = "PMEMGO_REMOTE_AGENT"
+
+const (
+	roleKeeper = "keeper"
+	roleWorker = "worker"
+)
 
 // agentConfig is what an agent is told at start, with the userfaultfd.
 type agentConfig struct {
@@ -38,9 +48,12 @@ type agentConfig struct {
 	Insecure bool
 	TLS      TLSFiles
 	Base     uint64
-	Size     uint64
-	Backup   string
-	Timeout  time.Duration
+	// Size is the mapping's, the pool's size; Region is the region's on
+	// the node, larger when the pool is sealed.
+	Size    uint64
+	Region  uint64
+	Backup  string
+	Timeout time.Duration
 	// Complete says the backup holds every page of the region, so that any
 	// page may be served from it when the node does not answer.
 	Complete bool
@@ -50,6 +63,17 @@ type agentConfig struct {
 	// Pid is the pool's process, whose page map tells which pages of a
 	// cluster are already in.
 	Pid int
+	// Argv is the command that starts an agent (Options.Agent, or the
+	// pool's program): the keeper starts its workers with it.
+	Argv []string
+	// Key, for a sealed pool, is the pool key, and UUID the pool's: the
+	// agent opens the records it fetches.
+	Key  []byte   `json:",omitempty"`
+	UUID [16]byte `json:",omitempty"`
+	// Restart is set when the agent replaces one that died: the threads
+	// whose faults the dead one took must be woken to fault again, and the
+	// node need not answer, since the backup may serve.
+	Restart bool
 }
 
 // AgentMain runs the page-fault agent and exits if this process was
@@ -58,10 +82,15 @@ type agentConfig struct {
 // main (a test binary in TestMain), since the agent is the program itself
 // started again.
 func AgentMain() {
-	if os.Getenv(agentEnv) == "" {
+	role := os.Getenv(agentEnv)
+	if role == "" {
 		return
 	}
-	if err := runAgent(os.NewFile(3, "agent-socket")); err != nil {
+	run := runKeeper
+	if role == roleWorker {
+		run = runAgent
+	}
+	if err := run(os.NewFile(3, "agent-socket")); err != nil {
 		fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
 		os.Exit(1)
 	}
@@ -86,33 +115,24 @@ type agent struct {
 	// pagemap is the pool process's /proc page map, or nil: readahead
 	// installs only pages that it shows absent.
 	pagemap *os.File
+	// open opens the records of a sealed pool; nil for a plain one.
+	open *seal.Opener
+	// ctl is the socket to the keeper, for warnings and the failure that
+	// stops this worker.
+	ctlMu sync.Mutex
+	ctl   *net.UnixConn
 }
 
 func runAgent(sock *os.File) error {
-	fc, err := net.FileConn(sock)
-	sock.Close()
+	uc, cfg, uffd, err := receiveConfig(sock)
 	if err != nil {
 		return err
 	}
-	uc := fc.(*net.UnixConn)
 	defer uc.Close()
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
-	if err != nil {
-		return fmt.Errorf("read configuration: %w", err)
-	}
-	uffd, err := receiveFd(oob[:oobn])
-	if err != nil {
-		return err
-	}
-	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}, reader: make(chan struct{}, 1)}
-	err = a.start(buf[:n])
-	reply := "ok"
-	if err != nil {
-		reply = err.Error()
-	}
-	if _, werr := uc.Write([]byte(reply)); werr != nil || err != nil {
+	buf := make([]byte, 1)
+	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}, reader: make(chan struct{}, 1), ctl: uc}
+	err = a.start(cfg)
+	if _, werr := uc.Write([]byte(replyLine(err))); werr != nil || err != nil {
 		return errors.Join(err, werr)
 	}
 	// Each worker reads faults itself and has its own connection, so that
@@ -123,8 +143,30 @@ func runAgent(sock *os.File) error {
 	}
 	go a.probe()
 	// The owner closes the socket when it closes the pool or dies.
-	_, _ = uc.Read(buf[:1])
+	_, _ = uc.Read(buf)
 	return nil
+}
+
+// receiveConfig reads, on the agent's socket, its configuration and the
+// userfaultfd.
+func receiveConfig(sock *os.File) (*net.UnixConn, []byte, int, error) {
+	fc, err := net.FileConn(sock)
+	sock.Close()
+	if err != nil {
+		return nil, nil, -1, err
+	}
+	uc := fc.(*net.UnixConn)
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err == nil {
+		var uffd int
+		if uffd, err = receiveFd(oob[:oobn]); err == nil {
+			return uc, buf[:n], uffd, nil
+		}
+	}
+	uc.Close()
+	return nil, nil, -1, fmt.Errorf("read configuration: %w", err)
 }
 
 func receiveFd(oob []byte) (int, error) {
@@ -161,13 +203,26 @@ func (a *agent) start(b []byte) error {
 			a.valid[i] = ^uint64(0)
 		}
 	}
-	if a.cfg.Readahead < 1 || a.cfg.Readahead > MaxRead/PageSize || a.cfg.Readahead&(a.cfg.Readahead-1) != 0 {
+	maxRA := MaxRead / PageSize
+	if len(a.cfg.Key) > 0 {
+		keys, err := seal.NewKeys(a.cfg.Key)
+		if err != nil {
+			return err
+		}
+		a.open = keys.NewOpener(a.cfg.UUID)
+		// A page's records are two pages.
+		maxRA /= 2
+	}
+	if a.cfg.Readahead < 1 || a.cfg.Readahead > maxRA || a.cfg.Readahead&(a.cfg.Readahead-1) != 0 {
 		a.cfg.Readahead = 1
 	}
 	if a.cfg.Readahead > 1 {
 		if a.pagemap, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", a.cfg.Pid)); err != nil {
 			a.cfg.Readahead = 1
 		}
+	}
+	if a.cfg.Restart {
+		return nil
 	}
 	var f fetcher
 	defer f.close()
@@ -180,6 +235,10 @@ func (a *agent) worker() {
 	var f fetcher
 	msgs := make([]byte, 16*uffdMsgSize)
 	buf := make([]byte, a.cfg.Readahead*PageSize)
+	var recs []byte
+	if a.open != nil {
+		recs = make([]byte, 2*len(buf))
+	}
 	for {
 		// One worker at a time waits in read: every thread blocked reading
 		// a userfaultfd is woken by each fault, and on two cores the
@@ -203,7 +262,7 @@ func (a *agent) worker() {
 			if !ok {
 				continue
 			}
-			err := a.serve(&f, page, mine, buf)
+			err := a.serve(&f, page, mine, buf, recs)
 			a.inflightMu.Lock()
 			for _, p := range mine {
 				delete(a.inflight, p)
@@ -211,6 +270,7 @@ func (a *agent) worker() {
 			a.inflightMu.Unlock()
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
+				_ = tell(&a.ctlMu, a.ctl, "failed", err.Error())
 				os.Exit(1)
 			}
 		}
@@ -244,7 +304,7 @@ func (a *agent) claim(page uintptr) ([]uintptr, bool) {
 // the timeout, else from the backup if the backup holds the page, else
 // from the node once it answers. Fetched from the node, the other pages
 // of its cluster come along.
-func (a *agent) serve(f *fetcher, addr uintptr, pages []uintptr, buf []byte) error {
+func (a *agent) serve(f *fetcher, addr uintptr, pages []uintptr, buf, recs []byte) error {
 	off := uint64(addr) - a.cfg.Base
 	if off >= a.cfg.Size {
 		return fmt.Errorf("fault at %#x outside the pool", addr)
@@ -255,21 +315,56 @@ func (a *agent) serve(f *fetcher, addr uintptr, pages []uintptr, buf []byte) err
 	page := buf[off-lo : off-lo+PageSize]
 	for {
 		if !a.suspect.Load() || !a.isValid(off) {
-			if err := f.read(a, lo, cluster, time.Now().Add(a.cfg.Timeout)); err == nil {
-				// Pages sealed by the writer's fence would be opened here,
-				// with a key handed over in agentConfig.
-				return a.installCluster(addr, pages, lo, cluster)
+			err := a.fetch(f, lo, cluster, recs)
+			if err == nil {
+				return a.installCluster(addr, pages, lo, cluster, recs)
 			}
-			a.suspect.Store(true)
+			if errors.Is(err, pmemgo.ErrCorrupt) {
+				// The node's copy is damaged: the backup's, if it holds
+				// the page, is the pool's.
+				if !a.isValid(off) {
+					return fmt.Errorf("memory node %s, region %s: %w", a.cfg.Addr, a.cfg.Name, err)
+				}
+				_ = tell(&a.ctlMu, a.ctl, "warn", fmt.Sprintf("memory node %s, region %s: %v; served from the backup", a.cfg.Addr, a.cfg.Name, err))
+			} else {
+				a.suspect.Store(true)
+			}
 		}
 		if a.isValid(off) {
-			if _, err := a.backup.ReadAt(page, int64(off)); err != nil {
-				return fmt.Errorf("backup: %w", err)
+			if err := a.readBackup(page, off, recs); err != nil {
+				return fmt.Errorf("backup %s: %w", a.cfg.Backup, err)
 			}
 			return uffdCopy(a.uffd, addr, page)
 		}
 		time.Sleep(a.cfg.Timeout / 4)
 	}
+}
+
+// fetch reads the cluster of pages at pool offset lo from the node, by
+// way of their records, opened into cluster, if the pool is sealed.
+func (a *agent) fetch(f *fetcher, lo uint64, cluster, recs []byte) error {
+	deadline := time.Now().Add(a.cfg.Timeout)
+	if a.open == nil {
+		return f.read(a, lo, cluster, deadline)
+	}
+	recs = recs[:2*len(cluster)]
+	if err := f.read(a, recordOff(lo), recs, deadline); err != nil {
+		return err
+	}
+	return openRecords(a.open, cluster, recs, lo)
+}
+
+// readBackup reads the page at pool offset off from the backup.
+func (a *agent) readBackup(page []byte, off uint64, recs []byte) error {
+	if a.open == nil {
+		_, err := a.backup.ReadAt(page, int64(off))
+		return err
+	}
+	recs = recs[:2*PageSize]
+	if _, err := a.backup.ReadAt(recs, int64(recordOff(off))); err != nil {
+		return err
+	}
+	return openRecords(a.open, page, recs, off)
 }
 
 // installCluster installs the faulted page addr and the pages of its
@@ -279,7 +374,7 @@ func (a *agent) serve(f *fetcher, addr uintptr, pages []uintptr, buf []byte) err
 // not had yet, so it is left alone, and so is its backup copy. An absent
 // claimed page stays absent until copied, since only this worker can
 // install it; the faulted page is absent by definition.
-func (a *agent) installCluster(addr uintptr, pages []uintptr, lo uint64, cluster []byte) error {
+func (a *agent) installCluster(addr uintptr, pages []uintptr, lo uint64, cluster, recs []byte) error {
 	base := uintptr(a.cfg.Base + lo)
 	n := len(cluster) / PageSize
 	want := make([]bool, n)
@@ -305,7 +400,11 @@ func (a *agent) installCluster(addr uintptr, pages []uintptr, lo uint64, cluster
 		}
 		run := cluster[i*PageSize : j*PageSize]
 		off := lo + uint64(i*PageSize)
-		if _, err := a.backup.WriteAt(run, int64(off)); err != nil {
+		stored, at := run, off
+		if a.open != nil {
+			stored, at = recs[2*i*PageSize:2*j*PageSize], recordOff(off)
+		}
+		if _, err := a.backup.WriteAt(stored, int64(at)); err != nil {
 			return fmt.Errorf("backup: %w", err)
 		}
 		for k := i; k < j; k++ {

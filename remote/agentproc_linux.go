@@ -1,13 +1,17 @@
 package remote
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,81 +19,129 @@ import (
 	"github.com/pmemgo/pmemgo/device"
 )
 
-// agentProc is a running agent, seen from the pool's process.
+// agentProc is a running agent process, seen from the process that
+// started it: the pool's process sees its keeper, a keeper its worker.
 type agentProc struct {
 	cmd  *exec.Cmd
 	conn *net.UnixConn
+	wmu  sync.Mutex
+	r    *bufio.Reader
 	done chan struct{}
 	err  error
+
+	// What the agent tells once ready, one line each (see listen).
+	warn     func(string)
+	worker   atomic.Int64
+	restarts atomic.Uint64
+	// heard is closed once the agent's socket reached its end; failed is
+	// set before, if the agent gave up.
+	heard  chan struct{}
+	failed error
 }
 
-// startAgent starts the agent, hands it the userfaultfd and its
-// configuration, and waits until it is connected to the node.
-func startAgent(s *session, uffd int, base uint64) (*agentProc, error) {
-	argv := s.opts.Agent
-	if len(argv) == 0 {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("start fault agent: %w", err)
-		}
-		argv = []string{exe}
-	}
+// spawnAgent starts argv as an agent of role, hands it the userfaultfd
+// and cfg, and waits until it answers that it is ready. It returns what
+// the agent said after "ok".
+func spawnAgent(argv []string, role string, cfg agentConfig, uffd int, warn func(string)) (*agentProc, string, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("start fault agent: %w", err)
+		return nil, "", err
 	}
 	mine, theirs := os.NewFile(uintptr(fds[0]), "agent"), os.NewFile(uintptr(fds[1]), "agent")
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), agentEnv+"=1")
+	cmd.Env = append(os.Environ(), agentEnv+"="+role)
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stderr = os.Stderr
 	err = cmd.Start()
 	theirs.Close()
 	if err != nil {
 		mine.Close()
-		return nil, fmt.Errorf("start fault agent %s: %w", argv[0], err)
+		return nil, "", err
 	}
 	fc, err := net.FileConn(mine)
 	mine.Close()
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return nil, err
+		return nil, "", err
 	}
-	a := &agentProc{cmd: cmd, conn: fc.(*net.UnixConn), done: make(chan struct{})}
+	a := &agentProc{cmd: cmd, conn: fc.(*net.UnixConn), done: make(chan struct{}), warn: warn, heard: make(chan struct{})}
+	a.r = bufio.NewReader(a.conn)
 	go func() {
 		a.err = cmd.Wait()
 		close(a.done)
 	}()
-	if err := a.handshake(s, uffd, base); err != nil {
+	said, err := a.handshake(cfg, uffd)
+	if err != nil {
 		_ = a.stop()
-		return nil, fmt.Errorf("start fault agent %s: %w", argv[0], err)
+		if a.err != nil {
+			err = fmt.Errorf("%s exited before it was ready (%v): %w", argv[0], a.err, err)
+		}
+		return nil, "", err
 	}
-	return a, nil
+	go a.listen()
+	return a, said, nil
 }
 
-func (a *agentProc) handshake(s *session, uffd int, base uint64) error {
-	cfg, err := json.Marshal(agentConfig{
-		Addr: s.addr, Name: s.name, Insecure: s.opts.Insecure, TLS: s.opts.TLS, Base: base, Size: s.size,
-		Backup: s.opts.Backup, Timeout: s.opts.RemoteTimeout, Complete: s.side.Complete,
-		Readahead: int(s.opts.Readahead / PageSize), Pid: os.Getpid(),
-	})
-	if err != nil {
-		return err
+// listen reads what the agent tells until its socket ends: "worker PID"
+// when a keeper started another worker, "warn MESSAGE", "failed CAUSE"
+// when the agent gives up.
+func (a *agentProc) listen() {
+	defer close(a.heard)
+	for {
+		line, err := a.r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		switch verb {
+		case "worker":
+			pid, _ := strconv.Atoi(arg)
+			a.worker.Store(int64(pid))
+			a.restarts.Add(1)
+		case "warn":
+			a.warn(arg)
+		case "failed":
+			a.failed = errors.New(arg)
+		}
 	}
-	if _, _, err := a.conn.WriteMsgUnix(cfg, unix.UnixRights(uffd), nil); err != nil {
-		return err
+}
+
+// tell sends the agent's parent a line (see listen) on the socket c.
+func tell(mu *sync.Mutex, c *net.UnixConn, verb string, msg string) error {
+	mu.Lock()
+	defer mu.Unlock()
+	_, err := c.Write([]byte(verb + " " + strings.ReplaceAll(msg, "\n", " ") + "\n"))
+	return err
+}
+
+func (a *agentProc) handshake(cfg agentConfig, uffd int) (string, error) {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	if _, _, err := a.conn.WriteMsgUnix(b, unix.UnixRights(uffd), nil); err != nil {
+		return "", err
 	}
 	_ = a.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	buf := make([]byte, 4096)
-	n, err := a.conn.Read(buf)
+	line, err := a.r.ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("no answer: %w", err)
+		return "", fmt.Errorf("no answer: %w", err)
 	}
-	if string(buf[:n]) != "ok" {
-		return errors.New(string(buf[:n]))
+	said, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "ok")
+	if !ok {
+		return "", errors.New(strings.TrimPrefix(strings.TrimSuffix(line, "\n"), "error "))
 	}
-	return a.conn.SetReadDeadline(time.Time{})
+	return strings.TrimSpace(said), a.conn.SetReadDeadline(time.Time{})
+}
+
+// replyLine is an agent's answer to its configuration: ok, followed by
+// what it has to say, or the error that stops it.
+func replyLine(err error, said ...string) string {
+	if err != nil {
+		return "error " + oneLine(err) + "\n"
+	}
+	return strings.Join(append([]string{"ok"}, said...), " ") + "\n"
 }
 
 // stop closes the agent's socket, on which it exits, and waits for it.

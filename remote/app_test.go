@@ -44,6 +44,8 @@ func runApp(args []string) int {
 			return 1
 		}
 		verify(t, h, n)
+	case "storm":
+		storm(t, h)
 	case "stream":
 		for {
 			build(t, h, 1)

@@ -202,6 +202,10 @@ func BenchmarkFault(b *testing.B) {
 		b.Fatal(err)
 	}
 	rtt := loopbackRTT(b, 2000)
+	nodeRead, err := remote.NodeReadLatency(node.addr, "f", size, 2000)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var lat []time.Duration
 	sink := 0
 	b.ResetTimer()
@@ -235,6 +239,9 @@ func BenchmarkFault(b *testing.B) {
 	b.ReportMetric(float64(p99.Nanoseconds())/1e3, "fault-p99-us")
 	b.ReportMetric(float64(rtt.Nanoseconds())/1e3, "rtt4k-p50-us")
 	b.ReportMetric(float64(p50)/float64(rtt), "p50/rtt")
+	// The node read is the agent's fetch without the fault: what the node
+	// adds to the round trip, and what the fault adds to the fetch.
+	b.ReportMetric(float64(nodeRead.Nanoseconds())/1e3, "node-read-p50-us")
 }
 
 // loopbackRTT returns the median round trip of a 17-byte request

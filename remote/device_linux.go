@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -21,25 +23,35 @@ type mapper struct{ s *session }
 // userfaultfd and starts the agent that resolves their faults.
 func (m *mapper) Map(f *os.File, size int, req device.MapRequest) (device.Device, error) {
 	s := m.s
-	if uint64(size) != s.size {
-		return nil, fmt.Errorf("map %d bytes of region %s of %d: %w", size, s.name, s.size, ErrProtocol)
+	var z *sealing
+	region := uint64(size)
+	if s.opts.Heap.Key != nil {
+		var err error
+		if z, _, err = newSealing(s.opts.Heap.Key, f); err != nil {
+			return nil, err
+		}
+		region = recordOff(uint64(size))
+	}
+	if region != s.size {
+		return nil, fmt.Errorf("map a pool of %d bytes from region %s of %d: %w", size, s.name, s.size, ErrProtocol)
 	}
 	mem, err := mapAnon(size, req)
 	if err != nil {
 		return nil, err
 	}
 	d := &remoteDevice{s: s, mem: mem, backup: f, uffd: -1, stale: map[uint64]struct{}{},
-		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{})}
+		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{}), watched: make(chan struct{}), log: logger(s.opts.Heap.Logger), seal: z}
 	d.base = uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
 	if d.uffd, err = newUffd(d.base, size); err != nil {
 		_ = unmapAnon(mem)
 		return nil, err
 	}
-	if d.agent, err = startAgent(s, d.uffd, uint64(d.base)); err != nil {
+	if d.agent, err = d.startKeeper(false); err != nil {
 		unix.Close(d.uffd)
 		_ = unmapAnon(mem)
 		return nil, err
 	}
+	go d.watch(d.agent)
 	return d, nil
 }
 
@@ -59,7 +71,17 @@ type remoteDevice struct {
 	base   uintptr
 	backup *os.File
 	uffd   int
-	agent  *agentProc
+	log    *slog.Logger
+	// seal seals the lines of a sealed pool; nil for a plain one.
+	seal *sealing
+
+	// agentMu guards the fault agent, which watch replaces when it dies.
+	agentMu       sync.Mutex
+	agent         *agentProc
+	agentErr      error
+	stopping      bool
+	watched       chan struct{}
+	agentRestarts atomic.Uint64
 
 	flushed []span
 	subs    subscribers
@@ -92,6 +114,9 @@ type DeviceStats struct {
 	SuspectFences uint64
 	// Evicted counts clean pages dropped to stay under LocalCap.
 	Evicted uint64
+	// AgentRestarts counts the fault agent's processes started again
+	// after they died.
+	AgentRestarts uint64
 }
 
 // Stats returns the counters of the remote device d, or false if d is
@@ -103,7 +128,14 @@ func Stats(d device.Device) (DeviceStats, bool) {
 	}
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
-	return rd.stats, true
+	st := rd.stats
+	st.AgentRestarts = rd.agentRestarts.Load()
+	rd.agentMu.Lock()
+	if k := rd.agent; k != nil {
+		st.AgentRestarts += k.restarts.Load()
+	}
+	rd.agentMu.Unlock()
+	return st, true
 }
 
 // Bytes returns the mapping.
@@ -134,6 +166,9 @@ func (d *remoteDevice) Fence() error {
 	if d.closed {
 		return device.ErrClosed
 	}
+	if err := d.agentFailure(); err != nil {
+		return err
+	}
 	spans := d.flushed
 	d.flushed = d.flushed[:0]
 	if len(spans) == 0 {
@@ -149,12 +184,13 @@ func (d *remoteDevice) Fence() error {
 		d.stats.PagesWrittenBack += (pr[1] + PageSize - 1 - pr[0]) / PageSize
 	}
 	d.stats.Fences++
+	if d.seal != nil {
+		runs = d.seal.sealRuns(runs)
+	}
 	var node chan error
 	if !d.suspect {
 		// The payload is a copy, encoded before the backup is written, so
-		// that node and backup get the same bytes. Encrypting what leaves
-		// the process means sealing the runs here, bound to their offsets,
-		// and opening them in agent.serve after the fetch.
+		// that node and backup get the same bytes.
 		var payloads [][]byte
 		bytes := 0
 		for _, b := range batches(runs, MaxWrite) {
@@ -343,7 +379,7 @@ func (d *remoteDevice) Close() error {
 	close(d.stop)
 	d.mu.Unlock()
 	d.wg.Wait()
-	errs := []error{d.agent.stop()}
+	errs := []error{d.stopAgent()}
 	// The descriptor is closed only once the agent is gone: a closed
 	// userfaultfd turns missing pages into zero pages.
 	errs = append(errs, unix.Close(d.uffd), unmapAnon(d.mem))

@@ -58,3 +58,12 @@ func errCode(err error) uint16 {
 	}
 	return codeInternal
 }
+
+// ErrAgentFailed is returned by a remote pool's Fence and Close once its
+// fault agent died and no other could be started: faults are no longer
+// served, and the pool must be opened again.
+var ErrAgentFailed = errors.New("pmemgo/remote: fault agent failed")
+
+// ErrMoved is returned when changing a pool's placement whose epoch is no
+// longer the one the caller read: someone else moved it meanwhile.
+var ErrMoved = errors.New("pmemgo/remote: placement changed meanwhile")

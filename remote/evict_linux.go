@@ -38,17 +38,18 @@ func (d *remoteDevice) evict() {
 		return
 	}
 	buf := make([]byte, PageSize)
+	var recs []byte
+	if d.seal != nil {
+		recs = make([]byte, 2*PageSize)
+	}
 	for scanned := 0; scanned < pages && need > 0; scanned++ {
 		p := d.hand
 		d.hand = (d.hand + 1) % pages
-		if vec[p]&1 == 0 {
-			continue
-		}
-		if _, stale := d.stale[uint64(p)]; stale {
+		if vec[p]&1 == 0 || d.staleOnNode(p) {
 			continue
 		}
 		page := d.mem[p*PageSize : (p+1)*PageSize]
-		if _, err := d.backup.ReadAt(buf, int64(p*PageSize)); err != nil || !bytes.Equal(buf, page) {
+		if err := d.backupPage(buf, recs, p); err != nil || !bytes.Equal(buf, page) {
 			continue
 		}
 		if unix.Madvise(page, unix.MADV_DONTNEED) == nil {
@@ -56,6 +57,35 @@ func (d *remoteDevice) evict() {
 			d.stats.Evicted++
 		}
 	}
+}
+
+// staleOnNode reports whether the node lacks a commit to pool page p:
+// its page, or for a sealed pool one of the two pages of its records.
+func (d *remoteDevice) staleOnNode(p int) bool {
+	lo, hi := uint64(p), uint64(p)+1
+	if d.seal != nil {
+		lo, hi = recordOff(uint64(p)*PageSize)/PageSize, recordOff(uint64(p+1)*PageSize)/PageSize
+	}
+	for q := lo; q < hi; q++ {
+		if _, stale := d.stale[q]; stale {
+			return true
+		}
+	}
+	return false
+}
+
+// backupPage reads pool page p from the backup into buf, by way of its
+// records, opened, if the pool is sealed.
+func (d *remoteDevice) backupPage(buf, recs []byte, p int) error {
+	off := uint64(p) * PageSize
+	if d.seal == nil {
+		_, err := d.backup.ReadAt(buf, int64(off))
+		return err
+	}
+	if _, err := d.backup.ReadAt(recs, int64(recordOff(off))); err != nil {
+		return err
+	}
+	return openRecords(d.seal.opener, buf, recs, off)
 }
 
 // mincore fills vec with the residency of b's pages (bit 0 set when in

@@ -132,6 +132,27 @@ func within(t *testing.T, d time.Duration, fn func()) {
 type proxy struct {
 	addr  string
 	delay atomic.Int64
+	// seen is every byte forwarded, both ways, if record is set.
+	record atomic.Bool
+	mu     sync.Mutex
+	seen   []byte
+}
+
+// Write records b as forwarded.
+func (p *proxy) Write(b []byte) (int, error) {
+	if p.record.Load() {
+		p.mu.Lock()
+		p.seen = append(p.seen, b...)
+		p.mu.Unlock()
+	}
+	return len(b), nil
+}
+
+// saw reports whether marker was forwarded either way.
+func (p *proxy) saw(marker []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Contains(p.seen, marker)
 }
 
 func startProxy(t *testing.T, target string) *proxy {
@@ -165,7 +186,7 @@ func startProxy(t *testing.T, target string) *proxy {
 			conns = append(conns, c, n)
 			mu.Unlock()
 			wg.Add(2)
-			go func() { defer wg.Done(); _, _ = io.Copy(n, c); n.Close() }()
+			go func() { defer wg.Done(); _, _ = io.Copy(n, io.TeeReader(c, p)); n.Close() }()
 			go func() { defer wg.Done(); p.forwardSlowly(c, n); c.Close() }()
 		}
 	}()
@@ -179,6 +200,7 @@ func (p *proxy) forwardSlowly(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			_, _ = p.Write(buf[:n])
 			if d := time.Duration(p.delay.Load()); d > 0 {
 				time.Sleep(d)
 			}

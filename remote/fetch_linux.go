@@ -30,8 +30,8 @@ func (f *fetcher) connect(a *agent, deadline time.Time) error {
 			r, err = decodeRegion(fr.payload)
 		}
 	}
-	if err == nil && r.size != a.cfg.Size {
-		err = fmt.Errorf("region %s is %d bytes, the pool %d", a.cfg.Name, r.size, a.cfg.Size)
+	if err == nil && r.size != a.cfg.Region {
+		err = fmt.Errorf("region %s is %d bytes, not %d", a.cfg.Name, r.size, a.cfg.Region)
 	}
 	if err != nil {
 		sc.close()

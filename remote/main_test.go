@@ -31,6 +31,13 @@ func TestMain(m *testing.M) {
 		os.Exit(runEcho())
 	case "app":
 		os.Exit(runApp(os.Args[len(os.Args)-3:]))
+	case "proxy":
+		os.Exit(runProxy(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]))
+	}
+	// Agents exit at every Close; built with -race, each would sleep a
+	// second before exiting, which is the race runtime's default.
+	if !strings.Contains(os.Getenv("GORACE"), "atexit_sleep_ms") {
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	}
 	os.Exit(m.Run())
 }
@@ -53,6 +60,56 @@ func runNode(dir, listen string) int {
 	fmt.Println(l.Addr().String())
 	_ = n.Serve(l)
 	return 0
+}
+
+// runProxy forwards connections on loopback to target, holding what
+// target sends for delay, and prints its address; it runs until killed.
+// Unlike startProxy's, its goroutines cannot be held up by the faults of
+// the test's process.
+func runProxy(target, delay string) int {
+	d, err := time.ParseDuration(delay)
+	if err != nil {
+		return 1
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 1
+	}
+	fmt.Println(l.Addr().String())
+	p := &proxy{}
+	p.delay.Store(int64(d))
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 1
+		}
+		n, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		go func() { _, _ = io.Copy(n, c); n.Close() }()
+		go func() { p.forwardSlowly(c, n); c.Close() }()
+	}
+}
+
+// startProxyProc starts a delaying proxy to target in a process of its
+// own and returns its address.
+func startProxyProc(t testing.TB, target string, delay time.Duration) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", target, delay.String())
+	cmd.Env = append(os.Environ(), roleEnv+"=proxy")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err, "proxy process gave no address")
+	return strings.TrimSpace(line)
 }
 
 // runEcho answers each 17-byte request on loopback with 4 KiB, the shape

@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -54,11 +55,17 @@ type Options struct {
 	// touched. Zero means no bound.
 	LocalCap int64
 	// Agent is the command that runs the fault agent; it is started with
-	// PMEMGO_REMOTE_AGENT set in its environment and must call AgentMain.
-	// Nil means this program's own executable.
+	// PMEMGO_REMOTE_AGENT set in its environment, twice per open (the
+	// keeper, then the worker it starts, again whenever one dies), and
+	// must call AgentMain. Nil means this program's own executable.
 	Agent []string
-	// Heap holds the heap options (Device is set by Open; Size and
-	// ReadOnly are not supported here).
+	// Manager resolves a pool name given to Open instead of a URL; nil
+	// allows only URLs.
+	Manager Manager
+	// Heap holds the heap options (Device is set by Open; Size, ReadOnly
+	// and OldKey are not supported here). With Heap.Key the pool is
+	// sealed: the node and the backup hold one AEAD record per line (the
+	// sealed pool format), and pages are opened as they are fetched.
 	Heap heap.Options
 }
 
@@ -98,16 +105,34 @@ type session struct {
 	side   *sidecar
 }
 
-// Open opens the remote pool at rawURL (pmem://ADDR/NAME) as a heap whose
-// mapping is paged in from the node on demand. The node must answer at
-// open.
+// Open opens the remote pool at rawURL (pmem://ADDR/NAME), or the pool
+// of that name placed by opts.Manager, as a heap whose mapping is paged
+// in from the node on demand. The node must answer at open.
 func Open(rawURL string, opts *Options) (*heap.Heap, error) {
+	var placed *Placement
+	if !IsURL(rawURL) {
+		url, p, err := resolveName(rawURL, opts)
+		if err != nil {
+			return nil, err
+		}
+		rawURL, placed = url, &p
+	}
 	s, err := openSession(rawURL, opts)
 	if err != nil {
 		return nil, err
 	}
+	if placed != nil && placed.Size != 0 && s.size != placed.Size {
+		s.close()
+		return nil, fmt.Errorf("open %s: the placement records %d bytes, region %s on %s holds %d: %w",
+			rawURL, placed.Size, s.name, s.addr, s.size, ErrProtocol)
+	}
 	hopts := s.opts.Heap
 	hopts.Device = &mapper{s: s}
+	if hopts.Key != nil {
+		// The remote device seals and opens the lines itself, so that
+		// pages are opened as they are fetched, not all at open.
+		hopts.Device, hopts.Key = &sealedMapper{mapper{s: s}}, nil
+	}
 	hopts.Size = 0
 	h, err := heap.Open(s.opts.Backup, &hopts)
 	if err != nil {
@@ -122,6 +147,9 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 func openSession(rawURL string, opts *Options) (*session, error) {
 	if opts == nil || opts.Backup == "" {
 		return nil, fmt.Errorf("open %s: Options.Backup names no backup file: %w", rawURL, pmemgo.ErrInvalidOptions)
+	}
+	if opts.Heap.OldKey != nil {
+		return nil, fmt.Errorf("open %s: the key of a remote pool cannot be rotated (Options.Heap.OldKey): %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	if opts.Heap.ReadOnly {
 		return nil, fmt.Errorf("open %s: read-only remote opens are not supported (read a copy made by Download): %w", rawURL, pmemgo.ErrInvalidOptions)
@@ -139,6 +167,9 @@ func openSession(rawURL string, opts *Options) (*session, error) {
 	}
 	if ra := s.opts.Readahead; ra < PageSize || ra > MaxRead || ra&(ra-1) != 0 {
 		return nil, fmt.Errorf("open %s: Readahead %d: want a power of two from %d to %d: %w", rawURL, ra, PageSize, MaxRead, pmemgo.ErrInvalidOptions)
+	}
+	if ra := s.opts.Readahead; opts.Heap.Key != nil && ra > MaxRead/2 {
+		return nil, fmt.Errorf("open %s: Readahead %d: a sealed pool's records take twice the pages, want at most %d: %w", rawURL, ra, MaxRead/2, pmemgo.ErrInvalidOptions)
 	}
 	if !opts.Insecure {
 		if s.tls, err = opts.TLS.load(); err != nil {
@@ -207,8 +238,23 @@ func (s *session) prepareBackup(ctx context.Context) error {
 		return err
 	}
 	head := make([]byte, min(s.size, 4*PageSize))
+	if s.opts.Heap.Key != nil {
+		head = make([]byte, min(s.size, recordOff(4*PageSize)))
+	}
 	if err := s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand); err != nil {
 		return err
+	}
+	if s.opts.Heap.Key != nil {
+		err := checkSealedHead(s.opts.Heap.Key, head)
+		if err != nil && (!errors.Is(err, pmemgo.ErrCorrupt) || !s.side.Complete) {
+			return fmt.Errorf("memory node %s, region %s: %w", s.addr, s.name, err)
+		}
+		if err != nil {
+			// A complete backup holds the pool's own copy: keep it.
+			logger(s.opts.Heap.Logger).Warn("pmemgo remote: the node's copy is damaged; the backup's serves",
+				"node", s.addr, "region", s.name, "err", err)
+			return nil
+		}
 	}
 	if _, err := f.WriteAt(head, 0); err != nil {
 		return err
@@ -342,6 +388,14 @@ func (s *session) reconnect(ctx context.Context) error {
 	s.cl.close()
 	s.cl, s.epoch, s.region = cl, epoch, r.id
 	return nil
+}
+
+// logger returns l, or the default logger if l is nil.
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
 }
 
 // close releases the claim and the connection.

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/remote"
 )
@@ -127,4 +128,35 @@ func TestRoundTripInProcess(t *testing.T) {
 	require.NoError(t, err)
 	verify(t, h, 210)
 	require.NoError(t, h.Close())
+}
+
+// TestOpenByNameOnNode opens pools by bare name through the embedded
+// manager, the node answering for its own regions: a missing one is
+// created when Size is set, and an unknown name is ErrNotFound.
+func TestOpenByNameOnNode(t *testing.T) {
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	m := remote.NodeManager{Addr: node.addr}
+	opts := openOpts(dir, "a.backup")
+	opts.Size, opts.Manager = 8<<20, m
+	h, err := remote.Open("byname", opts)
+	require.NoError(t, err)
+	build(t, h, 10)
+	require.NoError(t, h.Close())
+
+	p, err := m.Resolve(t.Context(), "byname")
+	require.NoError(t, err)
+	assert.Equal(t, node.url("byname"), p.URL())
+	opts = openOpts(dir, "b.backup")
+	opts.Manager = m
+	h, err = remote.Open("byname", opts)
+	require.NoError(t, err)
+	verify(t, h, 10)
+	require.NoError(t, h.Close())
+
+	_, err = remote.Open("unknown", opts)
+	assert.ErrorIs(t, err, remote.ErrNotFound)
+	opts.Manager = nil
+	_, err = remote.Open("byname", opts)
+	assert.ErrorIs(t, err, pmemgo.ErrInvalidOptions)
 }

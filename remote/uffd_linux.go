@@ -94,6 +94,16 @@ func uffdCopy(fd int, dst uintptr, src []byte) error {
 	return nil
 }
 
+// uffdWake wakes the threads waiting on faults in [addr, addr+n): those
+// whose page is still missing fault again, and their faults are read anew.
+func uffdWake(fd int, addr, n uintptr) error {
+	rng := [2]uint64{uint64(addr), uint64(n)}
+	if err := uffdIoctl(fd, uffdioWake, unsafe.Pointer(&rng)); err != nil {
+		return fmt.Errorf("UFFDIO_WAKE [%#x, +%d): %w", addr, n, err)
+	}
+	return nil
+}
+
 // faultAddr returns the address of a page fault message, or false for
 // another event.
 func faultAddr(msg []byte) (uintptr, bool) {
