@@ -4,9 +4,9 @@ import "testing"
 
 func TestFrameClass(t *testing.T) {
 	prevClass, prevSize := -1, 0
-	for _, n := range []int{1, 4096, 4097, 5000, 8192, 8193, 10000, 1 << 20, 1<<20 + 1, 3 << 20, 64 << 20, 1 << 30} {
+	for _, n := range []int{1, 512, 513, 1000, 2048, 3000, 4096, 4097, 5000, 8192, 8193, 10000, 1 << 20, 1<<20 + 1, 3 << 20, 64 << 20, 1 << 30} {
 		class, size := frameClass(n)
-		if size < n || size > n+n/4+4096 {
+		if size < n || size > max(n+n/4, 2*n, minFrame) {
 			t.Fatalf("frame of %d bytes: class size %d", n, size)
 		}
 		if class < prevClass || class == prevClass && size != prevSize || class >= len(framePools) {

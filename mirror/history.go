@@ -62,7 +62,7 @@ func (b *batch) recycle() {
 // oldest first with consecutive sequence numbers.
 type history struct {
 	batches []*batch
-	bytes   int64 // frame bytes held
+	bytes   int64 // frame memory held, buffers' capacity
 	limit   int64
 }
 
@@ -71,13 +71,13 @@ type history struct {
 // four times the limit. A batch not read yet is the newest, never dropped.
 func (h *history) add(b *batch, keep uint64) {
 	h.batches = append(h.batches, b)
-	h.bytes += int64(len(b.frame))
+	h.bytes += int64(cap(b.frame))
 	for len(h.batches) > 1 && h.bytes > h.limit {
 		old := h.batches[0]
 		if old.seq >= keep && h.bytes <= 4*h.limit {
 			break
 		}
-		h.bytes -= int64(len(old.frame))
+		h.bytes -= int64(cap(old.frame))
 		h.batches[0] = nil
 		h.batches = h.batches[1:]
 		old.drop()

@@ -107,7 +107,7 @@ func (m *Mirror) readLazy() {
 	if frame == nil {
 		m.dropHistoryLocked(b.seq, b.bytes)
 	} else {
-		m.hist.bytes += int64(len(frame))
+		m.hist.bytes += int64(cap(frame))
 	}
 	for _, s := range m.sessions {
 		s.wakeUp()
