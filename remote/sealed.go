@@ -26,6 +26,8 @@ type sealing struct {
 	uuid   [16]byte
 	sealer *seal.Sealer // the device's, used under its lock
 	opener *seal.Opener
+	// marked is set once this open wrote the open digest record.
+	marked bool
 }
 
 // newSealing checks the sealed header of f, the backup, against key.
@@ -55,10 +57,22 @@ func newSealing(key []byte, f *os.File) (*sealing, seal.Header, error) {
 // offset off: a run of lines has a run of records, twice as long.
 func recordOff(off uint64) uint64 { return uint64(seal.RecordOff(int64(off))) }
 
-// sealRuns returns the records of runs, lines of plaintext.
+// sealRuns returns the records of runs, lines of plaintext. The first
+// fence of an open also writes the sealed file's digest record as open
+// (see internal/seal): a remote pool's process pages its lines in on
+// demand, so it cannot keep the digest of every line as a local sealed
+// pool does, and a copy of the region (a download, the backup) is then
+// opened without a digest to check rather than refused.
 func (z *sealing) sealRuns(runs []run) []run {
-	out := make([]run, len(runs))
+	out := make([]run, len(runs), len(runs)+1)
+	if !z.marked {
+		z.marked = true
+		rec := make([]byte, seal.RecordSize)
+		z.sealer.SealDigest(rec, seal.DigestState{Kind: seal.DigestOpen})
+		out = append([]run{{off: seal.DigestOff, data: rec}}, out...)
+	}
 	for i, r := range runs {
+		i += len(out) - len(runs)
 		recs := make([]byte, len(r.data)/LineSize*seal.RecordSize)
 		for l := 0; l < len(r.data); l += LineSize {
 			z.sealer.Seal(recs[l/LineSize*seal.RecordSize:], int64(r.off)+int64(l), r.data[l:])
