@@ -15,6 +15,7 @@ import (
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/ha"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/etcdtest"
 )
 
 // coordinators returns, for each implementation, a function making a
@@ -24,7 +25,7 @@ func coordinators(t *testing.T) []struct {
 	make func(t *testing.T) ha.Coordinator
 } {
 	dir := t.TempDir()
-	var etcd *etcdServer
+	var etcd *etcdtest.Server
 	return []struct {
 		name string
 		make func(t *testing.T) ha.Coordinator
@@ -37,9 +38,9 @@ func coordinators(t *testing.T) []struct {
 		}},
 		{"etcd", func(t *testing.T) ha.Coordinator {
 			if etcd == nil {
-				etcd = startEtcd(t)
+				etcd = etcdtest.Start(t, "ha-test")
 			}
-			c, err := ha.NewEtcd(etcd.newClient(t), ha.EtcdOptions{TTL: time.Second})
+			c, err := ha.NewEtcd(etcd.NewClient(t), ha.EtcdOptions{TTL: time.Second})
 			require.NoError(t, err)
 			t.Cleanup(func() { c.Close() })
 			return c
@@ -133,7 +134,7 @@ func TestMinToken(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint64(101), term.Token)
 
-	e, err := ha.NewEtcd(startEtcd(t).newClient(t), ha.EtcdOptions{TTL: time.Second})
+	e, err := ha.NewEtcd(etcdtest.Start(t, "ha-test").NewClient(t), ha.EtcdOptions{TTL: time.Second})
 	require.NoError(t, err)
 	defer e.Close()
 	_, err = e.Campaign(context.Background(), ha.Candidate{Pool: "p", Node: "a", MinToken: 1 << 40})
@@ -171,12 +172,12 @@ func TestLeaseFileDeadHolder(t *testing.T) {
 // never while the old one could still commit, and it holds every commit
 // the old one acknowledged.
 func TestEtcdRestart(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t, "ha-test")
 	ctx := context.Background()
 	// A lease of 3 s leaves room for renewals on a loaded machine: the
 	// commits before the stop must not outlive it.
 	coord := func() ha.Coordinator {
-		c, err := ha.NewEtcd(srv.newClient(t), ha.EtcdOptions{TTL: 3 * time.Second})
+		c, err := ha.NewEtcd(srv.NewClient(t), ha.EtcdOptions{TTL: 3 * time.Second})
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
 		return c
@@ -196,7 +197,7 @@ func TestEtcdRestart(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	srv.stop()
+	srv.Stop()
 	t.Logf("etcd stopped after %v", time.Since(t0))
 	select {
 	case <-pA.Term().Done():
@@ -206,7 +207,7 @@ func TestEtcdRestart(t *testing.T) {
 	_, err = increment(hA)
 	require.ErrorIs(t, err, pmemgo.ErrFenced)
 	t.Logf("fenced after %v", time.Since(t0))
-	srv.start()
+	srv.Start()
 	t.Logf("etcd restarted after %v", time.Since(t0))
 
 	pathB := filepath.Join(dir, "b.pool")

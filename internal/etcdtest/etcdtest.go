@@ -1,4 +1,8 @@
-package ha_test
+// Package etcdtest runs a real one-member etcd cluster on loopback,
+// embedded in a test binary, for the tests of the packages that use etcd
+// (ha's coordinator, remote/etcdnames' placements): they run against
+// etcd itself, never a mock. Only tests import it.
+package etcdtest
 
 import (
 	"net"
@@ -13,9 +17,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// etcdServer is a real one-member etcd cluster on loopback, embedded in
-// the test binary, that a test can stop and start again on its data.
-type etcdServer struct {
+// Server is an embedded etcd server that a test can stop and start again
+// on its data.
+type Server struct {
 	t      testing.TB
 	cfg    *embed.Config
 	e      *embed.Etcd
@@ -30,10 +34,12 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startEtcd(t testing.TB) *etcdServer {
+// Start starts a server named name on 127.0.0.1, with its data in a
+// temporary directory; the test's cleanup stops it.
+func Start(t testing.TB, name string) *Server {
 	t.Helper()
 	cfg := embed.NewConfig()
-	cfg.Name = "ha-test"
+	cfg.Name = name
 	cfg.Dir = t.TempDir()
 	// Closing logs errors that are not: only a fatal one is worth seeing.
 	cfg.LogLevel = "fatal"
@@ -46,14 +52,14 @@ func startEtcd(t testing.TB) *etcdServer {
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	s := &etcdServer{t: t, cfg: cfg, client: client.Host}
-	s.start()
-	t.Cleanup(s.stop)
+	s := &Server{t: t, cfg: cfg, client: client.Host}
+	s.Start()
+	t.Cleanup(s.Stop)
 	return s
 }
 
-// start starts the server on its data directory, bounded in time.
-func (s *etcdServer) start() {
+// Start starts the server again on its data directory, bounded in time.
+func (s *Server) Start() {
 	s.t.Helper()
 	e, err := embed.StartEtcd(s.cfg)
 	require.NoError(s.t, err)
@@ -66,16 +72,16 @@ func (s *etcdServer) start() {
 	s.e = e
 }
 
-// stop stops the server, keeping its data.
-func (s *etcdServer) stop() {
+// Stop stops the server, keeping its data.
+func (s *Server) Stop() {
 	if s.e != nil {
 		s.e.Close()
 		s.e = nil
 	}
 }
 
-// newClient returns a client of the server, closed after the test.
-func (s *etcdServer) newClient(t testing.TB) *clientv3.Client {
+// NewClient returns a client of the server, closed after the test.
+func (s *Server) NewClient(t testing.TB) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	require.NoError(t, err)
