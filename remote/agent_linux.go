@@ -269,9 +269,17 @@ func (a *agent) worker() {
 			}
 			a.inflightMu.Unlock()
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
-				_ = tell(&a.ctlMu, a.ctl, "failed", err.Error())
-				os.Exit(1)
+				// The page cannot be had (the node's copy is damaged and
+				// the backup does not hold it): its readers fault (SIGBUS)
+				// rather than wait for ever, and the other pages are still
+				// served. Without UFFDIO_POISON the worker gives up.
+				if perr := uffdPoison(a.uffd, page); perr != nil {
+					err = errors.Join(err, perr)
+					fmt.Fprintln(os.Stderr, "pmemgo remote agent:", err)
+					_ = tell(&a.ctlMu, a.ctl, "failed", err.Error())
+					os.Exit(1)
+				}
+				_ = tell(&a.ctlMu, a.ctl, "warn", fmt.Sprintf("the page at %#x cannot be served, its readers fault: %v", page, err))
 			}
 		}
 	}

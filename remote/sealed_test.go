@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -168,6 +170,69 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 	// page was installed.
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "does not authenticate") })
 	assert.Contains(t, logs.String(), "file offset "+itoa(at))
+	require.NoError(t, h.Close())
+}
+
+// TestSealedBitFlipWithoutBackup damages, on the node, a record that no
+// backup holds: the open is from a new machine's empty backup. The page
+// cannot be served, so the goroutine that touches it faults (the agent
+// poisons the page) instead of waiting for ever, the pool logs why,
+// naming the file offset, and the other pages are still served.
+func TestSealedBitFlipWithoutBackup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	key := newKey(t)
+	opts := openOpts(t.TempDir(), "a.backup")
+	opts.Size, opts.Heap.Key = 8<<20, key
+	h, err := remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	build(t, h, 30)
+	// A 64 KiB object of its own: its middle pages hold nothing an open
+	// reads, so the test touches them first.
+	var poolOff int
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		b, err := heap.MakeSlice[byte](tx, 64<<10, 64<<10)
+		for i := range b {
+			b[i] = 0xAB
+		}
+		poolOff = int(uintptr(unsafe.Pointer(&b[32<<10])) - uintptr(unsafe.Pointer(&h.Device().Bytes()[0])))
+		return err
+	}))
+	require.NoError(t, h.Close())
+
+	path := filepath.Join(node.dir, "g.region")
+	region, err := os.ReadFile(path)
+	require.NoError(t, err)
+	const headerSize, recordSize = 4096, 128
+	at := headerSize + poolOff/64*recordSize
+	require.False(t, bytes.Equal(region[at:at+recordSize], make([]byte, recordSize)))
+	region[at+40] ^= 1
+	require.NoError(t, os.WriteFile(path, region, 0o600))
+	node.restart(t)
+
+	var logs syncBuffer
+	opts = openOpts(t.TempDir(), "b.backup")
+	opts.Heap.Key = key
+	opts.Heap.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	h, err = remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	var fault any
+	within(t, time.Minute, func() {
+		defer func() { fault = recover() }()
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		touched = h.Device().Bytes()[poolOff]
+	})
+	require.NotNil(t, fault, "touching a page that cannot be served must fault")
+	addr, ok := fault.(interface{ Addr() uintptr })
+	require.True(t, ok, "a memory fault: %v", fault)
+	page := uintptr(unsafe.Pointer(&h.Device().Bytes()[poolOff])) &^ (4096 - 1)
+	assert.Equal(t, page, addr.Addr()&^(4096-1))
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "cannot be served") })
+	assert.Contains(t, logs.String(), "file offset "+itoa(at))
+	// The rest of the pool is still served: the first page holds the root.
+	within(t, time.Minute, func() { touched = h.Device().Bytes()[0] })
 	require.NoError(t, h.Close())
 }
 

@@ -16,10 +16,15 @@ const (
 	uffdioRegister = 0xC020AA00
 	uffdioWake     = 0x8010AA02
 	uffdioCopy     = 0xC028AA03
+	uffdioPoison   = 0xC020AA08
 	uffdRegMissing = 1
-	uffdEventFault = 0x12
-	uffdMsgSize    = 32
-	uffdMsgAddrOff = 16
+	// uffdFeaturePoison asks for UFFDIO_POISON (Linux 6.6), with which a
+	// page that cannot be served makes its readers fault (SIGBUS) rather
+	// than wait for ever.
+	uffdFeaturePoison = 1 << 14
+	uffdEventFault    = 0x12
+	uffdMsgSize       = 32
+	uffdMsgAddrOff    = 16
 	// uffdUserModeOnly limits the descriptor to faults taken in user mode,
 	// which is all an unprivileged process may ask for.
 	uffdUserModeOnly = 1
@@ -37,20 +42,13 @@ func uffdIoctl(fd int, req uintptr, arg unsafe.Pointer) error {
 // page faults: each first touch of a page of the range then waits until
 // the descriptor's reader installs the page.
 func newUffd(addr uintptr, n int) (int, error) {
-	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC, 0, 0)
-	if e != 0 {
-		// Without CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=0 allows only
-		// user-mode faults: the pool must then not be handed to system
-		// calls (read into it, write from it) before its pages are in.
-		fd, _, e = unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|uffdUserModeOnly, 0, 0)
-		if e != 0 {
-			return -1, fmt.Errorf("userfaultfd: %w", e)
-		}
+	fd, err := openUffd(uffdFeaturePoison)
+	if err != nil {
+		// A kernel without UFFDIO_POISON refuses the feature.
+		fd, err = openUffd(0)
 	}
-	api := [3]uint64{uffdAPI, 0, 0}
-	if err := uffdIoctl(int(fd), uffdioAPI, unsafe.Pointer(&api)); err != nil {
-		unix.Close(int(fd))
-		return -1, fmt.Errorf("userfaultfd API handshake: %w", err)
+	if err != nil {
+		return -1, err
 	}
 	reg := [4]uint64{uint64(addr), uint64(n), uffdRegMissing, 0}
 	if err := uffdIoctl(int(fd), uffdioRegister, unsafe.Pointer(&reg)); err != nil {
@@ -62,6 +60,39 @@ func newUffd(addr uintptr, n int) (int, error) {
 		return -1, errors.New("userfaultfd: the kernel offers no UFFDIO_COPY for this range")
 	}
 	return int(fd), nil
+}
+
+// openUffd opens a userfaultfd with the given features.
+func openUffd(features uint64) (uintptr, error) {
+	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC, 0, 0)
+	if e != 0 {
+		// Without CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=0 allows only
+		// user-mode faults: the pool must then not be handed to system
+		// calls (read into it, write from it) before its pages are in.
+		fd, _, e = unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|uffdUserModeOnly, 0, 0)
+		if e != 0 {
+			return 0, fmt.Errorf("userfaultfd: %w", e)
+		}
+	}
+	api := [3]uint64{uffdAPI, features, 0}
+	if err := uffdIoctl(int(fd), uffdioAPI, unsafe.Pointer(&api)); err != nil {
+		unix.Close(int(fd))
+		return 0, fmt.Errorf("userfaultfd API handshake: %w", err)
+	}
+	return fd, nil
+}
+
+// uffdPoison makes the page at addr fault (SIGBUS) for every thread that
+// touches it, those waiting on it included: a page the agent cannot serve
+// (the node's copy is damaged and the backup does not hold it) is an
+// error its readers see, instead of a wait without end. It fails on a
+// kernel without UFFDIO_POISON.
+func uffdPoison(fd int, addr uintptr) error {
+	arg := [4]uint64{uint64(addr), PageSize, 0, 0}
+	if err := uffdIoctl(fd, uffdioPoison, unsafe.Pointer(&arg)); err != nil {
+		return fmt.Errorf("UFFDIO_POISON at %#x: %w", addr, err)
+	}
+	return nil
 }
 
 // uffdCopy installs the pages at src (this process's memory) at dst in the
