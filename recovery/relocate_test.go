@@ -1,7 +1,9 @@
 package recovery_test
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"unsafe"
 
@@ -114,4 +116,96 @@ func TestRelocatedOpenRefusesBadPointer(t *testing.T) {
 			})
 		}
 	}
+}
+
+// runNodes is how many nodes runsPool links: with their names and tags,
+// over a hundred 16 KiB slabs, those with pointers and those without
+// interleaved, so that a relocated open copies runs of several slabs with
+// pointer-free ones between them, over several fenced batches.
+const runNodes = 20_000
+
+// runsPool makes a pool of runNodes nodes in 16 KiB slabs and returns its
+// path.
+func runsPool(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "runs.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 16 << 20, SlabSize: 16 << 10})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		root, err := heap.Root[checkRoot](tx)
+		if err != nil {
+			return err
+		}
+		if root.Other, err = heap.New[checkOther](tx); err != nil {
+			return err
+		}
+		link := &root.Head
+		for i := range runNodes {
+			n, err := heap.New[checkNode](tx)
+			if err != nil {
+				return err
+			}
+			n.Key = uint64(i)
+			if n.Name, err = heap.NewString(tx, fmt.Sprintf("node %d", i)); err != nil {
+				return err
+			}
+			if n.Tags, err = heap.MakeSlice[uint32](tx, 3, 3); err != nil {
+				return err
+			}
+			n.Tags[0], n.Tags[1], n.Tags[2] = uint32(i), uint32(^i), 7
+			n.Any = unsafe.Pointer(root.Other)
+			*link, link = n, &n.Next
+		}
+		return nil
+	}))
+	require.NoError(t, h.Close())
+	return path
+}
+
+// checkRunsPool walks the nodes of a runs pool and checks every field.
+func checkRunsPool(t *testing.T, path string) {
+	h, err := heap.Open(path, nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, h.Close()) }()
+	require.NoError(t, h.View(func(tx *heap.Tx) error {
+		root, err := heap.Root[checkRoot](tx)
+		if err != nil {
+			return err
+		}
+		i := 0
+		for n := root.Head; n != nil; n = n.Next {
+			require.Equal(t, uint64(i), n.Key)
+			require.Equal(t, fmt.Sprintf("node %d", i), n.Name)
+			require.Equal(t, []uint32{uint32(i), uint32(^i), 7}, n.Tags)
+			require.Equal(t, unsafe.Pointer(root.Other), n.Any)
+			i++
+		}
+		assert.Equal(t, runNodes, i)
+		return nil
+	}))
+}
+
+// TestRelocatedOpenRuns checks that copying slot areas a run of slabs at a
+// time rewrites what the mapping path rewrites and leaves the bytes
+// between the slot areas of a run, slab headers and pointer-free slabs,
+// as they were.
+func TestRelocatedOpenRuns(t *testing.T) {
+	var rewritten []int64
+	for _, mc := range relocateMappers {
+		t.Run(mc.name, func(t *testing.T) {
+			path := runsPool(t)
+			pool, err := openRelocated(t, path, mc.new())
+			require.NoError(t, err)
+			r := pool.Report
+			require.NoError(t, pool.Close())
+			require.True(t, r.Relocated)
+			assert.Greater(t, r.Swizzle.Slabs, 64, "the swizzle must span several batches")
+			rewritten = append(rewritten, r.Swizzle.Pointers)
+			probs, _, err := runCheck(t, path)
+			require.NoError(t, err)
+			assert.Empty(t, probs)
+			checkRunsPool(t, path)
+		})
+	}
+	require.Len(t, rewritten, 2)
+	assert.Equal(t, rewritten[0], rewritten[1])
 }
