@@ -209,3 +209,87 @@ func TestRelocatedOpenRuns(t *testing.T) {
 	require.Len(t, rewritten, 2)
 	assert.Equal(t, rewritten[0], rewritten[1])
 }
+
+// plainNode has object pointers only, so that a relocated open checks its
+// pointers on the fast path (see plainElement).
+type plainNode struct {
+	Next  *plainNode
+	Other *checkOther
+	Key   uint64
+}
+
+// TestRelocatedOpenPlainPointers checks that the fast path of the pointer
+// rules, taken for types whose pointers are all object pointers, accepts a
+// good pool and still refuses, on every path, a pointer into the middle of
+// an object, a pointer to a free slot and one of the wrong type.
+func TestRelocatedOpenPlainPointers(t *testing.T) {
+	const n = 3000
+	build := func(t *testing.T) (path string, base uintptr, nodes []uint64, other uint64) {
+		path = filepath.Join(t.TempDir(), "plain.pool")
+		h, err := heap.Open(path, &heap.Options{Size: 4 << 20})
+		require.NoError(t, err)
+		base = h.Base()
+		var victim *plainNode
+		require.NoError(t, h.Update(func(tx *heap.Tx) error {
+			root, err := heap.Root[checkRoot](tx)
+			if err != nil {
+				return err
+			}
+			if root.Other, err = heap.New[checkOther](tx); err != nil {
+				return err
+			}
+			other = uint64(uintptr(unsafe.Pointer(root.Other)) - base)
+			var last *plainNode
+			for i := range n {
+				nd, err := heap.New[plainNode](tx)
+				if err != nil {
+					return err
+				}
+				nd.Next, nd.Other, nd.Key = last, root.Other, uint64(i)
+				last = nd
+				nodes = append(nodes, uint64(uintptr(unsafe.Pointer(nd))-base))
+			}
+			victim, err = heap.New[plainNode](tx)
+			return err
+		}))
+		nodes = append(nodes, uint64(uintptr(unsafe.Pointer(victim))-base))
+		require.NoError(t, h.Update(func(tx *heap.Tx) error { return heap.Free(tx, victim) }))
+		require.NoError(t, h.Close())
+		return path, base, nodes, other
+	}
+	offNext := uint64(unsafe.Offsetof(plainNode{}.Next))
+	for _, mc := range relocateMappers {
+		t.Run(mc.name+"/good", func(t *testing.T) {
+			path, _, _, _ := build(t)
+			pool, err := openRelocated(t, path, mc.new())
+			require.NoError(t, err)
+			r := pool.Report
+			require.NoError(t, pool.Close())
+			assert.GreaterOrEqual(t, r.Swizzle.Pointers, int64(2*n-1))
+		})
+		for _, bad := range []struct {
+			name, want string
+			value      func(base uintptr, nodes []uint64, other uint64) uint64
+		}{
+			{"inside an object", "8 bytes into", func(base uintptr, nodes []uint64, _ uint64) uint64 { return uint64(base) + nodes[5] + 8 }},
+			{"free slot", "which is free", func(base uintptr, nodes []uint64, _ uint64) uint64 { return uint64(base) + nodes[n] }},
+			{"wrong type", "not a", func(base uintptr, _ []uint64, other uint64) uint64 { return uint64(base) + other }},
+		} {
+			t.Run(mc.name+"/"+bad.name, func(t *testing.T) {
+				path, base, nodes, other := build(t)
+				checkEdit(t, path, func(b []byte) []byte {
+					checkPutWord(b, nodes[n/2]+offNext, bad.value(base, nodes, other))
+					return b
+				})
+				before, err := os.ReadFile(path)
+				require.NoError(t, err)
+				_, err = openRelocated(t, path, mc.new())
+				require.ErrorIs(t, err, pmemgo.ErrCorrupt)
+				assert.Contains(t, err.Error(), bad.want)
+				after, err := os.ReadFile(path)
+				require.NoError(t, err)
+				assert.Equal(t, before, after, "a refused open must not write the pool")
+			})
+		}
+	}
+}

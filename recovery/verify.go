@@ -35,6 +35,7 @@ func (p *Pool) verifyPointers(table *swizzle.Table, gen uint64, workers int) err
 	if err != nil {
 		return err
 	}
+	r.plain = plainTypes(p.Types, r.targets)
 	r.setGeometry()
 	r.index(p.Slabs)
 	fa, _ := p.Dev.(device.FileAccess)
