@@ -178,6 +178,7 @@ func (p *Pool) recover(opts Options) error {
 		// (measured in a nested virtual machine: 35 ms for 1 GiB, and
 		// 100 ms to read its 16k headers then, against 280-410 ms).
 		prefault(p.slabBytes(), workers(opts), false)
+		touchHeaders(mem, h, p.State.SlabHigh, workers(opts))
 		if p.Slabs, err = ValidateSlabs(mem, h, p.State.SlabHigh, p.Types); err != nil {
 			return err
 		}

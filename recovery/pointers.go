@@ -35,6 +35,9 @@ type ptrRules struct {
 	// targets[t][k] is the type id pointer k of type t+1 must point to,
 	// or 0 when it may point to anything or its target is unknown.
 	targets [][]uint32
+	// plain[t] is set when every pointer of type t+1 is an object pointer
+	// with a known target (see plainElement); nil when not worked out.
+	plain []bool
 
 	// stateHigh is the heap state's high-water mark; high is the number of
 	// slabs that can be judged, stateHigh cut to the file. owner[i] is,
@@ -103,6 +106,20 @@ func (hd *slabHead) slotOf(rel uint64) uint64 {
 // It returns false to stop the walk. The site is passed by value so that
 // the walk's own does not escape to the heap.
 type badPointer func(s ptrSite, kind string, err error) bool
+
+// plainTypes works out ptrRules.plain from types and targets.
+func plainTypes(types []layout.TypeDesc, targets [][]uint32) []bool {
+	plain := make([]bool, len(types))
+	for t := range types {
+		plain[t] = true
+		for k, p := range types[t].Ptrs {
+			if p.Kind != layout.PtrObject || targets[t][k] == 0 {
+				plain[t] = false
+			}
+		}
+	}
+	return plain
+}
 
 // pointerTargets resolves, for every pointer of every type, the id of the
 // type it must point to (see ptrRules.targets). missing is called with
@@ -245,6 +262,7 @@ func corrupt(format string, args ...any) error {
 func (r *ptrRules) slabPointers(hd *slabHead, bad badPointer, win []byte, winOff uint64) (objects, pointers int64, ok bool) {
 	sh, td := &hd.sh, hd.td
 	s := ptrSite{head: hd, stamped: r.swizzling && sh.Gen == r.gen, win: win, winOff: winOff}
+	plain := r.plain != nil && r.plain[sh.Type-1]
 	for w := 0; w+8 <= len(hd.bm); w += 8 {
 		bits := binary.LittleEndian.Uint64(hd.bm[w:])
 		if rest := sh.Slots - uint32(w)*8; rest < 64 {
@@ -259,7 +277,14 @@ func (r *ptrRules) slabPointers(hd *slabHead, bad badPointer, win []byte, winOff
 			bits &= bits - 1
 			slot := hd.data + uint64(s.slot)*uint64(sh.SlotSize)
 			for s.elem = 0; s.elem < sh.Elems; s.elem++ {
-				n, ok := r.element(&s, slot+uint64(s.elem)*uint64(td.Size), bad)
+				off := slot + uint64(s.elem)*uint64(td.Size)
+				if plain {
+					if n, ok := r.plainElement(&s, off); ok {
+						pointers += n
+						continue
+					}
+				}
+				n, ok := r.element(&s, off, bad)
 				pointers += n
 				if !ok {
 					return objects, pointers, false
@@ -268,6 +293,29 @@ func (r *ptrRules) slabPointers(hd *slabHead, bad badPointer, win []byte, winOff
 		}
 	}
 	return objects, pointers, true
+}
+
+// plainElement is element for an element whose pointers are all object
+// pointers of known target types (see ptrRules.plain), when each is nil or
+// one plainObject accepts; it returns false, having reported nothing, for
+// element to judge the element otherwise. Going through element for every
+// pointer made the validation of a relocated open of 16M objects of four
+// pointers 8% slower (365 against 337 ms on 2 cores).
+func (r *ptrRules) plainElement(s *ptrSite, off uint64) (int64, bool) {
+	ptrs, targets := s.head.td.Ptrs, r.targets[s.head.sh.Type-1]
+	elem := s.win[off-s.winOff:]
+	var n int64
+	for k := range ptrs {
+		v := binary.LittleEndian.Uint64(elem[ptrs[k].Offset:])
+		if v == 0 {
+			continue
+		}
+		if !r.objectAt(v, targets[k], s.stamped) {
+			return 0, false
+		}
+		n++
+	}
+	return n, true
 }
 
 // element checks the pointer words of one element at pool offset off and
@@ -301,13 +349,16 @@ func (r *ptrRules) element(s *ptrSite, off uint64, bad badPointer) (int64, bool)
 // pool of object pointers spent about 20 ns a pointer more on the rules
 // than on the relocation check alone; this brings it to a few.
 func (r *ptrRules) plainObject(s *ptrSite, v uint64) bool {
-	if s.ptr.Kind != layout.PtrObject || s.target == 0 {
-		return false
-	}
+	return s.ptr.Kind == layout.PtrObject && s.target != 0 && r.objectAt(v, s.target, s.stamped)
+}
+
+// objectAt is plainObject for an object pointer v to type id target, in a
+// slab stamped or not.
+func (r *ptrRules) objectAt(v uint64, target uint32, stamped bool) bool {
 	off := v - r.h.Base
 	if r.swizzling {
 		nv, ok := r.table.Relocate(v)
-		if !ok || (s.stamped && nv != v) {
+		if !ok || (stamped && nv != v) {
 			return false
 		}
 		off = nv - r.table.Target
@@ -321,7 +372,7 @@ func (r *ptrRules) plainObject(s *ptrSite, v uint64) bool {
 	}
 	hd := &r.heads[r.owner[idx]]
 	rel := off - hd.data
-	if off < hd.data || hd.sh.Type != s.target || rel >= uint64(hd.sh.Slots)*uint64(hd.sh.SlotSize) {
+	if off < hd.data || hd.sh.Type != target || rel >= uint64(hd.sh.Slots)*uint64(hd.sh.SlotSize) {
 		return false
 	}
 	slot := hd.slotOf(rel)

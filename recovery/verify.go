@@ -35,6 +35,7 @@ func (p *Pool) verifyPointers(table *swizzle.Table, gen uint64, workers int) err
 	if err != nil {
 		return err
 	}
+	r.plain = plainTypes(p.Types, r.targets)
 	r.setGeometry()
 	r.index(p.Slabs)
 	fa, _ := p.Dev.(device.FileAccess)
@@ -66,7 +67,8 @@ func (r *ptrRules) index(m *SlabMap) {
 
 // verify checks the slabs whose type has pointers, in parallel, and
 // returns the first problem found. With fa, slot areas are read from the
-// file into a buffer of each worker (see slotArea).
+// file a run of slabs at a time into a buffer of each worker (see
+// runArea).
 func (r *ptrRules) verify(workers int, fa device.FileAccess) error {
 	var todo []int
 	for k := range r.heads {
@@ -74,6 +76,10 @@ func (r *ptrRules) verify(workers int, fa device.FileAccess) error {
 			todo = append(todo, k)
 		}
 	}
+	runs := swizzle.Runs(len(todo), func(i int) (uint64, uint64) {
+		hd := &r.heads[todo[i]]
+		return hd.data, uint64(hd.sh.Slots) * uint64(hd.sh.SlotSize)
+	}, swizzle.RunBytes)
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -89,24 +95,28 @@ func (r *ptrRules) verify(workers int, fa device.FileAccess) error {
 		failed.Store(true)
 		return false
 	}
-	for range min(workers, len(todo)) {
+	for range min(workers, len(runs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var buf []byte
 			for !failed.Load() {
 				k := int(next.Add(1) - 1)
-				if k >= len(todo) {
+				if k >= len(runs) {
 					return
 				}
-				hd := &r.heads[todo[k]]
-				win, winOff, err := r.slotArea(hd, fa, &buf)
+				run := &runs[k]
+				win, winOff, err := r.runArea(run, fa, &buf)
 				if err != nil {
-					once.Do(func() { first = fmt.Errorf("slab %d: %w", hd.idx, err) })
+					once.Do(func() { first = fmt.Errorf("slab %d: %w", r.heads[todo[run.First]].idx, err) })
 					failed.Store(true)
 					return
 				}
-				r.slabPointers(hd, bad, win, winOff)
+				for _, h := range todo[run.First:run.End] {
+					if !failed.Load() {
+						r.slabPointers(&r.heads[h], bad, win, winOff)
+					}
+				}
 			}
 		}()
 	}
@@ -114,25 +124,24 @@ func (r *ptrRules) verify(workers int, fa device.FileAccess) error {
 	return first
 }
 
-// maxCopy is the largest slot area slotArea copies; larger ones, arrays of
-// many slabs, are read in place rather than held in a buffer of their size.
+// maxCopy is the largest run runArea copies; larger ones, arrays of many
+// slabs, are read in place rather than held in a buffer of their size.
 const maxCopy = 4 << 20
 
-// slotArea returns where slabPointers reads the words of hd's slot area:
-// a copy read from the file into buf when fa is set, so that the mapping's
-// pages are not touched (under shadow paging a first touch costs far more
-// than the copy, see device.FileAccess), else the mapping itself.
-func (r *ptrRules) slotArea(hd *slabHead, fa device.FileAccess, buf *[]byte) ([]byte, uint64, error) {
-	size := uint64(hd.sh.Slots) * uint64(hd.sh.SlotSize)
-	if fa == nil || size > maxCopy {
+// runArea returns where slabPointers reads the words of the slot areas of
+// run: a copy read from the file into buf when fa is set, so that the
+// mapping's pages are not touched (under shadow paging a first touch costs
+// far more than the copy, see device.FileAccess), else the mapping itself.
+func (r *ptrRules) runArea(run *swizzle.Run, fa device.FileAccess, buf *[]byte) ([]byte, uint64, error) {
+	if fa == nil || run.Len > maxCopy {
 		return r.mem, 0, nil
 	}
-	if uint64(cap(*buf)) < size {
-		*buf = make([]byte, size)
+	if uint64(cap(*buf)) < run.Len {
+		*buf = make([]byte, run.Len)
 	}
-	win := (*buf)[:size]
-	if err := fa.ReadAt(win, int64(hd.data)); err != nil {
+	win := (*buf)[:run.Len]
+	if err := fa.ReadAt(win, int64(run.Off)); err != nil {
 		return nil, 0, err
 	}
-	return win, hd.data, nil
+	return win, run.Off, nil
 }

@@ -137,14 +137,21 @@ func (p *Plan) Run() (Stats, error) {
 	return st, nil
 }
 
-// parallel rewrites the slabs of jobs on p.Workers goroutines and returns
-// the number of pointers changed.
+// parallel rewrites the slabs of jobs on p.Workers goroutines, a run of
+// slabs at a time (see Runs), and returns the number of pointers changed.
 func (p *Plan) parallel(jobs []job) (int64, error) {
+	var ptrs []*job
+	for k := range jobs {
+		if len(jobs[k].td.Ptrs) > 0 {
+			ptrs = append(ptrs, &jobs[k])
+		}
+	}
+	runs := Runs(len(ptrs), func(i int) (uint64, uint64) { return p.slotArea(ptrs[i]) }, RunBytes)
 	workers := p.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	workers = min(workers, len(jobs))
+	workers = min(workers, len(runs))
 	if len(p.bufs) < workers {
 		p.bufs = append(p.bufs, make([][]byte, workers-len(p.bufs))...)
 	}
@@ -163,10 +170,10 @@ func (p *Plan) parallel(jobs []job) (int64, error) {
 			buf := &p.bufs[w]
 			for !failed.Load() {
 				k := int(next.Add(1) - 1)
-				if k >= len(jobs) {
+				if k >= len(runs) {
 					return
 				}
-				n, err := p.slab(&jobs[k], buf)
+				n, err := p.run(&runs[k], ptrs[runs[k].First:runs[k].End], buf)
 				total.Add(n)
 				if err != nil {
 					once.Do(func() { first = err })
@@ -179,45 +186,75 @@ func (p *Plan) parallel(jobs []job) (int64, error) {
 	return total.Load(), first
 }
 
-// maxCopy is the largest slot area rewritten in a copy (see slab); larger
-// ones, arrays of many slabs, are rewritten in place rather than held in a
+// slotArea returns the pool offset and size of j's slot area.
+func (p *Plan) slotArea(j *job) (uint64, uint64) {
+	return p.Header.SlabOffset(j.slab) + uint64(j.sh.DataOff), uint64(j.sh.Slots) * uint64(j.sh.SlotSize)
+}
+
+// maxCopy is the largest run rewritten in a copy (see run); larger ones,
+// arrays of many slabs, are rewritten in place rather than held in a
 // buffer of their size.
 const maxCopy = 4 << 20
 
-// slab rewrites the pointers of every allocated slot of one slab. When
-// the device shares its pages with the file, the slot area is read into
-// buf, rewritten there and written back, so that the mapping's pages are
-// not touched: a first touch can cost far more than the copy (see
-// device.FileAccess).
-func (p *Plan) slab(j *job, buf *[]byte) (int64, error) {
-	if len(j.td.Ptrs) == 0 {
-		return 0, nil
-	}
+// run rewrites the pointers of every allocated slot of the slabs of jobs,
+// which run covers. When the device shares its pages with the file, the
+// run is read into buf with one read, rewritten there and the part from
+// the first slot area changed to the last written back with one write, so
+// that the mapping's pages are not touched: a first touch can cost far
+// more than the copy (see device.FileAccess).
+func (p *Plan) run(run *Run, jobs []*job, buf *[]byte) (int64, error) {
 	mem := p.Dev.Bytes()
-	soff := p.Header.SlabOffset(j.slab)
-	bm := layout.Bitmap(mem[soff:], j.sh.Slots)
-	off := soff + uint64(j.sh.DataOff)
-	size := uint64(j.sh.Slots) * uint64(j.sh.SlotSize)
 	fa, ok := p.Dev.(device.FileAccess)
-	if !ok || size > maxCopy {
-		return p.rewrite(j, bm, mem[off:off+size])
+	if !ok || run.Len > maxCopy {
+		var total int64
+		for _, j := range jobs {
+			off, size := p.slotArea(j)
+			n, err := p.rewrite(j, p.bitmap(j), mem[off:off+size])
+			total += n
+			if err != nil {
+				return total, err
+			}
+		}
+		return total, nil
 	}
-	if uint64(cap(*buf)) < size {
-		*buf = make([]byte, size)
+	if uint64(cap(*buf)) < run.Len {
+		*buf = make([]byte, run.Len)
 	}
-	data := (*buf)[:size]
-	if err := fa.ReadAt(data, int64(off)); err != nil {
-		return 0, fmt.Errorf("swizzle slab %d: %w", j.slab, err)
+	data := (*buf)[:run.Len]
+	if err := fa.ReadAt(data, int64(run.Off)); err != nil {
+		return 0, fmt.Errorf("swizzle slab %d: %w", jobs[0].slab, err)
 	}
-	n, err := p.rewrite(j, bm, data)
-	if n > 0 {
-		// Written back even after a bad pointer, as in place: the slab is
-		// then half rewritten, which a resumed swizzle reads correctly.
-		if werr := fa.WriteAt(data, int64(off)); werr != nil {
-			return n, fmt.Errorf("swizzle slab %d: %w", j.slab, werr)
+	var (
+		total  int64
+		err    error
+		lo, hi = run.Len, uint64(0)
+	)
+	for _, j := range jobs {
+		off, size := p.slotArea(j)
+		rel := off - run.Off
+		var n int64
+		n, err = p.rewrite(j, p.bitmap(j), data[rel:rel+size])
+		if n > 0 {
+			total += n
+			lo, hi = min(lo, rel), max(hi, rel+size)
+		}
+		if err != nil {
+			break
 		}
 	}
-	return n, err
+	if lo < hi {
+		// Written back even after a bad pointer, as in place: the slab is
+		// then half rewritten, which a resumed swizzle reads correctly.
+		if werr := fa.WriteAt(data[lo:hi], int64(run.Off+lo)); werr != nil {
+			return total, fmt.Errorf("swizzle slab %d: %w", jobs[0].slab, werr)
+		}
+	}
+	return total, err
+}
+
+// bitmap returns the allocation bitmap of j's slab, in the mapping.
+func (p *Plan) bitmap(j *job) []byte {
+	return layout.Bitmap(p.Dev.Bytes()[p.Header.SlabOffset(j.slab):], j.sh.Slots)
 }
 
 // rewrite relocates the pointers of the allocated slots of slot area data,
