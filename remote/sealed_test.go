@@ -121,6 +121,33 @@ func TestSealedHoldsNoPlaintext(t *testing.T) {
 	}
 }
 
+// sealedRegion starts a node and makes on it a sealed pool, region g,
+// with its backup in dir, built by fill; it returns the node and the key.
+func sealedRegion(t *testing.T, dir string, fill func(h *heap.Heap)) (*nodeProc, []byte) {
+	t.Helper()
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	key := newKey(t)
+	opts := openOpts(dir, "a.backup")
+	opts.Size, opts.Heap.Key = 8<<20, key
+	h, err := remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	fill(h)
+	require.NoError(t, h.Close())
+	return node, key
+}
+
+// flipRecord flips a bit in the record at file offset at of the node's
+// region g, which must have been written.
+func flipRecord(t *testing.T, node *nodeProc, at int) {
+	t.Helper()
+	path := filepath.Join(node.dir, "g.region")
+	region, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NotEqual(t, make([]byte, 128), region[at:at+128], "the record at file offset %d was never written", at)
+	region[at+40] ^= 1
+	require.NoError(t, os.WriteFile(path, region, 0o600))
+}
+
 // TestSealedBitFlipOnNode flips a bit in a record of the node's region
 // file: the fetch detects it, names the offset, and the page is served
 // from the backup, which holds it sealed too.
@@ -128,19 +155,11 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
-	node := startNode(t, t.TempDir(), "127.0.0.1:0")
 	dir := t.TempDir()
-	key := newKey(t)
-	opts := openOpts(dir, "a.backup")
-	opts.Size, opts.Heap.Key = 8<<20, key
-	h, err := remote.Open(node.url("g"), opts)
-	require.NoError(t, err)
-	build(t, h, 30)
-	require.NoError(t, h.Close())
+	node, key := sealedRegion(t, dir, func(h *heap.Heap) { build(t, h, 30) })
 
 	// The last record written, past the pages an open copies first.
-	path := filepath.Join(node.dir, "g.region")
-	region, err := os.ReadFile(path)
+	region, err := os.ReadFile(filepath.Join(node.dir, "g.region"))
 	require.NoError(t, err)
 	const headerSize, recordSize = 4096, 128
 	at := -1
@@ -151,15 +170,14 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 		}
 	}
 	require.Positive(t, at)
-	region[at+40] ^= 1
-	require.NoError(t, os.WriteFile(path, region, 0o600))
+	flipRecord(t, node, at)
 	node.restart(t)
 
 	var logs syncBuffer
-	opts = openOpts(dir, "a.backup")
+	opts := openOpts(dir, "a.backup")
 	opts.Heap.Key = key
 	opts.Heap.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	h, err = remote.Open(node.url("g"), opts)
+	h, err := remote.Open(node.url("g"), opts)
 	require.NoError(t, err)
 	poolOff := (at - headerSize) / 2
 	within(t, time.Minute, func() {
@@ -182,41 +200,29 @@ func TestSealedBitFlipWithoutBackup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
-	node := startNode(t, t.TempDir(), "127.0.0.1:0")
-	key := newKey(t)
-	opts := openOpts(t.TempDir(), "a.backup")
-	opts.Size, opts.Heap.Key = 8<<20, key
-	h, err := remote.Open(node.url("g"), opts)
-	require.NoError(t, err)
-	build(t, h, 30)
 	// A 64 KiB object of its own: its middle pages hold nothing an open
 	// reads, so the test touches them first.
 	var poolOff int
-	require.NoError(t, h.Update(func(tx *heap.Tx) error {
-		b, err := heap.MakeSlice[byte](tx, 64<<10, 64<<10)
-		for i := range b {
-			b[i] = 0xAB
-		}
-		poolOff = int(uintptr(unsafe.Pointer(&b[32<<10])) - uintptr(unsafe.Pointer(&h.Device().Bytes()[0])))
-		return err
-	}))
-	require.NoError(t, h.Close())
-
-	path := filepath.Join(node.dir, "g.region")
-	region, err := os.ReadFile(path)
-	require.NoError(t, err)
-	const headerSize, recordSize = 4096, 128
-	at := headerSize + poolOff/64*recordSize
-	require.False(t, bytes.Equal(region[at:at+recordSize], make([]byte, recordSize)))
-	region[at+40] ^= 1
-	require.NoError(t, os.WriteFile(path, region, 0o600))
+	node, key := sealedRegion(t, t.TempDir(), func(h *heap.Heap) {
+		build(t, h, 30)
+		require.NoError(t, h.Update(func(tx *heap.Tx) error {
+			b, err := heap.MakeSlice[byte](tx, 64<<10, 64<<10)
+			for i := range b {
+				b[i] = 0xAB
+			}
+			poolOff = int(uintptr(unsafe.Pointer(&b[32<<10])) - uintptr(unsafe.Pointer(&h.Device().Bytes()[0])))
+			return err
+		}))
+	})
+	at := 4096 + poolOff/64*128
+	flipRecord(t, node, at)
 	node.restart(t)
 
 	var logs syncBuffer
-	opts = openOpts(t.TempDir(), "b.backup")
+	opts := openOpts(t.TempDir(), "b.backup")
 	opts.Heap.Key = key
 	opts.Heap.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	h, err = remote.Open(node.url("g"), opts)
+	h, err := remote.Open(node.url("g"), opts)
 	require.NoError(t, err)
 	var fault any
 	within(t, time.Minute, func() {
@@ -313,27 +319,14 @@ func TestSealedHeadFlipOnNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
-	node := startNode(t, t.TempDir(), "127.0.0.1:0")
 	dir := t.TempDir()
-	key := newKey(t)
-	opts := openOpts(dir, "a.backup")
-	opts.Size, opts.Heap.Key = 8<<20, key
-	h, err := remote.Open(node.url("g"), opts)
-	require.NoError(t, err)
-	build(t, h, 10)
-	require.NoError(t, h.Close())
-
-	path := filepath.Join(node.dir, "g.region")
-	region, err := os.ReadFile(path)
-	require.NoError(t, err)
+	node, key := sealedRegion(t, dir, func(h *heap.Heap) { build(t, h, 10) })
 	const at = 4096 + 128 // the record of the pool's second line
-	require.NotEqual(t, make([]byte, 128), region[at:at+128])
-	region[at+40] ^= 1
-	require.NoError(t, os.WriteFile(path, region, 0o600))
+	flipRecord(t, node, at)
 
-	opts = openOpts(dir, "a.backup")
+	opts := openOpts(dir, "a.backup")
 	opts.Heap.Key = key
-	h, err = remote.Open(node.url("g"), opts)
+	h, err := remote.Open(node.url("g"), opts)
 	require.NoError(t, err)
 	verify(t, h, 10)
 	require.NoError(t, h.Close())
