@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -105,11 +103,6 @@ identities (certificate names) may read and write which regions. The node runs u
 }
 
 func runMemnode(ctx context.Context, out, errOut io.Writer, o memnodeServeOptions) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	cfg, err := o.tls.config(true, errOut)
 	if err != nil {
 		return err
@@ -128,14 +121,7 @@ func runMemnode(ctx context.Context, out, errOut io.Writer, o memnodeServeOption
 		return errors.Join(err, n.Close())
 	}
 	fmt.Fprintf(out, "serving regions in %s on %s\n", o.dir, l.Addr())
-	done := make(chan error, 1)
-	go func() { done <- n.Serve(l) }()
-	select {
-	case <-ctx.Done():
-		return n.Close()
-	case err := <-done:
-		return errors.Join(err, n.Close())
-	}
+	return serveUntilStopped(ctx, l, n.Serve, n.Close)
 }
 
 type memnodeStatusOptions struct {

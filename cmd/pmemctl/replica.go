@@ -99,11 +99,6 @@ The server runs until interrupted (SIGINT or SIGTERM).`,
 
 // runServe runs a replica server until ctx is done or a signal arrives.
 func runServe(ctx context.Context, out, errOut io.Writer, o serveOptions) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	cfg, err := o.tls.config(true, errOut)
 	if err != nil {
 		return err
@@ -134,13 +129,21 @@ func runServe(ctx context.Context, out, errOut io.Writer, o serveOptions) error 
 		}
 		defer stopMetrics()
 	}
+	return serveUntilStopped(ctx, l, srv.Serve, srv.Close)
+}
+
+// serveUntilStopped runs serve on l until it returns, or until ctx is
+// done or SIGINT or SIGTERM arrives, and then closes the server.
+func serveUntilStopped(ctx context.Context, l net.Listener, serve func(net.Listener) error, close func() error) error {
+	ctx, stop := signal.NotifyContext(defaultContext(ctx), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
+	go func() { done <- serve(l) }()
 	select {
 	case <-ctx.Done():
-		return srv.Close()
+		return close()
 	case err := <-done:
-		return errors.Join(err, srv.Close())
+		return errors.Join(err, close())
 	}
 }
 
