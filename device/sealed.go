@@ -386,8 +386,10 @@ func (d *sealedDevice) Flush(off, n int) {
 	if !d.marked {
 		d.mark()
 	}
-	if w := min(runtime.GOMAXPROCS(0), (hi-lo)/LineSize/parallelSealLines); w > 1 {
-		d.sealParallel(lo, hi, w)
+	// A small flush, nearly every one, does not ask for GOMAXPROCS, which
+	// takes the scheduler's lock.
+	if parts := (hi - lo) / LineSize / parallelSealLines; parts > 1 && runtime.GOMAXPROCS(0) > 1 {
+		d.sealParallel(lo, hi, min(parts, runtime.GOMAXPROCS(0)))
 	} else {
 		d.digest ^= d.sealLines(d.sealer, d.dg, lo, hi)
 	}
