@@ -66,6 +66,39 @@ func SealedDigestChecked(d Device) (checked, ok bool) {
 	return s.found.Kind == seal.DigestExact, true
 }
 
+// SealedDigestInfo is what a sealed device knows of its file's digest.
+type SealedDigestInfo struct {
+	// Digest is the keyed digest of what the device's lines hold now: two
+	// devices whose lines hold the same plaintext under one pool have the
+	// same Digest, whatever the nonces of their records.
+	Digest uint64
+	// Checked is set when the file had an exact digest record at open and
+	// every line matched it (SealedDigestChecked); Found is then that
+	// record's digest: the digest of the lines at open.
+	Checked bool
+	Found   uint64
+	// Epoch and Seq name the replicated batch that the file's exact record
+	// came with: zero for a record that a Close, a backup or a snapshot
+	// image wrote.
+	Epoch, Seq uint64
+}
+
+// SealedDigestOf returns, for a device made by Sealed, its digest and the
+// record its file had at open; ok is false for any other device. It reads
+// what Flush changes, so it must not run while another goroutine may
+// flush (call it under the heap's writer lock, or with no writer).
+func SealedDigestOf(d Device) (info SealedDigestInfo, ok bool) {
+	s, ok := d.(*sealedDevice)
+	if !ok {
+		return info, false
+	}
+	info = SealedDigestInfo{Digest: s.digest, Checked: s.found.Kind == seal.DigestExact}
+	if info.Checked {
+		info.Found, info.Epoch, info.Seq = s.found.Digest, s.found.Epoch, s.found.Seq
+	}
+	return info, true
+}
+
 // parallelSealLines is the number of lines of a flush from which each
 // more goroutine seals a part of it: sealing a line and its digest value
 // costs about 0.4 us, so a part is worth a goroutine's start.

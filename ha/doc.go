@@ -53,6 +53,17 @@
 // hash, since hashing the pool is what it avoids; GuardOptions.Verify
 // keeps the check.
 //
+// # Sealed pools
+//
+// A sealed pool (heap.Options.Key) is saved and promoted with its key in
+// GuardOptions.Key and StandbyOptions.Key; the replica server stores its
+// sealed file and never uses the key. It keeps no dirty-chunk record. The
+// guardian's file and the replica hold different records of the same
+// lines, so the handoff carries the keyed digest of the saved lines
+// instead of a file hash, and the standby checks it when it promotes,
+// after checking every record with the key: the replica's lines must
+// match an exact digest record of the batch its journal holds.
+//
 // # Limits
 //
 // A term's validity is measured on this machine's monotonic clock against

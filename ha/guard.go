@@ -43,6 +43,11 @@ type GuardOptions struct {
 	// Dial, if set, connects to the standby's replica server
 	// (mirror.Options.Dial).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Key is the pool key of a sealed pool (heap.Options.Key). A sealed
+	// pool is shipped as its sealed file, so the standby's replica holds
+	// only ciphertext, and it keeps no dirty-chunk record: its saves find
+	// what changed by chunk hashes of the sealed file.
+	Key []byte
 }
 
 // Guard saves a pool whose application stopped (crash, SIGKILL, power
@@ -126,7 +131,7 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	// it is checked against.
 	base, berr := readDirtyBase(g.opts.PoolPath)
 	rep.Record = time.Since(start)
-	h, err := heap.Open(g.opts.PoolPath, &heap.Options{Timeout: g.opts.Budget})
+	h, err := heap.Open(g.opts.PoolPath, &heap.Options{Timeout: g.opts.Budget, Key: g.opts.Key})
 	if err != nil {
 		return rep, fmt.Errorf("ha: guard: open %s: %w", g.opts.PoolPath, err)
 	}
@@ -134,10 +139,15 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	uuid := h.UUID()
 	rep.Handoff.UUID = hex.EncodeToString(uuid[:])
 	rep.Open = time.Since(start) - rep.Record
+	_, sealed := device.SealedFile(h.Device())
 	if berr == nil {
 		berr = checkOpened(h, base)
 	}
-	if berr != nil {
+	if sealed {
+		// A sealed primary keeps no record (StartPrimary): that is no
+		// fault to warn of.
+		base, rep.Fallback = nil, "the pool is sealed: it keeps no dirty-chunk record"
+	} else if berr != nil {
 		base, rep.Fallback = nil, berr.Error()
 		g.log.Warn("ha: guard: the dirty-chunk record cannot be used; the save finds what changed by hashing the whole pool",
 			"pool", g.opts.Pool, "record", dirtyPath(g.opts.PoolPath), "reason", berr)
@@ -187,8 +197,16 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 	// The replica is a byte-for-byte copy of the pool at the flush's
 	// commit, and nothing was committed since. A listed save skips the
 	// check: hashing the whole pool on both sides is what it saves.
-	noHash := rep.Listed && !g.opts.Verify
+	noHash := rep.Listed && !g.opts.Verify || sealed
+	var digest uint64
 	if err := h.View(func(*heap.Tx) error {
+		if sealed {
+			// Nothing flushes since the mirror closed: the digest is
+			// that of the lines the replica now holds.
+			info, _ := device.SealedDigestOf(h.Device())
+			digest = info.Digest
+			return nil
+		}
 		if noHash {
 			return nil
 		}
@@ -206,7 +224,7 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 		return rep, err
 	}
 	rep.Hash = time.Since(hashStart)
-	rep.Handoff = Handoff{Pool: g.opts.Pool, UUID: rep.Handoff.UUID, Epoch: term.Token, Seq: seq, Hash: sum, NoHash: noHash, Bytes: rep.Handoff.Bytes, Save: time.Since(start)}
+	rep.Handoff = Handoff{Pool: g.opts.Pool, UUID: rep.Handoff.UUID, Epoch: term.Token, Seq: seq, Hash: sum, NoHash: noHash, Sealed: sealed, Digest: digest, Bytes: rep.Handoff.Bytes, Save: time.Since(start)}
 	sendStart := time.Now()
 	if err := SendHandoff(ctx, g.opts.Handoff, g.opts.TLS, rep.Handoff); err != nil {
 		return rep, err

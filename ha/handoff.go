@@ -37,6 +37,14 @@ type Handoff struct {
 	// shipped only the chunks the primary's dirty-chunk record lists):
 	// the standby does not check Hash.
 	NoHash bool `json:"no_hash,omitempty"`
+	// Sealed says that the pool is sealed (encrypted): the guardian's
+	// file and the replica hold different records (other nonces) of the
+	// same lines, so no file hash is sent. Digest is then the keyed
+	// digest of the saved lines (device.SealedDigestOf), which the
+	// standby compares, with the pool key, with the replica's when it
+	// promotes.
+	Sealed bool   `json:"sealed,omitempty"`
+	Digest uint64 `json:"digest,omitempty"`
 	// Bytes is what the save shipped; Save how long it took.
 	Bytes int64         `json:"bytes"`
 	Save  time.Duration `json:"save_ns"`

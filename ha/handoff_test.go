@@ -36,11 +36,15 @@ func runStandby(t testing.TB, coord ha.Coordinator, dir string, rec *recorder) *
 // runStandbyGrace runs a standby that waits grace without a primary
 // before it promotes without a handoff.
 func runStandbyGrace(t testing.TB, coord ha.Coordinator, dir string, rec *recorder, grace time.Duration) *standbyRun {
+	return runStandbyOpts(t, ha.StandbyOptions{Coordinator: coord, Logger: rec.logger(), Grace: grace, Server: mirror.ServerOptions{Dir: dir}})
+}
+
+// runStandbyOpts runs a standby of pool "orders" with opts, over the
+// tests' TLS.
+func runStandbyOpts(t testing.TB, opts ha.StandbyOptions) *standbyRun {
 	t.Helper()
-	sb, err := ha.NewStandby(ha.StandbyOptions{
-		Pool: "orders", Coordinator: coord, Logger: rec.logger(), Grace: grace,
-		Server: mirror.ServerOptions{Dir: dir, TLS: tlstesting.Default(t).ServerConfig()},
-	})
+	opts.Pool, opts.Server.TLS = "orders", tlstesting.Default(t).ServerConfig()
+	sb, err := ha.NewStandby(opts)
 	require.NoError(t, err)
 	rl, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/recovery"
@@ -39,6 +40,13 @@ type StandbyOptions struct {
 	Grace time.Duration
 	// Logger receives what the standby does; nil discards it.
 	Logger *slog.Logger
+	// Key is the pool key of a sealed pool (heap.Options.Key). The
+	// replica server never uses it: it stores and serves the sealed file
+	// as it came. The standby needs it to promote: to check the replica's
+	// records and digest, recover the pool and hand it to the
+	// application. Without it a sealed replica is not promoted; with it a
+	// plain replica is not either.
+	Key []byte
 }
 
 // Promotion says how a standby took over. The standby keeps it in
@@ -204,6 +212,16 @@ func (s *Standby) validate(h Handoff) error {
 		return nil
 	case h.Epoch != st.Epoch || h.Seq != st.Seq:
 		return fmt.Errorf("handoff at batch %d of epoch %d, the replica holds batch %d of epoch %d: %w", h.Seq, h.Epoch, st.Seq, st.Epoch, ErrHandoff)
+	case h.Sealed:
+		// The content is checked against h.Digest with the key when the
+		// standby promotes: the sealed file must be read whole for it.
+		if s.opts.Key == nil {
+			return fmt.Errorf("handoff of a sealed pool, and the standby has no pool key: %w", ErrHandoff)
+		}
+		if sealed, err := recovery.IsSealedFile(st.Path); err != nil || !sealed {
+			return fmt.Errorf("handoff of a sealed pool, and the replica %s is not sealed (%v): %w", st.Path, err, ErrHandoff)
+		}
+		return nil
 	case h.NoHash:
 		// The replica holds exactly the guardian's batches (the
 		// acknowledgements carry their chain): the epoch is the
@@ -225,23 +243,28 @@ func (s *Standby) validate(h Handoff) error {
 // returned: the application must not start on it.
 func (s *Standby) promote(reason string, h *Handoff) (Promotion, error) {
 	start := time.Now()
+	// Closing the server finishes what its sessions applied: the pool
+	// file is then the state after the complete batch its status names.
+	s.srv.Close()
 	st, err := s.replicaStatus()
 	if err != nil {
 		return Promotion{}, fmt.Errorf("ha: promote: %w", err)
 	}
-	// Closing the server finishes what its sessions applied: the pool
-	// file is then the state after some complete batch.
-	s.srv.Close()
 	if err := installCopy(st.Path, s.opts.Path); err != nil {
 		return Promotion{}, fmt.Errorf("ha: promote: install %s: %w", s.opts.Path, err)
 	}
-	if err := checkPool(s.opts.Path); err != nil {
+	if err := s.checkInstalled(st, h); err != nil {
 		s.log.Error("ha: promoted pool fails validation; the application is not started", "path", s.opts.Path, "err", err)
 		return Promotion{}, err
 	}
-	hp, err := heap.Open(s.opts.Path, nil)
+	hp, err := heap.Open(s.opts.Path, &heap.Options{Key: s.opts.Key})
 	if err != nil {
 		return Promotion{}, fmt.Errorf("ha: promote: open %s: %w", s.opts.Path, err)
+	}
+	if err := checkSealedDigest(hp, st, h); err != nil {
+		hp.Close()
+		s.log.Error("ha: promoted pool fails validation; the application is not started", "path", s.opts.Path, "err", err)
+		return Promotion{}, err
 	}
 	if err := hp.Close(); err != nil {
 		return Promotion{}, fmt.Errorf("ha: promote: close %s: %w", s.opts.Path, err)
@@ -254,16 +277,64 @@ func (s *Standby) promote(reason string, h *Handoff) (Promotion, error) {
 	return p, nil
 }
 
-// checkPool runs the offline checker: a pool that needs recovery passes,
-// since opening it recovers it; any other problem fails it.
-func checkPool(path string) error {
+// checkInstalled checks the pool installed at Path: a sealed replica
+// needs the key, a plain one must not be given one, and the offline
+// checker must pass.
+func (s *Standby) checkInstalled(st mirror.PoolStatus, h *Handoff) error {
+	path := s.opts.Path
+	sealed, err := recovery.IsSealedFile(path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("ha: promote: %w", err)
+	case sealed && s.opts.Key == nil:
+		return fmt.Errorf("ha: promote: the replica %s is sealed (encrypted) and the standby has no pool key: %w", st.Path, pmemgo.ErrBadKey)
+	case !sealed && s.opts.Key != nil:
+		return fmt.Errorf("ha: promote: the standby has a pool key and the replica %s is not sealed: %w", st.Path, pmemgo.ErrBadKey)
+	case !sealed && h != nil && h.Sealed:
+		return fmt.Errorf("ha: promote: the handoff is of a sealed pool and the replica %s is not sealed: %w", st.Path, pmemgo.ErrCorrupt)
+	}
+	return checkPool(path, s.opts.Key)
+}
+
+// checkSealedDigest checks, for a sealed pool just opened, that its open
+// checked every line against an exact digest record, that the record
+// came with the batch the replica says it holds (a record of another
+// batch means the file was put back from another state), and that the
+// lines are those the guardian saved.
+func checkSealedDigest(hp *heap.Heap, st mirror.PoolStatus, h *Handoff) error {
+	info, sealed := device.SealedDigestOf(hp.Device())
+	switch {
+	case !sealed:
+		return nil
+	case !info.Checked:
+		return fmt.Errorf("ha: promote: the sealed replica %s has no exact digest record, so its lines cannot all be checked: %w", st.Path, pmemgo.ErrCorrupt)
+	case info.Epoch != 0 && (info.Epoch != st.Epoch || info.Seq != st.Seq):
+		return fmt.Errorf("ha: promote: the sealed replica %s holds the digest of batch %d of epoch %d, and its journal says batch %d of epoch %d: %w",
+			st.Path, info.Seq, info.Epoch, st.Seq, st.Epoch, pmemgo.ErrCorrupt)
+	case h != nil && h.Sealed && h.Aborted == "" && info.Found != h.Digest:
+		return fmt.Errorf("ha: promote: the sealed replica %s does not hold the lines the guardian saved at batch %d of epoch %d (their digests differ): %w",
+			st.Path, h.Seq, h.Epoch, pmemgo.ErrCorrupt)
+	}
+	return nil
+}
+
+// checkPool runs the offline checker, with key on a sealed pool: a pool
+// that needs recovery passes, since opening it recovers it; any other
+// problem fails it.
+func checkPool(path string, key []byte) error {
 	var problems []error
-	err := recovery.CheckFile(path, func(p recovery.Problem) bool {
+	yield := func(p recovery.Problem) bool {
 		if !errors.Is(p.Err, pmemgo.ErrNeedsRecovery) {
 			problems = append(problems, errors.New(p.String()))
 		}
 		return len(problems) < 10
-	})
+	}
+	var err error
+	if key != nil {
+		_, err = recovery.CheckSealedFile(path, key, nil, yield)
+	} else {
+		err = recovery.CheckFile(path, yield)
+	}
 	if err != nil {
 		// The checker's error names the file.
 		return fmt.Errorf("ha: %w", err)

@@ -25,6 +25,7 @@ type haGuardOptions struct {
 	budget, stopWait                time.Duration
 	coord                           coordFlags
 	tls                             tlsFlags
+	key                             keyFlag
 }
 
 func newHAGuardCmd() *cobra.Command {
@@ -48,7 +49,10 @@ which then promotes from its last complete state. 'pmemctl ha switchover'
 (SIGUSR1) stops the application with SIGTERM (SIGKILL after --stop-wait)
 and hands over the same way: a planned switchover. With --attach PID
 instead of CMD, the guard watches a running application (through a pidfd)
-rather than start one.`,
+rather than start one. A sealed (encrypted) pool needs its key (--key-file):
+it is shipped as its sealed file, so the standby's replica holds only
+ciphertext, and the handoff carries the keyed digest of the saved lines,
+which the standby checks with its own copy of the key.`,
 		Args: cobra.ArbitraryArgs,
 		PreRunE: func(_ *cobra.Command, args []string) error {
 			if o.pool == "" || o.standby == "" {
@@ -73,6 +77,7 @@ rather than start one.`,
 	cmd.Flags().BoolVar(&o.verify, "verify", false, "hash the whole pool on both sides for the handoff even when the dirty-chunk record is used")
 	o.coord.register(cmd.Flags())
 	o.tls.register(cmd.Flags())
+	o.key.add(cmd)
 	return cmd
 }
 
@@ -87,12 +92,16 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 			return err
 		}
 	}
+	key, err := o.key.load()
+	if err != nil {
+		return err
+	}
 	coord, closeCoord, err := o.coord.open(&o.tls)
 	if err != nil {
 		return err
 	}
 	defer closeCoord()
-	g, err := ha.NewGuard(ha.GuardOptions{
+	g, err := ha.NewGuard(ha.GuardOptions{Key: key,
 		PoolPath: o.pool, Pool: o.coord.name, Node: o.coord.node, Coordinator: coord,
 		Standby: o.standby, Handoff: o.handoff, TLS: cfg, Budget: o.budget, Verify: o.verify,
 		Logger: slog.New(slog.NewTextHandler(errOut, nil)),

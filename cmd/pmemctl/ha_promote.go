@@ -15,6 +15,7 @@ import (
 type haPromoteOptions struct {
 	coord coordFlags
 	tls   tlsFlags
+	key   keyFlag
 	wait  time.Duration
 }
 
@@ -41,6 +42,7 @@ afterwards: ha.StartPrimary takes the next token.`,
 	cmd.Flags().DurationVar(&o.wait, "wait", 10*time.Second, "how long to wait for the role")
 	o.coord.register(cmd.Flags())
 	o.tls.register(cmd.Flags())
+	o.key.add(cmd)
 	return cmd
 }
 
@@ -52,7 +54,11 @@ func runHAPromote(ctx context.Context, out io.Writer, o haPromoteOptions, path s
 		return err
 	}
 	defer closeCoord()
-	h, err := heap.Open(path, nil)
+	key, err := o.key.load()
+	if err != nil {
+		return err
+	}
+	h, err := heap.Open(path, &heap.Options{Key: key})
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ type haStandbyOptions struct {
 	dir, listen, handoff, path string
 	coord                      coordFlags
 	tls                        tlsFlags
+	key                        keyFlag
 }
 
 func newHAStandbyCmd() *cobra.Command {
@@ -39,7 +40,11 @@ never given to the application), opens it (recovery), and runs CMD with the
 pool's path in $` + haPoolEnv + ` and in place of "{pool}" in ARGS. It
 then waits for CMD and exits with its status. A handoff for another pool,
 another batch or another content is refused and logged; the standby keeps
-its last complete state.`,
+its last complete state. A sealed (encrypted) pool needs its key
+(--key-file) to be promoted: the replica server never uses it and stores
+only ciphertext; the promotion checks every record and the digest of the
+lines (against the guardian's, after a handoff) before the application
+starts, and the promoted pool stays sealed.`,
 		Args: cobra.ArbitraryArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			if o.dir == "" || o.listen == "" {
@@ -57,6 +62,7 @@ its last complete state.`,
 	cmd.Flags().StringVar(&o.path, "path", "", "where the promoted pool is installed (default DIR/promoted/NAME.pool)")
 	o.coord.register(cmd.Flags())
 	o.tls.register(cmd.Flags())
+	o.key.add(cmd)
 	return cmd
 }
 
@@ -72,13 +78,17 @@ func runHAStandby(ctx context.Context, out, errOut io.Writer, o haStandbyOptions
 			return err
 		}
 	}
+	key, err := o.key.load()
+	if err != nil {
+		return err
+	}
 	coord, closeCoord, err := o.coord.open(&o.tls)
 	if err != nil {
 		return err
 	}
 	defer closeCoord()
 	log := slog.New(slog.NewTextHandler(errOut, nil))
-	sb, err := ha.NewStandby(ha.StandbyOptions{
+	sb, err := ha.NewStandby(ha.StandbyOptions{Key: key,
 		Pool: o.coord.name, Coordinator: coord, Path: o.path, Logger: log,
 		Server: mirror.ServerOptions{Dir: o.dir, TLS: cfg},
 	})

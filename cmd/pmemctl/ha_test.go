@@ -79,6 +79,12 @@ type standbyCmd struct {
 // certificate, and app as its application.
 func startStandbyCmd(t *testing.T, ctx context.Context, dir, coordDir string, app ...string) *standbyCmd {
 	t.Helper()
+	return startStandbyFlags(t, ctx, dir, coordDir, nil, app...)
+}
+
+// startStandbyFlags is startStandbyCmd with more flags for 'ha standby'.
+func startStandbyFlags(t *testing.T, ctx context.Context, dir, coordDir string, flags []string, app ...string) *standbyCmd {
+	t.Helper()
 	d := tlstesting.Default(t)
 	serverTLS := d.WriteFiles(t, filepath.Join(dir, "replica"), d.Replica).Args()
 	pr, pw := io.Pipe()
@@ -89,7 +95,7 @@ func startStandbyCmd(t *testing.T, ctx context.Context, dir, coordDir string, ap
 	root.SetErr(s.errOut)
 	go func() {
 		s.done <- run(root, append([]string{"ha", "standby", "--dir", filepath.Join(dir, "standby"), "--listen", "127.0.0.1:0", "--handoff-listen", "127.0.0.1:0",
-			"--name", "orders", "--coord-dir", coordDir}, append(serverTLS, append([]string{"--"}, app...)...)...))
+			"--name", "orders", "--coord-dir", coordDir}, append(append(serverTLS, flags...), append([]string{"--"}, app...)...)...))
 		pw.Close()
 	}()
 	lines := bufio.NewScanner(pr)
@@ -177,6 +183,57 @@ func TestHAGuardToStandby(t *testing.T) {
 	assert.Contains(t, out, "last promotion: "+promoted)
 	assert.Contains(t, out, "(handoff), epoch 1 batch")
 	assert.Contains(t, out, "handoff of")
+}
+
+// TestHAGuardToStandbySealed hands a sealed pool over with the commands:
+// the guard and the standby each read the key from --key-file, the
+// standby's replica holds only ciphertext, and the promoted pool opens
+// with the key alone.
+func TestHAGuardToStandbySealed(t *testing.T) {
+	dir, coordDir := t.TempDir(), t.TempDir()
+	keyFile := filepath.Join(dir, "pool.key")
+	_, stderr, code := pmemctl(t, "key", "new", keyFile)
+	require.Equal(t, exitOK, code, stderr)
+	flags := []string{"--key-file", keyFile}
+	key, err := (&keyFlag{file: keyFile}).load()
+	require.NoError(t, err)
+	pool := filepath.Join(dir, "app.pool")
+	h, err := heap.Open(pool, &heap.Options{Size: 8 << 20, Key: key})
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		c, err := heap.Root[haCounter](tx)
+		if err != nil {
+			return err
+		}
+		return heap.Set(tx, &c.N, 0x6d61726b65723432) // "marker42", little-endian
+	}))
+	require.NoError(t, h.Close())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sb := startStandbyFlags(t, ctx, dir, coordDir, flags, "true")
+
+	out, stderr, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, append(flags, "--", "true")...)...)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "the pool is sealed")
+	sb.wait(t, ctx)
+	promoted := filepath.Join(dir, "standby", "promoted", "orders.pool")
+	h, err = heap.Open(promoted, &heap.Options{Key: key})
+	require.NoError(t, err)
+	require.NoError(t, h.View(func(tx *heap.Tx) error {
+		c, err := heap.Root[haCounter](tx)
+		if err == nil {
+			assert.Equal(t, uint64(0x6d61726b65723432), c.N)
+		}
+		return err
+	}))
+	require.NoError(t, h.Close())
+	files, err := filepath.Glob(filepath.Join(dir, "standby", "*"))
+	require.NoError(t, err)
+	for _, f := range append(files, promoted) {
+		if b, err := os.ReadFile(f); err == nil {
+			assert.NotContains(t, string(b), "24rekram", "plaintext in %s", f)
+		}
+	}
 }
 
 // TestHASignals runs a guarded application that does not stop by itself
