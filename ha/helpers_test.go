@@ -119,11 +119,24 @@ func increment(h *heap.Heap) (uint64, error) {
 // the offline checker on it.
 func counterOf(t testing.TB, path string) uint64 {
 	t.Helper()
-	require.NoError(t, recovery.CheckFile(path, func(p recovery.Problem) bool {
+	return counterWithKey(t, path, nil)
+}
+
+// counterWithKey is counterOf for a pool sealed with key, or a plain one
+// when key is nil.
+func counterWithKey(t testing.TB, path string, key []byte) uint64 {
+	t.Helper()
+	yield := func(p recovery.Problem) bool {
 		t.Errorf("checker: %s: %s", path, p)
 		return true
-	}))
-	h, err := heap.Open(path, nil)
+	}
+	if key != nil {
+		_, err := recovery.CheckSealedFile(path, key, nil, yield)
+		require.NoError(t, err)
+	} else {
+		require.NoError(t, recovery.CheckFile(path, yield))
+	}
+	h, err := heap.Open(path, &heap.Options{Key: key})
 	require.NoError(t, err)
 	defer h.Close()
 	var n uint64

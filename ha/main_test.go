@@ -3,6 +3,7 @@ package ha_test
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -42,7 +43,8 @@ const childMaxTime = 60 * time.Second
 
 // runApp is the application: it makes the pool at $POOL (created with
 // $POOL_SIZE bytes, or 8 MiB) the primary of pool "orders" (lease files in
-// $COORD) as node $NODE, replicating in sync mode to $REPLICA, and
+// $COORD) as node $NODE, sealed with the key $POOL_KEY (hex) if set,
+// replicating in sync mode to $REPLICA, and
 // commits, printing "ack N" once commit N returned, until killed. It
 // prints "started" first, and "primary" once it is.
 func runApp() int {
@@ -62,7 +64,14 @@ func runApp() int {
 			return fail(err)
 		}
 	}
-	h, err := heap.Open(os.Getenv("POOL"), &heap.Options{Size: size})
+	key, err := hex.DecodeString(os.Getenv("POOL_KEY"))
+	if err != nil {
+		return fail(err)
+	}
+	if len(key) == 0 {
+		key = nil
+	}
+	h, err := heap.Open(os.Getenv("POOL"), &heap.Options{Size: size, Key: key})
 	if err != nil {
 		return fail(err)
 	}

@@ -2,6 +2,7 @@ package ha_test
 
 import (
 	"context"
+	"encoding/hex"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,6 +13,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/ha"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
+	"github.com/pmemgo/pmemgo/mirror"
 )
 
 // killRuns is how many times TestKillFailover kills the application:
@@ -31,14 +36,22 @@ func killRuns(t *testing.T) int {
 // passes the checker and holds every commit the application acknowledged
 // (and at most the one commit in flight at the kill). The save ships
 // only what the application's dirty-chunk record lists, and the standby
-// checks that its pool is then byte for byte the guardian's.
+// checks that its pool is then byte for byte the guardian's. The sealed
+// variant kills the application of a sealed pool, whose file a crash
+// leaves without an exact digest: the guardian recovers it with the key,
+// and the standby checks the replica against the digest of its lines.
 func TestKillFailover(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { killFailover(t, nil) })
+	t.Run("sealed", func(t *testing.T) { killFailover(t, sealedKey) })
+}
+
+func killFailover(t *testing.T, key []byte) {
 	for run := range killRuns(t) {
 		coordDir, dir := t.TempDir(), fastDir(t)
 		coord := newNode(t, "coord", coordDir).coord
-		sb := runStandby(t, coord, filepath.Join(dir, "standby"), newRecorder(t))
+		sb := runStandbyOpts(t, ha.StandbyOptions{Coordinator: coord, Logger: newRecorder(t).logger(), Server: mirror.ServerOptions{Dir: filepath.Join(dir, "standby")}, Key: key})
 		path := filepath.Join(dir, "app.pool")
-		a := startAppProcess(t, path, coordDir, sb.replica)
+		a := startAppProcess(t, path, coordDir, sb.replica, "POOL_KEY="+hex.EncodeToString(key))
 		a.waitFor(t, "ack ")
 		time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
 		require.NoError(t, a.cmd.Process.Signal(syscall.SIGKILL))
@@ -47,11 +60,18 @@ func TestKillFailover(t *testing.T) {
 		acked := a.lastAck(0)
 		a.cmd.Wait()
 
-		rep, err := verifyingGuard(t, coord, path, sb, newRecorder(t)).Save(context.Background())
+		g, err := ha.NewGuard(ha.GuardOptions{
+			PoolPath: path, Pool: "orders", Node: "a", Coordinator: coord,
+			Standby: sb.replica, Handoff: sb.handoff, TLS: tlstesting.Default(t).PrimaryConfig(),
+			Budget: 10 * time.Second, Verify: true, Logger: newRecorder(t).logger(), Key: key,
+		})
 		require.NoError(t, err)
-		assert.True(t, rep.Listed, rep.Fallback)
+		rep, err := g.Save(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, key == nil, rep.Listed, rep.Fallback)
+		assert.Equal(t, key != nil, rep.Handoff.Sealed)
 		prom := sb.wait(t)
-		got := counterOf(t, prom.Path)
+		got := counterWithKey(t, prom.Path, key)
 		t.Logf("run %d: acked %d, promoted %d; save %v (%d bytes), restore %v, kill to promotion %v",
 			run, acked, got, rep.Total, rep.Handoff.Bytes, prom.Restore, time.Since(killed))
 		assert.Equal(t, "handoff", prom.Reason)

@@ -130,6 +130,7 @@ func TestSealedHandoff(t *testing.T) {
 
 	rep, err := sealedGuard(t, coord, path, sb).Save(context.Background())
 	require.NoError(t, err)
+	t.Logf("save: %d bytes shipped in %v", rep.Handoff.Bytes, rep.Total)
 	assert.True(t, rep.Handoff.Sealed)
 	assert.NotZero(t, rep.Handoff.Digest)
 	assert.Contains(t, rep.Fallback, "sealed")
