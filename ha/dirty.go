@@ -16,8 +16,10 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -30,6 +32,10 @@ import (
 // what the primary stores in it is in the page cache the moment it is
 // stored, so it survives the process (SIGKILL, a panic), though not the
 // machine, whose boot it names.
+//
+// The chunks are those of what the mirror replicates: the pool file or,
+// for a sealed pool, its sealed file, in which a change of the pool's
+// lines is a change of their records.
 //
 // A chunk is marked pending (math.MaxUint64) before the heap changes any
 // byte of it (heap.OnWrite), and again when a line of it is written back
@@ -123,6 +129,8 @@ type dirtyRecord struct {
 	mem   []byte
 	marks []uint64
 	pool  []byte
+	// sealed is set for a sealed pool, whose marks are of its sealed file.
+	sealed bool
 	// genOff is the pool offset of the undo log's generation word.
 	genOff uint64
 	m      atomic.Pointer[mirror.Mirror]
@@ -152,25 +160,27 @@ func newDirtyRecord(h *heap.Heap) (*dirtyRecord, error) {
 			return nil, fmt.Errorf("pool header: %w", err)
 		}
 	}
-	r := &dirtyRecord{pool: pool, genOff: ph.LogOff + layout.LogGenOff}
-	r.hdr = dirtyHeader{UUID: h.UUID(), Size: uint64(len(pool)), Boot: bootID()}
+	_, sealed := device.SealedFile(h.Device())
+	r := &dirtyRecord{pool: pool, genOff: ph.LogOff + layout.LogGenOff, sealed: sealed}
+	size := len(replicated(h))
+	r.hdr = dirtyHeader{UUID: h.UUID(), Size: uint64(size), Boot: bootID()}
 	if r.hdr.Gen, err = r.poolGen(); err != nil {
 		return nil, err
 	}
-	chunks := (len(pool) + wire.HashChunk - 1) / wire.HashChunk
+	chunks := (size + wire.HashChunk - 1) / wire.HashChunk
 	path := dirtyPath(h.Path())
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	size := dirtyMarks + 8*chunks
-	if err := allocateFile(f, int64(size)); err != nil {
+	recSize := dirtyMarks + 8*chunks
+	if err := allocateFile(f, int64(recSize)); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return nil, err
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := unix.Mmap(int(f.Fd()), 0, recSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
 		os.Remove(tmp)
@@ -187,6 +197,34 @@ func newDirtyRecord(h *heap.Heap) (*dirtyRecord, error) {
 	r.cancel = []func(){h.OnWrite(r.onWrite), h.Device().Subscribe(r)}
 	r.cancel = append(r.cancel, h.OnClose(r.close))
 	return r, nil
+}
+
+// replicated returns what the mirror replicates of h: its pool's memory,
+// or for a sealed pool the mapping of its sealed file.
+func replicated(h *heap.Heap) []byte {
+	if inner, sealed := device.SealedFile(h.Device()); sealed {
+		return inner.Bytes()
+	}
+	return h.Device().Bytes()
+}
+
+// sealedRange returns the range of a sealed file that holds the records
+// of the pool's range [off, off+n).
+func sealedRange(off, n uint64) (uint64, uint64) {
+	if n == 0 {
+		return uint64(seal.RecordOff(int64(off))), 0
+	}
+	lo := uint64(seal.RecordOff(int64(off)))
+	return lo, uint64(seal.RecordOff(int64(off+n-1))) + seal.RecordSize - lo
+}
+
+// fileRange returns the range of the replicated file that holds the
+// pool's range [off, off+n).
+func (r *dirtyRecord) fileRange(off, n uint64) (uint64, uint64) {
+	if r.sealed {
+		return sealedRange(off, n)
+	}
+	return off, n
 }
 
 // allocateFile extends f to size bytes of zeros, reserving them where
@@ -235,12 +273,13 @@ func (r *dirtyRecord) writeHeader() {
 // it is about to hold: a guardian finding another one knows the pool was
 // written by someone that kept no record.
 func (r *dirtyRecord) onWrite(off, n uint64) {
-	if r.pendingAll(off, n) && (r.genOff < off || r.genOff >= off+n) {
+	foff, fn := r.fileRange(off, n)
+	if r.pendingAll(foff, fn) && (r.genOff < off || r.genOff >= off+n) {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.markLocked(off, n)
+	r.markLocked(foff, fn)
 	if off <= r.genOff && r.genOff < off+n && !r.broken {
 		if gen, err := r.poolGen(); err == nil {
 			r.hdr.Gen = gen + 1
@@ -251,15 +290,16 @@ func (r *dirtyRecord) onWrite(off, n uint64) {
 	}
 }
 
-// WriteBack marks the chunks of a range written back. It implements
-// device.Subscriber.
+// WriteBack marks the chunks of a range written back (pool offsets, on
+// a sealed device too). It implements device.Subscriber.
 func (r *dirtyRecord) WriteBack(off, n int) {
-	if r.pendingAll(uint64(off), uint64(n)) {
+	foff, fn := r.fileRange(uint64(off), uint64(n))
+	if r.pendingAll(foff, fn) {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.markLocked(uint64(off), uint64(n))
+	r.markLocked(foff, fn)
 }
 
 // Fence implements device.Subscriber.

@@ -2,11 +2,13 @@ package ha
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -18,7 +20,11 @@ import (
 // changes the log word). The error says why the record cannot be used:
 // missing, damaged, of another pool, boot or size, or a pool written
 // since by someone who kept no record.
-func readDirtyBase(path string) (*mirror.Base, error) {
+//
+// A sealed pool's pool header and log word are read through its key; its
+// chunks are those of its sealed file, whose header page is shipped with
+// the metadata.
+func readDirtyBase(path string, key []byte) (*mirror.Base, error) {
 	b, err := os.ReadFile(dirtyPath(path))
 	if err != nil {
 		return nil, err
@@ -27,7 +33,7 @@ func readDirtyBase(path string) (*mirror.Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record %s: %w", dirtyPath(path), err)
 	}
-	ph, gen, size, err := readPoolHead(path)
+	ph, gen, size, err := readPoolHead(path, key)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +47,7 @@ func readDirtyBase(path string) (*mirror.Base, error) {
 		return nil, fmt.Errorf("record of an earlier boot of this machine: what it marked last may not have reached the file")
 	case rec.UUID != ph.UUID || rec.Size != uint64(size):
 		return nil, fmt.Errorf("record of pool %x of %d bytes, the pool file holds pool %x of %d bytes", rec.UUID, rec.Size, ph.UUID, size)
-	case gen != rec.Gen && gen != layout.RetireGen(rec.Gen):
+	case !genExpected(gen, rec.Gen):
 		return nil, fmt.Errorf("the pool's undo log is at generation %d, the record expects %d: the pool was written by someone who kept no record", gen, rec.Gen)
 	case int64(len(b)) != dirtyMarks+8*chunks:
 		return nil, fmt.Errorf("record of %d bytes, want %d for %d chunks", len(b), dirtyMarks+8*chunks, chunks)
@@ -53,7 +59,15 @@ func readDirtyBase(path string) (*mirror.Base, error) {
 	// What open and close write is not marked before it is written: the
 	// header slots, the heap state and open mark, the slab summary and
 	// the undo log's word. It is shipped whatever the record says.
-	for _, r := range [][2]uint64{{0, layout.MetaEnd}, {ph.SumOff, ph.SumSize}, {ph.LogOff + layout.LogGenOff, 8}} {
+	meta := [][2]uint64{{0, layout.MetaEnd}, {ph.SumOff, ph.SumSize}, {ph.LogOff + layout.LogGenOff, 8}}
+	if key != nil {
+		for i, r := range meta {
+			meta[i][0], meta[i][1] = sealedRange(r[0], r[1])
+		}
+		// The sealed header, its digest record above all.
+		meta = append(meta, [2]uint64{0, seal.HeaderSize})
+	}
+	for _, r := range meta {
 		for c := r[0] / wire.HashChunk; c*wire.HashChunk < r[0]+r[1] && c < uint64(chunks); c++ {
 			marks[c] = pendingMark
 		}
@@ -70,9 +84,23 @@ func readDirtyBase(path string) (*mirror.Base, error) {
 	return &mirror.Base{Epoch: rec.Epoch, MinSeq: rec.Acked, Marks: marks}, nil
 }
 
+// genExpected reports whether the pool file's undo log generation gen
+// is one that the record's, want, allows without another writer: want
+// itself, or one of the two before it when the process died before its
+// last stores of the word reached the file (on a device that buffers
+// stores, a sealed pool's, a store reaches the file at a later fence):
+// any open of the pool since would have retired the log past want, to
+// at least RetireGen(want-2). RetireGen(want) is a recovery of the pool
+// at want, a guardian's earlier attempt, that committed nothing, or the
+// case the package doc names.
+func genExpected(gen, want uint64) bool {
+	return gen == want || gen == layout.RetireGen(want) || (gen < want && gen+2 >= want)
+}
+
 // readPoolHead returns the newest valid header of the pool file at path,
-// the generation its undo log word holds, and the file's size.
-func readPoolHead(path string) (layout.Header, uint64, int64, error) {
+// the generation its undo log word holds, and the file's size. A sealed
+// pool's are read through key.
+func readPoolHead(path string, key []byte) (layout.Header, uint64, int64, error) {
 	var ph layout.Header
 	f, err := os.Open(path)
 	if err != nil {
@@ -83,8 +111,14 @@ func readPoolHead(path string) (layout.Header, uint64, int64, error) {
 	if err != nil {
 		return ph, 0, 0, err
 	}
+	var pool io.ReaderAt = f
+	if key != nil {
+		if pool, _, err = (device.Sealed{Key: key}).PoolReader(f); err != nil {
+			return ph, 0, 0, fmt.Errorf("sealed pool %s: %w", path, err)
+		}
+	}
 	b := make([]byte, layout.SlotOff(1)+layout.HeaderBytes)
-	if _, err := f.ReadAt(b, 0); err != nil {
+	if _, err := pool.ReadAt(b, 0); err != nil {
 		return ph, 0, 0, fmt.Errorf("pool header of %s: %w", path, err)
 	}
 	var found bool
@@ -98,7 +132,7 @@ func readPoolHead(path string) (layout.Header, uint64, int64, error) {
 		return ph, 0, 0, fmt.Errorf("pool %s has no valid header", path)
 	}
 	var w [8]byte
-	if _, err := f.ReadAt(w[:], int64(ph.LogOff+layout.LogGenOff)); err != nil {
+	if _, err := pool.ReadAt(w[:], int64(ph.LogOff+layout.LogGenOff)); err != nil {
 		return ph, 0, 0, fmt.Errorf("undo log word of %s: %w", path, err)
 	}
 	gen, ok := layout.OpenWord(dle.Uint64(w[:]))
@@ -111,19 +145,15 @@ func readPoolHead(path string) (layout.Header, uint64, int64, error) {
 // checkOpened returns an error if opening the pool changed more than the
 // record and the metadata cover: it was mapped at a new base, so every
 // pointer was rewritten, or it holds another epoch than the record's; or
-// if it is sealed, so that its replicas hold another file.
 func checkOpened(h *heap.Heap, base *mirror.Base) error {
 	rep := h.Recovery()
-	_, sealed := device.SealedFile(h.Device())
 	switch {
-	case sealed:
-		return fmt.Errorf("the pool is sealed: its replicas hold its sealed file, whose chunks the record does not describe")
 	case rep.Relocated || rep.Resumed:
 		return fmt.Errorf("the pool was mapped at a new base (%#x, was %#x) and its pointers rewritten", rep.NewBase, rep.OldBase)
 	case h.Epoch() != base.Epoch:
 		return fmt.Errorf("the pool is at epoch %d, the record at %d", h.Epoch(), base.Epoch)
-	case (len(h.Device().Bytes())+wire.HashChunk-1)/wire.HashChunk != len(base.Marks):
-		return fmt.Errorf("the pool maps %d bytes, the record has %d chunks", len(h.Device().Bytes()), len(base.Marks))
+	case (len(replicated(h))+wire.HashChunk-1)/wire.HashChunk != len(base.Marks):
+		return fmt.Errorf("the pool replicates %d bytes, the record has %d chunks", len(replicated(h)), len(base.Marks))
 	}
 	return nil
 }

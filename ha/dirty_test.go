@@ -14,6 +14,7 @@ import (
 
 	"github.com/pmemgo/pmemgo/ha"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
 )
@@ -212,4 +213,20 @@ func TestListedSaveStandbyWithoutBase(t *testing.T) {
 	assert.NotEmpty(t, rec.logged(0, "does not hold the batch the record starts from"))
 	prom := sb.wait(t)
 	assert.Equal(t, uint64(20), counterOf(t, prom.Path))
+}
+
+// TestGenExpected checks which undo log generations of the pool file a
+// record that expects generation 10 accepts: its own and the two before
+// it (stores that had not reached the file when the process died), and
+// its own retired by a recovery; not a generation that an open of the
+// pool from any of those, followed by a commit, leaves.
+func TestGenExpected(t *testing.T) {
+	const want = 10
+	for gen, ok := range map[uint64]bool{
+		want: true, want - 1: true, want - 2: true, layout.RetireGen(want): true,
+		want - 3: false, want + 1: false, layout.RetireGen(want) + 1: false,
+		layout.RetireGen(want-1) + 2: false, 0: false,
+	} {
+		assert.Equal(t, ok, ha.GenExpected(gen, want), "generation %d", gen)
+	}
 }

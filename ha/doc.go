@@ -57,8 +57,10 @@
 //
 // A sealed pool (heap.Options.Key) is saved and promoted with its key in
 // GuardOptions.Key and StandbyOptions.Key; the replica server stores its
-// sealed file and never uses the key. It keeps no dirty-chunk record. The
-// guardian's file and the replica hold different records of the same
+// sealed file and never uses the key. Its dirty-chunk record marks the
+// chunks of the sealed file that hold the records of the lines changed,
+// and the guardian reads the pool header and log word through the key.
+// The guardian's file and the replica hold different records of the same
 // lines, so the handoff carries the keyed digest of the saved lines
 // instead of a file hash, and the standby checks it when it promotes,
 // after checking every record with the key: the replica's lines must
@@ -78,7 +80,9 @@
 // rolled-back transaction had allocated and written may differ on the
 // standby, which Verify reports though the pools' content is the same;
 // and a pool written by a process that kept no record is detected by its
-// undo log's generation, except when that process was killed between the
-// record's mark of the generation word and its store, and then only
-// recovered the pool and committed once.
+// undo log's generation, except when the recording process was killed
+// before its last one or two stores of the generation word reached the
+// file (one store on a shared mapping; up to a commit's fence on a
+// device that buffers stores, a sealed pool's) and the other process then
+// only recovered the pool and committed as many times.
 package ha

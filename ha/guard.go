@@ -45,8 +45,9 @@ type GuardOptions struct {
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Key is the pool key of a sealed pool (heap.Options.Key). A sealed
 	// pool is shipped as its sealed file, so the standby's replica holds
-	// only ciphertext, and it keeps no dirty-chunk record: its saves find
-	// what changed by chunk hashes of the sealed file.
+	// only ciphertext: the chunks its dirty-chunk record lists, or without
+	// a usable record the whole file (a sealed pool's snapshots are never
+	// deltas by hashes).
 	Key []byte
 }
 
@@ -129,30 +130,18 @@ func (g *Guard) abort(ctx context.Context, uuid string, cause error, start time.
 func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err error) {
 	// The record is read before the pool is opened, which changes what
 	// it is checked against.
-	base, berr := readDirtyBase(g.opts.PoolPath)
+	base, berr := readDirtyBase(g.opts.PoolPath, g.opts.Key)
 	rep.Record = time.Since(start)
-	h, err := heap.Open(g.opts.PoolPath, &heap.Options{Timeout: g.opts.Budget, Key: g.opts.Key})
+	// The role is taken before the pool is opened, which for a large or
+	// sealed pool takes a while: the standby promotes on its own once the
+	// pool has had no primary for its grace. The pool header, read
+	// without opening, gives the epoch to outbid.
+	ph, _, _, err := readPoolHead(g.opts.PoolPath, g.opts.Key)
 	if err != nil {
-		return rep, fmt.Errorf("ha: guard: open %s: %w", g.opts.PoolPath, err)
+		return rep, fmt.Errorf("ha: guard: %w", err)
 	}
-	defer h.Close()
-	uuid := h.UUID()
-	rep.Handoff.UUID = hex.EncodeToString(uuid[:])
-	rep.Open = time.Since(start) - rep.Record
-	_, sealed := device.SealedFile(h.Device())
-	if berr == nil {
-		berr = checkOpened(h, base)
-	}
-	if sealed {
-		// A sealed primary keeps no record (StartPrimary): that is no
-		// fault to warn of.
-		base, rep.Fallback = nil, "the pool is sealed: it keeps no dirty-chunk record"
-	} else if berr != nil {
-		base, rep.Fallback = nil, berr.Error()
-		g.log.Warn("ha: guard: the dirty-chunk record cannot be used; the save finds what changed by hashing the whole pool",
-			"pool", g.opts.Pool, "record", dirtyPath(g.opts.PoolPath), "reason", berr)
-	}
-	term, err := g.opts.Coordinator.Campaign(ctx, Candidate{Pool: g.opts.Pool, Node: g.opts.Node + "-guard", MinToken: h.Epoch()})
+	rep.Handoff.UUID = hex.EncodeToString(ph.UUID[:])
+	term, err := g.opts.Coordinator.Campaign(ctx, Candidate{Pool: g.opts.Pool, Node: g.opts.Node + "-guard", MinToken: ph.Epoch})
 	if err != nil {
 		return rep, err
 	}
@@ -161,6 +150,26 @@ func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err 
 		defer cancel()
 		term.Resign(rctx)
 	}()
+	openStart := time.Now()
+	h, err := heap.Open(g.opts.PoolPath, &heap.Options{Timeout: g.opts.Budget, Key: g.opts.Key})
+	if err != nil {
+		return rep, fmt.Errorf("ha: guard: open %s: %w", g.opts.PoolPath, err)
+	}
+	defer h.Close()
+	rep.Open = time.Since(openStart)
+	if uuid := h.UUID(); uuid != ph.UUID || h.Epoch() >= term.Token {
+		return rep, fmt.Errorf("ha: guard: %s opened as pool %x at epoch %d, its header said pool %x at epoch %d (token %d): %w",
+			g.opts.PoolPath, uuid, h.Epoch(), ph.UUID, ph.Epoch, term.Token, pmemgo.ErrCorrupt)
+	}
+	_, sealed := device.SealedFile(h.Device())
+	if berr == nil {
+		berr = checkOpened(h, base)
+	}
+	if berr != nil {
+		base, rep.Fallback = nil, berr.Error()
+		g.log.Warn("ha: guard: the dirty-chunk record cannot be used; the save finds what changed by hashing the whole pool (a sealed pool's: ships the whole sealed file)",
+			"pool", g.opts.Pool, "record", dirtyPath(g.opts.PoolPath), "reason", berr)
+	}
 	term.Fence(h)
 	shipStart := time.Now()
 	// A sync commit waits for its acknowledgement up to AckTimeout

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/mirror"
 )
@@ -23,7 +22,8 @@ type PrimaryOptions struct {
 	Logger *slog.Logger
 	// NoDirtyRecord turns off the record of changed chunks that a
 	// guardian's save ships (Guard): its saves then find what changed by
-	// hashing the whole pool on both sides. A sealed pool keeps none.
+	// hashing the whole pool on both sides, or for a sealed pool ship
+	// its whole sealed file.
 	NoDirtyRecord bool
 }
 
@@ -77,7 +77,7 @@ func StartPrimary(ctx context.Context, h *heap.Heap, opts PrimaryOptions) (*Prim
 	mo := opts.Mirror
 	mo.Epoch = term.Token
 	var rec *dirtyRecord
-	if _, sealed := device.SealedFile(h.Device()); !opts.NoDirtyRecord && !sealed {
+	if !opts.NoDirtyRecord {
 		// Marking starts before the mirror, so that no change after the
 		// tracker's start is missed.
 		if rec, err = newDirtyRecord(h); err != nil {

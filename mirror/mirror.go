@@ -97,8 +97,8 @@ type Options struct {
 	// record for a guardian): that replica is sent only those, with the
 	// chunks this mirror captured itself, instead of every chunk whose
 	// hash differs from its copy's, which costs reading the whole pool on
-	// both sides. Other replicas are sent snapshots as usual. Not for a
-	// sealed pool.
+	// both sides. Other replicas are sent snapshots as usual. The chunks
+	// of a sealed pool are those of its sealed file.
 	Base *Base
 	// OnCapture, if set, is called with the sequence number of each batch
 	// when it is captured, at its commit boundary under the heap's writer
@@ -276,8 +276,8 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	m.metrics.lag = &lagCollector{m: m}
 	if b := opts.Base; b != nil {
 		chunks := (len(mem) + wire.HashChunk - 1) / wire.HashChunk
-		if b.Epoch == 0 || len(b.Marks) != chunks || sealed {
-			return nil, fmt.Errorf("mirror: a base of epoch %d with %d chunk marks for a pool of %d chunks (sealed: %v): %w", b.Epoch, len(b.Marks), chunks, sealed, pmemgo.ErrInvalidOptions)
+		if b.Epoch == 0 || len(b.Marks) != chunks {
+			return nil, fmt.Errorf("mirror: a base of epoch %d with %d chunk marks for a pool of %d chunks: %w", b.Epoch, len(b.Marks), chunks, pmemgo.ErrInvalidOptions)
 		}
 		m.captured = make([]uint64, (chunks+63)/64)
 	}

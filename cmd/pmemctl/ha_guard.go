@@ -155,7 +155,11 @@ func runHAGuard(ctx context.Context, out, errOut io.Writer, o haGuardOptions, ar
 		return fmt.Errorf("save: %w", err)
 	}
 	how := "listed by the dirty-chunk record"
-	if !rep.Listed {
+	switch {
+	case rep.Listed:
+	case rep.Handoff.Sealed:
+		how = "the whole sealed file: " + rep.Fallback
+	default:
 		how = "found by chunk hashes: " + rep.Fallback
 	}
 	fmt.Fprintf(out, "handed over: epoch %d batch %d, %d bytes shipped (%s), save %v (open %v, ship %v, hash %v, handoff %v) after detection at %s\n",

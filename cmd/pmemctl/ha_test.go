@@ -214,7 +214,7 @@ func TestHAGuardToStandbySealed(t *testing.T) {
 
 	out, stderr, code := pmemctl(t, sb.guardArgs(t, dir, coordDir, pool, append(flags, "--", "true")...)...)
 	require.Equal(t, exitOK, code, stderr)
-	assert.Contains(t, out, "the pool is sealed")
+	assert.Contains(t, out, "the whole sealed file: ")
 	sb.wait(t, ctx)
 	promoted := filepath.Join(dir, "standby", "promoted", "orders.pool")
 	h, err = heap.Open(promoted, &heap.Options{Key: key})
