@@ -1,6 +1,7 @@
 package ha_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/pmemgo/pmemgo/ha"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
+	"github.com/pmemgo/pmemgo/mirror"
 )
 
 // percentile returns the p-th percentile of ds, in milliseconds.
@@ -99,7 +102,7 @@ func BenchmarkPowerLossSave(b *testing.B) {
 	for range b.N {
 		for _, record := range []bool{true, false} {
 			b.StopTimer()
-			rep := powerLossSave(b, record)
+			rep := powerLossSave(b, record, nil, 1<<30)
 			b.StartTimer()
 			if record {
 				require.True(b, rep.Listed, rep.Fallback)
@@ -132,12 +135,39 @@ func BenchmarkPowerLossSave(b *testing.B) {
 	b.ReportMetric(float64(l.Total)/float64(h.Total), "listed/hashes")
 }
 
-// powerLossSave makes a 1 GiB primary whose standby took its first
-// commits, changes 1% of it with the link down, stops it and saves it,
-// timing the save alone. With record unset the primary keeps no
-// dirty-chunk record.
-func powerLossSave(b *testing.B, record bool) ha.SaveReport {
-	const size, changed = 1 << 30, 10 << 20
+// BenchmarkPowerLossSaveSealed is BenchmarkPowerLossSave's listed save
+// of a sealed 256 MiB pool, against the same save of a plain one in the
+// same loop: the sealed save opens (decrypts and digests) the whole pool
+// and ships the sealed chunks, twice the bytes.
+func BenchmarkPowerLossSaveSealed(b *testing.B) {
+	var sealed, plain time.Duration
+	var sealedOpen, sealedBytes int64
+	for range b.N {
+		b.StopTimer()
+		s := powerLossSave(b, true, bytes.Repeat([]byte{7}, 32), 256<<20)
+		p := powerLossSave(b, true, nil, 256<<20)
+		b.StartTimer()
+		require.True(b, s.Listed, s.Fallback)
+		require.True(b, p.Listed, p.Fallback)
+		b.Logf("sealed: %v (open %v ship %v send %v), %d bytes; plain: %v (open %v ship %v), %d bytes",
+			s.Total, s.Open, s.Ship, s.Send, s.Handoff.Bytes, p.Total, p.Open, p.Ship, p.Handoff.Bytes)
+		sealed, plain = sealed+s.Total, plain+p.Total
+		sealedOpen, sealedBytes = sealedOpen+int64(s.Open), sealedBytes+s.Handoff.Bytes
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(sealed)/n/1e6, "sealed-save-ms")
+	b.ReportMetric(float64(sealedOpen)/n/1e6, "sealed-open-ms")
+	b.ReportMetric(float64(sealedBytes)/n/(1<<20), "sealed-MiB-shipped")
+	b.ReportMetric(float64(plain)/n/1e6, "plain-save-ms")
+	b.ReportMetric(float64(sealed)/float64(plain), "sealed/plain")
+}
+
+// powerLossSave makes a primary of size bytes, sealed with key if set,
+// whose standby took its first commits, changes 1% of it with the link
+// down, stops it and saves it, timing the save alone. With record unset
+// the primary keeps no dirty-chunk record.
+func powerLossSave(b *testing.B, record bool, key []byte, size int64) ha.SaveReport {
+	changed := int(size / 100)
 	type block struct{ B [4096]byte }
 	dir := fastDir(b)
 	// The lease outlives the slow commits of a large pool, and the
@@ -146,9 +176,9 @@ func powerLossSave(b *testing.B, record bool) ha.SaveReport {
 	coord, err := ha.NewLeaseFile(b.TempDir(), ha.LeaseFileOptions{TTL: 10 * time.Second})
 	require.NoError(b, err)
 	defer coord.Close()
-	sb := runStandbyGrace(b, coord, filepath.Join(dir, "standby"), newRecorder(b), time.Minute)
+	sb := runStandbyOpts(b, ha.StandbyOptions{Coordinator: coord, Logger: newRecorder(b).logger(), Grace: time.Minute, Server: mirror.ServerOptions{Dir: filepath.Join(dir, "standby")}, Key: key})
 	path := filepath.Join(dir, "app.pool")
-	h, err := heap.Open(path, &heap.Options{Size: size})
+	h, err := heap.Open(path, &heap.Options{Size: size, Key: key})
 	require.NoError(b, err)
 	p, err := ha.StartPrimary(context.Background(), h, ha.PrimaryOptions{Coordinator: coord, Pool: "orders", Node: "a", Mirror: syncMirror(b, sb.replica, nil), NoDirtyRecord: !record})
 	require.NoError(b, err)
@@ -167,7 +197,12 @@ func powerLossSave(b *testing.B, record bool) ha.SaveReport {
 	}
 	require.NoError(b, p.Term().Resign(context.Background()))
 	require.NoError(b, h.Close())
-	g := newGuard(b, coord, path, sb, time.Minute, nil)
+	g, err := ha.NewGuard(ha.GuardOptions{
+		PoolPath: path, Pool: "orders", Node: "a", Coordinator: coord,
+		Standby: sb.replica, Handoff: sb.handoff, TLS: tlstesting.Default(b).PrimaryConfig(),
+		Budget: time.Minute, Logger: newRecorder(b).logger(), Key: key,
+	})
+	require.NoError(b, err)
 	b.StartTimer()
 	rep, err := g.Save(context.Background())
 	b.StopTimer()
