@@ -5,10 +5,14 @@ package benchutil
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -18,18 +22,48 @@ const ShmDir = "/dev/shm"
 
 // PoolDir returns a fresh directory for the pools of one benchmark, in
 // ShmDir when it exists and else in b.TempDir(). It is removed when the
-// benchmark ends.
+// benchmark ends. Its name carries the process id, so that the first
+// PoolDir of a process removes those that killed processes left behind:
+// on a tmpfs they hold memory until the machine restarts.
 func PoolDir(tb testing.TB) string {
 	tb.Helper()
 	if fi, err := os.Stat(ShmDir); err != nil || !fi.IsDir() {
 		return tb.TempDir()
 	}
-	dir, err := os.MkdirTemp(ShmDir, "pmemgo-bench-*")
+	sweep.Do(func() { removeStale(ShmDir) })
+	dir, err := os.MkdirTemp(ShmDir, fmt.Sprintf("%s%d-*", poolDirPrefix, os.Getpid()))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// poolDirPrefix starts the name of every PoolDir, followed by the
+// process id and a dash.
+const poolDirPrefix = "pmemgo-bench-"
+
+var sweep sync.Once
+
+// removeStale removes the pool directories in dir of processes that no
+// longer exist. A directory of a live process, or whose name does not
+// say its process, is left alone.
+func removeStale(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), poolDirPrefix)
+		pidText, _, dash := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || !dash || err != nil || pid <= 0 || !e.IsDir() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // Status is the memory figures of /proc/self/status, in bytes.
