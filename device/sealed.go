@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/internal/seal"
 )
@@ -76,15 +78,24 @@ func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
 		return nil, errors.Join(fmt.Errorf("sealed file: %w", err), unmap())
 	}
 	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, prev: prev, hdr: hdr}
-	if err := d.openRecords(keys.NewRotatingOpener(prev, hdr.UUID)); err != nil {
+	// Where the inner mapping is the file's, the records are read with
+	// pread: the kernel copies them from the page cache, where reading
+	// the mapping would fault on each of its pages first (10-20 us a page
+	// on a VM with shadow paging: most of an open's time).
+	var src io.ReaderAt
+	if SharesFile(dev) {
+		src = f
+	}
+	if err := d.openRecords(keys.NewRotatingOpener(prev, hdr.UUID), src); err != nil {
 		return nil, errors.Join(err, d.Close())
 	}
 	return d, nil
 }
 
 // openRecords opens every record into the plaintext and checks the
-// file's digest against its digest record.
-func (d *sealedDevice) openRecords(o *seal.Opener) error {
+// file's digest against its digest record. The records are read from src
+// when it is set, else from the mapping.
+func (d *sealedDevice) openRecords(o *seal.Opener, src io.ReaderAt) error {
 	dkey, err := o.OpenDigestKey(d.recs[seal.DigestKeyOff:])
 	if err != nil {
 		return err
@@ -96,7 +107,7 @@ func (d *sealedDevice) openRecords(o *seal.Opener) error {
 	d.dkey, d.found = dkey, st
 	d.dg = seal.NewDigester(dkey)
 	d.lineDig = make([]uint64, len(d.plain)/seal.LineSize)
-	if d.digest, err = openAll(o, d.plain, d.recs, dkey, d.lineDig); err != nil {
+	if d.digest, err = openAll(o, d.plain, d.recs, src, dkey, d.lineDig); err != nil {
 		return err
 	}
 	return st.Check(d.digest)
@@ -212,11 +223,12 @@ func (r *sealedReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// openAll opens every record of recs into plain, in parallel, and
-// returns the pool's digest under dkey, keeping each line's part of it in
-// lineDig. Zero records are skipped: anonymous memory is zero already,
-// and leaving it untouched keeps a sparse pool's memory sparse.
-func openAll(o *seal.Opener, plain, recs, dkey []byte, lineDig []uint64) (uint64, error) {
+// openAll opens every record of recs (read from src when it is set)
+// into plain, in parallel, and returns the pool's digest under dkey,
+// keeping each line's part of it in lineDig. Zero records are skipped:
+// anonymous memory is zero already, and leaving it untouched keeps a
+// sparse pool's memory sparse.
+func openAll(o *seal.Opener, plain, recs []byte, src io.ReaderAt, dkey []byte, lineDig []uint64) (uint64, error) {
 	lines := len(plain) / seal.LineSize
 	workers := runtime.GOMAXPROCS(0)
 	per := (lines + workers - 1) / workers
@@ -231,20 +243,36 @@ func openAll(o *seal.Opener, plain, recs, dkey []byte, lineDig []uint64) (uint64
 		wg.Go(func() {
 			dg := seal.NewDigester(dkey)
 			var sum uint64
-			for l := lo; l < hi; l++ {
-				off := int64(l) * seal.LineSize
-				fileOff := seal.RecordOff(off)
-				rec := recs[fileOff : fileOff+seal.RecordSize]
-				if seal.IsBlank(rec) {
-					continue
+			var buf []byte
+			if src != nil {
+				buf = make([]byte, openBlockLines*seal.RecordSize)
+			}
+			for blk := lo; blk < hi; blk += openBlockLines {
+				n := min(openBlockLines, hi-blk)
+				first := seal.RecordOff(int64(blk) * seal.LineSize)
+				block := recs[first : first+int64(n)*seal.RecordSize]
+				if src != nil {
+					block = buf[:n*seal.RecordSize]
+					if _, err := src.ReadAt(block, first); err != nil {
+						errs[w] = fmt.Errorf("sealed file: read records at file offset %d: %w", first, err)
+						return
+					}
 				}
-				line := plain[off : off+seal.LineSize]
-				if err := o.Open(line, rec, off, fileOff); err != nil {
-					errs[w] = err
-					return
+				populateWritten(plain[int64(blk)*seal.LineSize:int64(blk+n)*seal.LineSize], block)
+				for i := range n {
+					off := int64(blk+i) * seal.LineSize
+					rec := block[i*seal.RecordSize : (i+1)*seal.RecordSize]
+					if seal.IsBlank(rec) {
+						continue
+					}
+					line := plain[off : off+seal.LineSize]
+					if err := o.Open(line, rec, off, first+int64(i)*seal.RecordSize); err != nil {
+						errs[w] = err
+						return
+					}
+					lineDig[blk+i] = dg.Line(off, line)
+					sum ^= lineDig[blk+i]
 				}
-				lineDig[l] = dg.Line(off, line)
-				sum ^= lineDig[l]
 			}
 			digests[w] = sum
 		})
@@ -255,6 +283,32 @@ func openAll(o *seal.Opener, plain, recs, dkey []byte, lineDig []uint64) (uint64
 		sum ^= s
 	}
 	return sum, errors.Join(errs...)
+}
+
+// openBlockLines is how many lines' records openAll reads at a time.
+const openBlockLines = 8192
+
+// populateWritten maps in the pages of plain, the lines of the records in
+// block, with one system call when most of them will be written: page by
+// page, the first store to each faults, which costs more (10 us a page on
+// this VM, most of an open's time). A block whose pages are mostly left
+// blank is left alone, so that a sparse pool's memory stays sparse.
+func populateWritten(plain, block []byte) {
+	linesPerPage := pageSize / seal.LineSize
+	pages, touched := 0, 0
+	for p := 0; p < len(block); p += linesPerPage * seal.RecordSize {
+		pages++
+		for i := p; i < min(p+linesPerPage*seal.RecordSize, len(block)); i += seal.RecordSize {
+			if !seal.IsBlank(block[i : i+seal.RecordSize]) {
+				touched++
+				break
+			}
+		}
+	}
+	if 2*touched > pages {
+		// Only a hint: a kernel without it (before 5.14) faults instead.
+		_ = unix.Madvise(plain, unix.MADV_POPULATE_WRITE)
+	}
 }
 
 // sealedDevice is the Device made by Sealed.
