@@ -1,0 +1,104 @@
+package mirror
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+)
+
+// batchWriteSize is how many bytes of TLS records a batchedTLS gathers
+// into one write to the connection.
+const batchWriteSize = 256 << 10
+
+// maxRecord is the most plaintext a TLS record holds: a Write of no more
+// is one record, which gathering would only copy.
+const maxRecord = 16 << 10
+
+// batchedTLS is the primary's TLS connection. crypto/tls writes each
+// record of at most 16 KiB to the connection as it is sealed, one system
+// call apiece: a batch of megabytes took hundreds, where plain TCP takes
+// one. Write gathers the records of what it is given and writes them in
+// a few large writes before it returns, so that nothing waits in the
+// buffer after it.
+type batchedTLS struct {
+	*tls.Conn
+	w *batchWriter
+}
+
+// Write writes p as TLS records, gathered into writes of up to
+// batchWriteSize bytes.
+func (c *batchedTLS) Write(p []byte) (int, error) {
+	if len(p) <= maxRecord {
+		return c.Conn.Write(p)
+	}
+	c.w.begin()
+	n, err := c.Conn.Write(p)
+	if ferr := c.w.end(); err == nil && ferr != nil {
+		// The records of p were not all written: the connection is
+		// broken, whatever crypto/tls counted.
+		return 0, ferr
+	}
+	return n, err
+}
+
+// batchWriter is the connection under a batchedTLS: between begin and
+// end, what crypto/tls writes is gathered, and written when the buffer
+// is full and at end; otherwise (the handshake, alerts) it is written at
+// once. Records that crypto/tls writes from a Read, such as the answer to
+// a key update, go through the same buffer in their order.
+type batchWriter struct {
+	net.Conn
+	mu      sync.Mutex
+	batched bool
+	buf     []byte
+	err     error
+}
+
+func (w *batchWriter) begin() {
+	w.mu.Lock()
+	w.batched = true
+	w.mu.Unlock()
+}
+
+// end writes what was gathered since begin.
+func (w *batchWriter) end() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.batched = false
+	return w.flushLocked()
+}
+
+// Write gathers p while batched, and writes it at once otherwise. An
+// error of a gathered write is returned by the next Write or by end.
+func (w *batchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !w.batched {
+		if err := w.flushLocked(); err != nil {
+			return 0, err
+		}
+		return w.Conn.Write(p)
+	}
+	if len(w.buf)+len(p) > batchWriteSize && len(w.buf) > 0 {
+		if err := w.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if w.buf == nil {
+		w.buf = make([]byte, 0, batchWriteSize)
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+func (w *batchWriter) flushLocked() error {
+	if w.err != nil || len(w.buf) == 0 {
+		return w.err
+	}
+	_, w.err = w.Conn.Write(w.buf)
+	w.buf = w.buf[:0]
+	return w.err
+}
