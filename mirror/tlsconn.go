@@ -41,6 +41,34 @@ func (c *batchedTLS) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// writeFrames writes several frames to conn: over TLS gathered into few
+// writes, over plain TCP with one writev.
+func writeFrames(conn net.Conn, frames [][]byte) error {
+	if c, ok := conn.(*batchedTLS); ok {
+		return c.writeFrames(frames)
+	}
+	bufs := net.Buffers(frames)
+	_, err := bufs.WriteTo(conn)
+	return err
+}
+
+// writeFrames writes the records of several frames, gathered as Write
+// gathers those of one: a replica that is behind is sent many small
+// batches at once.
+func (c *batchedTLS) writeFrames(frames [][]byte) error {
+	c.w.begin()
+	var err error
+	for _, f := range frames {
+		if _, err = c.Conn.Write(f); err != nil {
+			break
+		}
+	}
+	if ferr := c.w.end(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
 // batchWriter is the connection under a batchedTLS: between begin and
 // end, what crypto/tls writes is gathered, and written when the buffer
 // is full and at end; otherwise (the handshake, alerts) it is written at
