@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // batchWriteSize is how many bytes of TLS records a batchedTLS gathers
@@ -69,6 +70,17 @@ func (c *batchedTLS) writeFrames(frames [][]byte) error {
 	return err
 }
 
+// Close closes the connection. crypto/tls closes the connection under a
+// Write in flight at once, to break it, and otherwise first sends an
+// alert; a gathered write still going on at the end of a Write is broken
+// the same way, rather than the alert waiting behind it.
+func (c *batchedTLS) Close() error {
+	if c.w.close() {
+		return c.w.Conn.Close()
+	}
+	return c.Conn.Close()
+}
+
 // batchWriter is the connection under a batchedTLS: between begin and
 // end, what crypto/tls writes is gathered, and written when the buffer
 // is full and at end; otherwise (the handshake, alerts) it is written at
@@ -76,24 +88,42 @@ func (c *batchedTLS) writeFrames(frames [][]byte) error {
 // a key update, go through the same buffer in their order.
 type batchWriter struct {
 	net.Conn
-	mu      sync.Mutex
-	batched bool
-	buf     []byte
-	err     error
+	// busy is set from begin until end has written what was gathered,
+	// closed once Close was called: Close reads them without waiting for
+	// mu, which a write blocked on the connection holds.
+	busy, closed atomic.Bool
+	mu           sync.Mutex
+	batched      bool
+	buf          []byte
+	err          error
 }
 
 func (w *batchWriter) begin() {
+	w.busy.Store(true)
 	w.mu.Lock()
 	w.batched = true
 	w.mu.Unlock()
 }
 
-// end writes what was gathered since begin.
+// end writes what was gathered since begin, unless the connection is
+// being closed.
 func (w *batchWriter) end() error {
+	defer w.busy.Store(false)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.batched = false
+	if w.closed.Load() && w.err == nil {
+		w.err = net.ErrClosed
+	}
 	return w.flushLocked()
+}
+
+// close marks the writer closed, so that end no longer writes, and
+// reports whether a gathered write may be under way, which closing the
+// connection breaks.
+func (w *batchWriter) close() (busy bool) {
+	w.closed.Store(true)
+	return w.busy.Load()
 }
 
 // Write gathers p while batched, and writes it at once otherwise. An
@@ -105,9 +135,6 @@ func (w *batchWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	if !w.batched {
-		if err := w.flushLocked(); err != nil {
-			return 0, err
-		}
 		return w.Conn.Write(p)
 	}
 	if len(w.buf)+len(p) > batchWriteSize && len(w.buf) > 0 {
@@ -122,9 +149,14 @@ func (w *batchWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// flushLocked writes what was gathered; after an error, nothing more is.
 func (w *batchWriter) flushLocked() error {
-	if w.err != nil || len(w.buf) == 0 {
+	if w.err != nil {
+		w.buf = w.buf[:0]
 		return w.err
+	}
+	if len(w.buf) == 0 {
+		return nil
 	}
 	_, w.err = w.Conn.Write(w.buf)
 	w.buf = w.buf[:0]

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -85,4 +86,65 @@ func TestBatchedTLS(t *testing.T) {
 
 	require.NoError(t, conn.Close())
 	assert.True(t, bytes.Equal(want.Bytes(), <-got), "the peer read what was written")
+}
+
+// TestBatchedTLSCloseBreaksWrite writes frames to a peer that stops
+// reading after the handshake, until a gathered write blocks, and closes
+// the connection from another goroutine, as a mirror that closes does:
+// Close returns at once, and breaks the write, rather than wait behind
+// it.
+func TestBatchedTLSCloseBreaksWrite(t *testing.T) {
+	d := tlstesting.Default(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	hold := make(chan struct{})
+	defer close(hold)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tls.Server(c, d.ServerConfig()).Handshake()
+		<-hold
+	}()
+	cfg, err := clientTLS(d.PrimaryConfig())
+	require.NoError(t, err)
+	conn, err := tlsDial((&net.Dialer{}).DialContext, cfg)(context.Background(), "tcp", l.Addr().String())
+	require.NoError(t, err)
+
+	var written atomic.Int64
+	writeErr := make(chan error, 1)
+	go func() {
+		frame := make([]byte, 200<<10)
+		for {
+			if _, err := conn.Write(frame); err != nil {
+				writeErr <- err
+				return
+			}
+			written.Add(1)
+		}
+	}()
+	// The peer's and this side's socket buffers fill within a few dozen
+	// frames; then a write blocks.
+	for last := int64(-1); last != written.Load(); {
+		last = written.Load()
+		time.Sleep(300 * time.Millisecond)
+	}
+	// crypto/tls's alert would wait up to 5 s, its own write deadline,
+	// behind the blocked write; closing breaks it in microseconds.
+	closed := make(chan error, 1)
+	go func() { closed <- conn.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close waits behind a blocked write")
+	}
+	select {
+	case err := <-writeErr:
+		assert.Error(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the blocked write was not broken by Close")
+	}
 }
