@@ -304,9 +304,11 @@ func BenchmarkAsyncThroughput(b *testing.B) {
 
 // BenchmarkAsyncCommits measures small async commits per second with
 // batches read by the sender (old lines kept for them) against batches
-// read at their commit boundary, interleaved in one loop.
+// read at their commit boundary, and over mutual TLS against plain TCP,
+// each pair interleaved in one loop.
 func BenchmarkAsyncCommits(b *testing.B) {
 	b.Run("keep-interleaved", keepPair.benchAsyncSmall)
+	b.Run("interleaved", tlsPair.benchAsyncSmall)
 }
 
 func benchAsyncThroughput(b *testing.B, addr string, opts mirror.Options) {

@@ -87,7 +87,11 @@
 // the CA signed may do both. A refused peer is sent ErrUnauthorized and
 // logged, and the server goes on. Plain TCP needs Insecure, logs a
 // warning, and a server without TLS refuses to listen on every interface
-// (ErrInsecure).
+// (ErrInsecure). crypto/tls writes each record of 16 KiB at most with a
+// system call of its own: the primary gathers the records of a large
+// frame, or of the frames it sends at once, into writes of up to 256 KiB,
+// and the server reads through a buffer of 64 KiB.
+//
 // # Chain and fencing
 //
 // Each batch carries the chain value after the batch before it (a running

@@ -442,8 +442,7 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 		}
 		s.claimLocked(conn)
 		m.mu.Unlock()
-		bufs := net.Buffers(frames)
-		_, err := bufs.WriteTo(conn)
+		err := writeFrames(conn, frames)
 		s.release(conn, err, taken...)
 		if err != nil {
 			return err

@@ -86,12 +86,13 @@ func tlsDial(dial func(ctx context.Context, network, address string) (net.Conn, 
 			c = cfg.Clone()
 			c.ServerName = host
 		}
-		tc := tls.Client(conn, c)
+		bw := &batchWriter{Conn: conn}
+		tc := tls.Client(bw, c)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %w", address, err)
 		}
-		return tc, nil
+		return &batchedTLS{Conn: tc, w: bw}, nil
 	}
 }
 
