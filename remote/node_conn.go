@@ -104,7 +104,7 @@ func (c *srvConn) handleInline(f frame) {
 		if req, err = decodeResolve(f.payload); err == nil {
 			if err = c.allowed(req.name, req.claim); err == nil {
 				if r, err = c.n.byName(req.name); err == nil && req.claim {
-					err = r.claim(c.n.opts.Dir, c, req.writer)
+					err = r.claim(c, req.writer)
 				}
 			}
 		}
@@ -189,13 +189,7 @@ func (c *srvConn) write(f frame) error {
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	owner := r.claimedBy
-	r.mu.Unlock()
-	if owner != c {
-		return fmt.Errorf("write to region %s without its write claim: %w", r.name, ErrBusy)
-	}
-	return r.write(runs)
+	return r.write(c, runs)
 }
 
 // reply sends one frame; a failed send closes the connection, which ends

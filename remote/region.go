@@ -16,14 +16,18 @@ import (
 // reads are served from memory and write-backs reach the file.
 type region struct {
 	id   uint32
+	dir  string
 	name string
 	size uint64
 	f    *os.File
 	mem  []byte
 
 	// mu orders write-backs and the write claim.
-	mu         sync.Mutex
-	claimedBy  *srvConn
+	mu        sync.Mutex
+	claimedBy *srvConn
+	// claimedAs is the writer identity the claim was made with; it
+	// becomes the last writer at the claim's first write-back.
+	claimedAs  WriterID
 	lastWriter WriterID
 }
 
@@ -51,7 +55,7 @@ func openRegion(dir, name string, id uint32) (*region, error) {
 		f.Close()
 		return nil, fmt.Errorf("map region file %s: %w", f.Name(), err)
 	}
-	r := &region{id: id, name: name, size: uint64(size), f: f, mem: mem}
+	r := &region{id: id, dir: dir, name: name, size: uint64(size), f: f, mem: mem}
 	if b, err := os.ReadFile(metaPath(dir, name)); err == nil && len(b) == len(r.lastWriter) {
 		copy(r.lastWriter[:], b)
 	}
@@ -100,11 +104,18 @@ func (r *region) read(off uint64, n uint32) ([]byte, error) {
 	return r.mem[off : off+uint64(n)], nil
 }
 
-// write applies a batch of runs and makes them durable before returning:
-// an acknowledged write-back survives a crash of the node.
-func (r *region) write(runs []run) error {
+// write applies a batch of runs from c, which must hold the write claim,
+// and makes them durable before returning: an acknowledged write-back
+// survives a crash of the node.
+func (r *region) write(c *srvConn, runs []run) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.claimedBy != c {
+		return fmt.Errorf("write to region %s without its write claim: %w", r.name, ErrBusy)
+	}
+	if err := r.markWriter(); err != nil {
+		return err
+	}
 	for _, w := range runs {
 		copy(r.mem[w.off:], w.data)
 	}
@@ -113,6 +124,22 @@ func (r *region) write(runs []run) error {
 			return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, pr[0], pr[1], err, ErrNodeFailed)
 		}
 	}
+	return nil
+}
+
+// markWriter makes the claim's writer the region's last writer, durably,
+// before its first write-back changes the region. Marking at the claim
+// instead would let a client whose open then fails (a wrong key, a
+// damaged header) take the mark without writing anything, and the
+// rightful writer's backup would no longer count as complete.
+func (r *region) markWriter() error {
+	if r.lastWriter == r.claimedAs {
+		return nil
+	}
+	if err := writeFileSync(metaPath(r.dir, r.name), r.claimedAs[:]); err != nil {
+		return fmt.Errorf("region %s: record its writer: %w: %w", r.name, err, ErrNodeFailed)
+	}
+	r.lastWriter = r.claimedAs
 	return nil
 }
 
@@ -137,24 +164,16 @@ func pageRanges(runs []run) [][2]uint64 {
 	return merged
 }
 
-// claim makes c the region's only writer and records w as its last
-// writer, durably, so that a client can tell whether anyone else wrote
-// the region since it last did.
-func (r *region) claim(dir string, c *srvConn, w WriterID) error {
+// claim makes c the region's only writer, as w. The region's last
+// writer becomes w at c's first write-back (see markWriter), so that a
+// client can tell whether anyone else wrote the region since it last did.
+func (r *region) claim(c *srvConn, w WriterID) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.claimedBy != nil && r.claimedBy != c {
 		return fmt.Errorf("region %s: %w", r.name, ErrBusy)
 	}
-	r.claimedBy = c
-	if r.lastWriter == w {
-		return nil
-	}
-	if err := writeFileSync(metaPath(dir, r.name), w[:]); err != nil {
-		r.claimedBy = nil
-		return err
-	}
-	r.lastWriter = w
+	r.claimedBy, r.claimedAs = c, w
 	return nil
 }
 
