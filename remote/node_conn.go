@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/pmemgo/pmemgo"
 )
 
 // srvConn is one client connection.
@@ -127,6 +129,12 @@ func (c *srvConn) handleInline(f frame) {
 		b, _ := json.Marshal(c.n.Status())
 		c.reply(tStatusReply, f.id, b)
 		return
+	case tScrub:
+		var b []byte
+		if b, err = c.n.scrubReply(); err == nil {
+			c.reply(tStatusReply, f.id, b)
+			return
+		}
 	default:
 		err = fmt.Errorf("unexpected %s frame from a client: %w", f.t, ErrProtocol)
 	}
@@ -152,6 +160,10 @@ func (c *srvConn) handleQueued(f frame) {
 					b, err = r.read(req.off, req.n)
 				}
 			}
+		}
+		if errors.Is(err, pmemgo.ErrCorrupt) {
+			c.n.damaged.Add(1)
+			c.n.opts.Logger.Error("memory node: damaged page refused", "err", err)
 		}
 		if err != nil {
 			c.reply(tError, f.id, appendError(nil, errCode(err), err.Error()))

@@ -241,20 +241,26 @@ func (s *session) prepareBackup(ctx context.Context) error {
 	if s.opts.Heap.Key != nil {
 		head = make([]byte, min(s.size, recordOff(4*PageSize)))
 	}
-	if err := s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand); err != nil {
-		return err
+	err = s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand)
+	if err == nil && s.opts.Heap.Key != nil {
+		err = checkSealedHead(s.opts.Heap.Key, head)
 	}
-	if s.opts.Heap.Key != nil {
-		err := checkSealedHead(s.opts.Heap.Key, head)
-		if err != nil && (!errors.Is(err, pmemgo.ErrCorrupt) || !s.side.Complete) {
-			return fmt.Errorf("memory node %s, region %s: %w", s.addr, s.name, err)
+	if errors.Is(err, pmemgo.ErrCorrupt) && s.side.Complete {
+		// A complete backup holds the pool's own copy: keep it, and
+		// repair the node's with it.
+		logger(s.opts.Heap.Logger).Warn("pmemgo remote: the node's copy is damaged; the backup's serves and repairs it",
+			"node", s.addr, "region", s.name, "err", err)
+		pages := make([]uint64, (len(head)+PageSize-1)/PageSize)
+		for i := range pages {
+			pages[i] = uint64(i)
 		}
-		if err != nil {
-			// A complete backup holds the pool's own copy: keep it.
-			logger(s.opts.Heap.Logger).Warn("pmemgo remote: the node's copy is damaged; the backup's serves",
-				"node", s.addr, "region", s.name, "err", err)
-			return nil
+		if err := s.pushPages(ctx, pages); err != nil {
+			return fmt.Errorf("repair the node's copy from the backup: %w", err)
 		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("memory node %s, region %s: %w", s.addr, s.name, err)
 	}
 	if _, err := f.WriteAt(head, 0); err != nil {
 		return err

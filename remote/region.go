@@ -7,9 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"sync"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmemgo/pmemgo"
 )
 
 // region is a named region a node holds: its file mapped shared, so that
@@ -21,6 +25,7 @@ type region struct {
 	size uint64
 	f    *os.File
 	mem  []byte
+	sums *sums
 
 	// mu orders write-backs and the write claim.
 	mu        sync.Mutex
@@ -34,32 +39,97 @@ type region struct {
 func regionPath(dir, name string) string { return filepath.Join(dir, name+".region") }
 func metaPath(dir, name string) string   { return filepath.Join(dir, name+".writer") }
 
-// openRegion maps the region file of name under dir.
-func openRegion(dir, name string, id uint32) (*region, error) {
+// openRegion maps the region file of name under dir with its checksum
+// file, which is made from the region's bytes if there is none (a region
+// kept before checksums were). It returns, as problems, what it found
+// damaged that does not stop the region from being served.
+func openRegion(dir, name string, id uint32) (*region, []Problem, error) {
 	f, err := os.OpenFile(regionPath(dir, name), os.O_RDWR, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	fi, err := f.Stat()
+	size, err := regionFileSize(f)
 	if err != nil {
 		f.Close()
-		return nil, err
-	}
-	size := fi.Size()
-	if size <= 0 || size > MaxRegion || size%PageSize != 0 {
-		f.Close()
-		return nil, fmt.Errorf("region file %s: size %d is not a multiple of %d up to %d: %w", f.Name(), size, PageSize, int64(MaxRegion), ErrProtocol)
+		return nil, nil, err
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("map region file %s: %w", f.Name(), err)
+		return nil, nil, fmt.Errorf("map region file %s: %w", f.Name(), err)
 	}
 	r := &region{id: id, dir: dir, name: name, size: uint64(size), f: f, mem: mem}
-	if b, err := os.ReadFile(metaPath(dir, name)); err == nil && len(b) == len(r.lastWriter) {
-		copy(r.lastWriter[:], b)
+	if err := r.openSums(); err != nil {
+		_ = unix.Munmap(mem)
+		f.Close()
+		return nil, nil, err
 	}
-	return r, nil
+	var problems []Problem
+	r.lastWriter, err = readWriterFile(metaPath(dir, name))
+	if err != nil {
+		problems = append(problems, writerProblem(name, err))
+	}
+	return r, problems, nil
+}
+
+// regionFileSize returns the size of region file f, checked.
+func regionFileSize(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if size <= 0 || size > MaxRegion || size%PageSize != 0 {
+		return 0, fmt.Errorf("region file %s: size %d is not a multiple of %d up to %d: %w", f.Name(), size, PageSize, int64(MaxRegion), pmemgo.ErrCorrupt)
+	}
+	return size, nil
+}
+
+// openSums opens the region's checksum file, making it if there is none,
+// and settles the write-back a crash interrupted.
+func (r *region) openSums() error {
+	pages := r.size / PageSize
+	if _, err := os.Stat(sumsPath(r.dir, r.name)); errors.Is(err, os.ErrNotExist) {
+		if err := createSums(r.dir, r.name, pages, r.f); err != nil {
+			return fmt.Errorf("make the checksum file of region %s: %w", r.name, err)
+		}
+	}
+	s, err := openSums(r.dir, r.name, pages, os.O_RDWR)
+	if err != nil {
+		return err
+	}
+	if err := s.settle(r.mem); err != nil {
+		s.close()
+		return fmt.Errorf("checksum file of region %s: %w", r.name, err)
+	}
+	r.sums = s
+	return nil
+}
+
+// writerProblem reports a writer file that cannot be read.
+func writerProblem(name string, err error) Problem {
+	return Problem{Region: name, Offset: -1, Err: err.Error() +
+		"; no client's backup counts as complete until the region is written again"}
+}
+
+// readWriterFile reads a region's last writer: 16 bytes and their xxhash,
+// or the 16 bytes alone as nodes wrote them before. No file means no
+// writer yet.
+func readWriterFile(path string) (WriterID, error) {
+	var w WriterID
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return w, nil
+	case err != nil:
+		return w, err
+	case len(b) == len(w):
+	case len(b) == len(w)+8 && le.Uint64(b[len(w):]) == xxhash.Sum64(b[:len(w)]):
+	default:
+		return w, fmt.Errorf("writer file %s: %d bytes that do not check: %w", path, len(b), pmemgo.ErrCorrupt)
+	}
+	copy(w[:], b)
+	return w, nil
 }
 
 // createRegionFile makes the file of a new region, zero-filled and
@@ -81,6 +151,11 @@ func createRegionFile(dir, name string, size uint64) error {
 	if err := tmp.Sync(); err != nil {
 		return err
 	}
+	// The checksums first: a region found without them would have them
+	// made from its bytes, unchecked.
+	if err := createSums(dir, name, size/PageSize, nil); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
@@ -96,17 +171,41 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// read returns n bytes at off, checked against the region's size.
+// read returns n bytes at off, checked against the region's size and
+// the checksums of the pages they lie in. A page that does not match its
+// checksum is an error wrapping pmemgo.ErrCorrupt that names the region
+// and the page's offset: it is never served.
 func (r *region) read(off uint64, n uint32) ([]byte, error) {
 	if off > r.size || uint64(n) > r.size-off {
 		return nil, fmt.Errorf("read [%d, +%d) outside region %s of %d bytes: %w", off, n, r.name, r.size, ErrProtocol)
 	}
+	for p := off / PageSize; p*PageSize < off+uint64(n); p++ {
+		if err := r.checkPage(p); err != nil {
+			return nil, err
+		}
+	}
 	return r.mem[off : off+uint64(n)], nil
 }
 
+// checkPage compares page p with its checksum. Reads do not wait for
+// write-backs, so a page may be met between its bytes and its checksum:
+// a mismatch is checked again under the lock, with no write-back in
+// progress, before the page is called damaged.
+func (r *region) checkPage(p uint64) error {
+	if pageSum(r.mem[p*PageSize:(p+1)*PageSize]) == r.sums.get(p) {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if pageSum(r.mem[p*PageSize:(p+1)*PageSize]) == r.sums.get(p) {
+		return nil
+	}
+	return fmt.Errorf("region %s: the page at offset %d does not match its checksum: %w", r.name, p*PageSize, pmemgo.ErrCorrupt)
+}
+
 // write applies a batch of runs from c, which must hold the write claim,
-// and makes them durable before returning: an acknowledged write-back
-// survives a crash of the node.
+// and makes them durable, with their pages' checksums, before returning:
+// an acknowledged write-back survives a crash of the node.
 func (r *region) write(c *srvConn, runs []run) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -116,15 +215,49 @@ func (r *region) write(c *srvConn, runs []run) error {
 	if err := r.markWriter(); err != nil {
 		return err
 	}
+	ranges := pageRanges(runs)
+	if len(ranges) == 0 {
+		return nil
+	}
+	pages := pageRangesOf(ranges)
+	if err := r.sums.record(pages, newSums(r.mem, runs, ranges)); err != nil {
+		return fmt.Errorf("region %s: record the write-back in its checksum file: %w: %w", r.name, err, ErrNodeFailed)
+	}
 	for _, w := range runs {
 		copy(r.mem[w.off:], w.data)
 	}
-	for _, pr := range pageRanges(runs) {
+	for _, pr := range ranges {
 		if err := unix.Msync(r.mem[pr[0]:pr[1]], unix.MS_SYNC); err != nil {
 			return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, pr[0], pr[1], err, ErrNodeFailed)
 		}
 	}
 	return nil
+}
+
+// newSums returns the checksums that the pages of ranges (sorted, merged,
+// page-aligned byte ranges covering runs) will have once runs are
+// applied to mem, in order, computed on a copy: the checksums must be
+// durable before the pages change (see sums).
+func newSums(mem []byte, runs []run, ranges [][2]uint64) []uint64 {
+	copies := make([][]byte, len(ranges))
+	for i, br := range ranges {
+		hi := (br[1] + PageSize - 1) &^ (PageSize - 1)
+		copies[i] = slices.Clone(mem[br[0]:hi])
+	}
+	for _, w := range runs {
+		if len(w.data) == 0 {
+			continue
+		}
+		i := sort.Search(len(ranges), func(i int) bool { return ranges[i][1] > w.off })
+		copy(copies[i][w.off-ranges[i][0]:], w.data)
+	}
+	var out []uint64
+	for _, c := range copies {
+		for p := 0; p < len(c); p += PageSize {
+			out = append(out, pageSum(c[p:p+PageSize]))
+		}
+	}
+	return out
 }
 
 // markWriter makes the claim's writer the region's last writer, durably,
@@ -136,7 +269,8 @@ func (r *region) markWriter() error {
 	if r.lastWriter == r.claimedAs {
 		return nil
 	}
-	if err := writeFileSync(metaPath(r.dir, r.name), r.claimedAs[:]); err != nil {
+	b := le.AppendUint64(append([]byte(nil), r.claimedAs[:]...), xxhash.Sum64(r.claimedAs[:]))
+	if err := writeFileSync(metaPath(r.dir, r.name), b); err != nil {
 		return fmt.Errorf("region %s: record its writer: %w: %w", r.name, err, ErrNodeFailed)
 	}
 	r.lastWriter = r.claimedAs
@@ -186,8 +320,10 @@ func (r *region) release(c *srvConn) {
 	r.mu.Unlock()
 }
 
+// close clears the checksum file's intent, so that a clean stop leaves
+// every page checked at the next start, and unmaps the region.
 func (r *region) close() error {
-	return errors.Join(unix.Munmap(r.mem), r.f.Close())
+	return errors.Join(r.sums.clear(nil), r.sums.close(), unix.Munmap(r.mem), r.f.Close())
 }
 
 // writeFileSync replaces path with b durably.
