@@ -26,6 +26,9 @@ type region struct {
 	f    *os.File
 	mem  []byte
 	sums *sums
+	// scratch holds a write-back's pages while their checksums are
+	// computed; under mu.
+	scratch []byte
 
 	// mu orders write-backs and the write claim.
 	mu        sync.Mutex
@@ -220,42 +223,52 @@ func (r *region) write(c *srvConn, runs []run) error {
 		return nil
 	}
 	pages := pageRangesOf(ranges)
-	if err := r.sums.record(pages, newSums(r.mem, runs, ranges)); err != nil {
+	if err := r.sums.record(pages, r.newSums(runs, ranges)); err != nil {
 		return fmt.Errorf("region %s: record the write-back in its checksum file: %w: %w", r.name, err, ErrNodeFailed)
 	}
 	for _, w := range runs {
 		copy(r.mem[w.off:], w.data)
 	}
-	for _, pr := range ranges {
-		if err := unix.Msync(r.mem[pr[0]:pr[1]], unix.MS_SYNC); err != nil {
-			return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, pr[0], pr[1], err, ErrNodeFailed)
-		}
+	// One msync over the span: it writes only the dirty pages in it, and
+	// on a file system that flushes its device at each msync, one flush
+	// instead of one per range.
+	lo, hi := ranges[0][0], ranges[len(ranges)-1][1]
+	if err := unix.Msync(r.mem[lo:hi], unix.MS_SYNC); err != nil {
+		return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, lo, hi, err, ErrNodeFailed)
 	}
 	return nil
 }
 
 // newSums returns the checksums that the pages of ranges (sorted, merged,
 // page-aligned byte ranges covering runs) will have once runs are
-// applied to mem, in order, computed on a copy: the checksums must be
-// durable before the pages change (see sums).
-func newSums(mem []byte, runs []run, ranges [][2]uint64) []uint64 {
-	copies := make([][]byte, len(ranges))
+// applied to r.mem, in order, computed on a copy: the checksums must be
+// durable before the pages change (see sums). r.mu is held.
+func (r *region) newSums(runs []run, ranges [][2]uint64) []uint64 {
+	starts := make([]uint64, len(ranges)+1)
 	for i, br := range ranges {
-		hi := (br[1] + PageSize - 1) &^ (PageSize - 1)
-		copies[i] = slices.Clone(mem[br[0]:hi])
+		starts[i+1] = starts[i] + (br[1]+PageSize-1)&^(PageSize-1) - br[0]
+	}
+	if uint64(cap(r.scratch)) < starts[len(ranges)] {
+		r.scratch = make([]byte, starts[len(ranges)])
+	}
+	buf := r.scratch[:starts[len(ranges)]]
+	for i, br := range ranges {
+		copy(buf[starts[i]:starts[i+1]], r.mem[br[0]:])
 	}
 	for _, w := range runs {
 		if len(w.data) == 0 {
 			continue
 		}
 		i := sort.Search(len(ranges), func(i int) bool { return ranges[i][1] > w.off })
-		copy(copies[i][w.off-ranges[i][0]:], w.data)
+		copy(buf[starts[i]+w.off-ranges[i][0]:], w.data)
 	}
-	var out []uint64
-	for _, c := range copies {
-		for p := 0; p < len(c); p += PageSize {
-			out = append(out, pageSum(c[p:p+PageSize]))
-		}
+	out := make([]uint64, 0, len(buf)/PageSize)
+	for p := 0; p < len(buf); p += PageSize {
+		out = append(out, pageSum(buf[p:p+PageSize]))
+	}
+	if len(buf) > 1<<20 {
+		// A resynchronisation's batch: do not keep its memory.
+		r.scratch = nil
 	}
 	return out
 }
