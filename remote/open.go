@@ -145,11 +145,17 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 // openSession connects, claims the region (creating it if asked) and
 // prepares the backup.
 func openSession(rawURL string, opts *Options) (*session, error) {
+	return startSession(rawURL, opts, true)
+}
+
+// startSession connects and claims the region (creating it if asked);
+// with prepare, it readies the backup for a heap to open.
+func startSession(rawURL string, opts *Options, prepare bool) (*session, error) {
 	if opts == nil || opts.Backup == "" {
 		return nil, fmt.Errorf("open %s: Options.Backup names no backup file: %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	if opts.Heap.OldKey != nil {
-		return nil, fmt.Errorf("open %s: the key of a remote pool cannot be rotated (Options.Heap.OldKey): %w", rawURL, pmemgo.ErrInvalidOptions)
+		return nil, fmt.Errorf("open %s: Options.Heap.OldKey: a remote pool's key is rotated by remote.RotateKey: %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	if opts.Heap.ReadOnly {
 		return nil, fmt.Errorf("open %s: read-only remote opens are not supported (read a copy made by Download): %w", rawURL, pmemgo.ErrInvalidOptions)
@@ -184,7 +190,7 @@ func openSession(rawURL string, opts *Options) (*session, error) {
 	if s.cl, err = dial(ctx, addr, s.tls); err != nil {
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
-	if err := s.claim(ctx); err != nil {
+	if err := s.claim(ctx, prepare); err != nil {
 		s.cl.close()
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
@@ -192,9 +198,9 @@ func openSession(rawURL string, opts *Options) (*session, error) {
 }
 
 // claim resolves the region, creating it if asked, claims it for writing,
-// hands the node what an earlier session committed while it was away, and
-// readies the backup.
-func (s *session) claim(ctx context.Context) error {
+// hands the node what an earlier session committed while it was away,
+// and with prepare readies the backup.
+func (s *session) claim(ctx context.Context, prepare bool) error {
 	r, _, err := s.cl.resolve(ctx, s.name, false, WriterID{})
 	if errors.Is(err, ErrNotFound) && s.opts.Size > 0 {
 		return s.create(ctx)
@@ -222,6 +228,9 @@ func (s *session) claim(ctx context.Context) error {
 	s.side.Stale, s.side.Complete, s.side.Region = nil, complete, s.name
 	if err := s.side.save(); err != nil {
 		return err
+	}
+	if !prepare {
+		return nil
 	}
 	return s.prepareBackup(ctx)
 }
