@@ -22,10 +22,12 @@ func openWith(t *testing.T, url, dir, backup string, key []byte) (*heap.Heap, er
 	return remote.Open(url, opts)
 }
 
-// TestRotateKey rotates the key of a sealed remote pool: it opens with
-// the new key, from the rotating client's backup and from an empty one,
-// a download of it opens with the new key, and the old key is refused.
-// A pool that is open cannot be rotated.
+// TestRotateKey rotates the key of a sealed remote pool. A pool that is
+// open cannot be rotated. A rotation interrupted part way leaves a pool
+// that opens with neither key, and the same call again finishes it;
+// once more does nothing. The pool then opens with the new key, from the
+// rotating client's backup and from an empty one, a download of it opens
+// with the new key, and the old key is refused.
 func TestRotateKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
@@ -42,7 +44,21 @@ func TestRotateKey(t *testing.T) {
 	assert.ErrorIs(t, remote.RotateKey(t.Context(), url, rotOpts, newKey), remote.ErrBusy)
 	require.NoError(t, h.Close())
 
+	ctx, cancel := context.WithCancel(t.Context())
+	restore := remote.SetRotateHook(func(off uint64) {
+		if off >= 4<<20 {
+			cancel()
+		}
+	})
+	require.ErrorIs(t, remote.RotateKey(ctx, url, rotOpts, newKey), context.Canceled)
+	restore()
+	for _, key := range [][]byte{oldKey, newKey} {
+		_, err := openWith(t, url, dir, "a.backup", key)
+		assert.ErrorIs(t, err, pmemgo.ErrBadKey)
+		assert.ErrorContains(t, err, "rotation")
+	}
 	require.NoError(t, remote.RotateKey(t.Context(), url, rotOpts, newKey))
+	require.NoError(t, remote.RotateKey(t.Context(), url, rotOpts, newKey), "a finished rotation")
 
 	_, err = openWith(t, url, dir, "cold.backup", oldKey)
 	assert.ErrorIs(t, err, pmemgo.ErrBadKey)
@@ -66,44 +82,4 @@ func TestRotateKey(t *testing.T) {
 	require.NoError(t, err)
 	verify(t, h, 35)
 	require.NoError(t, h.Close())
-}
-
-// TestRotateKeyResumes interrupts a rotation part way: the pool then
-// opens with neither key, and the same call again finishes the rotation,
-// after which the pool opens with the new key alone. Calling it once
-// more does nothing.
-func TestRotateKeyResumes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process test")
-	}
-	dir := t.TempDir()
-	node, oldKey := sealedRegion(t, dir, func(h *heap.Heap) { build(t, h, 30) })
-	newKey := newKey(t)
-	url := node.url("g")
-	rotOpts := openOpts(dir, "a.backup")
-	rotOpts.Heap.Key = oldKey
-
-	ctx, cancel := context.WithCancel(t.Context())
-	defer remote.SetRotateHook(func(off uint64) {
-		if off >= 4<<20 {
-			cancel()
-		}
-	})()
-	require.ErrorIs(t, remote.RotateKey(ctx, url, rotOpts, newKey), context.Canceled)
-	for _, key := range [][]byte{oldKey, newKey} {
-		_, err := openWith(t, url, dir, "a.backup", key)
-		assert.ErrorIs(t, err, pmemgo.ErrBadKey)
-		assert.ErrorContains(t, err, "rotation")
-	}
-
-	require.NoError(t, remote.RotateKey(t.Context(), url, rotOpts, newKey))
-	require.NoError(t, remote.RotateKey(t.Context(), url, rotOpts, newKey), "a finished rotation")
-	_, err := openWith(t, url, dir, "cold.backup", oldKey)
-	assert.ErrorIs(t, err, pmemgo.ErrBadKey)
-	for _, backup := range []string{"a.backup", "cold2.backup"} {
-		h, err := openWith(t, url, dir, backup, newKey)
-		require.NoError(t, err, backup)
-		verify(t, h, 30)
-		require.NoError(t, h.Close())
-	}
 }
