@@ -26,9 +26,6 @@ type region struct {
 	f    *os.File
 	mem  []byte
 	sums *sums
-	// scratch holds a write-back's pages while their checksums are
-	// computed; under mu.
-	scratch []byte
 
 	// mu orders write-backs and the write claim.
 	mu        sync.Mutex
@@ -248,10 +245,14 @@ func (r *region) newSums(runs []run, ranges [][2]uint64) []uint64 {
 	for i, br := range ranges {
 		starts[i+1] = starts[i] + (br[1]+PageSize-1)&^(PageSize-1) - br[0]
 	}
-	if uint64(cap(r.scratch)) < starts[len(ranges)] {
-		r.scratch = make([]byte, starts[len(ranges)])
+	var buf []byte
+	if n := starts[len(ranges)]; n <= scratchSize {
+		p := scratch.Get().(*[scratchSize]byte)
+		defer scratch.Put(p)
+		buf = p[:n]
+	} else {
+		buf = make([]byte, n)
 	}
-	buf := r.scratch[:starts[len(ranges)]]
 	for i, br := range ranges {
 		copy(buf[starts[i]:starts[i+1]], r.mem[br[0]:])
 	}
@@ -266,12 +267,14 @@ func (r *region) newSums(runs []run, ranges [][2]uint64) []uint64 {
 	for p := 0; p < len(buf); p += PageSize {
 		out = append(out, pageSum(buf[p:p+PageSize]))
 	}
-	if len(buf) > 1<<20 {
-		// A resynchronisation's batch: do not keep its memory.
-		r.scratch = nil
-	}
 	return out
 }
+
+// scratchSize is the size of the buffers newSums shares between regions:
+// a write-back of up to 16 pages, most of them, needs no allocation.
+const scratchSize = 16 * PageSize
+
+var scratch = sync.Pool{New: func() any { return new([scratchSize]byte) }}
 
 // markWriter makes the claim's writer the region's last writer, durably,
 // before its first write-back changes the region. Marking at the claim
