@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -90,4 +92,42 @@ func TestFailedOpenKeepsLastWriter(t *testing.T) {
 			require.NoError(t, h.Close())
 		})
 	}
+}
+
+// TestOpenTakesTheMark opens, from another backup, a pool whose writer
+// left it: the open itself makes it the last writer, though it writes
+// nothing to the pool, so that commits it then makes while the node does
+// not answer are handed over when it opens again, not refused as
+// diverged from another writer's.
+func TestOpenTakesTheMark(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	createGraph(t, node.url("g"), dir, 10)
+	before := lastWriter(t, node.addr, "g")
+
+	opts := openOpts(dir, "b.backup")
+	opts.RemoteTimeout = 50 * time.Millisecond
+	h, err := remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	assert.NotEqual(t, before, lastWriter(t, node.addr, "g"))
+	verify(t, h, 10)
+	require.NoError(t, node.cmd.Process.Signal(syscall.SIGSTOP))
+	within(t, time.Minute, func() { build(t, h, 5) })
+	st, _ := remote.Stats(h.Device())
+	require.Positive(t, st.SuspectFences)
+	require.NoError(t, h.Close())
+	require.NoError(t, node.cmd.Process.Signal(syscall.SIGCONT))
+
+	opts = openOpts(dir, "b.backup")
+	h, err = remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	verify(t, h, 15)
+	require.NoError(t, h.Close())
+	h, err = remote.Open(node.url("g"), openOpts(dir, "cold.backup"))
+	require.NoError(t, err)
+	verify(t, h, 15)
+	require.NoError(t, h.Close())
 }

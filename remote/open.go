@@ -139,7 +139,25 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 		s.close()
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
+	if err := s.markWriter(); err != nil {
+		return nil, errors.Join(fmt.Errorf("open %s: %w", rawURL, err), h.Close())
+	}
 	return h, nil
+}
+
+// markWriter makes this session the region's last writer, now that the
+// open succeeded, with a write-back of nothing: the node records the
+// mark at a claim's first write-back, so that an open that fails takes
+// nothing from the rightful writer, but a session whose commits then
+// reach only the backup must find the mark its own when it comes back
+// to hand them over.
+func (s *session) markWriter() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.cl.write(ctx, s.epoch, s.region, nil); err != nil {
+		return fmt.Errorf("record this client as the region's writer: %w", err)
+	}
+	return nil
 }
 
 // openSession connects, claims the region (creating it if asked) and
