@@ -242,37 +242,39 @@ func (s *session) claim(ctx context.Context, prepare bool) error {
 		if err := s.pushPages(ctx, s.side.Stale); err != nil {
 			return fmt.Errorf("resynchronise the node from the backup: %w", err)
 		}
-	}
-	s.side.Stale, s.side.Complete, s.side.Region = nil, complete, s.name
-	if err := s.side.save(); err != nil {
-		return err
+		s.side.Stale = nil
+		if err := s.side.save(); err != nil {
+			return err
+		}
 	}
 	if !prepare {
-		return nil
+		return s.adopt(complete)
 	}
-	return s.prepareBackup(ctx)
+	return s.prepareBackup(ctx, complete)
+}
+
+// adopt records the backup as this region's, holding all of it if
+// complete. It is recorded before the backup changes, and only then: an
+// open that fails before leaves the backup's state as it was.
+func (s *session) adopt(complete bool) error {
+	s.side.Complete, s.side.Region = complete, s.name
+	return s.side.save()
 }
 
 // prepareBackup sizes the backup and copies the node's header pages into
-// it, since the heap reads the header from the file before mapping.
-func (s *session) prepareBackup(ctx context.Context) error {
-	f, err := os.OpenFile(s.opts.Backup, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Truncate(int64(s.size)); err != nil {
-		return err
-	}
+// it, since the heap reads the header from the file before mapping; a
+// complete backup keeps its own copy if the node's is damaged. The
+// node's pages are checked before the backup changes.
+func (s *session) prepareBackup(ctx context.Context, complete bool) error {
 	head := make([]byte, min(s.size, 4*PageSize))
 	if s.opts.Heap.Key != nil {
 		head = make([]byte, min(s.size, recordOff(4*PageSize)))
 	}
-	err = s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand)
+	err := s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand)
 	if err == nil && s.opts.Heap.Key != nil {
 		err = checkSealedHead(s.opts.Heap.Key, head)
 	}
-	if errors.Is(err, pmemgo.ErrCorrupt) && s.side.Complete {
+	if errors.Is(err, pmemgo.ErrCorrupt) && complete {
 		// A complete backup holds the pool's own copy: keep it, and
 		// repair the node's with it.
 		logger(s.opts.Heap.Logger).Warn("pmemgo remote: the node's copy is damaged; the backup's serves and repairs it",
@@ -284,10 +286,21 @@ func (s *session) prepareBackup(ctx context.Context) error {
 		if err := s.pushPages(ctx, pages); err != nil {
 			return fmt.Errorf("repair the node's copy from the backup: %w", err)
 		}
-		return nil
+		return s.adopt(complete)
 	}
 	if err != nil {
 		return fmt.Errorf("memory node %s, region %s: %w", s.addr, s.name, err)
+	}
+	if err := s.adopt(complete); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(s.opts.Backup, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(s.size)); err != nil {
+		return err
 	}
 	if _, err := f.WriteAt(head, 0); err != nil {
 		return err
