@@ -182,6 +182,14 @@ func (n *Node) load() error {
 			continue
 		}
 		r, problems, err := openRegion(n.opts.Dir, name, uint32(len(n.byID)))
+		if err == nil {
+			for _, p := range problems {
+				report(p)
+			}
+			if err = r.check(report); err != nil {
+				err = errors.Join(fmt.Errorf("check: %w", err), r.close())
+			}
+		}
 		if err != nil {
 			n.aside[name] = err
 			report(Problem{Region: name, Offset: -1, Err: "set aside: " + err.Error()})
@@ -189,12 +197,6 @@ func (n *Node) load() error {
 		}
 		n.regions[name] = r
 		n.byID = append(n.byID, r)
-		for _, p := range problems {
-			report(p)
-		}
-		if err := r.check(report); err != nil {
-			return fmt.Errorf("memory node: check region %s: %w", name, err)
-		}
 	}
 	return nil
 }
