@@ -122,7 +122,7 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 		return nil, err
 	}
 	if placed != nil && placed.Size != 0 && s.size != placed.Size {
-		s.close()
+		s.closeWithin(releaseWait)
 		return nil, fmt.Errorf("open %s: the placement records %d bytes, region %s on %s holds %d: %w",
 			rawURL, placed.Size, s.name, s.addr, s.size, ErrProtocol)
 	}
@@ -136,7 +136,7 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 	hopts.Size = 0
 	h, err := heap.Open(s.opts.Backup, &hopts)
 	if err != nil {
-		s.close()
+		s.closeWithin(releaseWait)
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
 	if err := s.markWriter(); err != nil {
@@ -209,11 +209,22 @@ func startSession(rawURL string, opts *Options, prepare bool) (*session, error) 
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
 	if err := s.claim(ctx, prepare); err != nil {
-		s.cl.close()
+		if s.epoch != 0 {
+			// The region was claimed.
+			s.closeWithin(releaseWait)
+		} else {
+			s.cl.close()
+		}
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
 	return s, nil
 }
+
+// releaseWait bounds the wait for the node to release the claim of an
+// open that failed, or of a key rotation. The node answered a moment
+// before; released only once the node sees the connection closed, the
+// claim could still hold off an open that follows at once (ErrBusy).
+const releaseWait = 5 * time.Second
 
 // claim resolves the region, creating it if asked, claims it for writing,
 // hands the node what an earlier session committed while it was away,
@@ -445,8 +456,13 @@ func logger(l *slog.Logger) *slog.Logger {
 }
 
 // close releases the claim and the connection.
-func (s *session) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RemoteTimeout)
+func (s *session) close() { s.closeWithin(s.opts.RemoteTimeout) }
+
+// closeWithin releases the claim, waiting at most d for the node to
+// answer (else the node releases it once it sees the connection closed),
+// and closes the connection.
+func (s *session) closeWithin(d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	_ = s.cl.release(ctx, s.epoch, s.region)
 	s.cl.close()

@@ -60,7 +60,9 @@ func RotateKey(ctx context.Context, rawURL string, opts *Options, newKey []byte)
 	if err != nil {
 		return fmt.Errorf("rotate key: %w", err)
 	}
-	defer s.close()
+	// The claim is released before the call returns, so that the pool
+	// can be opened at once.
+	defer s.closeWithin(releaseWait)
 	rk := &rekey{s: s}
 	if err := rk.run(ctx, opts.Heap.Key, opts.Heap.OldKey, newKey); err != nil {
 		return fmt.Errorf("rotate key of %s: %w", rawURL, err)
