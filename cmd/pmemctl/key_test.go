@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -132,9 +133,13 @@ func TestKeyRotateRemote(t *testing.T) {
 	backup := filepath.Join(dir, "pool.backup")
 	opts := &remote.Options{Backup: backup, Insecure: true, Size: 4 << 20}
 	opts.Heap.Key = key
+	// The node runs in this process: a collection that stopped the world
+	// while the open waits in a fault on the pool would never end.
+	gc := debug.SetGCPercent(-1)
 	h, err := remote.Open(url, opts)
 	require.NoError(t, err)
 	require.NoError(t, h.Close())
+	debug.SetGCPercent(gc)
 
 	_, stderr, code := pmemctl(t, "key", "rotate", url, "--key-file", keyFile, "--new-key-file", next, "--insecure")
 	assert.Equal(t, exitUsage, code)
