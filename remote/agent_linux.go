@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -329,8 +330,20 @@ func (a *agent) serve(f *fetcher, addr uintptr, pages []uintptr, buf, recs []byt
 			}
 			if errors.Is(err, pmemgo.ErrCorrupt) {
 				// The node's copy is damaged: the backup's, if it holds
-				// the page, is the pool's.
+				// the page, is the pool's, and repairs the node's.
+				a.repair(lo, uint64(len(cluster)))
 				if !a.isValid(off) {
+					if len(cluster) > PageSize {
+						// The damage may lie in another page of the cluster.
+						err = a.fetch(f, off, page, recs)
+						if err == nil {
+							return a.installCluster(addr, pages[:1], off, page, recs)
+						}
+						if !errors.Is(err, pmemgo.ErrCorrupt) {
+							a.suspect.Store(true)
+							continue
+						}
+					}
 					return fmt.Errorf("memory node %s, region %s: %w", a.cfg.Addr, a.cfg.Name, err)
 				}
 				_ = tell(&a.ctlMu, a.ctl, "warn", fmt.Sprintf("memory node %s, region %s: %v; served from the backup", a.cfg.Addr, a.cfg.Name, err))
@@ -345,6 +358,17 @@ func (a *agent) serve(f *fetcher, addr uintptr, pages []uintptr, buf, recs []byt
 			return uffdCopy(a.uffd, addr, page)
 		}
 		time.Sleep(a.cfg.Timeout / 4)
+	}
+}
+
+// repair asks the pool's process to hand the node the backup's copy of
+// the pages of [lo, lo+n) that the backup holds, since one of them, which
+// the error does not say, is damaged on the node.
+func (a *agent) repair(lo, n uint64) {
+	for off := lo; off < lo+n; off += PageSize {
+		if a.isValid(off) {
+			_ = tell(&a.ctlMu, a.ctl, "repair", strconv.FormatUint(off, 10))
+		}
 	}
 }
 

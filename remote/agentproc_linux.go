@@ -30,7 +30,8 @@ type agentProc struct {
 	err  error
 
 	// What the agent tells once ready, one line each (see listen).
-	warn     func(string)
+	// note is told each "warn MESSAGE" and "repair OFFSET" line.
+	note     func(verb, arg string)
 	worker   atomic.Int64
 	restarts atomic.Uint64
 	// heard is closed once the agent's socket reached its end; failed is
@@ -42,7 +43,7 @@ type agentProc struct {
 // spawnAgent starts argv as an agent of role, hands it the userfaultfd
 // and cfg, and waits until it answers that it is ready. It returns what
 // the agent said after "ok".
-func spawnAgent(argv []string, role string, cfg agentConfig, uffd int, warn func(string)) (*agentProc, string, error) {
+func spawnAgent(argv []string, role string, cfg agentConfig, uffd int, note func(verb, arg string)) (*agentProc, string, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, "", err
@@ -65,7 +66,7 @@ func spawnAgent(argv []string, role string, cfg agentConfig, uffd int, warn func
 		_ = cmd.Wait()
 		return nil, "", err
 	}
-	a := &agentProc{cmd: cmd, conn: fc.(*net.UnixConn), done: make(chan struct{}), warn: warn, heard: make(chan struct{})}
+	a := &agentProc{cmd: cmd, conn: fc.(*net.UnixConn), done: make(chan struct{}), note: note, heard: make(chan struct{})}
 	a.r = bufio.NewReader(a.conn)
 	go func() {
 		a.err = cmd.Wait()
@@ -84,8 +85,9 @@ func spawnAgent(argv []string, role string, cfg agentConfig, uffd int, warn func
 }
 
 // listen reads what the agent tells until its socket ends: "worker PID"
-// when a keeper started another worker, "warn MESSAGE", "failed CAUSE"
-// when the agent gives up.
+// when a keeper started another worker, "warn MESSAGE", "repair OFFSET"
+// when the node's copy of the pool page at OFFSET is damaged and the
+// backup's is good, "failed CAUSE" when the agent gives up.
 func (a *agentProc) listen() {
 	defer close(a.heard)
 	for {
@@ -99,8 +101,8 @@ func (a *agentProc) listen() {
 			pid, _ := strconv.Atoi(arg)
 			a.worker.Store(int64(pid))
 			a.restarts.Add(1)
-		case "warn":
-			a.warn(arg)
+		case "warn", "repair":
+			a.note(verb, arg)
 		case "failed":
 			a.failed = errors.New(arg)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,10 +282,20 @@ func (d *remoteDevice) writeBackup(runs []run) error {
 // markStale records the pages of runs as missing on the node, durably,
 // and starts the loop that hands them over.
 func (d *remoteDevice) markStale(runs []run) error {
+	var pages []uint64
 	for _, r := range runs {
 		for p := r.off / PageSize; p*PageSize < r.off+uint64(len(r.data)); p++ {
-			d.stale[p] = struct{}{}
+			pages = append(pages, p)
 		}
+	}
+	return d.addStale(pages)
+}
+
+// addStale records pages, region page indexes, as missing on the node,
+// durably, and starts the loop that hands them over. d.mu is held.
+func (d *remoteDevice) addStale(pages []uint64) error {
+	for _, p := range pages {
+		d.stale[p] = struct{}{}
 	}
 	d.s.side.setStale(d.stale)
 	if err := d.s.side.save(); err != nil {
@@ -296,6 +307,27 @@ func (d *remoteDevice) markStale(runs []run) error {
 		go d.resyncLoop()
 	}
 	return nil
+}
+
+// repair hands the node the backup's copy of the pool page at offset arg
+// (decimal), which the agent found damaged on the node and good in the
+// backup, as it hands over the commits the node missed.
+func (d *remoteDevice) repair(arg string) {
+	off, err := strconv.ParseUint(arg, 10, 64)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil || d.closed || off >= uint64(len(d.mem)) {
+		return
+	}
+	pages := []uint64{off / PageSize}
+	if d.seal != nil {
+		// A page's records fill two pages of the region.
+		first := recordOff(off&^(PageSize-1)) / PageSize
+		pages = []uint64{first, first + 1}
+	}
+	if err := d.addStale(pages); err != nil {
+		d.log.Warn("pmemgo remote: cannot schedule the repair of the node's copy", "pool", d.s.name, "offset", off, "err", err)
+	}
 }
 
 // resyncLoop hands the stale pages to the node once it answers, and then

@@ -1,6 +1,10 @@
 package remote
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/pmemgo/pmemgo"
+)
 
 var (
 	// ErrNotFound is returned when the node holds no region of the name.
@@ -42,6 +46,8 @@ func codeErr(code uint16) error {
 		return ErrProtocol
 	case codeDenied:
 		return ErrDenied
+	case codeCorrupt:
+		return pmemgo.ErrCorrupt
 	}
 	return ErrNodeFailed
 }
@@ -51,7 +57,7 @@ func errCode(err error) uint16 {
 	for _, c := range []struct {
 		err  error
 		code uint16
-	}{{ErrNotFound, codeNotFound}, {ErrExists, codeExists}, {ErrBusy, codeBusy}, {ErrStale, codeStale}, {ErrProtocol, codeInvalid}, {ErrDenied, codeDenied}} {
+	}{{ErrNotFound, codeNotFound}, {ErrExists, codeExists}, {ErrBusy, codeBusy}, {ErrStale, codeStale}, {ErrProtocol, codeInvalid}, {ErrDenied, codeDenied}, {pmemgo.ErrCorrupt, codeCorrupt}} {
 		if errors.Is(err, c.err) {
 			return c.code
 		}

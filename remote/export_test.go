@@ -36,3 +36,10 @@ func NodeReadLatency(addr, name string, size uint64, n int) (time.Duration, erro
 	slices.Sort(lat)
 	return lat[n/2], nil
 }
+
+// SetRotateHook makes fn be called after each step of a key rotation,
+// with the region offset reached, until restore is called.
+func SetRotateHook(fn func(off uint64)) (restore func()) {
+	rotateHook = fn
+	return func() { rotateHook = nil }
+}

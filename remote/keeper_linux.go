@@ -61,7 +61,7 @@ func runKeeper(sock *os.File) error {
 	}
 	defer uc.Close()
 	var wmu sync.Mutex
-	relay := func(msg string) { _ = tell(&wmu, uc, "warn", msg) }
+	relay := func(verb, msg string) { _ = tell(&wmu, uc, verb, msg) }
 	var cfg agentConfig
 	if err = json.Unmarshal(b, &cfg); err == nil && len(cfg.Argv) == 0 {
 		err = fmt.Errorf("configuration: no command to start the worker with")
@@ -117,14 +117,14 @@ func runKeeper(sock *os.File) error {
 
 // startWorker starts a worker, trying a few times, and once it serves,
 // wakes the threads waiting on faults if it replaces one.
-func startWorker(cfg agentConfig, uffd int, warn func(string)) (*agentProc, error) {
+func startWorker(cfg agentConfig, uffd int, note func(verb, arg string)) (*agentProc, error) {
 	var err error
 	for attempt := range startAttempts {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 		}
 		var w *agentProc
-		if w, _, err = spawnAgent(cfg.Argv, roleWorker, cfg, uffd, warn); err != nil {
+		if w, _, err = spawnAgent(cfg.Argv, roleWorker, cfg, uffd, note); err != nil {
 			continue
 		}
 		if cfg.Restart {

@@ -2,11 +2,13 @@ package remote_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/internal/certs"
 	"github.com/pmemgo/pmemgo/remote"
 )
 
@@ -42,12 +45,29 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runNode serves a memory node over plain TCP on loopback and prints its
-// address; it runs until killed.
+// runNode serves a memory node on loopback and prints its address; it
+// runs until killed. It serves plain TCP, or mutual TLS with the files
+// named by REMOTE_TEST_TLS (CA, certificate and key, joined by the path
+// list separator) and the policy in REMOTE_TEST_POLICY (JSON).
 func runNode(dir, listen string) int {
 	workers, _ := strconv.Atoi(os.Getenv("REMOTE_TEST_WORKERS"))
-	n, err := remote.NewNode(remote.NodeOptions{Dir: dir, Insecure: true, Workers: workers,
-		FIFO: os.Getenv("REMOTE_TEST_FIFO") != ""})
+	opts := remote.NodeOptions{Dir: dir, Insecure: true, Workers: workers, FIFO: os.Getenv("REMOTE_TEST_FIFO") != ""}
+	if files := filepath.SplitList(os.Getenv("REMOTE_TEST_TLS")); len(files) == 3 {
+		cfg, err := certs.LoadTLS(files[0], files[1], files[2], true)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		opts.TLS, opts.Insecure = cfg, false
+	}
+	if p := os.Getenv("REMOTE_TEST_POLICY"); p != "" {
+		opts.Policy = &remote.Policy{}
+		if err := json.Unmarshal([]byte(p), opts.Policy); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	n, err := remote.NewNode(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -210,6 +210,8 @@ const (
 	codeStale
 	codeInvalid
 	codeDenied
+	// codeCorrupt: the node found the data asked for damaged.
+	codeCorrupt
 )
 
 func appendError(dst []byte, code uint16, msg string) []byte {

@@ -93,12 +93,16 @@ type Node struct {
 	mu      sync.Mutex
 	regions map[string]*region
 	byID    []*region
-	conns   map[*srvConn]struct{}
-	ls      []net.Listener
-	closed  bool
-	wg      sync.WaitGroup
+	// aside holds the regions that failed to open at start, with why.
+	aside map[string]error
+	// problems is the damage found at start.
+	problems []Problem
+	conns    map[*srvConn]struct{}
+	ls       []net.Listener
+	closed   bool
+	wg       sync.WaitGroup
 
-	reads, writes, bytesRead, bytesWritten atomic.Uint64
+	reads, writes, bytesRead, bytesWritten, damaged atomic.Uint64
 }
 
 // NewNode loads the regions under opts.Dir and starts the workers.
@@ -142,7 +146,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	}
 	n := &Node{
 		opts: opts, epoch: binary.LittleEndian.Uint64(e[:]) | 1, q: newQueues(opts.FIFO, opts.StarveBound),
-		regions: map[string]*region{}, conns: map[*srvConn]struct{}{},
+		regions: map[string]*region{}, conns: map[*srvConn]struct{}{}, aside: map[string]error{},
 	}
 	if err := n.load(); err != nil {
 		n.closeRegions()
@@ -155,7 +159,10 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	return n, nil
 }
 
-// load opens every region file under the directory.
+// load opens every region file under the directory and checks every
+// page against its checksum. A region that fails to open is set aside,
+// and reported, while the others are served; damaged pages are reported,
+// and refused when read.
 func (n *Node) load() error {
 	if err := os.MkdirAll(n.opts.Dir, 0o700); err != nil {
 		return err
@@ -165,14 +172,28 @@ func (n *Node) load() error {
 		return err
 	}
 	sort.Strings(paths)
+	report := func(p Problem) {
+		n.opts.Logger.Error("memory node: damage found at start", "region", p.Region, "offset", p.Offset, "problem", p.Err)
+		n.problems = append(n.problems, p)
+	}
 	for _, p := range paths {
 		name := strings.TrimSuffix(filepath.Base(p), ".region")
 		if CheckName(name) != nil {
 			continue
 		}
-		r, err := openRegion(n.opts.Dir, name, uint32(len(n.byID)))
+		r, problems, err := openRegion(n.opts.Dir, name, uint32(len(n.byID)))
+		if err == nil {
+			for _, p := range problems {
+				report(p)
+			}
+			if err = r.check(report); err != nil {
+				err = errors.Join(fmt.Errorf("check: %w", err), r.close())
+			}
+		}
 		if err != nil {
-			return fmt.Errorf("memory node: load region %s: %w", name, err)
+			n.aside[name] = err
+			report(Problem{Region: name, Offset: -1, Err: "set aside: " + err.Error()})
+			continue
 		}
 		n.regions[name] = r
 		n.byID = append(n.byID, r)
@@ -269,7 +290,7 @@ func (n *Node) create(c createReq) (*region, error) {
 	if err := createRegionFile(n.opts.Dir, c.name, c.size); err != nil {
 		return nil, err
 	}
-	r, err := openRegion(n.opts.Dir, c.name, uint32(len(n.byID)))
+	r, _, err := openRegion(n.opts.Dir, c.name, uint32(len(n.byID)))
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +303,9 @@ func (n *Node) byName(name string) (*region, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r, ok := n.regions[name]
+	if err := n.aside[name]; err != nil {
+		return nil, fmt.Errorf("region %s was set aside at start (%v): %w", name, err, ErrNodeFailed)
+	}
 	if !ok {
 		return nil, fmt.Errorf("region %s: %w", name, ErrNotFound)
 	}
@@ -321,15 +345,21 @@ type Status struct {
 	Writes       uint64         `json:"writes"`
 	BytesServed  uint64         `json:"bytes_served"`
 	BytesWritten uint64         `json:"bytes_written"`
+	// DamagedReads counts the reads refused because a page did not match
+	// its checksum.
+	DamagedReads uint64 `json:"damaged_reads"`
+	// Problems lists the regions set aside and the damage found at start.
+	Problems []Problem `json:"problems,omitempty"`
 }
 
 // Status returns the node's regions, queue depths and counters.
 func (n *Node) Status() Status {
 	s := Status{Epoch: n.epoch, Reads: n.reads.Load(), Writes: n.writes.Load(),
-		BytesServed: n.bytesRead.Load(), BytesWritten: n.bytesWritten.Load()}
+		BytesServed: n.bytesRead.Load(), BytesWritten: n.bytesWritten.Load(), DamagedReads: n.damaged.Load()}
 	s.QueueHigh, s.QueueLow = n.q.depths()
 	n.mu.Lock()
 	s.Connections = len(n.conns)
+	s.Problems = append([]Problem(nil), n.problems...)
 	regions := append([]*region(nil), n.byID...)
 	n.mu.Unlock()
 	for _, r := range regions {

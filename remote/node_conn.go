@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/pmemgo/pmemgo"
 )
 
 // srvConn is one client connection.
@@ -104,7 +106,7 @@ func (c *srvConn) handleInline(f frame) {
 		if req, err = decodeResolve(f.payload); err == nil {
 			if err = c.allowed(req.name, req.claim); err == nil {
 				if r, err = c.n.byName(req.name); err == nil && req.claim {
-					err = r.claim(c.n.opts.Dir, c, req.writer)
+					err = r.claim(c, req.writer)
 				}
 			}
 		}
@@ -127,6 +129,12 @@ func (c *srvConn) handleInline(f frame) {
 		b, _ := json.Marshal(c.n.Status())
 		c.reply(tStatusReply, f.id, b)
 		return
+	case tScrub:
+		var b []byte
+		if b, err = c.n.scrubReply(); err == nil {
+			c.reply(tStatusReply, f.id, b)
+			return
+		}
 	default:
 		err = fmt.Errorf("unexpected %s frame from a client: %w", f.t, ErrProtocol)
 	}
@@ -152,6 +160,10 @@ func (c *srvConn) handleQueued(f frame) {
 					b, err = r.read(req.off, req.n)
 				}
 			}
+		}
+		if errors.Is(err, pmemgo.ErrCorrupt) {
+			c.n.damaged.Add(1)
+			c.n.opts.Logger.Error("memory node: damaged page refused", "err", err)
 		}
 		if err != nil {
 			c.reply(tError, f.id, appendError(nil, errCode(err), err.Error()))
@@ -189,13 +201,7 @@ func (c *srvConn) write(f frame) error {
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	owner := r.claimedBy
-	r.mu.Unlock()
-	if owner != c {
-		return fmt.Errorf("write to region %s without its write claim: %w", r.name, ErrBusy)
-	}
-	return r.write(runs)
+	return r.write(c, runs)
 }
 
 // reply sends one frame; a failed send closes the connection, which ends

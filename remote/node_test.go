@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -177,4 +178,36 @@ func TestBatchesFitTheLimit(t *testing.T) {
 	assert.Equal(t, 21*LineSize, total)
 	assert.True(t, next[0] && next[4*LineSize] && next[4096] && next[8192])
 	assert.Len(t, batches(runs, MaxWrite), 1)
+}
+
+// BenchmarkNodeWriteBack measures a write-back acknowledged by a node in
+// this process, durable in its files: one line, and a line in each of
+// 16 pages.
+func BenchmarkNodeWriteBack(b *testing.B) {
+	for _, pages := range []int{1, 16} {
+		b.Run(fmt.Sprintf("pages=%d", pages), func(b *testing.B) {
+			_, addr := startNode(b, NodeOptions{})
+			ctx := testCtx(b)
+			cl, err := dial(ctx, addr, nil)
+			require.NoError(b, err)
+			defer cl.close()
+			r, epoch, err := cl.create(ctx, "r", 1<<20)
+			require.NoError(b, err)
+			_, _, err = cl.resolve(ctx, "r", true, WriterID{1})
+			require.NoError(b, err)
+			line := bytes.Repeat([]byte{7}, LineSize)
+			runs := make([]run, pages)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				for p := range runs {
+					runs[p] = run{off: uint64((i*pages+p)%256)*PageSize + uint64(i%64)*LineSize, data: line}
+				}
+				if err := cl.write(ctx, epoch, r.id, runs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/write-back")
+		})
+	}
 }

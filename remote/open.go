@@ -122,7 +122,7 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 		return nil, err
 	}
 	if placed != nil && placed.Size != 0 && s.size != placed.Size {
-		s.close()
+		s.closeWithin(releaseWait)
 		return nil, fmt.Errorf("open %s: the placement records %d bytes, region %s on %s holds %d: %w",
 			rawURL, placed.Size, s.name, s.addr, s.size, ErrProtocol)
 	}
@@ -136,20 +136,44 @@ func Open(rawURL string, opts *Options) (*heap.Heap, error) {
 	hopts.Size = 0
 	h, err := heap.Open(s.opts.Backup, &hopts)
 	if err != nil {
-		s.close()
+		s.closeWithin(releaseWait)
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
+	if err := s.markWriter(); err != nil {
+		return nil, errors.Join(fmt.Errorf("open %s: %w", rawURL, err), h.Close())
+	}
 	return h, nil
+}
+
+// markWriter makes this session the region's last writer, now that the
+// open succeeded, with a write-back of nothing: the node records the
+// mark at a claim's first write-back, so that an open that fails takes
+// nothing from the rightful writer, but a session whose commits then
+// reach only the backup must find the mark its own when it comes back
+// to hand them over.
+func (s *session) markWriter() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.cl.write(ctx, s.epoch, s.region, nil); err != nil {
+		return fmt.Errorf("record this client as the region's writer: %w", err)
+	}
+	return nil
 }
 
 // openSession connects, claims the region (creating it if asked) and
 // prepares the backup.
 func openSession(rawURL string, opts *Options) (*session, error) {
+	return startSession(rawURL, opts, true)
+}
+
+// startSession connects and claims the region (creating it if asked);
+// with prepare, it readies the backup for a heap to open.
+func startSession(rawURL string, opts *Options, prepare bool) (*session, error) {
 	if opts == nil || opts.Backup == "" {
 		return nil, fmt.Errorf("open %s: Options.Backup names no backup file: %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	if opts.Heap.OldKey != nil {
-		return nil, fmt.Errorf("open %s: the key of a remote pool cannot be rotated (Options.Heap.OldKey): %w", rawURL, pmemgo.ErrInvalidOptions)
+		return nil, fmt.Errorf("open %s: Options.Heap.OldKey: a remote pool's key is rotated by remote.RotateKey: %w", rawURL, pmemgo.ErrInvalidOptions)
 	}
 	if opts.Heap.ReadOnly {
 		return nil, fmt.Errorf("open %s: read-only remote opens are not supported (read a copy made by Download): %w", rawURL, pmemgo.ErrInvalidOptions)
@@ -184,17 +208,28 @@ func openSession(rawURL string, opts *Options) (*session, error) {
 	if s.cl, err = dial(ctx, addr, s.tls); err != nil {
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
-	if err := s.claim(ctx); err != nil {
-		s.cl.close()
+	if err := s.claim(ctx, prepare); err != nil {
+		if s.epoch != 0 {
+			// The region was claimed.
+			s.closeWithin(releaseWait)
+		} else {
+			s.cl.close()
+		}
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
 	return s, nil
 }
 
+// releaseWait bounds the wait for the node to release the claim of an
+// open that failed, or of a key rotation. The node answered a moment
+// before; released only once the node sees the connection closed, the
+// claim could still hold off an open that follows at once (ErrBusy).
+const releaseWait = 5 * time.Second
+
 // claim resolves the region, creating it if asked, claims it for writing,
-// hands the node what an earlier session committed while it was away, and
-// readies the backup.
-func (s *session) claim(ctx context.Context) error {
+// hands the node what an earlier session committed while it was away,
+// and with prepare readies the backup.
+func (s *session) claim(ctx context.Context, prepare bool) error {
 	r, _, err := s.cl.resolve(ctx, s.name, false, WriterID{})
 	if errors.Is(err, ErrNotFound) && s.opts.Size > 0 {
 		return s.create(ctx)
@@ -218,17 +253,58 @@ func (s *session) claim(ctx context.Context) error {
 		if err := s.pushPages(ctx, s.side.Stale); err != nil {
 			return fmt.Errorf("resynchronise the node from the backup: %w", err)
 		}
+		s.side.Stale = nil
+		if err := s.side.save(); err != nil {
+			return err
+		}
 	}
-	s.side.Stale, s.side.Complete, s.side.Region = nil, complete, s.name
-	if err := s.side.save(); err != nil {
-		return err
+	if !prepare {
+		return s.adopt(complete)
 	}
-	return s.prepareBackup(ctx)
+	return s.prepareBackup(ctx, complete)
+}
+
+// adopt records the backup as this region's, holding all of it if
+// complete. It is recorded before the backup changes, and only then: an
+// open that fails before leaves the backup's state as it was.
+func (s *session) adopt(complete bool) error {
+	s.side.Complete, s.side.Region = complete, s.name
+	return s.side.save()
 }
 
 // prepareBackup sizes the backup and copies the node's header pages into
-// it, since the heap reads the header from the file before mapping.
-func (s *session) prepareBackup(ctx context.Context) error {
+// it, since the heap reads the header from the file before mapping; a
+// complete backup keeps its own copy if the node's is damaged. The
+// node's pages are checked before the backup changes.
+func (s *session) prepareBackup(ctx context.Context, complete bool) error {
+	head := make([]byte, min(s.size, 4*PageSize))
+	if s.opts.Heap.Key != nil {
+		head = make([]byte, min(s.size, recordOff(4*PageSize)))
+	}
+	err := s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand)
+	if err == nil && s.opts.Heap.Key != nil {
+		err = checkSealedHead(s.opts.Heap.Key, head)
+	}
+	if errors.Is(err, pmemgo.ErrCorrupt) && complete {
+		// A complete backup holds the pool's own copy: keep it, and
+		// repair the node's with it.
+		logger(s.opts.Heap.Logger).Warn("pmemgo remote: the node's copy is damaged; the backup's serves and repairs it",
+			"node", s.addr, "region", s.name, "err", err)
+		pages := make([]uint64, (len(head)+PageSize-1)/PageSize)
+		for i := range pages {
+			pages[i] = uint64(i)
+		}
+		if err := s.pushPages(ctx, pages); err != nil {
+			return fmt.Errorf("repair the node's copy from the backup: %w", err)
+		}
+		return s.adopt(complete)
+	}
+	if err != nil {
+		return fmt.Errorf("memory node %s, region %s: %w", s.addr, s.name, err)
+	}
+	if err := s.adopt(complete); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(s.opts.Backup, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
@@ -236,25 +312,6 @@ func (s *session) prepareBackup(ctx context.Context) error {
 	defer f.Close()
 	if err := f.Truncate(int64(s.size)); err != nil {
 		return err
-	}
-	head := make([]byte, min(s.size, 4*PageSize))
-	if s.opts.Heap.Key != nil {
-		head = make([]byte, min(s.size, recordOff(4*PageSize)))
-	}
-	if err := s.cl.read(ctx, s.epoch, s.region, 0, head, prioDemand); err != nil {
-		return err
-	}
-	if s.opts.Heap.Key != nil {
-		err := checkSealedHead(s.opts.Heap.Key, head)
-		if err != nil && (!errors.Is(err, pmemgo.ErrCorrupt) || !s.side.Complete) {
-			return fmt.Errorf("memory node %s, region %s: %w", s.addr, s.name, err)
-		}
-		if err != nil {
-			// A complete backup holds the pool's own copy: keep it.
-			logger(s.opts.Heap.Logger).Warn("pmemgo remote: the node's copy is damaged; the backup's serves",
-				"node", s.addr, "region", s.name, "err", err)
-			return nil
-		}
 	}
 	if _, err := f.WriteAt(head, 0); err != nil {
 		return err
@@ -399,8 +456,13 @@ func logger(l *slog.Logger) *slog.Logger {
 }
 
 // close releases the claim and the connection.
-func (s *session) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RemoteTimeout)
+func (s *session) close() { s.closeWithin(s.opts.RemoteTimeout) }
+
+// closeWithin releases the claim, waiting at most d for the node to
+// answer (else the node releases it once it sees the connection closed),
+// and closes the connection.
+func (s *session) closeWithin(d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	_ = s.cl.release(ctx, s.epoch, s.region)
 	s.cl.close()

@@ -7,55 +7,129 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"sync"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmemgo/pmemgo"
 )
 
 // region is a named region a node holds: its file mapped shared, so that
 // reads are served from memory and write-backs reach the file.
 type region struct {
 	id   uint32
+	dir  string
 	name string
 	size uint64
 	f    *os.File
 	mem  []byte
+	sums *sums
 
 	// mu orders write-backs and the write claim.
-	mu         sync.Mutex
-	claimedBy  *srvConn
+	mu        sync.Mutex
+	claimedBy *srvConn
+	// claimedAs is the writer identity the claim was made with; it
+	// becomes the last writer at the claim's first write-back.
+	claimedAs  WriterID
 	lastWriter WriterID
 }
 
 func regionPath(dir, name string) string { return filepath.Join(dir, name+".region") }
 func metaPath(dir, name string) string   { return filepath.Join(dir, name+".writer") }
 
-// openRegion maps the region file of name under dir.
-func openRegion(dir, name string, id uint32) (*region, error) {
+// openRegion maps the region file of name under dir with its checksum
+// file, which is made from the region's bytes if there is none (a region
+// kept before checksums were). It returns, as problems, what it found
+// damaged that does not stop the region from being served.
+func openRegion(dir, name string, id uint32) (*region, []Problem, error) {
 	f, err := os.OpenFile(regionPath(dir, name), os.O_RDWR, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	fi, err := f.Stat()
+	size, err := regionFileSize(f)
 	if err != nil {
 		f.Close()
-		return nil, err
-	}
-	size := fi.Size()
-	if size <= 0 || size > MaxRegion || size%PageSize != 0 {
-		f.Close()
-		return nil, fmt.Errorf("region file %s: size %d is not a multiple of %d up to %d: %w", f.Name(), size, PageSize, int64(MaxRegion), ErrProtocol)
+		return nil, nil, err
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("map region file %s: %w", f.Name(), err)
+		return nil, nil, fmt.Errorf("map region file %s: %w", f.Name(), err)
 	}
-	r := &region{id: id, name: name, size: uint64(size), f: f, mem: mem}
-	if b, err := os.ReadFile(metaPath(dir, name)); err == nil && len(b) == len(r.lastWriter) {
-		copy(r.lastWriter[:], b)
+	r := &region{id: id, dir: dir, name: name, size: uint64(size), f: f, mem: mem}
+	if err := r.openSums(); err != nil {
+		_ = unix.Munmap(mem)
+		f.Close()
+		return nil, nil, err
 	}
-	return r, nil
+	var problems []Problem
+	r.lastWriter, err = readWriterFile(metaPath(dir, name))
+	if err != nil {
+		problems = append(problems, writerProblem(name, err))
+	}
+	return r, problems, nil
+}
+
+// regionFileSize returns the size of region file f, checked.
+func regionFileSize(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if size <= 0 || size > MaxRegion || size%PageSize != 0 {
+		return 0, fmt.Errorf("region file %s: size %d is not a multiple of %d up to %d: %w", f.Name(), size, PageSize, int64(MaxRegion), pmemgo.ErrCorrupt)
+	}
+	return size, nil
+}
+
+// openSums opens the region's checksum file, making it if there is none,
+// and settles the write-back a crash interrupted.
+func (r *region) openSums() error {
+	pages := r.size / PageSize
+	if _, err := os.Stat(sumsPath(r.dir, r.name)); errors.Is(err, os.ErrNotExist) {
+		if err := createSums(r.dir, r.name, pages, r.f); err != nil {
+			return fmt.Errorf("make the checksum file of region %s: %w", r.name, err)
+		}
+	}
+	s, err := openSums(r.dir, r.name, pages, os.O_RDWR)
+	if err != nil {
+		return err
+	}
+	if err := s.settle(r.mem); err != nil {
+		s.close()
+		return fmt.Errorf("checksum file of region %s: %w", r.name, err)
+	}
+	r.sums = s
+	return nil
+}
+
+// writerProblem reports a writer file that cannot be read.
+func writerProblem(name string, err error) Problem {
+	return Problem{Region: name, Offset: -1, Err: err.Error() +
+		"; no client's backup counts as complete until the region is written again"}
+}
+
+// readWriterFile reads a region's last writer: 16 bytes and their xxhash,
+// or the 16 bytes alone as nodes wrote them before. No file means no
+// writer yet.
+func readWriterFile(path string) (WriterID, error) {
+	var w WriterID
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return w, nil
+	case err != nil:
+		return w, err
+	case len(b) == len(w):
+	case len(b) == len(w)+8 && le.Uint64(b[len(w):]) == xxhash.Sum64(b[:len(w)]):
+	default:
+		return w, fmt.Errorf("writer file %s: %d bytes that do not check: %w", path, len(b), pmemgo.ErrCorrupt)
+	}
+	copy(w[:], b)
+	return w, nil
 }
 
 // createRegionFile makes the file of a new region, zero-filled and
@@ -77,6 +151,11 @@ func createRegionFile(dir, name string, size uint64) error {
 	if err := tmp.Sync(); err != nil {
 		return err
 	}
+	// The checksums first: a region found without them would have them
+	// made from its bytes, unchecked.
+	if err := createSums(dir, name, size/PageSize, nil); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
@@ -92,27 +171,125 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// read returns n bytes at off, checked against the region's size.
+// read returns n bytes at off, checked against the region's size and
+// the checksums of the pages they lie in. A page that does not match its
+// checksum is an error wrapping pmemgo.ErrCorrupt that names the region
+// and the page's offset: it is never served.
 func (r *region) read(off uint64, n uint32) ([]byte, error) {
 	if off > r.size || uint64(n) > r.size-off {
 		return nil, fmt.Errorf("read [%d, +%d) outside region %s of %d bytes: %w", off, n, r.name, r.size, ErrProtocol)
 	}
+	for p := off / PageSize; p*PageSize < off+uint64(n); p++ {
+		if err := r.checkPage(p); err != nil {
+			return nil, err
+		}
+	}
 	return r.mem[off : off+uint64(n)], nil
 }
 
-// write applies a batch of runs and makes them durable before returning:
-// an acknowledged write-back survives a crash of the node.
-func (r *region) write(runs []run) error {
+// checkPage compares page p with its checksum. Reads do not wait for
+// write-backs, so a page may be met between its bytes and its checksum:
+// a mismatch is checked again under the lock, with no write-back in
+// progress, before the page is called damaged.
+func (r *region) checkPage(p uint64) error {
+	if pageSum(r.mem[p*PageSize:(p+1)*PageSize]) == r.sums.get(p) {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if pageSum(r.mem[p*PageSize:(p+1)*PageSize]) == r.sums.get(p) {
+		return nil
+	}
+	return fmt.Errorf("region %s: the page at offset %d does not match its checksum: %w", r.name, p*PageSize, pmemgo.ErrCorrupt)
+}
+
+// write applies a batch of runs from c, which must hold the write claim,
+// and makes them durable, with their pages' checksums, before returning:
+// an acknowledged write-back survives a crash of the node.
+func (r *region) write(c *srvConn, runs []run) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.claimedBy != c {
+		return fmt.Errorf("write to region %s without its write claim: %w", r.name, ErrBusy)
+	}
+	if err := r.markWriter(); err != nil {
+		return err
+	}
+	ranges := pageRanges(runs)
+	if len(ranges) == 0 {
+		return nil
+	}
+	pages := pageRangesOf(ranges)
+	if err := r.sums.record(pages, r.newSums(runs, ranges)); err != nil {
+		return fmt.Errorf("region %s: record the write-back in its checksum file: %w: %w", r.name, err, ErrNodeFailed)
+	}
 	for _, w := range runs {
 		copy(r.mem[w.off:], w.data)
 	}
-	for _, pr := range pageRanges(runs) {
-		if err := unix.Msync(r.mem[pr[0]:pr[1]], unix.MS_SYNC); err != nil {
-			return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, pr[0], pr[1], err, ErrNodeFailed)
-		}
+	// One msync over the span: it writes only the dirty pages in it, and
+	// on a file system that flushes its device at each msync, one flush
+	// instead of one per range.
+	lo, hi := ranges[0][0], ranges[len(ranges)-1][1]
+	if err := unix.Msync(r.mem[lo:hi], unix.MS_SYNC); err != nil {
+		return fmt.Errorf("region %s: msync [%d, %d): %w: %w", r.name, lo, hi, err, ErrNodeFailed)
 	}
+	return nil
+}
+
+// newSums returns the checksums that the pages of ranges (sorted, merged,
+// page-aligned byte ranges covering runs) will have once runs are
+// applied to r.mem, in order, computed on a copy: the checksums must be
+// durable before the pages change (see sums). r.mu is held.
+func (r *region) newSums(runs []run, ranges [][2]uint64) []uint64 {
+	starts := make([]uint64, len(ranges)+1)
+	for i, br := range ranges {
+		starts[i+1] = starts[i] + (br[1]+PageSize-1)&^(PageSize-1) - br[0]
+	}
+	var buf []byte
+	if n := starts[len(ranges)]; n <= scratchSize {
+		p := scratch.Get().(*[scratchSize]byte)
+		defer scratch.Put(p)
+		buf = p[:n]
+	} else {
+		buf = make([]byte, n)
+	}
+	for i, br := range ranges {
+		copy(buf[starts[i]:starts[i+1]], r.mem[br[0]:])
+	}
+	for _, w := range runs {
+		if len(w.data) == 0 {
+			continue
+		}
+		i := sort.Search(len(ranges), func(i int) bool { return ranges[i][1] > w.off })
+		copy(buf[starts[i]+w.off-ranges[i][0]:], w.data)
+	}
+	out := make([]uint64, 0, len(buf)/PageSize)
+	for p := 0; p < len(buf); p += PageSize {
+		out = append(out, pageSum(buf[p:p+PageSize]))
+	}
+	return out
+}
+
+// scratchSize is the size of the buffers newSums shares between regions:
+// a write-back of up to 16 pages, most of them, needs no allocation.
+const scratchSize = 16 * PageSize
+
+var scratch = sync.Pool{New: func() any { return new([scratchSize]byte) }}
+
+// markWriter makes the claim's writer the region's last writer, durably,
+// before its first write-back changes the region. Marking at the claim
+// instead would let a client whose open then fails (a wrong key, a
+// damaged header) take the mark without writing anything, and the
+// rightful writer's backup would no longer count as complete.
+func (r *region) markWriter() error {
+	if r.lastWriter == r.claimedAs {
+		return nil
+	}
+	b := le.AppendUint64(append([]byte(nil), r.claimedAs[:]...), xxhash.Sum64(r.claimedAs[:]))
+	if err := writeFileSync(metaPath(r.dir, r.name), b); err != nil {
+		return fmt.Errorf("region %s: record its writer: %w: %w", r.name, err, ErrNodeFailed)
+	}
+	r.lastWriter = r.claimedAs
 	return nil
 }
 
@@ -137,24 +314,16 @@ func pageRanges(runs []run) [][2]uint64 {
 	return merged
 }
 
-// claim makes c the region's only writer and records w as its last
-// writer, durably, so that a client can tell whether anyone else wrote
-// the region since it last did.
-func (r *region) claim(dir string, c *srvConn, w WriterID) error {
+// claim makes c the region's only writer, as w. The region's last
+// writer becomes w at c's first write-back (see markWriter), so that a
+// client can tell whether anyone else wrote the region since it last did.
+func (r *region) claim(c *srvConn, w WriterID) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.claimedBy != nil && r.claimedBy != c {
 		return fmt.Errorf("region %s: %w", r.name, ErrBusy)
 	}
-	r.claimedBy = c
-	if r.lastWriter == w {
-		return nil
-	}
-	if err := writeFileSync(metaPath(dir, r.name), w[:]); err != nil {
-		r.claimedBy = nil
-		return err
-	}
-	r.lastWriter = w
+	r.claimedBy, r.claimedAs = c, w
 	return nil
 }
 
@@ -167,8 +336,10 @@ func (r *region) release(c *srvConn) {
 	r.mu.Unlock()
 }
 
+// close clears the checksum file's intent, so that a clean stop leaves
+// every page checked at the next start, and unmaps the region.
 func (r *region) close() error {
-	return errors.Join(unix.Munmap(r.mem), r.f.Close())
+	return errors.Join(r.sums.clear(nil), r.sums.close(), unix.Munmap(r.mem), r.f.Close())
 }
 
 // writeFileSync replaces path with b durably.

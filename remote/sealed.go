@@ -44,7 +44,7 @@ func newSealing(key []byte, f *os.File) (*sealing, seal.Header, error) {
 		return nil, hdr, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	if hdr.Rotating() {
-		return nil, hdr, fmt.Errorf("%s: the key of a remote pool cannot be rotated, and this one is being rotated: %w", f.Name(), pmemgo.ErrBadKey)
+		return nil, hdr, fmt.Errorf("%s: %w", f.Name(), errRotating(&hdr))
 	}
 	sealer, err := keys.NewSealer(hdr.UUID)
 	if err != nil {
@@ -111,6 +111,13 @@ func (m *sealedMapper) PoolReader(f *os.File) (io.ReaderAt, int64, error) {
 	return device.Sealed{Key: m.s.opts.Heap.Key}.PoolReader(f)
 }
 
+// errRotating is the error of opening a sealed remote pool whose key
+// rotation was interrupted.
+func errRotating(hdr *seal.Header) error {
+	return fmt.Errorf("the rotation of the pool's key from key id %x to key id %x was interrupted: finish it (remote.RotateKey, pmemctl key rotate) before opening the pool: %w",
+		hdr.PrevKeyID[:8], hdr.KeyID[:8], pmemgo.ErrBadKey)
+}
+
 // checkSealedHead checks the start of a sealed region, its header and the
 // records after it, before they replace the backup's copy: a header made
 // with another key is pmemgo.ErrBadKey, a damaged record an error naming
@@ -126,6 +133,9 @@ func checkSealedHead(key, head []byte) error {
 	}
 	if err != nil {
 		return err
+	}
+	if hdr.Rotating() && (hdr.KeyID == keys.ID() || hdr.PrevKeyID == keys.ID()) {
+		return errRotating(&hdr)
 	}
 	if err := keys.Verify(&hdr); err != nil {
 		return err

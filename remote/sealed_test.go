@@ -149,8 +149,12 @@ func flipRecord(t *testing.T, node *nodeProc, at int) {
 }
 
 // TestSealedBitFlipOnNode flips a bit in a record of the node's region
-// file: the fetch detects it, names the offset, and the page is served
-// from the backup, which holds it sealed too.
+// file and makes the node serve it as good, as a node that lost its
+// checksum file (which it then makes from the region's bytes) would: the
+// fetch's authentication detects it, names the offset, the page is
+// served from the backup, which holds it sealed too, and the backup's
+// copy repairs the node's. (TestBitFlipScrubAndRepair has the node find
+// the damage.)
 func TestSealedBitFlipOnNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
@@ -159,7 +163,8 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 	node, key := sealedRegion(t, dir, func(h *heap.Heap) { build(t, h, 30) })
 
 	// The last record written, past the pages an open copies first.
-	region, err := os.ReadFile(filepath.Join(node.dir, "g.region"))
+	regionPath := filepath.Join(node.dir, "g.region")
+	region, err := os.ReadFile(regionPath)
 	require.NoError(t, err)
 	const headerSize, recordSize = 4096, 128
 	at := -1
@@ -171,6 +176,7 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 	}
 	require.Positive(t, at)
 	flipRecord(t, node, at)
+	require.NoError(t, os.Remove(filepath.Join(node.dir, "g.sums")))
 	node.restart(t)
 
 	var logs syncBuffer
@@ -188,7 +194,25 @@ func TestSealedBitFlipOnNode(t *testing.T) {
 	// page was installed.
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "does not authenticate") })
 	assert.Contains(t, logs.String(), "file offset "+itoa(at))
+	waitFor(t, 20*time.Second, func() bool {
+		return remote.Resynced(h.Device()) && sameRange(t, regionPath, opts.Backup, at, recordSize)
+	})
 	require.NoError(t, h.Close())
+}
+
+// sameRange reports whether files a and b hold the same n bytes at off.
+func sameRange(t *testing.T, a, b string, off, n int) bool {
+	t.Helper()
+	read := func(path string) []byte {
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		defer f.Close()
+		buf := make([]byte, n)
+		_, err = f.ReadAt(buf, int64(off))
+		require.NoError(t, err)
+		return buf
+	}
+	return bytes.Equal(read(a), read(b))
 }
 
 // TestSealedBitFlipWithoutBackup damages, on the node, a record that no
@@ -236,7 +260,7 @@ func TestSealedBitFlipWithoutBackup(t *testing.T) {
 	page := uintptr(unsafe.Pointer(&h.Device().Bytes()[poolOff])) &^ (4096 - 1)
 	assert.Equal(t, page, addr.Addr()&^(4096-1))
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "cannot be served") })
-	assert.Contains(t, logs.String(), "file offset "+itoa(at))
+	assert.Contains(t, logs.String(), "region g: the page at offset "+itoa(at&^4095)+" does not match its checksum")
 	// The rest of the pool is still served: the first page holds the root.
 	within(t, time.Minute, func() { touched = h.Device().Bytes()[0] })
 	require.NoError(t, h.Close())
@@ -312,9 +336,10 @@ func TestSealedResync(t *testing.T) {
 }
 
 // TestSealedHeadFlipOnNode flips a bit in a record of the first pages of
-// the node's region, which an open copies into the backup: a complete
-// backup keeps its own copy, and the pool opens; an empty one makes the
-// open fail naming the offset.
+// the node's region, which an open copies into the backup: an empty
+// backup makes the open fail naming the offset; a complete backup keeps
+// its own copy, the pool opens, and the node's copy is repaired from it,
+// so that an empty backup opens too.
 func TestSealedHeadFlipOnNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
@@ -324,16 +349,23 @@ func TestSealedHeadFlipOnNode(t *testing.T) {
 	const at = 4096 + 128 // the record of the pool's second line
 	flipRecord(t, node, at)
 
-	opts := openOpts(dir, "a.backup")
+	opts := openOpts(dir, "cold.backup")
+	opts.Heap.Key = key
+	_, err := remote.Open(node.url("g"), opts)
+	require.ErrorIs(t, err, pmemgo.ErrCorrupt)
+	assert.Contains(t, err.Error(), "region g: the page at offset 4096 does not match its checksum")
+
+	opts = openOpts(dir, "a.backup")
 	opts.Heap.Key = key
 	h, err := remote.Open(node.url("g"), opts)
 	require.NoError(t, err)
 	verify(t, h, 10)
 	require.NoError(t, h.Close())
 
-	opts = openOpts(dir, "cold.backup")
+	opts = openOpts(dir, "cold2.backup")
 	opts.Heap.Key = key
-	_, err = remote.Open(node.url("g"), opts)
-	require.ErrorIs(t, err, pmemgo.ErrCorrupt)
-	assert.Contains(t, err.Error(), "file offset "+itoa(at))
+	h, err = remote.Open(node.url("g"), opts)
+	require.NoError(t, err)
+	verify(t, h, 10)
+	require.NoError(t, h.Close())
 }

@@ -1,11 +1,15 @@
 package remote
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo"
 )
 
 // TestBackupOfAnotherRegionIsNotComplete uses the backup of region a,
@@ -40,4 +44,32 @@ func TestBackupOfAnotherRegionIsNotComplete(t *testing.T) {
 	s = open("b", "a.backup", 0)
 	assert.False(t, s.side.Complete, "a's backup holds nothing of b")
 	s.close()
+}
+
+// TestFailedOpenKeepsBackupState uses the complete backup of region a
+// for an open of region b that fails once b is claimed (a key given for
+// a plain pool): the backup and its state are left as they were.
+func TestFailedOpenKeepsBackupState(t *testing.T) {
+	_, addr := startNode(t, NodeOptions{})
+	dir := t.TempDir()
+	backup := filepath.Join(dir, "a.backup")
+	for _, name := range []string{"a", "b"} {
+		s, err := openSession(Scheme+addr+"/"+name, &Options{Backup: filepath.Join(dir, name+".backup"), Insecure: true, Size: 1 << 20})
+		require.NoError(t, err)
+		s.close()
+	}
+	before, err := os.ReadFile(backup)
+	require.NoError(t, err)
+
+	opts := &Options{Backup: backup, Insecure: true}
+	opts.Heap.Key = make([]byte, 32)
+	_, err = openSession(Scheme+addr+"/b", opts)
+	require.ErrorIs(t, err, pmemgo.ErrBadKey)
+	side, err := loadSidecar(backup)
+	require.NoError(t, err)
+	assert.Equal(t, "a", side.Region)
+	assert.True(t, side.Complete)
+	after, err := os.ReadFile(backup)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(before, after), "the backup changed")
 }

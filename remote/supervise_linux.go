@@ -28,8 +28,14 @@ func (d *remoteDevice) startKeeper(restart bool) (*agentProc, error) {
 	if d.seal != nil {
 		cfg.Key, cfg.UUID = d.seal.key, d.seal.uuid
 	}
-	warn := func(msg string) { d.log.Warn("pmemgo remote: fault agent: "+msg, "pool", s.name) }
-	a, said, err := spawnAgent(argv, roleKeeper, cfg, d.uffd, warn)
+	note := func(verb, msg string) {
+		if verb == "repair" {
+			d.repair(msg)
+			return
+		}
+		d.log.Warn("pmemgo remote: fault agent: "+msg, "pool", s.name)
+	}
+	a, said, err := spawnAgent(argv, roleKeeper, cfg, d.uffd, note)
 	if err != nil {
 		return nil, fmt.Errorf("start fault agent %s: %w", argv[0], err)
 	}

@@ -1,9 +1,10 @@
 package remote_test
 
 import (
-	"net"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -14,18 +15,29 @@ import (
 	"github.com/pmemgo/pmemgo/remote"
 )
 
+// startTLSNode starts a node process serving mutual TLS with the
+// deployment's server certificate, and policy if it is not nil. The node
+// runs in a process of its own: in the test's, a collection that stops
+// the world while a goroutine waits in a fault on a pool it serves would
+// never end.
+func startTLSNode(t *testing.T, d *tlstesting.Deployment, policy *remote.Policy) *nodeProc {
+	t.Helper()
+	f := d.WriteFiles(t, t.TempDir(), d.Replica)
+	env := []string{"REMOTE_TEST_TLS=" + strings.Join([]string{f.CA, f.Cert, f.Key}, string(filepath.ListSeparator))}
+	if policy != nil {
+		b, err := json.Marshal(policy)
+		require.NoError(t, err)
+		env = append(env, "REMOTE_TEST_POLICY="+string(b))
+	}
+	return startNode(t, t.TempDir(), "127.0.0.1:0", env...)
+}
+
 // TestTLS runs a pool over mutual TLS, the agent process loading the
 // client's files itself, and checks that a client without a certificate
 // of the CA is refused.
 func TestTLS(t *testing.T) {
 	d := tlstesting.Default(t)
-	n, err := remote.NewNode(remote.NodeOptions{Dir: t.TempDir(), TLS: d.ServerConfig()})
-	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = n.Serve(l) }()
-	t.Cleanup(func() { _ = n.Close() })
-	url := remote.Scheme + l.Addr().String() + "/tls"
+	url := startTLSNode(t, d, nil).url("tls")
 
 	files := d.WriteFiles(t, t.TempDir(), d.Client)
 	dir := t.TempDir()
@@ -59,16 +71,10 @@ func TestTLS(t *testing.T) {
 // writing, and nobody may create a region the policy does not name.
 func TestPolicy(t *testing.T) {
 	d := tlstesting.Default(t)
-	n, err := remote.NewNode(remote.NodeOptions{Dir: t.TempDir(), TLS: d.ServerConfig(), Policy: &remote.Policy{
+	base := startTLSNode(t, d, &remote.Policy{
 		Writers: map[string][]string{tlstesting.ClientName: {"mine"}},
 		Readers: map[string][]string{tlstesting.PrimaryName: {"mine"}},
-	}})
-	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = n.Serve(l) }()
-	t.Cleanup(func() { _ = n.Close() })
-	base := remote.Scheme + l.Addr().String() + "/"
+	}).url("")
 	dir := t.TempDir()
 	writer := d.WriteFiles(t, t.TempDir(), d.Client)
 	reader := d.WriteFiles(t, t.TempDir(), d.Primary)

@@ -79,13 +79,14 @@ const (
 	tAck                            // no payload
 	tStatusReply                    // JSON
 	tError                          // code and message
-	maxType      = tError
+	tScrub                          // -> tStatusReply: the problems found, JSON
+	maxType      = tScrub
 )
 
 var typeNames = [...]string{
 	tResolve: "resolve", tCreate: "create", tRead: "read", tWrite: "write", tRelease: "release",
 	tStatus: "status", tRegion: "region", tData: "data", tAck: "ack", tStatusReply: "status-reply",
-	tError: "error",
+	tError: "error", tScrub: "scrub",
 }
 
 func (t msgType) String() string {
@@ -108,7 +109,7 @@ func maxPayload(t msgType) int {
 		return MaxWrite
 	case tRelease:
 		return 4
-	case tStatus, tAck:
+	case tStatus, tAck, tScrub:
 		return 0
 	case tRegion:
 		return regionSize

@@ -14,6 +14,7 @@ import (
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/recovery"
+	"github.com/pmemgo/pmemgo/remote"
 )
 
 func newKeyCmd() *cobra.Command {
@@ -55,13 +56,21 @@ a program passes the key's bytes in heap.Options.Key.`,
 
 func newKeyRotateCmd() *cobra.Command {
 	var cur, next, old keyFlag
+	var rf remoteFlags
+	var backup string
 	cmd := &cobra.Command{
 		Use:   "rotate POOL --key-file CURRENT --new-key-file NEW",
 		Short: "Reseal a sealed pool under a new key",
 		Long: `Rotate reseals every line of the sealed pool POOL under the key in NEW
 (heap.RotateKey), which it then opens with alone. A rotation that was
 interrupted leaves a pool that needs both keys: run rotate again with the
-new key as --key-file and the old one as --old-key-file to finish it.`,
+new key as --key-file and the old one as --old-key-file to finish it.
+
+A remote pool (pmem://ADDR/NAME) is rotated through its memory node
+(remote.RotateKey) while no one has it open, with --backup naming the local
+backup that is resealed with it (and is complete afterwards) and the
+--tls-* flags or --insecure to reach the node. An interrupted rotation is
+finished by running the same command again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: poolCommand(func(cmd *cobra.Command, args []string) error {
 			var keys [3][]byte
@@ -73,6 +82,9 @@ new key as --key-file and the old one as --old-key-file to finish it.`,
 			}
 			if keys[0] == nil || keys[1] == nil {
 				return usageError(errors.New("--key-file and --new-key-file are required"))
+			}
+			if remote.IsURL(args[0]) {
+				return rotateRemote(cmd, args[0], rf, backup, keys, next.file)
 			}
 			h, err := heap.Open(args[0], &heap.Options{Key: keys[0], OldKey: keys[2]})
 			if err != nil {
@@ -89,7 +101,28 @@ new key as --key-file and the old one as --old-key-file to finish it.`,
 	cmd.Flags().StringVar(&cur.file, "key-file", "", "file holding the pool's key")
 	cmd.Flags().StringVar(&next.file, "new-key-file", "", "file holding the new key, as key new writes it")
 	cmd.Flags().StringVar(&old.file, "old-key-file", "", "file holding the key an interrupted rotation was rotating from")
+	cmd.Flags().StringVar(&backup, "backup", "", "for a pmem:// pool: its local backup file, resealed with it")
+	rf.register(cmd)
 	return cmd
+}
+
+// rotateRemote rotates the key of the remote pool url: keys are the
+// current, new and old keys.
+func rotateRemote(cmd *cobra.Command, url string, rf remoteFlags, backup string, keys [3][]byte, nextFile string) error {
+	if backup == "" {
+		return usageError(errors.New("a pmem:// pool needs --backup"))
+	}
+	if err := rf.tls.check(); err != nil {
+		return err
+	}
+	opts := &remote.Options{Backup: backup, Insecure: rf.tls.insecure,
+		TLS: remote.TLSFiles{CA: rf.tls.ca, Cert: rf.tls.cert, Key: rf.tls.key}}
+	opts.Heap.Key, opts.Heap.OldKey = keys[0], keys[2]
+	if err := remote.RotateKey(cmd.Context(), url, opts, keys[1]); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s is sealed under the key in %s\n", url, nextFile)
+	return nil
 }
 
 // keyFlag is the --key-file flag of the commands that read or make

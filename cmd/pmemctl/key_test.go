@@ -2,14 +2,17 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/internal/seal"
+	"github.com/pmemgo/pmemgo/remote"
 )
 
 // sealedPoolFile makes a key with key new and a sealed pool with create
@@ -105,4 +108,49 @@ func TestKeyRotate(t *testing.T) {
 	_, stderr, code = pmemctl(t, "key", "rotate", pool, "--key-file", next)
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, stderr, "required")
+}
+
+// TestKeyRotateRemote rotates the key of a sealed pool on a memory node
+// with 'key rotate pmem://...', then checks it through the node with
+// each key.
+func TestKeyRotateRemote(t *testing.T) {
+	dir := t.TempDir()
+	n, err := remote.NewNode(remote.NodeOptions{Dir: filepath.Join(dir, "node"), Insecure: true})
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = n.Serve(l) }()
+	defer n.Close()
+
+	keyFile, next := filepath.Join(dir, "pool.key"), filepath.Join(dir, "next.key")
+	for _, f := range []string{keyFile, next} {
+		_, _, code := pmemctl(t, "key", "new", f)
+		require.Equal(t, exitOK, code)
+	}
+	key, err := (&keyFlag{file: keyFile}).load()
+	require.NoError(t, err)
+	url := remote.Scheme + l.Addr().String() + "/sealed"
+	backup := filepath.Join(dir, "pool.backup")
+	opts := &remote.Options{Backup: backup, Insecure: true, Size: 4 << 20}
+	opts.Heap.Key = key
+	// The node runs in this process: a collection that stopped the world
+	// while the open waits in a fault on the pool would never end.
+	gc := debug.SetGCPercent(-1)
+	h, err := remote.Open(url, opts)
+	require.NoError(t, err)
+	require.NoError(t, h.Close())
+	debug.SetGCPercent(gc)
+
+	_, stderr, code := pmemctl(t, "key", "rotate", url, "--key-file", keyFile, "--new-key-file", next, "--insecure")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, stderr, "--backup")
+	out, stderr, code := pmemctl(t, "key", "rotate", url, "--key-file", keyFile, "--new-key-file", next, "--insecure", "--backup", backup)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "sealed under the key in "+next)
+	out, stderr, code = pmemctl(t, "check", "--insecure", url, "--key-file", next)
+	assert.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "0 problems")
+	_, stderr, code = pmemctl(t, "check", "--insecure", url, "--key-file", keyFile)
+	assert.Equal(t, exitIO, code)
+	assert.Contains(t, stderr, "key id")
 }

@@ -23,7 +23,7 @@ func newMemnodeCmd() *cobra.Command {
 		Use:   "memnode",
 		Short: "Run a memory node holding remote pools, or show its state",
 	}
-	cmd.AddCommand(newMemnodeServeCmd(), newMemnodeStatusCmd())
+	cmd.AddCommand(newMemnodeServeCmd(), newMemnodeStatusCmd(), newMemnodeScrubCmd())
 	return cmd
 }
 
@@ -178,7 +178,16 @@ func runMemnodeStatus(ctx context.Context, out, errOut io.Writer, o memnodeStatu
 	for _, r := range st.Regions {
 		fmt.Fprintf(tw, "%s\t%d\t%t\t%s\n", r.Name, r.Size, r.Claimed, r.LastWriter)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st.DamagedReads > 0 {
+		fmt.Fprintf(out, "%d reads refused: a page did not match its checksum\n", st.DamagedReads)
+	}
+	for _, p := range st.Problems {
+		fmt.Fprintf(out, "found at start: %s\n", p)
+	}
+	return nil
 }
 
 // remoteFlags let a command that reads a pool read a remote one

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,12 +25,13 @@ func TestMemnode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
+	dir := t.TempDir()
 	root := newRootCmd()
 	root.SetContext(ctx)
 	root.SetOut(pw)
 	root.SetErr(io.Discard)
 	go func() {
-		done <- run(root, []string{"memnode", "serve", "--insecure", "--dir", t.TempDir(), "--listen", "127.0.0.1:0"})
+		done <- run(root, []string{"memnode", "serve", "--insecure", "--dir", dir, "--listen", "127.0.0.1:0"})
 		pw.Close()
 	}()
 	lines := bufio.NewScanner(pr)
@@ -81,6 +83,20 @@ func TestMemnode(t *testing.T) {
 	out, errOut, code = pmemctl(t, "info", "--insecure", url)
 	assert.Equal(t, exitOK, code, out+errOut)
 	assert.Contains(t, out, "remote")
+
+	out, _, code = pmemctl(t, "memnode", "scrub", "--insecure", "--addr", addr)
+	assert.Equal(t, exitOK, code)
+	assert.Contains(t, out, "no problems found")
+	f, err := os.OpenFile(filepath.Join(dir, "counter.region"), os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0xff}, 4096+8)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	for _, where := range [][]string{{"--insecure", "--addr", addr}, {"--dir", dir}} {
+		out, _, code = pmemctl(t, append([]string{"memnode", "scrub"}, where...)...)
+		assert.Equal(t, exitProblems, code, where)
+		assert.Contains(t, out, "region counter, offset 4096: the page does not match its checksum", where)
+	}
 
 	_, errOut, code = pmemctl(t, "check", url)
 	assert.Equal(t, exitUsage, code, "a pmem:// pool needs TLS files or --insecure")
