@@ -38,8 +38,10 @@ type NodeOptions struct {
 	// write-back; 0 means 8.
 	StarveBound int
 	// Policy, if set, says which client identities (the common name of a
-	// TLS client certificate) may read and write which regions. Nil lets
-	// every client the CA vouches for do anything. It needs TLS.
+	// TLS client certificate) may read and write which regions, and so
+	// who may read the node's status and scrub it: one that may read
+	// every region ("*"). Nil
+	// lets every client the CA vouches for do anything. It needs TLS.
 	Policy *Policy
 	// MaxRegions bounds the regions clients may create; 0 means 4096.
 	MaxRegions int

@@ -84,6 +84,15 @@ func (c *srvConn) allowed(name string, write bool) error {
 	return fmt.Errorf("client %q may not %s region %s: %w", c.identity, what, name, ErrDenied)
 }
 
+// operator checks that the policy lets the connection's identity read
+// every region, as what it asks for (what) needs.
+func (c *srvConn) operator(what string) error {
+	if c.n.opts.Policy.allows(c.identity, "*", false) {
+		return nil
+	}
+	return fmt.Errorf("client %q may not %s: the policy does not let it read every region (\"*\"): %w", c.identity, what, ErrDenied)
+}
+
 // drop closes the connection and releases the claims it held.
 func (c *srvConn) drop() {
 	c.c.Close()
@@ -126,10 +135,19 @@ func (c *srvConn) handleInline(f frame) {
 			return
 		}
 	case tStatus:
+		// The status names every region and its last writer, and a scrub
+		// reads every region: under a policy, only an identity that may
+		// read them all (an operator's) may ask for either.
+		if err = c.operator("read the node's status"); err != nil {
+			break
+		}
 		b, _ := json.Marshal(c.n.Status())
 		c.reply(tStatusReply, f.id, b)
 		return
 	case tScrub:
+		if err = c.operator("scrub the node"); err != nil {
+			break
+		}
 		var b []byte
 		if b, err = c.n.scrubReply(); err == nil {
 			c.reply(tStatusReply, f.id, b)

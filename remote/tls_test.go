@@ -68,13 +68,16 @@ func TestTLS(t *testing.T) {
 
 // TestPolicy lets the client identity write one region and the primary
 // identity only read it: the reader can download it but not open it for
-// writing, and nobody may create a region the policy does not name.
+// writing, and nobody may create a region the policy does not name. Only
+// the replica identity, which may read every region, may read the node's
+// status and scrub it.
 func TestPolicy(t *testing.T) {
 	d := tlstesting.Default(t)
-	base := startTLSNode(t, d, &remote.Policy{
+	node := startTLSNode(t, d, &remote.Policy{
 		Writers: map[string][]string{tlstesting.ClientName: {"mine"}},
-		Readers: map[string][]string{tlstesting.PrimaryName: {"mine"}},
-	}).url("")
+		Readers: map[string][]string{tlstesting.PrimaryName: {"mine"}, tlstesting.ReplicaName: {"*"}},
+	})
+	base := node.url("")
 	dir := t.TempDir()
 	writer := d.WriteFiles(t, t.TempDir(), d.Client)
 	reader := d.WriteFiles(t, t.TempDir(), d.Primary)
@@ -97,4 +100,18 @@ func TestPolicy(t *testing.T) {
 	defer f.Close()
 	require.NoError(t, remote.Download(t.Context(), base+"mine", rcfg, f))
 	assert.ErrorIs(t, remote.Download(t.Context(), base+"theirs", rcfg, f), remote.ErrDenied)
+
+	_, err = remote.ScrubNode(t.Context(), node.addr, rcfg)
+	assert.ErrorIs(t, err, remote.ErrDenied, "a reader of one region may not scrub")
+	_, err = remote.QueryStatus(t.Context(), node.addr, rcfg)
+	assert.ErrorIs(t, err, remote.ErrDenied, "nor read the status")
+	ops := d.WriteFiles(t, t.TempDir(), d.Replica)
+	ocfg, err := certs.LoadTLS(ops.CA, ops.Cert, ops.Key, false)
+	require.NoError(t, err)
+	problems, err := remote.ScrubNode(t.Context(), node.addr, ocfg)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+	st, err := remote.QueryStatus(t.Context(), node.addr, ocfg)
+	require.NoError(t, err)
+	assert.Len(t, st.Regions, 1)
 }
