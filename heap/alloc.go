@@ -72,8 +72,15 @@ func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
 		a.owner[i] = -1
 	}
 	a.lazy = h.pool.Report.FromSummary
+	// One allocation for the slabs there are: a pool of thousands of
+	// slabs opens in a fraction of the time that as many allocations take.
+	n := 0
+	m.Heads(func(uint32, layout.SlabHeader) { n++ })
+	refs := make([]slabRef, n)
 	m.Heads(func(i uint32, sh layout.SlabHeader) {
-		s := &slabRef{idx: i, sh: sh, used: sh.Used, lo: 1, hi: 0}
+		s := &refs[0]
+		refs = refs[1:]
+		*s = slabRef{idx: i, sh: sh, used: sh.Used, lo: 1, hi: 0}
 		if !a.lazy {
 			s.readBits(h.mem[hdr.SlabOffset(i):])
 		}

@@ -20,7 +20,13 @@ type SlabMap struct {
 
 // NewSlabMap returns an empty map of slabs [0, high).
 func NewSlabMap(h *layout.Header, high uint32, types []layout.TypeDesc) *SlabMap {
-	m := &SlabMap{h: h, types: types, owner: make([]int32, high), heads: make([]layout.SlabHeader, high)}
+	return newSlabMapOver(h, make([]layout.SlabHeader, high), types)
+}
+
+// newSlabMapOver returns an empty map of the slabs of heads, which it
+// keeps as its headers: heads[i] is read only once slab i is added.
+func newSlabMapOver(h *layout.Header, heads []layout.SlabHeader, types []layout.TypeDesc) *SlabMap {
+	m := &SlabMap{h: h, types: types, owner: make([]int32, len(heads)), heads: heads}
 	for i := range m.owner {
 		m.owner[i] = -1
 	}

@@ -57,7 +57,9 @@ func (p *Pool) fromSummary() (*SlabMap, error) {
 		return nil, err
 	}
 	high := p.State.SlabHigh
-	m := NewSlabMap(h, high, p.Types)
+	// The summary's entries, one per slab below high, become the map's
+	// headers as they are: no second copy of them is made.
+	m := newSlabMapOver(h, sum.Slabs, p.Types)
 	for i := range sum.Slabs {
 		sh := &sum.Slabs[i]
 		if sh.Kind == layout.KindFree {
