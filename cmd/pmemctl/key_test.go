@@ -2,10 +2,8 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -115,12 +113,7 @@ func TestKeyRotate(t *testing.T) {
 // each key.
 func TestKeyRotateRemote(t *testing.T) {
 	dir := t.TempDir()
-	n, err := remote.NewNode(remote.NodeOptions{Dir: filepath.Join(dir, "node"), Insecure: true})
-	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = n.Serve(l) }()
-	defer n.Close()
+	addr := startMemnode(t, filepath.Join(dir, "node"))
 
 	keyFile, next := filepath.Join(dir, "pool.key"), filepath.Join(dir, "next.key")
 	for _, f := range []string{keyFile, next} {
@@ -129,17 +122,13 @@ func TestKeyRotateRemote(t *testing.T) {
 	}
 	key, err := (&keyFlag{file: keyFile}).load()
 	require.NoError(t, err)
-	url := remote.Scheme + l.Addr().String() + "/sealed"
+	url := remote.Scheme + addr + "/sealed"
 	backup := filepath.Join(dir, "pool.backup")
 	opts := &remote.Options{Backup: backup, Insecure: true, Size: 4 << 20}
 	opts.Heap.Key = key
-	// The node runs in this process: a collection that stopped the world
-	// while the open waits in a fault on the pool would never end.
-	gc := debug.SetGCPercent(-1)
 	h, err := remote.Open(url, opts)
 	require.NoError(t, err)
 	require.NoError(t, h.Close())
-	debug.SetGCPercent(gc)
 
 	_, stderr, code := pmemctl(t, "key", "rotate", url, "--key-file", keyFile, "--new-key-file", next, "--insecure")
 	assert.Equal(t, exitUsage, code)

@@ -2,12 +2,13 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,35 +19,51 @@ import (
 	"github.com/pmemgo/pmemgo/remote"
 )
 
+// startMemnode runs 'memnode serve --insecure --dir dir' on loopback in a
+// process of its own, this test binary standing in for pmemctl, and
+// returns its address. The node must not run in the test's process: a
+// collection that stops the world while a goroutine waits in a fault on
+// a remote pool, which only the node can serve, would never end. When
+// the test ends the node is sent SIGTERM and must exit cleanly.
+func startMemnode(t *testing.T, dir string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "memnode", "serve", "--insecure", "--dir", dir, "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "memnode serve's exit")
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Error("memnode serve did not stop")
+		}
+	})
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() {
+		cmd.Process.Kill()
+		done <- cmd.Wait()
+		t.Fatal("memnode serve printed no address")
+	}
+	addr := lines.Text()[strings.LastIndex(lines.Text(), " ")+1:]
+	go func() {
+		io.Copy(io.Discard, out)
+		done <- cmd.Wait()
+	}()
+	return addr
+}
+
 // TestMemnode runs 'memnode serve --insecure' on loopback, keeps a pool
 // on it with remote.Open, and reads it back with 'memnode status', 'info'
 // and 'check' on its pmem:// name.
 func TestMemnode(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan int, 1)
 	dir := t.TempDir()
-	root := newRootCmd()
-	root.SetContext(ctx)
-	root.SetOut(pw)
-	root.SetErr(io.Discard)
-	go func() {
-		done <- run(root, []string{"memnode", "serve", "--insecure", "--dir", dir, "--listen", "127.0.0.1:0"})
-		pw.Close()
-	}()
-	lines := bufio.NewScanner(pr)
-	require.True(t, lines.Scan())
-	addr := lines.Text()[strings.LastIndex(lines.Text(), " ")+1:]
-	go io.Copy(io.Discard, pr)
-	defer func() {
-		cancel()
-		select {
-		case code := <-done:
-			assert.Equal(t, exitOK, code)
-		case <-time.After(10 * time.Second):
-			t.Error("memnode serve did not stop")
-		}
-	}()
+	addr := startMemnode(t, dir)
 
 	type counter struct{ N int }
 	url := remote.Scheme + addr + "/counter"
