@@ -14,6 +14,7 @@ import (
 
 	"github.com/pmemgo/pmemgo/ha"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/filetest"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
@@ -84,7 +85,7 @@ func TestListedSave(t *testing.T) {
 			require.NoError(t, os.Remove(path+".dirty"))
 		}},
 		{name: "damaged", reason: "checksum", spoil: func(t *testing.T, path, _ string) {
-			flipByte(t, path+".dirty", 41)
+			filetest.FlipByte(t, path+".dirty", 41)
 		}},
 		{name: "other pool", reason: "record of pool", spoil: func(t *testing.T, path, other string) {
 			b, err := os.ReadFile(other + ".dirty")
@@ -175,20 +176,6 @@ func TestRecordMissingChunkCaught(t *testing.T) {
 	require.ErrorIs(t, err, ha.ErrHandoff)
 	assert.Contains(t, err.Error(), "pool hash")
 	assert.NotEmpty(t, rec.logged(0, "handoff refused"))
-}
-
-// flipByte inverts the byte at off of the file at path.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer f.Close()
-	b := make([]byte, 1)
-	_, err = f.ReadAt(b, off)
-	require.NoError(t, err)
-	b[0] ^= 0xff
-	_, err = f.WriteAt(b, off)
-	require.NoError(t, err)
 }
 
 // TestListedSaveStandbyWithoutBase saves to a standby that never held the

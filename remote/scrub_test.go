@@ -12,22 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/internal/filetest"
 	"github.com/pmemgo/pmemgo/remote"
 )
-
-// flipByte flips a bit of the byte at off of the file at path, in place.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer f.Close()
-	b := make([]byte, 1)
-	_, err = f.ReadAt(b, off)
-	require.NoError(t, err)
-	b[0] ^= 0x10
-	_, err = f.WriteAt(b, off)
-	require.NoError(t, err)
-}
 
 // lastWrittenPage returns the offset of the last page of file path past
 // the first 64 KiB (which an open copies first) that holds data.
@@ -81,7 +68,7 @@ func TestBitFlipScrubAndRepair(t *testing.T) {
 
 			regionPath := filepath.Join(node.dir, "g.region")
 			page := lastWrittenPage(t, regionPath)
-			flipByte(t, regionPath, page+100)
+			filetest.FlipByte(t, regionPath, page+100)
 			assert.Equal(t, []remote.Problem{{Region: "g", Offset: page, Err: "the page does not match its checksum"}},
 				scrubNode(t, node.addr))
 

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/filetest"
 	"github.com/pmemgo/pmemgo/recovery"
 )
 
@@ -30,20 +31,6 @@ func cleanPool(t *testing.T) (string, int) {
 	}
 	require.NoError(t, h.Close())
 	return path, objects
-}
-
-// flipByte inverts the bits of the byte at off in the file at path.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer f.Close()
-	var b [1]byte
-	_, err = f.ReadAt(b[:], off)
-	require.NoError(t, err)
-	b[0] ^= 0xff
-	_, err = f.WriteAt(b[:], off)
-	require.NoError(t, err)
 }
 
 // firstSlabOff returns the file offset of slab 0, from the pool's header.
@@ -80,7 +67,7 @@ func TestCheckCorrupt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, _ := cleanPool(t)
-			flipByte(t, path, tc.off(t, path))
+			filetest.FlipByte(t, path, tc.off(t, path))
 			out, stderr, code := pmemctl(t, "check", path)
 			assert.Equal(t, exitProblems, code)
 			assert.Contains(t, out, tc.want)

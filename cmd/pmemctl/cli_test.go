@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo/internal/filetest"
 )
 
 func TestParseSize(t *testing.T) {
@@ -93,7 +95,7 @@ func TestJSONParses(t *testing.T) {
 	clean := newGoldenPool(t, dir, "clean.pool", false).path
 	leaky := newGoldenPool(t, dir, "leaky.pool", true).path
 	damaged := newGoldenPool(t, dir, "damaged.pool", false)
-	flipByte(t, damaged.path, 100)
+	filetest.FlipByte(t, damaged.path, 100)
 	n := 0
 	for _, pool := range []string{clean, leaky, damaged.path} {
 		for _, args := range [][]string{

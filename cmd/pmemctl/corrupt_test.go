@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/filetest"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/recovery"
 )
@@ -77,7 +78,7 @@ func TestCorruptPools(t *testing.T) {
 	}{
 		{
 			name:   "header checksum",
-			damage: func(t *testing.T, g *goldenPool) { flipByte(t, g.path, 100) },
+			damage: func(t *testing.T, g *goldenPool) { filetest.FlipByte(t, g.path, 100) },
 			kind:   "header", want: "header slot A at offset 0: checksum",
 			infoCode: exitProblems, readCode: exitIO,
 		},
@@ -107,7 +108,7 @@ func TestCorruptPools(t *testing.T) {
 				info, err := recovery.Inspect(g.path)
 				require.NoError(t, err)
 				require.True(t, info.Summary.Present)
-				flipByte(t, g.path, int64(info.Header.SumOff)+layout.SummaryHeaderSize+8)
+				filetest.FlipByte(t, g.path, int64(info.Header.SumOff)+layout.SummaryHeaderSize+8)
 			},
 			kind: "summary", want: "slab summary at offset 77824: entries checksum",
 			// Read commands validate every slab header and never use
@@ -192,8 +193,8 @@ func TestCorruptErrors(t *testing.T) {
 // and the commands that need a header refuse the pool.
 func TestNoHeaderSlot(t *testing.T) {
 	g := newGoldenPool(t, t.TempDir(), "headless.pool", false)
-	flipByte(t, g.path, 100)
-	flipByte(t, g.path, 4096+100)
+	filetest.FlipByte(t, g.path, 100)
+	filetest.FlipByte(t, g.path, 4096+100)
 	out, _, code := pmemctl(t, "info", g.path)
 	assert.Equal(t, exitProblems, code)
 	assert.Contains(t, out, "unreadable: neither header slot holds")

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/internal/filetest"
 	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/remote"
 )
@@ -76,14 +77,14 @@ func TestCheckSealed(t *testing.T) {
 	// A record that does not authenticate: found with the key at its file
 	// offset; the structure without the key still holds.
 	rec := seal.RecordOff(8192)
-	flipByte(t, pool, rec+40)
+	filetest.FlipByte(t, pool, rec+40)
 	out, _, code = pmemctl(t, "check", pool, "--key-file", keyFile)
 	assert.Equal(t, exitProblems, code)
 	assert.Contains(t, out, fmt.Sprintf("file offset %d", rec))
 	_, _, code = pmemctl(t, "check", pool)
 	assert.Equal(t, exitOK, code)
 	// A record out of form is seen without the key too.
-	flipByte(t, pool, rec+seal.RecordSize-1)
+	filetest.FlipByte(t, pool, rec+seal.RecordSize-1)
 	out, _, code = pmemctl(t, "check", pool)
 	assert.Equal(t, exitProblems, code)
 	assert.Contains(t, out, fmt.Sprintf("offset %d", rec))
