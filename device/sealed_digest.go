@@ -59,11 +59,8 @@ func SealedDigest(d Device, epoch, seq uint64) ([]byte, error) {
 // the last session that wrote it did not close it (a crash), so that
 // there was no digest to check. ok is false for any other device.
 func SealedDigestChecked(d Device) (checked, ok bool) {
-	s, ok := d.(*sealedDevice)
-	if !ok {
-		return false, false
-	}
-	return s.found.Kind == seal.DigestExact, true
+	info, ok := SealedDigestOf(d)
+	return info.Checked, ok
 }
 
 // SealedDigestInfo is what a sealed device knows of its file's digest.

@@ -13,18 +13,17 @@ import (
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
-// readDirtyBase reads the dirty-chunk record of the pool file at path and
-// returns what a save can start from: the replicas' base and the chunks
-// a replica holding it lacks. It reads the pool file's header and undo
-// log word, not the pool, and must run before the pool is opened (which
-// changes the log word). The error says why the record cannot be used:
+// readDirtyBase reads the dirty-chunk record of the pool file at path,
+// whose header and undo log word are head, and returns what a save can
+// start from: the replicas' base and the chunks a replica holding it
+// lacks. It reads neither the pool nor its file, and head must have been
+// read before the pool is opened (which changes the log word). The error says why the record cannot be used:
 // missing, damaged, of another pool, boot or size, or a pool written
 // since by someone who kept no record.
 //
-// A sealed pool's pool header and log word are read through its key; its
-// chunks are those of its sealed file, whose header page is shipped with
-// the metadata.
-func readDirtyBase(path string, key []byte) (*mirror.Base, error) {
+// A sealed pool's chunks are those of its sealed file, whose header page
+// is shipped with the metadata.
+func readDirtyBase(path string, head poolHead) (*mirror.Base, error) {
 	b, err := os.ReadFile(dirtyPath(path))
 	if err != nil {
 		return nil, err
@@ -33,10 +32,7 @@ func readDirtyBase(path string, key []byte) (*mirror.Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record %s: %w", dirtyPath(path), err)
 	}
-	ph, gen, size, err := readPoolHead(path, key)
-	if err != nil {
-		return nil, err
-	}
+	ph, gen, size := head.hdr, head.gen, head.size
 	chunks := (size + wire.HashChunk - 1) / wire.HashChunk
 	switch {
 	case rec.version != dirtyVersion || rec.chunkSize != wire.HashChunk:
@@ -60,7 +56,7 @@ func readDirtyBase(path string, key []byte) (*mirror.Base, error) {
 	// header slots, the heap state and open mark, the slab summary and
 	// the undo log's word. It is shipped whatever the record says.
 	meta := [][2]uint64{{0, layout.MetaEnd}, {ph.SumOff, ph.SumSize}, {ph.LogOff + layout.LogGenOff, 8}}
-	if key != nil {
+	if head.sealed {
 		for i, r := range meta {
 			meta[i][0], meta[i][1] = sealedRange(r[0], r[1])
 		}
@@ -97,10 +93,24 @@ func genExpected(gen, want uint64) bool {
 	return gen == want || gen == layout.RetireGen(want) || (gen < want && gen+2 >= want)
 }
 
-// readPoolHead returns the newest valid header of the pool file at path,
-// the generation its undo log word holds, and the file's size. A sealed
-// pool's are read through key.
-func readPoolHead(path string, key []byte) (layout.Header, uint64, int64, error) {
+// poolHead is what a save reads of a pool file before it opens the pool.
+type poolHead struct {
+	// hdr is the newest valid header, gen the generation the undo log
+	// word holds, size the file's size; sealed is set for a sealed pool.
+	hdr    layout.Header
+	gen    uint64
+	size   int64
+	sealed bool
+}
+
+// readPoolHead reads the head of the pool file at path, a sealed pool's
+// through key.
+func readPoolHead(path string, key []byte) (poolHead, error) {
+	ph, gen, size, err := readHead(path, key)
+	return poolHead{hdr: ph, gen: gen, size: size, sealed: key != nil}, err
+}
+
+func readHead(path string, key []byte) (layout.Header, uint64, int64, error) {
 	var ph layout.Header
 	f, err := os.Open(path)
 	if err != nil {

@@ -128,18 +128,19 @@ func (g *Guard) abort(ctx context.Context, uuid string, cause error, start time.
 }
 
 func (g *Guard) save(ctx context.Context, start time.Time) (rep SaveReport, err error) {
-	// The record is read before the pool is opened, which changes what
-	// it is checked against.
-	base, berr := readDirtyBase(g.opts.PoolPath, g.opts.Key)
-	rep.Record = time.Since(start)
-	// The role is taken before the pool is opened, which for a large or
-	// sealed pool takes a while: the standby promotes on its own once the
-	// pool has had no primary for its grace. The pool header, read
-	// without opening, gives the epoch to outbid.
-	ph, _, _, err := readPoolHead(g.opts.PoolPath, g.opts.Key)
+	// The pool file's head and the record are read before the pool is
+	// opened, which changes what the record is checked against.
+	head, err := readPoolHead(g.opts.PoolPath, g.opts.Key)
 	if err != nil {
 		return rep, fmt.Errorf("ha: guard: %w", err)
 	}
+	ph := head.hdr
+	base, berr := readDirtyBase(g.opts.PoolPath, head)
+	rep.Record = time.Since(start)
+	// The role is taken before the pool is opened, which for a large or
+	// sealed pool takes a while: the standby promotes on its own once the
+	// pool has had no primary for its grace. The header gives the epoch
+	// to outbid.
 	rep.Handoff.UUID = hex.EncodeToString(ph.UUID[:])
 	term, err := g.opts.Coordinator.Campaign(ctx, Candidate{Pool: g.opts.Pool, Node: g.opts.Node + "-guard", MinToken: ph.Epoch})
 	if err != nil {
