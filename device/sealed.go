@@ -244,6 +244,7 @@ func openAll(o *seal.Opener, plain, recs []byte, src io.ReaderAt, dkey []byte, l
 			dg := seal.NewDigester(dkey)
 			var sum uint64
 			var buf []byte
+			written := make([]int, 0, openBlockLines)
 			if src != nil {
 				buf = make([]byte, openBlockLines*seal.RecordSize)
 			}
@@ -258,13 +259,16 @@ func openAll(o *seal.Opener, plain, recs []byte, src io.ReaderAt, dkey []byte, l
 						return
 					}
 				}
-				populateWritten(plain[int64(blk)*seal.LineSize:int64(blk+n)*seal.LineSize], block)
+				written = written[:0]
 				for i := range n {
+					if !seal.IsBlank(block[i*seal.RecordSize : (i+1)*seal.RecordSize]) {
+						written = append(written, i)
+					}
+				}
+				populateWritten(plain[int64(blk)*seal.LineSize:int64(blk+n)*seal.LineSize], n, written)
+				for _, i := range written {
 					off := int64(blk+i) * seal.LineSize
 					rec := block[i*seal.RecordSize : (i+1)*seal.RecordSize]
-					if seal.IsBlank(rec) {
-						continue
-					}
 					line := plain[off : off+seal.LineSize]
 					if err := o.Open(line, rec, off, first+int64(i)*seal.RecordSize); err != nil {
 						errs[w] = err
@@ -288,21 +292,19 @@ func openAll(o *seal.Opener, plain, recs []byte, src io.ReaderAt, dkey []byte, l
 // openBlockLines is how many lines' records openAll reads at a time.
 const openBlockLines = 8192
 
-// populateWritten maps in the pages of plain, the lines of the records in
-// block, with one system call when most of them will be written: page by
-// page, the first store to each faults, which costs more (10 us a page on
-// this VM, most of an open's time). A block whose pages are mostly left
-// blank is left alone, so that a sparse pool's memory stays sparse.
-func populateWritten(plain, block []byte) {
+// populateWritten maps in the pages of plain, n lines of which the
+// indexes written, in ascending order, are about to be written, with one
+// system call when most of its pages will be: page by page, the first
+// store to each faults, which costs more (10 us a page on this VM, most
+// of an open's time). A block whose pages are mostly left blank is left
+// alone, so that a sparse pool's memory stays sparse.
+func populateWritten(plain []byte, n int, written []int) {
 	linesPerPage := pageSize / seal.LineSize
-	pages, touched := 0, 0
-	for p := 0; p < len(block); p += linesPerPage * seal.RecordSize {
-		pages++
-		for i := p; i < min(p+linesPerPage*seal.RecordSize, len(block)); i += seal.RecordSize {
-			if !seal.IsBlank(block[i : i+seal.RecordSize]) {
-				touched++
-				break
-			}
+	pages := (n + linesPerPage - 1) / linesPerPage
+	touched, last := 0, -1
+	for _, i := range written {
+		if p := i / linesPerPage; p != last {
+			touched, last = touched+1, p
 		}
 	}
 	if 2*touched > pages {
