@@ -57,6 +57,16 @@ type allocator struct {
 	// lazy is set when the slabs came from the slab summary: each one is
 	// loaded, and a free one checked, when first used.
 	lazy bool
+	// m holds, in a lazy allocator, the summary's entry of each extent
+	// head whose slabRef is not made yet: heads[i] is nil while owner[i]
+	// is i. An open makes refs only for the slabs with room, since the
+	// memory of a ref for each of the thousands of full slabs of a large
+	// pool is most of what an open costs on a machine where fresh pages
+	// fault slowly; the others are made when first looked up.
+	m *recovery.SlabMap
+	// spare holds refs made ahead, so that refs made one at a time on
+	// lookup do not each cost an allocation.
+	spare []slabRef
 }
 
 func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
@@ -72,15 +82,27 @@ func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
 		a.owner[i] = -1
 	}
 	a.lazy = h.pool.Report.FromSummary
-	// One allocation for the slabs there are: a pool of thousands of
-	// slabs opens in a fraction of the time that as many allocations take.
+	if a.lazy {
+		a.m = m
+	}
+	// One allocation for the refs made now: a pool of thousands of slabs
+	// opens in a fraction of the time that as many allocations take.
 	n := 0
-	m.Heads(func(uint32, layout.SlabHeader) { n++ })
-	refs := make([]slabRef, n)
+	m.Heads(func(_ uint32, sh layout.SlabHeader) {
+		if !a.lazy || sh.Used < sh.Slots {
+			n++
+		}
+	})
+	a.spare = make([]slabRef, n)
 	m.Heads(func(i uint32, sh layout.SlabHeader) {
-		s := &refs[0]
-		refs = refs[1:]
-		*s = slabRef{idx: i, sh: sh, used: sh.Used, lo: 1, hi: 0}
+		if a.lazy && sh.Used == sh.Slots {
+			// Full: it has no place in a class list.
+			for k := i; k < i+sh.Extent; k++ {
+				a.owner[k] = int32(i)
+			}
+			return
+		}
+		s := a.newRef(i, sh)
 		if !a.lazy {
 			s.readBits(h.mem[hdr.SlabOffset(i):])
 		}
@@ -88,6 +110,55 @@ func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
 		a.list(s)
 	})
 	return a
+}
+
+// newRef returns a ref of slab i with header sh, not loaded.
+func (a *allocator) newRef(i uint32, sh layout.SlabHeader) *slabRef {
+	if len(a.spare) == 0 {
+		a.spare = make([]slabRef, 64)
+	}
+	s := &a.spare[0]
+	a.spare = a.spare[1:]
+	*s = slabRef{idx: i, sh: sh, used: sh.Used, lo: 1, hi: 0}
+	return s
+}
+
+// ref returns the ref of extent head i, making it from the slab summary
+// the first time.
+func (a *allocator) ref(i int32) *slabRef {
+	if s := a.heads[i]; s != nil {
+		return s
+	}
+	sh, _ := a.m.Head(uint32(i))
+	s := a.newRef(uint32(i), sh)
+	a.heads[i] = s
+	return s
+}
+
+// refFor is ref for tx: a View, which must not change the allocator, gets
+// a ref of its own for a slab that has none yet.
+func (a *allocator) refFor(tx *Tx, i int32) *slabRef {
+	if s := a.heads[i]; s != nil || tx.writable {
+		return a.ref(i)
+	}
+	sh, _ := a.m.Head(uint32(i))
+	return &slabRef{idx: uint32(i), sh: sh, used: sh.Used, lo: 1, hi: 0}
+}
+
+// eachHead calls fn with each extent head's index, header and count of
+// used slots, without making refs.
+func (a *allocator) eachHead(fn func(i uint32, sh *layout.SlabHeader, used uint32)) {
+	for i, o := range a.owner {
+		if o != int32(i) {
+			continue
+		}
+		if s := a.heads[i]; s != nil {
+			fn(uint32(i), &s.sh, s.used)
+			continue
+		}
+		sh, _ := a.m.Head(uint32(i))
+		fn(uint32(i), &sh, sh.Used)
+	}
 }
 
 // readBits copies the slab's bitmap from its header at b.
@@ -352,7 +423,7 @@ func (a *allocator) lowerMark(tx *Tx) {
 			i--
 			continue
 		}
-		s := a.heads[o]
+		s := a.ref(o)
 		if !s.inTx || s.used != 0 {
 			break
 		}
@@ -371,7 +442,7 @@ func (a *allocator) lookup(off uint64) (*slabRef, uint32, uint32, bool) {
 	if !ok || a.owner[idx] < 0 {
 		return nil, 0, 0, false
 	}
-	s := a.heads[a.owner[idx]]
+	s := a.ref(a.owner[idx])
 	start := a.hdr.SlabOffset(s.idx) + uint64(s.sh.DataOff)
 	if off < start {
 		return nil, 0, 0, false
@@ -398,13 +469,12 @@ func (a *allocator) release(s *slabRef) {
 // for the others.
 func (a *allocator) summary(high uint32) *layout.Summary {
 	sum := &layout.Summary{Slabs: make([]layout.SlabHeader, high)}
-	for _, s := range a.heads[:high] {
-		if s == nil {
-			continue
+	a.eachHead(func(i uint32, sh *layout.SlabHeader, used uint32) {
+		if i < high {
+			e := *sh
+			e.Used, e.Gen = used, 0
+			sum.Slabs[i] = e
 		}
-		sh := s.sh
-		sh.Used, sh.Gen = s.used, 0
-		sum.Slabs[s.idx] = sh
-	}
+	})
 	return sum
 }

@@ -41,11 +41,15 @@ func Objects[T any](tx *Tx) iter.Seq2[*T, error] {
 		a := tx.h.alloc
 		// The slabs are listed first: the transaction may add some while
 		// the caller handles the objects.
-		var slabs []*slabRef
-		for _, s := range a.heads {
-			if s != nil && s.sh.Kind == layout.KindObjects && s.sh.Type == ti.id {
-				slabs = append(slabs, s)
+		var heads []int32
+		a.eachHead(func(i uint32, sh *layout.SlabHeader, _ uint32) {
+			if sh.Kind == layout.KindObjects && sh.Type == ti.id {
+				heads = append(heads, int32(i))
 			}
+		})
+		slabs := make([]*slabRef, len(heads))
+		for k, i := range heads {
+			slabs[k] = a.refFor(tx, i)
 		}
 		for _, s := range slabs {
 			if !objectsOf(tx, s, yield) {

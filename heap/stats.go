@@ -1,6 +1,10 @@
 package heap
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/pmemgo/pmemgo/internal/layout"
+)
 
 // TypeStats is what the pool holds of one type.
 type TypeStats struct {
@@ -38,12 +42,9 @@ func (h *Heap) Stats() Stats {
 		return st
 	}
 	byName := map[string]*TypeStats{}
-	for _, s := range h.alloc.heads {
-		if s == nil {
-			continue
-		}
-		st.SlabsUsed += int(s.sh.Extent)
-		ti := h.types.byID(s.sh.Type)
+	h.alloc.eachHead(func(_ uint32, sh *layout.SlabHeader, used uint32) {
+		st.SlabsUsed += int(sh.Extent)
+		ti := h.types.byID(sh.Type)
 		name := "?"
 		if ti != nil {
 			name = ti.desc.Name
@@ -53,11 +54,11 @@ func (h *Heap) Stats() Stats {
 			ts = &TypeStats{Name: name}
 			byName[name] = ts
 		}
-		ts.Slabs += int(s.sh.Extent)
-		ts.Objects += int(s.used)
-		ts.Bytes += uint64(s.used) * uint64(s.sh.SlotSize)
-		ts.Capacity += uint64(s.sh.Slots) * uint64(s.sh.SlotSize)
-	}
+		ts.Slabs += int(sh.Extent)
+		ts.Objects += int(used)
+		ts.Bytes += uint64(used) * uint64(sh.SlotSize)
+		ts.Capacity += uint64(sh.Slots) * uint64(sh.SlotSize)
+	})
 	for _, ts := range byName {
 		st.Types = append(st.Types, *ts)
 	}

@@ -434,3 +434,84 @@ func TestRandomSlabDamageNeverPanics(t *testing.T) {
 		assert.Greater(t, lazy, heldRounds/3, "most damage is in slabs, which a summary open does not read")
 	}
 }
+
+// TestFullSlabsFromSummary fills slabs to the last slot, so that an open
+// from the summary makes no allocator record for them until one is looked
+// up: a View iterates their objects, Stats counts them, and a free of the
+// oldest node (in the first, full slab) works and persists.
+func TestFullSlabsFromSummary(t *testing.T) {
+	path := filepath.Join(fastTempDir(t), "full.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 4 << 20, SlabSize: 16 << 10})
+	require.NoError(t, err)
+	const n = 2000
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, n) }))
+	require.NoError(t, h.Close())
+
+	full := openSameBase(t, path, &heap.Options{FullValidation: true})
+	want := full.Stats()
+	require.NoError(t, full.Close())
+	countObjects := func(h *heap.Heap) int {
+		k := 0
+		require.NoError(t, h.View(func(tx *heap.Tx) error {
+			for _, err := range heap.Objects[Node](tx) {
+				if err != nil {
+					return err
+				}
+				k++
+			}
+			return nil
+		}))
+		return k
+	}
+
+	h = openSameBase(t, path, nil)
+	require.True(t, h.Recovery().FromSummary)
+	assert.Equal(t, want, h.Stats(), "stats of slabs known only from the summary")
+	assert.Equal(t, n, countObjects(h), "a View iterates the objects of full slabs")
+	assert.Equal(t, n, countObjects(h), "and leaves the allocator as it was")
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		root, err := heap.Root[Root](tx)
+		if err != nil {
+			return err
+		}
+		prev := root.Head
+		for prev.Next.Next != nil {
+			prev = prev.Next
+		}
+		last := prev.Next
+		if last.Key != 0 {
+			return fmt.Errorf("the list ends with node %d, not the first one made", last.Key)
+		}
+		if err := heap.Add(tx, prev); err != nil {
+			return err
+		}
+		prev.Next, prev.Kids[1] = nil, nil
+		if err := heap.FreeString(tx, last.Name); err != nil {
+			return err
+		}
+		if err := heap.FreeSlice(tx, last.Tags); err != nil {
+			return err
+		}
+		return heap.Free(tx, last)
+	}))
+	assert.Equal(t, n-1, countObjects(h))
+	after := noTx(h.Stats())
+	require.NoError(t, h.Close())
+	checkPool(t, path)
+
+	h = openSameBase(t, path, nil)
+	require.True(t, h.Recovery().FromSummary)
+	assert.Equal(t, after, noTx(h.Stats()), "the summary Close wrote holds the free")
+	assert.Equal(t, n-1, countObjects(h))
+	assert.Equal(t, n-1, countNodes(t, h))
+	require.NoError(t, h.Close())
+	full = openSameBase(t, path, &heap.Options{FullValidation: true})
+	assert.Equal(t, after, noTx(full.Stats()), "the slab headers agree")
+	require.NoError(t, full.Close())
+}
+
+// noTx returns st without what this open's transactions did.
+func noTx(st heap.Stats) heap.Stats {
+	st.Tx = heap.TxStats{}
+	return st
+}

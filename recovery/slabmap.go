@@ -52,6 +52,15 @@ func (m *SlabMap) Heads(fn func(i uint32, sh layout.SlabHeader)) {
 	}
 }
 
+// Head returns the header of slab i and whether slab i is the head of an
+// extent in the map.
+func (m *SlabMap) Head(i uint32) (layout.SlabHeader, bool) {
+	if int(i) >= len(m.owner) || m.owner[i] != int32(i) {
+		return layout.SlabHeader{}, false
+	}
+	return m.heads[i], true
+}
+
 // Location is where a pool offset falls in the slabs.
 type Location struct {
 	// Index is the slab, the first of its extent.
