@@ -83,24 +83,13 @@ func (tx *Tx) typeOf(rt reflect.Type) (*typeInfo, error) {
 	if ti := r.byType[rt]; ti != nil {
 		return ti, nil
 	}
-	// Describe the whole closure first, so that a type refused anywhere in
-	// it leaves the pool unchanged.
-	closure := []reflect.Type{rt}
-	descs := []*layout.TypeDesc{}
-	seen := map[reflect.Type]bool{rt: true}
-	for i := 0; i < len(closure); i++ {
-		d, err := slab.Describe(closure[i])
-		if err != nil {
-			return nil, err
-		}
-		descs = append(descs, d)
-		for _, t := range slab.Targets(closure[i]) {
-			if !seen[t] && r.byType[t] == nil {
-				seen[t] = true
-				closure = append(closure, t)
-			}
-		}
+	// The whole closure is described first, so that a type refused
+	// anywhere in it leaves the pool unchanged.
+	c := closureOf(rt)
+	if c.err != nil {
+		return nil, c.err
 	}
+	closure, descs := c.types, c.descs
 	var added []int
 	for i, d := range descs {
 		if ti := r.byName[d.Name]; ti != nil {
@@ -124,6 +113,47 @@ func (tx *Tx) typeOf(rt reflect.Type) (*typeInfo, error) {
 	}
 	r.publish()
 	return r.byType[rt], nil
+}
+
+// closure is a Go type, the types its pointers, slices and strings reach,
+// and their descriptors, in the order found.
+type closure struct {
+	types []reflect.Type
+	descs []*layout.TypeDesc
+	err   error
+}
+
+// closures caches the closure of each Go type met (reflect.Type ->
+// *closure): a type's layout is fixed for the life of the process, and
+// describing it with reflect is most of what the first use of a type
+// costs, at each open of a pool. Its descriptors are shared and never
+// changed.
+var closures sync.Map
+
+// closureOf returns the closure of rt, or the error of the first of its
+// types that cannot be stored.
+func closureOf(rt reflect.Type) *closure {
+	if c, ok := closures.Load(rt); ok {
+		return c.(*closure)
+	}
+	c := &closure{types: []reflect.Type{rt}}
+	seen := map[reflect.Type]bool{rt: true}
+	for i := 0; i < len(c.types); i++ {
+		d, err := slab.Describe(c.types[i])
+		if err != nil {
+			c.types, c.descs, c.err = nil, nil, err
+			break
+		}
+		c.descs = append(c.descs, d)
+		for _, t := range slab.Targets(c.types[i]) {
+			if !seen[t] {
+				seen[t] = true
+				c.types = append(c.types, t)
+			}
+		}
+	}
+	closures.Store(rt, c)
+	return c
 }
 
 // storeType appends a descriptor to the type table. The bytes go past the
