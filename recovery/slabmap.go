@@ -15,18 +15,24 @@ type SlabMap struct {
 	// owner[i] is the head of the extent covering slab i, or -1 when slab i
 	// is free.
 	owner []int32
-	heads []layout.SlabHeader // by slab index, valid where owner[i] == i
+	// The header of head i is shapes[shape[i]] with used[i] slots used.
+	// A pool's slabs have few distinct headers but for the count (one per
+	// class, extent size and generation), so thousands of slabs cost 8
+	// bytes each rather than a header's 40: that memory, fresh at each
+	// open, is much of what an open from the summary costs.
+	shape  []uint32
+	used   []uint32
+	shapes []layout.SlabHeader
+	// shapeOf finds a shape; last is the shape of the latest Add, which
+	// runs of slabs of one class find without hashing.
+	shapeOf map[layout.SlabHeader]uint32
+	last    uint32
 }
 
 // NewSlabMap returns an empty map of slabs [0, high).
 func NewSlabMap(h *layout.Header, high uint32, types []layout.TypeDesc) *SlabMap {
-	return newSlabMapOver(h, make([]layout.SlabHeader, high), types)
-}
-
-// newSlabMapOver returns an empty map of the slabs of heads, which it
-// keeps as its headers: heads[i] is read only once slab i is added.
-func newSlabMapOver(h *layout.Header, heads []layout.SlabHeader, types []layout.TypeDesc) *SlabMap {
-	m := &SlabMap{h: h, types: types, owner: make([]int32, len(heads)), heads: heads}
+	m := &SlabMap{h: h, types: types, owner: make([]int32, high), shape: make([]uint32, high), used: make([]uint32, high),
+		shapeOf: map[layout.SlabHeader]uint32{}}
 	for i := range m.owner {
 		m.owner[i] = -1
 	}
@@ -38,16 +44,35 @@ func (m *SlabMap) Add(i uint32, sh *layout.SlabHeader) {
 	for k := i; k < i+sh.Extent && int(k) < len(m.owner); k++ {
 		m.owner[k] = int32(i)
 	}
-	if int(i) < len(m.heads) {
-		m.heads[i] = *sh
+	if int(i) >= len(m.shape) {
+		return
 	}
+	key := *sh
+	key.Used = 0
+	if int(m.last) >= len(m.shapes) || m.shapes[m.last] != key {
+		k, ok := m.shapeOf[key]
+		if !ok {
+			k = uint32(len(m.shapes))
+			m.shapes = append(m.shapes, key)
+			m.shapeOf[key] = k
+		}
+		m.last = k
+	}
+	m.shape[i], m.used[i] = m.last, sh.Used
+}
+
+// head returns the header of slab i, which must be a head.
+func (m *SlabMap) head(i uint32) layout.SlabHeader {
+	sh := m.shapes[m.shape[i]]
+	sh.Used = m.used[i]
+	return sh
 }
 
 // Heads calls fn for each slab head in index order.
 func (m *SlabMap) Heads(fn func(i uint32, sh layout.SlabHeader)) {
 	for i, o := range m.owner {
 		if o == int32(i) {
-			fn(uint32(i), m.heads[uint32(i)])
+			fn(uint32(i), m.head(uint32(i)))
 		}
 	}
 }
@@ -58,7 +83,7 @@ func (m *SlabMap) Head(i uint32) (layout.SlabHeader, bool) {
 	if int(i) >= len(m.owner) || m.owner[i] != int32(i) {
 		return layout.SlabHeader{}, false
 	}
-	return m.heads[i], true
+	return m.head(i), true
 }
 
 // Location is where a pool offset falls in the slabs.
@@ -85,7 +110,7 @@ func (m *SlabMap) Locate(mem []byte, off uint64) (Location, error) {
 		return loc, fmt.Errorf("offset %d is in free slab %d: %w", off, idx, pmemgo.ErrCorrupt)
 	}
 	loc.Index = uint32(m.owner[idx])
-	loc.Slab = m.heads[loc.Index]
+	loc.Slab = m.head(loc.Index)
 	start := m.h.SlabOffset(loc.Index) + uint64(loc.Slab.DataOff)
 	if off < start || off >= start+uint64(loc.Slab.Slots)*uint64(loc.Slab.SlotSize) {
 		return loc, fmt.Errorf("offset %d is in slab %d outside its slots: %w", off, loc.Index, pmemgo.ErrCorrupt)

@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 
@@ -19,6 +20,24 @@ var errStale = errors.New("slab summary is stale")
 // (nil, nil) when the pool has no summary, and an error wrapping errStale
 // or pmemgo.ErrCorrupt when it has one that cannot be used.
 func boundSummary(mem []byte, h *layout.Header, s *layout.State, open bool) (*layout.Summary, error) {
+	region, err := summaryRegion(mem, h, open)
+	if region == nil {
+		return nil, err
+	}
+	sum, err := layout.DecodeSummary(region, h)
+	if err != nil {
+		return nil, err
+	}
+	head := layout.SummaryHead{Count: uint64(len(sum.Slabs)), LogGen: sum.LogGen, HeaderSeq: sum.HeaderSeq}
+	if err := checkBinding(head, mem, h, s); err != nil {
+		return nil, err
+	}
+	return &sum, nil
+}
+
+// summaryRegion returns the summary region in mem, or nil and why not
+// when there is no summary to look at.
+func summaryRegion(mem []byte, h *layout.Header, open bool) ([]byte, error) {
 	region := mem[h.SumOff : h.SumOff+h.SumSize]
 	switch {
 	case !layout.SummaryPresent(region):
@@ -28,22 +47,24 @@ func boundSummary(mem []byte, h *layout.Header, s *layout.State, open bool) (*la
 		// not looked at.
 		return nil, fmt.Errorf("%w: the pool was not closed cleanly", errStale)
 	}
-	sum, err := layout.DecodeSummary(region, h)
-	if err != nil {
-		return nil, err
-	}
+	return region, nil
+}
+
+// checkBinding returns an error wrapping errStale unless the summary whose
+// header says head was written for the pool's current state.
+func checkBinding(head layout.SummaryHead, mem []byte, h *layout.Header, s *layout.State) error {
 	gen, err := layout.LogGen(mem[h.LogOff : h.LogOff+h.LogSize])
 	if err != nil {
-		return nil, err
+		return err
 	}
 	switch {
-	case sum.LogGen != gen || sum.HeaderSeq != h.Seq:
-		return nil, fmt.Errorf("%w: written at log generation %d and header sequence %d, the pool is at %d and %d",
-			errStale, sum.LogGen, sum.HeaderSeq, gen, h.Seq)
-	case len(sum.Slabs) != int(s.SlabHigh):
-		return nil, fmt.Errorf("%w: it has %d slabs, the heap state %d", errStale, len(sum.Slabs), s.SlabHigh)
+	case head.LogGen != gen || head.HeaderSeq != h.Seq:
+		return fmt.Errorf("%w: written at log generation %d and header sequence %d, the pool is at %d and %d",
+			errStale, head.LogGen, head.HeaderSeq, gen, h.Seq)
+	case head.Count != uint64(s.SlabHigh):
+		return fmt.Errorf("%w: it has %d slabs, the heap state %d", errStale, head.Count, s.SlabHigh)
 	}
-	return &sum, nil
+	return nil
 }
 
 // fromSummary builds the slab map from the slab summary of the last clean
@@ -52,30 +73,43 @@ func boundSummary(mem []byte, h *layout.Header, s *layout.State, open bool) (*la
 // slab header.
 func (p *Pool) fromSummary() (*SlabMap, error) {
 	h := &p.Header
-	sum, err := boundSummary(p.Dev.Bytes(), h, &p.State, p.marked)
-	if sum == nil {
+	mem := p.Dev.Bytes()
+	region, err := summaryRegion(mem, h, p.marked)
+	if region == nil {
+		return nil, err
+	}
+	head, err := layout.ReadSummaryHead(region, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBinding(head, mem, h, &p.State); err != nil {
 		return nil, err
 	}
 	high := p.State.SlabHigh
-	// The summary's entries, one per slab below high, become the map's
-	// headers as they are: no second copy of them is made.
-	m := newSlabMapOver(h, sum.Slabs, p.Types)
-	for i := range sum.Slabs {
-		sh := &sum.Slabs[i]
-		if sh.Kind == layout.KindFree {
-			continue
+	// The entries go straight into the map, which keeps each distinct
+	// header once: no decoded copy of the whole summary is made.
+	m := NewSlabMap(h, high, p.Types)
+	var bad error
+	err = layout.WalkSummary(region, h, head.Count, func(i uint32, sh layout.SlabHeader) {
+		if bad != nil {
+			return
 		}
-		if err := SlabTypeProblem(h, uint32(i), sh, high, p.Types); err != nil {
-			return nil, fmt.Errorf("slab summary entry %d: %w", i, err)
+		if err := SlabTypeProblem(h, i, &sh, high, p.Types); err != nil {
+			bad = fmt.Errorf("slab summary entry %d: %w", i, err)
+			return
 		}
-		m.Add(uint32(i), sh)
+		m.Add(i, &sh)
+	})
+	if err = cmp.Or(bad, err); err != nil {
+		return nil, err
 	}
 	// The root is read through its slab's bitmap: that one slab is
 	// validated now.
 	if p.State.RootOff != 0 {
 		if idx, ok := h.SlabIndex(p.State.RootOff); ok && int(idx) < len(m.owner) && m.owner[idx] >= 0 {
 			head := uint32(m.owner[idx])
-			if _, err := LoadSlab(p.Dev.Bytes(), h, head, &m.heads[head]); err != nil {
+			entry := m.head(head)
+			if _, err := LoadSlab(mem, h, head, &entry); err != nil {
 				return nil, err
 			}
 		}

@@ -58,7 +58,8 @@ func (r *ptrRules) index(m *SlabMap) {
 			r.owner[i] = slabFree
 		case o == int32(i):
 			r.owner[i] = int32(len(r.heads))
-			r.heads = append(r.heads, newSlabHead(r.mem, &r.h, uint32(i), &m.heads[i], r.types))
+			sh := m.head(uint32(i))
+			r.heads = append(r.heads, newSlabHead(r.mem, &r.h, uint32(i), &sh, r.types))
 		default:
 			r.owner[i] = r.owner[o]
 		}

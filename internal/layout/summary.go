@@ -114,30 +114,61 @@ func SummaryPresent(b []byte) bool { return le.Uint32(b[smMagic:]) != 0 }
 // stay inside the summarised slabs and do not overlap. Whether the summary
 // is bound to the pool's current state is the caller's question.
 func DecodeSummary(b []byte, h *Header) (Summary, error) {
-	var s Summary
-	fail := func(format string, args ...any) (Summary, error) {
-		return Summary{}, fmt.Errorf("slab summary at offset %d: "+format+": %w", append(append([]any{h.SumOff}, args...), pmemgo.ErrCorrupt)...)
+	head, err := ReadSummaryHead(b, h)
+	if err != nil {
+		return Summary{}, err
 	}
+	s := Summary{LogGen: head.LogGen, HeaderSeq: head.HeaderSeq, Slabs: make([]SlabHeader, head.Count)}
+	if err := WalkSummary(b, h, head.Count, func(i uint32, sh SlabHeader) { s.Slabs[i] = sh }); err != nil {
+		return Summary{}, err
+	}
+	return s, nil
+}
+
+// SummaryHead is what a summary's header says.
+type SummaryHead struct {
+	// Count is the number of entries, one per slab below the high-water
+	// mark at the clean close; LogGen and HeaderSeq are as in Summary.
+	Count, LogGen, HeaderSeq uint64
+}
+
+// summaryError names the summary of the pool h describes in an error.
+func summaryError(h *Header, format string, args ...any) error {
+	return fmt.Errorf("slab summary at offset %d: "+format+": %w", append(append([]any{h.SumOff}, args...), pmemgo.ErrCorrupt)...)
+}
+
+// ReadSummaryHead validates the header of the summary region b of the
+// pool described by h, its entry count and the checksum of its entries,
+// and returns what the header says. WalkSummary then decodes the entries.
+func ReadSummaryHead(b []byte, h *Header) (SummaryHead, error) {
 	if len(b) < SummaryHeaderSize {
-		return fail("region of %d bytes", len(b))
+		return SummaryHead{}, summaryError(h, "region of %d bytes", len(b))
 	}
 	if m := le.Uint32(b[smMagic:]); m != summaryMagic {
-		return fail("bad magic %#x", m)
+		return SummaryHead{}, summaryError(h, "bad magic %#x", m)
 	}
 	if sum, want := le.Uint64(b[smSum:]), xxhash.Sum64(b[:smSum]); sum != want {
-		return fail("header checksum %#x, computed %#x", sum, want)
+		return SummaryHead{}, summaryError(h, "header checksum %#x, computed %#x", sum, want)
 	}
 	count := uint64(le.Uint32(b[smCount:]))
 	if count > h.Slabs || SummaryHeaderSize+count*SummaryEntrySize > uint64(len(b)) {
-		return fail("%d entries, the pool has %d slabs and room for %d", count, h.Slabs, (uint64(len(b))-SummaryHeaderSize)/SummaryEntrySize)
+		return SummaryHead{}, summaryError(h, "%d entries, the pool has %d slabs and room for %d", count, h.Slabs, (uint64(len(b))-SummaryHeaderSize)/SummaryEntrySize)
 	}
 	entries := b[SummaryHeaderSize : SummaryHeaderSize+count*SummaryEntrySize]
 	if sum, want := le.Uint64(b[smEntriesSum:]), xxhash.Sum64(entries); sum != want {
-		return fail("entries checksum %#x, computed %#x", sum, want)
+		return SummaryHead{}, summaryError(h, "entries checksum %#x, computed %#x", sum, want)
 	}
-	s.LogGen = le.Uint64(b[smLogGen:])
-	s.HeaderSeq = le.Uint64(b[smHeaderSeq:])
-	s.Slabs = make([]SlabHeader, count)
+	return SummaryHead{Count: count, LogGen: le.Uint64(b[smLogGen:]), HeaderSeq: le.Uint64(b[smHeaderSeq:])}, nil
+}
+
+// WalkSummary decodes the count entries of the summary region b, whose
+// header ReadSummaryHead accepted, checking each as DecodeSlabHeader would
+// check a header and that extents stay inside the summarised slabs and do
+// not overlap. It calls fn with each extent head's entry (by value, so
+// that a walk allocates nothing), in index order,
+// until an entry fails (fn may have seen the entries before it).
+func WalkSummary(b []byte, h *Header, count uint64, fn func(i uint32, sh SlabHeader)) error {
+	entries := b[SummaryHeaderSize : SummaryHeaderSize+count*SummaryEntrySize]
 	covered := uint64(0) // slabs before this index belong to an earlier extent
 	for i := range count {
 		e := entries[i*SummaryEntrySize:][:SummaryEntrySize]
@@ -153,23 +184,23 @@ func DecodeSummary(b []byte, h *Header) (Summary, error) {
 		}
 		if sh.Kind == KindFree {
 			if sh != (SlabHeader{}) || e[1] != 0 || e[2] != 0 || e[3] != 0 {
-				return fail("entry %d: a free entry with nonzero fields", i)
+				return summaryError(h, "entry %d: a free entry with nonzero fields", i)
 			}
 			continue
 		}
 		if i < covered {
-			return fail("entry %d: slab is inside the extent of an earlier slab", i)
+			return summaryError(h, "entry %d: slab is inside the extent of an earlier slab", i)
 		}
 		if e[1] != 0 || e[2] != 0 || e[3] != 0 {
-			return fail("entry %d: nonzero padding", i)
+			return summaryError(h, "entry %d: nonzero padding", i)
 		}
 		if err := checkSlabFields(&sh, count-i, h.SlabSize); err != nil {
-			return fail("entry %d: %v", i, err)
+			return summaryError(h, "entry %d: %v", i, err)
 		}
 		covered = i + uint64(sh.Extent)
-		s.Slabs[i] = sh
+		fn(uint32(i), sh)
 	}
-	return s, nil
+	return nil
 }
 
 // checkSlabFields checks the fields of a slab header that an entry
