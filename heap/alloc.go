@@ -73,8 +73,10 @@ func newAllocator(h *Heap, m *recovery.SlabMap) *allocator {
 	hdr := &h.pool.Header
 	a := &allocator{
 		h: h, hdr: hdr,
-		owner:   make([]int32, hdr.Slabs),
-		heads:   make([]*slabRef, hdr.Slabs),
+		// Slabs above the high-water mark are free; owner and heads grow
+		// to cover them as they are used.
+		owner:   make([]int32, h.state.SlabHigh),
+		heads:   make([]*slabRef, h.state.SlabHigh),
 		classes: map[classKey][]*slabRef{},
 		high:    h.state.SlabHigh,
 	}
@@ -205,6 +207,10 @@ func (a *allocator) list(s *slabRef) {
 }
 
 func (a *allocator) place(s *slabRef) {
+	for n := s.idx + s.sh.Extent; uint32(len(a.owner)) < n; {
+		a.owner = append(a.owner, -1)
+		a.heads = append(a.heads, nil)
+	}
 	for k := s.idx; k < s.idx+s.sh.Extent; k++ {
 		a.owner[k] = int32(s.idx)
 	}
@@ -379,15 +385,6 @@ func (a *allocator) claim(tx *Tx, start, m uint32) error {
 	return tx.h.fence()
 }
 
-// grew gives the allocator the slabs a growth of the pool added, free
-// and above the high-water mark.
-func (a *allocator) grew() {
-	for uint64(len(a.owner)) < a.hdr.Slabs {
-		a.owner = append(a.owner, -1)
-		a.heads = append(a.heads, nil)
-	}
-}
-
 // longestRun returns the length of the longest run of free slabs, the
 // never-used ones above the high-water mark included.
 func (a *allocator) longestRun() uint32 {
@@ -400,7 +397,8 @@ func (a *allocator) longestRun() uint32 {
 		run++
 		best = max(best, run)
 	}
-	return best
+	// The slabs past owner were never used.
+	return max(best, run+uint32(a.hdr.Slabs-uint64(len(a.owner))))
 }
 
 // lowerMark brings the transaction's high-water mark down over the free
@@ -439,7 +437,7 @@ func (a *allocator) lowerMark(tx *Tx) {
 // offset inside the slot.
 func (a *allocator) lookup(off uint64) (*slabRef, uint32, uint32, bool) {
 	idx, ok := a.hdr.SlabIndex(off)
-	if !ok || a.owner[idx] < 0 {
+	if !ok || int(idx) >= len(a.owner) || a.owner[idx] < 0 {
 		return nil, 0, 0, false
 	}
 	s := a.ref(a.owner[idx])

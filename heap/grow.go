@@ -99,6 +99,5 @@ func (h *Heap) growTo(size uint64) error {
 		return fmt.Errorf("%w: %w", pmemgo.ErrNoSpace, err)
 	}
 	h.stats.growths++
-	h.alloc.grew()
 	return nil
 }
