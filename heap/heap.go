@@ -169,6 +169,8 @@ type Heap struct {
 	// transaction first changes it; snapMu orders changes to the list.
 	snaps  atomic.Pointer[[]*Snapshot]
 	snapMu sync.Mutex
+	// snapMem is the memory closed snapshots leave to the next ones.
+	snapMem snapMemory
 	// writeHooks are told of each range before it changes (OnWrite).
 	writeHooks writeHooks
 	// inHooks is set while the commit hooks run, under the writer lock.
@@ -331,6 +333,7 @@ func (h *Heap) Close() error {
 	}
 	h.closed = true
 	h.closeSnapshots()
+	h.snapMem.drop()
 	if h.broken != nil {
 		// The allocator's state is not the pool's: no summary, and Close
 		// retries the rollback.

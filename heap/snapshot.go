@@ -171,6 +171,7 @@ func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 	} else {
 		s.idx.slots = (s.size + lineSize - 1) / lineSize
 	}
+	s.idx.mem = &h.snapMem
 	if s.limit == 0 {
 		s.limit = 64 << 20
 	}
@@ -519,6 +520,7 @@ func (s *Snapshot) drop(why error) error {
 		return nil
 	}
 	s.closed = fmt.Errorf("snapshot: %w", why)
+	s.h.snapMem.put(s.arena, &s.idx)
 	s.idx, s.arena = keptIndex{}, nil
 	if s.spill != nil {
 		return s.spill.Close()

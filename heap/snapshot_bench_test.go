@@ -5,11 +5,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/benchutil"
@@ -105,14 +108,21 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 	// lastCPU is the process's processor time per commit in the last
 	// rate: a figure that other load on the machine disturbs less than the
 	// rate, when only the writer runs.
-	var lastCPU float64
+	// lastFaults is the page faults per 1000 commits of the writer's own
+	// thread in the last rate: the copy-on-write's cost shows there first
+	// (see snapMemory).
+	var lastCPU, lastFaults float64
 	rate := func(d time.Duration) float64 {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		f0 := threadFaults(b)
 		n, t0, c0 := 0, time.Now(), processCPU(b)
 		for time.Since(t0) < d {
 			check(b, randomUpdate(h, r, accts))
 			n++
 		}
 		lastCPU = float64((processCPU(b) - c0).Nanoseconds()) / float64(n)
+		lastFaults = float64(threadFaults(b)-f0) * 1000 / float64(n)
 		return float64(n) / time.Since(t0).Seconds()
 	}
 	// during runs copy over and over in the background while the writer
@@ -145,13 +155,14 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 		defer s.Close()
 		return rate(time.Second)
 	}
-	var plain, opened, backup, copied, cpuAlone, cpuOpen float64
+	var plain, opened, backup, copied, cpuAlone, cpuOpen, faultsAlone, faultsOpen, faultsBackup float64
 	for b.Loop() {
 		plain += rate(time.Second)
-		cpuAlone += lastCPU
+		cpuAlone, faultsAlone = cpuAlone+lastCPU, faultsAlone+lastFaults
 		opened += open()
-		cpuOpen += lastCPU
+		cpuOpen, faultsOpen = cpuOpen+lastCPU, faultsOpen+lastFaults
 		backup += during(func() error { return h.Backup(dst) })
+		faultsBackup += lastFaults
 		// The same writer while the pool file is merely copied, as cp
 		// would: what the machine's cores and memory bandwidth leave to a
 		// writer with a copy going on, without any snapshot.
@@ -162,6 +173,9 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 	b.ReportMetric(opened/plain, "ratio-open")
 	b.ReportMetric(cpuAlone/float64(b.N), "cpu-ns/tx-alone")
 	b.ReportMetric(cpuOpen/float64(b.N), "cpu-ns/tx-open")
+	b.ReportMetric(faultsAlone/float64(b.N), "writer-faults/ktx-alone")
+	b.ReportMetric(faultsOpen/float64(b.N), "writer-faults/ktx-open")
+	b.ReportMetric(faultsBackup/float64(b.N), "writer-faults/ktx-backup")
 	b.ReportMetric(backup/float64(b.N), "tx/s-backup")
 	b.ReportMetric(copied/float64(b.N), "tx/s-file-copy")
 	b.ReportMetric(backup/plain, "ratio")
@@ -242,6 +256,13 @@ func copyFile(src, dst string) error {
 }
 
 // processCPU returns the processor time the process has used.
+// threadFaults returns the page faults the calling thread has taken.
+func threadFaults(b *testing.B) int64 {
+	var ru unix.Rusage
+	check(b, unix.Getrusage(unix.RUSAGE_THREAD, &ru))
+	return ru.Minflt + ru.Majflt
+}
+
 func processCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	check(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))

@@ -2,7 +2,6 @@ package heap
 
 import (
 	"fmt"
-	"math/bits"
 	"sort"
 
 	"github.com/pmemgo/pmemgo"
@@ -29,6 +28,8 @@ type keptIndex struct {
 	blocks [][]keptAt
 	// n counts the entries, fill those of the last block.
 	n, fill int32
+	// mem is where blocks and the bitmap come from first.
+	mem *snapMemory
 }
 
 // keptAt is a kept line, 1 + the index of the region's entry before it
@@ -48,12 +49,11 @@ func (x *keptIndex) has(slot int64) bool {
 // of size bytes.
 func (x *keptIndex) add(line uint32, slot, pos, size int64) {
 	if x.bits == nil {
-		x.bits = make([]uint64, (x.slots+63)/64)
-		x.heads = make([]int32, (size+keptRegion-1)/keptRegion)
+		x.bits, x.heads = x.mem.bitmap((x.slots+63)/64, (size+keptRegion-1)/keptRegion)
 	}
 	x.bits[slot/64] |= 1 << (slot % 64)
 	if k := len(x.blocks); k == 0 || int(x.fill) == len(x.blocks[k-1]) {
-		x.blocks = append(x.blocks, make([]keptAt, blockSize(k, firstBlock, keptBlock)))
+		x.blocks = append(x.blocks, x.mem.indexBlock())
 		x.fill = 0
 	}
 	// Entries are numbered block*keptBlock + place in the block, plus one.
@@ -99,26 +99,11 @@ func rangeSlots(es []Extent) ([]int64, int64) {
 	return first, n
 }
 
-// firstBlock is the size of the first block of kept lines, and of kept
-// entries: blocks double up to arenaBlock and keptBlock, so that a
-// snapshot that keeps a few lines (that of a replication batch) allocates
-// little, and one that keeps many never copies what it holds.
-const firstBlock = 64
-
-// blockSize returns the size of block n of blocks that double from first
-// up to most.
-func blockSize(n, first, most int) int {
-	if n >= bits.Len(uint(most/first)) {
-		return most
-	}
-	return first << n
-}
-
 // arenaLine returns the position in the arena of room for one more line:
 // block*arenaBlock + offset in the block.
 func (s *Snapshot) arenaLine() int64 {
 	if n := len(s.arena); n == 0 || s.fill == len(s.arena[n-1]) {
-		s.arena = append(s.arena, make([]byte, blockSize(n, firstBlock*lineSize, arenaBlock)))
+		s.arena = append(s.arena, s.h.snapMem.arenaBlock())
 		s.fill = 0
 	}
 	pos := int64(len(s.arena)-1)*arenaBlock + int64(s.fill)

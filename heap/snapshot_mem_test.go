@@ -1,0 +1,55 @@
+package heap
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestSnapMemory: blocks come touched and ready from the filler, closed
+// snapshots' blocks are kept up to the bound, and nothing is kept once
+// the heap closed the store.
+func TestSnapMemory(t *testing.T) {
+	m := &snapMemory{}
+	a := m.arenaBlock()
+	require.Len(t, a, arenaBlock)
+	x := m.indexBlock()
+	require.Len(t, x, keptBlock)
+	a[len(a)-1], x[len(x)-1] = 7, keptAt{line: 9}
+	ready := func() (int, int) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.arena), len(m.index)
+	}
+	require.Eventually(t, func() bool {
+		na, ni := ready()
+		return na == aheadBlocks && ni == aheadBlocks
+	}, 10*time.Second, time.Millisecond, "the filler makes aheadBlocks of each kind")
+
+	var arena [][]byte
+	var idx keptIndex
+	for range keepBlocks {
+		arena = append(arena, m.arenaBlock())
+		idx.blocks = append(idx.blocks, m.indexBlock())
+	}
+	idx.bits = make([]uint64, 1024)
+	m.put(append(arena, a), &idx)
+	na, ni := ready()
+	require.Equal(t, keepBlocks, na, "arena blocks kept up to the bound")
+	require.LessOrEqual(t, ni, keepBlocks)
+	bits, heads := m.bitmap(1000, 3)
+	require.Len(t, bits, 1000)
+	require.Len(t, heads, 3)
+	require.Equal(t, 1024, cap(bits), "the kept bitmap is reused")
+	for _, w := range bits {
+		require.Zero(t, w)
+	}
+
+	m.drop()
+	require.True(t, m.closed)
+	m.put([][]byte{m.arenaBlock()}, &keptIndex{blocks: [][]keptAt{m.indexBlock()}})
+	na, ni = ready()
+	require.Zero(t, na+ni, "a closed store keeps nothing")
+	m.drop()
+}
