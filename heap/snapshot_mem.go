@@ -24,9 +24,10 @@ import (
 // processor time added to each transaction.
 //
 // A goroutine of the heap's, started with the first block asked for and
-// stopped at Close, keeps aheadBlocks blocks of each kind mapped and
-// touched. Closed snapshots give their blocks back, up to keepBlocks of
-// each kind, and their bitmap, so that backups taken one after another
+// stopped at Close, keeps aheadBlocks blocks of lines, and index blocks
+// for as many lines, mapped and touched. Closed snapshots give their
+// blocks back, up to keepBlocks blocks of lines and their index blocks,
+// and their bitmap, so that backups taken one after another
 // reuse warm memory. Blocks are unmapped when not kept, and all at Close;
 // a snapshot reads its blocks only under its lock, after checking that it
 // is still open, and drop takes that lock, so no block is read after it
@@ -42,17 +43,21 @@ type snapMemory struct {
 }
 
 const (
-	// aheadBlocks of each kind, 2 MiB of lines and the entries of 128k
-	// lines, are ready: the arena of a snapshot under that writer takes
-	// some 600 blocks a second.
+	// aheadBlocks blocks of lines (2 MiB) and the index blocks for as
+	// many lines are ready: the arena of a snapshot under that writer
+	// takes some 600 blocks a second.
 	aheadBlocks = 32
-	// keepBlocks of each kind are kept from closed snapshots: 16 MiB of
-	// lines, a little more than a backup of a 1 GiB pool at 3.5 GB/s
-	// keeps under that writer.
+	// keepBlocks blocks of lines (16 MiB) and the index blocks for as
+	// many lines are kept from closed snapshots, a little more than a
+	// backup of a 1 GiB pool at 3.5 GB/s keeps under that writer.
 	keepBlocks = 256
 	pageSize   = 4096
 	// indexBlockBytes is the size of a block of keptBlock entries.
 	indexBlockBytes = keptBlock * int(unsafe.Sizeof(keptAt{}))
+	// indexPerArena is how many blocks of lines one index block covers.
+	indexPerArena = keptBlock / (arenaBlock / lineSize)
+	aheadIndex    = aheadBlocks / indexPerArena
+	keepIndex     = keepBlocks / indexPerArena
 )
 
 // mapBlock maps n bytes of zeroed private memory.
@@ -133,7 +138,7 @@ func (m *snapMemory) fill(wake chan struct{}) {
 		for {
 			m.mu.Lock()
 			needArena := !m.closed && len(m.arena) < aheadBlocks
-			needIndex := !m.closed && len(m.index) < aheadBlocks
+			needIndex := !m.closed && len(m.index) < aheadIndex
 			m.mu.Unlock()
 			if !needArena && !needIndex {
 				break
@@ -211,7 +216,7 @@ func (m *snapMemory) put(arena [][]byte, x *keptIndex) {
 		m.arena = append(m.arena, b)
 	}
 	for _, b := range x.blocks {
-		if m.closed || len(m.index) >= keepBlocks {
+		if m.closed || len(m.index) >= keepIndex {
 			unmapBlock(indexBytes(b))
 			continue
 		}
