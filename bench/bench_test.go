@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,22 @@ func TestRunAllEngines(t *testing.T) {
 	assert.Contains(t, text.String(), "updaterandom: pmemgo-btree")
 	_, err = json.Marshal(rep)
 	require.NoError(t, err)
+}
+
+// TestRunWarm: with Warm the reopened stores are read whole before the
+// workloads, and the report says so.
+func TestRunWarm(t *testing.T) {
+	rep, err := bench.Run(bench.Config{Keys: 500, Ops: 200, Rounds: 2, Warm: true,
+		Engines: []string{"pmemgo-btree", "bbolt"}, Workloads: []string{"readrandom"}})
+	require.NoError(t, err)
+	require.True(t, rep.Warm)
+	require.Len(t, rep.Results, 2)
+	for _, r := range rep.Results {
+		assert.Positive(t, r.OpsPerSec, r.Engine)
+	}
+	var text strings.Builder
+	require.NoError(t, rep.WriteText(&text))
+	assert.Contains(t, text.String(), "(--warm)")
 }
 
 func TestRunRefusesUnknownNames(t *testing.T) {

@@ -32,7 +32,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\n%d keys, %d operations per workload, %d-byte payload per key, in %s\n", rep.Keys, rep.Ops, rep.PayloadPerKey, rep.Dir)
+	warm := ""
+	if rep.Warm {
+		warm = ", every key read once after the reopen (--warm)"
+	}
+	fmt.Fprintf(w, "\n%d keys, %d operations per workload, %d-byte payload per key, in %s%s\n", rep.Keys, rep.Ops, rep.PayloadPerKey, rep.Dir, warm)
 	for _, line := range rep.Ratios() {
 		fmt.Fprintln(w, line)
 	}

@@ -39,6 +39,11 @@ type Config struct {
 	// taking turns on each; 0 means 10.
 	Rounds int
 	Seed   uint64
+	// Warm reads every key of each reopened store once, untimed, before
+	// the workloads run, so that they measure warm stores: without it the
+	// first workload after the reopen pays the page faults (or cache
+	// misses) of a store just opened, which Go's memory never pays.
+	Warm bool
 }
 
 // Result is one engine's figures for one workload.
@@ -72,8 +77,10 @@ type Report struct {
 	Keys, Ops     int
 	Dir           string
 	PayloadPerKey int
-	Results       []Result
-	Engines       []EngineStats
+	// Warm says the stores were warmed before the workloads (Config.Warm).
+	Warm    bool `json:",omitempty"`
+	Results []Result
+	Engines []EngineStats
 }
 
 // store is an engine under test and its figures.
@@ -107,7 +114,7 @@ func Run(cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	r := &runner{cfg: cfg, rep: &Report{Keys: cfg.Keys, Ops: cfg.Ops, Dir: parent, PayloadPerKey: len(Key{}) + len(Value{})}}
+	r := &runner{cfg: cfg, rep: &Report{Keys: cfg.Keys, Ops: cfg.Ops, Dir: parent, PayloadPerKey: len(Key{}) + len(Value{}), Warm: cfg.Warm}}
 	err = r.run(dir, specs, wls)
 	return r.rep, err
 }
@@ -185,6 +192,11 @@ func (r *runner) run(dir string, specs []engineSpec, wls []workload) error {
 			return fmt.Errorf("bench: reopen %s: %w", s.spec.name, err)
 		}
 		r.rep.Engines = append(r.rep.Engines, s.st)
+		if r.cfg.Warm {
+			if err := s.warm(r.cfg.Keys); err != nil {
+				return fmt.Errorf("bench: warm %s: %w", s.spec.name, err)
+			}
+		}
 	}
 	for _, w := range wls {
 		if w.fill {
@@ -251,6 +263,18 @@ func (s *store) reopen(keys int) error {
 		err = fmt.Errorf("key %s not found after reopening", k)
 	}
 	return err
+}
+
+// warm reads each of the keys once, in key order.
+func (s *store) warm(keys int) error {
+	var v Value
+	for i := range keys {
+		k := keyAt(uint64(i))
+		if _, err := s.eng.Get(&k, &v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // phase runs ops on every store, in rounds; quiet phases (the fill that

@@ -57,6 +57,7 @@ Engines: ` + strings.Join(bench.Engines(), ", "),
 	f.StringSliceVar(&cfg.Engines, "engine", nil, "engines to compare, by name (default: all)")
 	f.StringVar(&cfg.Dir, "dir", "", "directory for the stores (default: /dev/shm when it exists)")
 	f.IntVar(&cfg.Rounds, "rounds", 0, "slices each workload is cut into, the engines taking turns (default 10)")
+	f.BoolVar(&cfg.Warm, "warm", false, "read every key of each reopened store once, untimed, before the workloads")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.StringVar(&plotPath, "plot", "", "also draw ops/s per workload and engine into this file (.svg, .png or .pdf)")
 	return cmd

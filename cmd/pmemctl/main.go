@@ -16,7 +16,7 @@
 //	pmemctl key rotate POOL --key-file CUR --new-key-file NEW [--old-key-file OLD]
 //	pmemctl demo [--dir DIR] [--nodes N] [--keep]
 //	pmemctl version
-//	pmemctl bench [--workload NAME] [--engine NAME] [--keys N] [--ops N] [--json] [--plot FILE.svg] [--dir DIR]
+//	pmemctl bench [--workload NAME] [--engine NAME] [--keys N] [--ops N] [--warm] [--json] [--plot FILE.svg] [--dir DIR]
 //
 // Commands that read a pool never write it: they recover it, if it needs
 // it, in memory only. recover and gc write a new file, never over one.
