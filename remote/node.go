@@ -350,7 +350,8 @@ type Status struct {
 	// DamagedReads counts the reads refused because a page did not match
 	// its checksum.
 	DamagedReads uint64 `json:"damaged_reads"`
-	// Problems lists the regions set aside and the damage found at start.
+	// Problems lists the regions set aside and the damage found at start
+	// that is still there: a page repaired since is no longer listed.
 	Problems []Problem `json:"problems,omitempty"`
 }
 
@@ -361,9 +362,22 @@ func (n *Node) Status() Status {
 	s.QueueHigh, s.QueueLow = n.q.depths()
 	n.mu.Lock()
 	s.Connections = len(n.conns)
-	s.Problems = append([]Problem(nil), n.problems...)
+	problems := append([]Problem(nil), n.problems...)
+	byName := make(map[string]*region, len(n.regions))
+	for name, r := range n.regions {
+		byName[name] = r
+	}
 	regions := append([]*region(nil), n.byID...)
 	n.mu.Unlock()
+	// A damaged page found at start stays listed until a write-back
+	// makes it match its checksum again (a client repairing it from its
+	// backup); a region set aside stays listed.
+	for _, p := range problems {
+		if r := byName[p.Region]; r != nil && p.Offset >= 0 && r.checkPage(uint64(p.Offset)/PageSize) == nil {
+			continue
+		}
+		s.Problems = append(s.Problems, p)
+	}
 	for _, r := range regions {
 		r.mu.Lock()
 		s.Regions = append(s.Regions, RegionStatus{Name: r.name, Size: r.size, Claimed: r.claimedBy != nil,
