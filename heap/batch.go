@@ -13,9 +13,10 @@ type BatchOptions struct {
 	// MaxSize is the most closures one batch runs; 0 means 1000.
 	MaxSize int
 	// MaxDelay is how long the first caller of a batch waits for others
-	// before the batch runs. 0 runs it at once: callers that arrive while
-	// a batch commits form the next batch, which is group commit without
-	// a timer.
+	// before the batch runs, unless MaxSize callers are in it sooner (as
+	// bbolt's MaxBatchDelay and MaxBatchSize). 0 runs it at once: callers
+	// that arrive while a batch commits form the next batch, which is
+	// group commit without a timer.
 	MaxDelay time.Duration
 }
 
@@ -28,6 +29,14 @@ type batchCall struct {
 // errRunAlone tells a caller whose closure failed in a batch to run it in
 // a transaction of its own, to get its own error.
 var errRunAlone = errors.New("pmemgo: run the closure alone")
+
+// maxSize is MaxSize, or its default.
+func (o BatchOptions) maxSize() int {
+	if o.MaxSize <= 0 {
+		return 1000
+	}
+	return o.MaxSize
+}
 
 // SetBatchOptions changes how Batch groups callers.
 func (h *Heap) SetBatchOptions(o BatchOptions) {
@@ -57,43 +66,81 @@ func (h *Heap) Batch(fn func(*Tx) error) error {
 	lead := !h.batchLeader
 	h.batchLeader = true
 	opts := h.batchOpts
+	switch {
+	case lead:
+		h.waitForMore(opts)
+	case h.batchFull != nil && len(h.batchQueue) >= opts.maxSize():
+		close(h.batchFull)
+		h.batchFull = nil
+	}
 	h.batchMu.Unlock()
 	if lead {
-		if opts.MaxDelay > 0 {
-			time.Sleep(opts.MaxDelay)
-		}
-		h.leadBatches(opts)
-	}
-	err := <-c.err
-	if errors.Is(err, errRunAlone) {
-		return h.Update(fn)
-	}
-	if p, ok := err.(batchPanic); ok {
-		panic(p.value)
-	}
-	return err
-}
-
-// leadBatches runs the queued closures, batch after batch, until the
-// queue is empty.
-func (h *Heap) leadBatches(opts BatchOptions) {
-	max := opts.MaxSize
-	if max <= 0 {
-		max = 1000
+		h.leadBatch(opts)
 	}
 	for {
-		h.batchMu.Lock()
-		n := min(len(h.batchQueue), max)
-		if n == 0 {
-			h.batchLeader = false
-			h.batchMu.Unlock()
-			return
+		err := <-c.err
+		if err == errLead {
+			h.leadBatch(opts)
+			continue
 		}
-		calls := append([]batchCall(nil), h.batchQueue[:n]...)
-		h.batchQueue = append(h.batchQueue[:0], h.batchQueue[n:]...)
-		h.batchMu.Unlock()
-		h.runBatch(calls)
+		if errors.Is(err, errRunAlone) {
+			return h.Update(fn)
+		}
+		if p, ok := err.(batchPanic); ok {
+			panic(p.value)
+		}
+		return err
 	}
+}
+
+// errLead tells the first caller in the queue that it leads the next
+// batch.
+var errLead = errors.New("pmemgo: lead the next batch")
+
+// waitForMore makes the next leader wait, MaxDelay at most, until the
+// queue holds MaxSize callers; h.batchMu is held.
+func (h *Heap) waitForMore(opts BatchOptions) {
+	if opts.MaxDelay > 0 && len(h.batchQueue) < opts.maxSize() {
+		h.batchFull = make(chan struct{})
+	}
+}
+
+// leadBatch runs one batch: the leader, first in the queue, and the
+// callers after it, up to MaxSize, once the queue is full or MaxDelay has
+// passed. Then it hands the lead to the first caller still queued, so
+// that the leader returns to its own caller at once, free to queue again
+// (a leader that ran batch after batch kept a writer out of the queue, and
+// a queue that waits for MaxSize callers then waited out MaxDelay).
+func (h *Heap) leadBatch(opts BatchOptions) {
+	h.batchMu.Lock()
+	full := h.batchFull
+	h.batchMu.Unlock()
+	if full != nil {
+		t := time.NewTimer(opts.MaxDelay)
+		select {
+		case <-full:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	h.batchMu.Lock()
+	if h.batchFull == full {
+		h.batchFull = nil
+	}
+	n := min(len(h.batchQueue), opts.maxSize())
+	calls := append([]batchCall(nil), h.batchQueue[:n]...)
+	h.batchQueue = append(h.batchQueue[:0], h.batchQueue[n:]...)
+	h.batchMu.Unlock()
+	h.runBatch(calls)
+	h.batchMu.Lock()
+	defer h.batchMu.Unlock()
+	if len(h.batchQueue) == 0 {
+		h.batchLeader = false
+		return
+	}
+	h.waitForMore(opts)
+	// Its channel is empty: a queued caller has had no result yet.
+	h.batchQueue[0].err <- errLead
 }
 
 // batchPanic carries a closure's panic to its caller.

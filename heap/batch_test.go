@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -81,6 +82,42 @@ func TestBatch(t *testing.T) {
 			n := r.Counters[w]
 			assert.Equal(t, ok[w], n, "writer %d", w)
 			assert.Equal(t, n*(n+1)/2, r.Sums[w], "writer %d's invariant", w)
+		}
+		return nil
+	}))
+}
+
+// TestBatchRunsWhenFull: with a long MaxDelay, a batch runs as soon as
+// MaxSize callers are in it, in one commit, rather than after the delay.
+func TestBatchRunsWhenFull(t *testing.T) {
+	const writers = 8
+	h, err := heap.Open(filepath.Join(fastTempDir(t), "p.pool"), &heap.Options{Size: 4 << 20})
+	require.NoError(t, err)
+	defer h.Close()
+	require.NoError(t, h.Update(func(tx *heap.Tx) error { _, err := heap.Root[batchRoot](tx); return err }))
+	h.SetBatchOptions(heap.BatchOptions{MaxSize: writers, MaxDelay: time.Hour})
+	before := h.Stats().Tx.Commits
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, h.Batch(func(tx *heap.Tx) error {
+				r, err := heap.Root[batchRoot](tx)
+				if err != nil {
+					return err
+				}
+				return heap.Set(tx, &r.Counters[w], r.Counters[w]+1)
+			}))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, before+1, h.Stats().Tx.Commits, "one commit for the full batch")
+	require.NoError(t, h.View(func(tx *heap.Tx) error {
+		r, err := heap.Root[batchRoot](tx)
+		require.NoError(t, err)
+		for w := range writers {
+			assert.Equal(t, uint64(1), r.Counters[w])
 		}
 		return nil
 	}))
