@@ -58,6 +58,12 @@ func openRegion(dir, name string, id uint32) (*region, []Problem, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("map region file %s: %w", f.Name(), err)
 	}
+	// A node holds its regions in memory. Mapping every page now, in one
+	// call, costs a fraction of what faulting each in on its first read
+	// costs (12 us a page on a virtual machine with shadow page tables,
+	// against 2), and the start's check reads every page anyway. A kernel
+	// without MADV_POPULATE_READ (Linux 5.14) faults them in as read.
+	_ = unix.Madvise(mem, unix.MADV_POPULATE_READ)
 	r := &region{id: id, dir: dir, name: name, size: uint64(size), f: f, mem: mem}
 	if err := r.openSums(); err != nil {
 		_ = unix.Munmap(mem)
