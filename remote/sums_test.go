@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -151,4 +152,21 @@ func BenchmarkPageSum(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/page")
 	_ = s
+}
+
+// TestRegionMappedAtOpen checks that a node maps every page of a region
+// when it opens it, so that no read of a new region faults a page in.
+func TestRegionMappedAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	const pages = 64
+	require.NoError(t, createRegionFile(dir, "r", pages*PageSize))
+	r, _, err := openRegion(dir, "r", 0)
+	require.NoError(t, err)
+	defer r.close()
+	vec := make([]byte, pages)
+	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r.mem[0])), uintptr(len(r.mem)), uintptr(unsafe.Pointer(&vec[0])))
+	require.Zero(t, errno, "mincore")
+	for p, v := range vec {
+		require.NotZero(t, v&1, "page %d of a region just opened is not in memory", p)
+	}
 }
