@@ -205,6 +205,9 @@ func (n *Node) load() error {
 
 // Serve accepts connections on l until l is closed or the node is.
 func (n *Node) Serve(l net.Listener) error {
+	if n.opts.TLS != nil {
+		l = tls.NewListener(l, n.opts.TLS)
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -216,10 +219,6 @@ func (n *Node) Serve(l net.Listener) error {
 		c, err := l.Accept()
 		if err != nil {
 			return err
-		}
-		if c, err = n.wrap(c); err != nil {
-			n.opts.Logger.Warn("memory node: connection refused", "err", err)
-			continue
 		}
 		n.mu.Lock()
 		if n.closed || len(n.conns) >= maxConns {
@@ -233,24 +232,6 @@ func (n *Node) Serve(l net.Listener) error {
 		n.mu.Unlock()
 		go sc.serve()
 	}
-}
-
-// wrap turns an accepted connection into a blocking one (see rawConn),
-// under TLS if the node serves TLS. A connection of another kind (a
-// listener other than TCP) is served as it is.
-func (n *Node) wrap(c net.Conn) (net.Conn, error) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-		rc, err := newRawConn(tc)
-		if err != nil {
-			return nil, err
-		}
-		c = rc
-	}
-	if n.opts.TLS != nil {
-		c = tls.Server(c, n.opts.TLS)
-	}
-	return c, nil
 }
 
 // Epoch returns the node's incarnation: it changes at every start.
