@@ -58,12 +58,6 @@ func openRegion(dir, name string, id uint32) (*region, []Problem, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("map region file %s: %w", f.Name(), err)
 	}
-	// A node holds its regions in memory. Mapping every page now, in one
-	// call, costs a fraction of what faulting each in on its first read
-	// costs (12 us a page on a virtual machine with shadow page tables,
-	// against 2), and the start's check reads every page anyway. A kernel
-	// without MADV_POPULATE_READ (Linux 5.14) faults them in as read.
-	_ = unix.Madvise(mem, unix.MADV_POPULATE_READ)
 	r := &region{id: id, dir: dir, name: name, size: uint64(size), f: f, mem: mem}
 	if err := r.openSums(); err != nil {
 		_ = unix.Munmap(mem)
@@ -76,6 +70,21 @@ func openRegion(dir, name string, id uint32) (*region, []Problem, error) {
 		problems = append(problems, writerProblem(name, err))
 	}
 	return r, problems, nil
+}
+
+// populate maps every page of the region. A node holds its regions in
+// memory: mapping them all in one call costs a fraction of what faulting
+// each in on its first read costs (12 us a page on a virtual machine with
+// shadow page tables, against 2), and the start's check reads every page
+// anyway. A region larger than half the memory free is left to fault in
+// as read, since on tmpfs mapping a page allocates it; so is every region
+// on a kernel without MADV_POPULATE_READ (Linux 5.14).
+func (r *region) populate() {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil || r.size > uint64(si.Freeram)*uint64(si.Unit)/2 {
+		return
+	}
+	_ = unix.Madvise(r.mem, unix.MADV_POPULATE_READ)
 }
 
 // regionFileSize returns the size of region file f, checked.

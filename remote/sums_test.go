@@ -154,19 +154,17 @@ func BenchmarkPageSum(b *testing.B) {
 	_ = s
 }
 
-// TestRegionMappedAtOpen checks that a node maps every page of a region
-// when it opens it, so that no read of a new region faults a page in.
-func TestRegionMappedAtOpen(t *testing.T) {
-	dir := t.TempDir()
+// TestRegionMappedAtCreate checks that a node maps every page of a
+// region it creates, so that no read of the new region faults a page in.
+func TestRegionMappedAtCreate(t *testing.T) {
 	const pages = 64
-	require.NoError(t, createRegionFile(dir, "r", pages*PageSize))
-	r, _, err := openRegion(dir, "r", 0)
+	n, _ := startNode(t, NodeOptions{Dir: t.TempDir()})
+	r, err := n.create(createReq{name: "r", size: pages * PageSize})
 	require.NoError(t, err)
-	defer r.close()
 	vec := make([]byte, pages)
 	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r.mem[0])), uintptr(len(r.mem)), uintptr(unsafe.Pointer(&vec[0])))
 	require.Zero(t, errno, "mincore")
 	for p, v := range vec {
-		require.NotZero(t, v&1, "page %d of a region just opened is not in memory", p)
+		require.NotZero(t, v&1, "page %d of a region just created is not in memory", p)
 	}
 }
