@@ -111,8 +111,6 @@ type agent struct {
 
 	inflightMu sync.Mutex
 	inflight   map[uintptr]bool
-	// reader is held by the worker waiting for faults.
-	reader chan struct{}
 	// pagemap is the pool process's /proc page map, or nil: readahead
 	// installs only pages that it shows absent.
 	pagemap *os.File
@@ -131,21 +129,56 @@ func runAgent(sock *os.File) error {
 	}
 	defer uc.Close()
 	buf := make([]byte, 1)
-	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}, reader: make(chan struct{}, 1), ctl: uc}
+	a := &agent{uffd: uffd, inflight: map[uintptr]bool{}, ctl: uc}
 	err = a.start(cfg)
+	var eps []int
+	if err == nil {
+		eps, err = faultPollers(uffd)
+	}
 	if _, werr := uc.Write([]byte(replyLine(err))); werr != nil || err != nil {
 		return errors.Join(err, werr)
 	}
-	// Each worker reads faults itself and has its own connection, so that
-	// a fault passes through no other goroutine on its way to the node
-	// and back.
-	for range agentWorkers {
-		go a.worker()
+	// Each worker waits for faults itself and has its own connection, so
+	// that a fault passes through no other goroutine on its way to the
+	// node and back.
+	for _, ep := range eps {
+		go a.worker(ep)
 	}
 	go a.probe()
 	// The owner closes the socket when it closes the pool or dies.
 	_, _ = uc.Read(buf)
 	return nil
+}
+
+// faultPollers returns an epoll instance per worker, each waiting for
+// faults on uffd exclusively, so that a fault wakes one idle worker.
+// Threads blocked in read on a userfaultfd would all be woken by each
+// fault, and on two cores the losers delay the one that got it; one
+// reader at a time, the others waiting their turn, would put a hand-off
+// between goroutines, and the wake-up of a thread, on every fault's path.
+// Poll needs the descriptor non-blocking.
+func faultPollers(uffd int) ([]int, error) {
+	if err := unix.SetNonblock(uffd, true); err != nil {
+		return nil, fmt.Errorf("userfaultfd: %w", err)
+	}
+	var eps []int
+	for range agentWorkers {
+		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err == nil {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(uffd)}
+			if err = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, uffd, &ev); err != nil {
+				unix.Close(ep)
+			}
+		}
+		if err != nil {
+			for _, ep := range eps {
+				unix.Close(ep)
+			}
+			return nil, fmt.Errorf("epoll on the userfaultfd: %w", err)
+		}
+		eps = append(eps, ep)
+	}
+	return eps, nil
 }
 
 // receiveConfig reads, on the agent's socket, its configuration and the
@@ -232,21 +265,23 @@ func (a *agent) start(b []byte) error {
 
 // worker reads fault messages and serves them, once per page in flight:
 // the threads of a duplicate fault are woken by the first one's copy.
-func (a *agent) worker() {
+func (a *agent) worker(ep int) {
 	var f fetcher
-	msgs := make([]byte, 16*uffdMsgSize)
+	evs := make([]unix.EpollEvent, 1)
+	// One message at a time: the faults waiting behind it wake other
+	// workers, and are served at the same time.
+	msgs := make([]byte, uffdMsgSize)
 	buf := make([]byte, a.cfg.Readahead*PageSize)
 	var recs []byte
 	if a.open != nil {
 		recs = make([]byte, 2*len(buf))
 	}
 	for {
-		// One worker at a time waits in read: every thread blocked reading
-		// a userfaultfd is woken by each fault, and on two cores the
-		// losers delay the one that got it.
-		a.reader <- struct{}{}
+		if _, err := unix.EpollWait(ep, evs, -1); err != nil && !errors.Is(err, unix.EINTR) {
+			os.Exit(0) // the pool is gone
+		}
+		// Another worker may have read the fault first: then EAGAIN.
 		n, err := unix.Read(a.uffd, msgs)
-		<-a.reader
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				continue

@@ -188,6 +188,7 @@ func (n *Node) load() error {
 			for _, p := range problems {
 				report(p)
 			}
+			r.populate()
 			if err = r.check(report); err != nil {
 				err = errors.Join(fmt.Errorf("check: %w", err), r.close())
 			}
@@ -279,8 +280,17 @@ func (n *Node) lookup(epoch uint64, id uint32) (*region, error) {
 	return n.byID[id], nil
 }
 
-// create makes a new region.
+// create makes a new region and maps its pages, with the node's lock
+// released: other clients' requests do not wait for it.
 func (n *Node) create(c createReq) (*region, error) {
+	r, err := n.createLocked(c)
+	if err == nil {
+		r.populate()
+	}
+	return r, err
+}
+
+func (n *Node) createLocked(c createReq) (*region, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, ok := n.regions[c.name]; ok {

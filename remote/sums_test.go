@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -160,4 +161,19 @@ func BenchmarkPageSum(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/page")
 	_ = s
+}
+
+// TestRegionMappedAtCreate checks that a node maps every page of a
+// region it creates, so that no read of the new region faults a page in.
+func TestRegionMappedAtCreate(t *testing.T) {
+	const pages = 64
+	n, _ := startNode(t, NodeOptions{Dir: t.TempDir()})
+	r, err := n.create(createReq{name: "r", size: pages * PageSize})
+	require.NoError(t, err)
+	vec := make([]byte, pages)
+	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r.mem[0])), uintptr(len(r.mem)), uintptr(unsafe.Pointer(&vec[0])))
+	require.Zero(t, errno, "mincore")
+	for p, v := range vec {
+		require.NotZero(t, v&1, "page %d of a region just created is not in memory", p)
+	}
 }
