@@ -72,22 +72,7 @@ func TestReopenChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = h.View(func(tx *heap.Tx) error {
-		r, err := heap.Root[benchRoot](tx)
-		if err != nil {
-			return err
-		}
-		ok := false
-		if which == "btree" {
-			_, ok = r.B.Get(tx, k)
-		} else {
-			_, ok = r.H.Get(tx, k)
-		}
-		if !ok {
-			return fmt.Errorf("key %x not found", k)
-		}
-		return nil
-	})
+	err = firstGet(h, which, k)
 	took := time.Since(t0)
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	if err != nil {

@@ -88,30 +88,26 @@ func indexBytes(x []keptAt) []byte {
 
 // arenaBlock returns a block of arenaBlock bytes.
 func (m *snapMemory) arenaBlock() []byte {
-	m.mu.Lock()
-	m.kick()
-	n := len(m.arena)
-	if n == 0 {
-		m.mu.Unlock()
-		return mapBlock(arenaBlock)
-	}
-	b := m.arena[n-1]
-	m.arena = m.arena[:n-1]
-	m.mu.Unlock()
-	return b
+	return takeBlock(m, &m.arena, func() []byte { return mapBlock(arenaBlock) })
 }
 
 // indexBlock returns a block of keptBlock entries.
 func (m *snapMemory) indexBlock() []keptAt {
+	return takeBlock(m, &m.index, func() []keptAt { return asIndex(mapBlock(indexBlockBytes)) })
+}
+
+// takeBlock returns the last block of ready, which m.mu guards, or a new
+// one when there is none, and wakes the filler.
+func takeBlock[B any](m *snapMemory, ready *[]B, make func() B) B {
 	m.mu.Lock()
 	m.kick()
-	n := len(m.index)
+	n := len(*ready)
 	if n == 0 {
 		m.mu.Unlock()
-		return asIndex(mapBlock(indexBlockBytes))
+		return make()
 	}
-	b := m.index[n-1]
-	m.index = m.index[:n-1]
+	b := (*ready)[n-1]
+	*ready = (*ready)[:n-1]
 	m.mu.Unlock()
 	return b
 }
