@@ -283,22 +283,30 @@ func (s *Snapshot) keepLines(first, last uint32, slot int64) (full bool) {
 		}
 		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
 		var pos int64
+		var err error
 		switch {
 		case s.used+lineSize <= s.limit:
-			pos = s.arenaLine()
-			copy(s.arena[pos/arenaBlock][pos%arenaBlock:], line)
-			s.used += lineSize
+			if pos, err = s.arenaLine(); err == nil {
+				copy(s.arena[pos/arenaBlock][pos%arenaBlock:], line)
+				s.used += lineSize
+			}
 		case s.onFull != nil:
 			s.full = true
 			return true
 		default:
-			var err error
 			if pos, err = s.spillLine(line); err != nil {
-				s.err = fmt.Errorf("snapshot: spilling a copied line: %w", err)
-				return false
+				err = fmt.Errorf("spilling a copied line: %w", err)
 			}
 		}
-		s.idx.add(l, slot, pos, s.size)
+		if err == nil {
+			err = s.idx.add(l, slot, pos, s.size)
+		}
+		if err != nil {
+			// Every read of the snapshot returns it from now on; the
+			// transaction goes on.
+			s.err = fmt.Errorf("snapshot: %w", err)
+			return false
+		}
 	}
 	return false
 }

@@ -47,15 +47,19 @@ func (x *keptIndex) has(slot int64) bool {
 
 // add records that line, of the given slot, is kept at pos, in an image
 // of size bytes.
-func (x *keptIndex) add(line uint32, slot, pos, size int64) {
+func (x *keptIndex) add(line uint32, slot, pos, size int64) error {
+	if k := len(x.blocks); k == 0 || int(x.fill) == len(x.blocks[k-1]) {
+		b, err := x.mem.indexBlock()
+		if err != nil {
+			return err
+		}
+		x.blocks = append(x.blocks, b)
+		x.fill = 0
+	}
 	if x.bits == nil {
 		x.bits, x.heads = x.mem.bitmap((x.slots+63)/64, (size+keptRegion-1)/keptRegion)
 	}
 	x.bits[slot/64] |= 1 << (slot % 64)
-	if k := len(x.blocks); k == 0 || int(x.fill) == len(x.blocks[k-1]) {
-		x.blocks = append(x.blocks, x.mem.indexBlock())
-		x.fill = 0
-	}
 	// Entries are numbered block*keptBlock + place in the block, plus one.
 	i := int32(len(x.blocks)-1)*keptBlock + x.fill
 	r := line / linesPerRegion
@@ -63,6 +67,7 @@ func (x *keptIndex) add(line uint32, slot, pos, size int64) {
 	x.fill++
 	x.n++
 	x.heads[r] = i + 1
+	return nil
 }
 
 // each calls fn with each line kept in region r.
@@ -101,14 +106,18 @@ func rangeSlots(es []Extent) ([]int64, int64) {
 
 // arenaLine returns the position in the arena of room for one more line:
 // block*arenaBlock + offset in the block.
-func (s *Snapshot) arenaLine() int64 {
+func (s *Snapshot) arenaLine() (int64, error) {
 	if n := len(s.arena); n == 0 || s.fill == len(s.arena[n-1]) {
-		s.arena = append(s.arena, s.h.snapMem.arenaBlock())
+		b, err := s.h.snapMem.arenaBlock()
+		if err != nil {
+			return 0, err
+		}
+		s.arena = append(s.arena, b)
 		s.fill = 0
 	}
 	pos := int64(len(s.arena)-1)*arenaBlock + int64(s.fill)
 	s.fill += lineSize
-	return pos
+	return pos, nil
 }
 
 // checkExtents returns an error unless es are sorted, disjoint, non-empty

@@ -61,13 +61,12 @@ const (
 )
 
 // mapBlock maps n bytes of zeroed private memory.
-func mapBlock(n int) []byte {
+func mapBlock(n int) ([]byte, error) {
 	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		// As the Go runtime does when it cannot get memory.
-		panic(fmt.Sprintf("pmemgo: mapping %d bytes for a snapshot: %v", n, err))
+		return nil, fmt.Errorf("mapping %d bytes for a snapshot's lines: %w", n, err)
 	}
-	return b
+	return b, nil
 }
 
 func unmapBlock(b []byte) {
@@ -81,24 +80,33 @@ func asIndex(b []byte) []keptAt {
 	return unsafe.Slice((*keptAt)(unsafe.Pointer(unsafe.SliceData(b))), keptBlock)
 }
 
+// mapIndex maps a block of index entries.
+func mapIndex() ([]keptAt, error) {
+	b, err := mapBlock(indexBlockBytes)
+	if err != nil {
+		return nil, err
+	}
+	return asIndex(b), nil
+}
+
 // indexBytes is the mapped block that x views.
 func indexBytes(x []keptAt) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), indexBlockBytes)
 }
 
 // arenaBlock returns a block of arenaBlock bytes.
-func (m *snapMemory) arenaBlock() []byte {
-	return takeBlock(m, &m.arena, func() []byte { return mapBlock(arenaBlock) })
+func (m *snapMemory) arenaBlock() ([]byte, error) {
+	return takeBlock(m, &m.arena, func() ([]byte, error) { return mapBlock(arenaBlock) })
 }
 
 // indexBlock returns a block of keptBlock entries.
-func (m *snapMemory) indexBlock() []keptAt {
-	return takeBlock(m, &m.index, func() []keptAt { return asIndex(mapBlock(indexBlockBytes)) })
+func (m *snapMemory) indexBlock() ([]keptAt, error) {
+	return takeBlock(m, &m.index, mapIndex)
 }
 
 // takeBlock returns the last block of ready, which m.mu guards, or a new
 // one when there is none, and wakes the filler.
-func takeBlock[B any](m *snapMemory, ready *[]B, make func() B) B {
+func takeBlock[B any](m *snapMemory, ready *[]B, make func() (B, error)) (B, error) {
 	m.mu.Lock()
 	m.kick()
 	n := len(*ready)
@@ -109,7 +117,7 @@ func takeBlock[B any](m *snapMemory, ready *[]B, make func() B) B {
 	b := (*ready)[n-1]
 	*ready = (*ready)[:n-1]
 	m.mu.Unlock()
-	return b
+	return b, nil
 }
 
 // kick starts the filler or wakes it; m.mu is held.
@@ -140,12 +148,25 @@ func (m *snapMemory) fill(wake chan struct{}) {
 				break
 			}
 			var a, x []byte
+			var errA, errX error
 			if needArena {
-				a = touched(mapBlock(arenaBlock))
+				a, errA = mapBlock(arenaBlock)
 			}
 			if needIndex {
-				x = touched(mapBlock(indexBlockBytes))
+				x, errX = mapBlock(indexBlockBytes)
 			}
+			if errA != nil || errX != nil {
+				// Out of memory or mappings: the blocks are mapped as
+				// needed instead, and the snapshot reports the failure.
+				for _, b := range [][]byte{a, x} {
+					if b != nil {
+						unmapBlock(b)
+					}
+				}
+				break
+			}
+			touched(a)
+			touched(x)
 			m.mu.Lock()
 			if m.closed {
 				m.mu.Unlock()

@@ -12,9 +12,11 @@ import (
 // the heap closed the store.
 func TestSnapMemory(t *testing.T) {
 	m := &snapMemory{}
-	a := m.arenaBlock()
+	a, err := m.arenaBlock()
+	require.NoError(t, err)
 	require.Len(t, a, arenaBlock)
-	x := m.indexBlock()
+	x, err := m.indexBlock()
+	require.NoError(t, err)
 	require.Len(t, x, keptBlock)
 	a[len(a)-1], x[len(x)-1] = 7, keptAt{line: 9}
 	ready := func() (int, int) {
@@ -30,8 +32,11 @@ func TestSnapMemory(t *testing.T) {
 	var arena [][]byte
 	var idx keptIndex
 	for range keepBlocks {
-		arena = append(arena, m.arenaBlock())
-		idx.blocks = append(idx.blocks, m.indexBlock())
+		a, err := m.arenaBlock()
+		require.NoError(t, err)
+		x, err := m.indexBlock()
+		require.NoError(t, err)
+		arena, idx.blocks = append(arena, a), append(idx.blocks, x)
 	}
 	idx.bits = make([]uint64, 1024)
 	m.put(append(arena, a), &idx)
@@ -48,7 +53,11 @@ func TestSnapMemory(t *testing.T) {
 
 	m.drop()
 	require.True(t, m.closed)
-	m.put([][]byte{m.arenaBlock()}, &keptIndex{blocks: [][]keptAt{m.indexBlock()}})
+	a, err = m.arenaBlock()
+	require.NoError(t, err)
+	x, err = m.indexBlock()
+	require.NoError(t, err)
+	m.put([][]byte{a}, &keptIndex{blocks: [][]keptAt{x}})
 	na, ni = ready()
 	require.Zero(t, na+ni, "a closed store keeps nothing")
 	m.drop()
