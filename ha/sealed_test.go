@@ -170,6 +170,27 @@ func TestSealedHandoffWrongDigest(t *testing.T) {
 	assert.NotEmpty(t, rec.logged(slog.LevelError, "fails validation"))
 }
 
+// TestSealedHandoffToPlainReplica sends a handoff that says the pool is
+// sealed to a standby whose replica holds a plain pool: the standby
+// refuses it, naming the replica, and the guardian hears why.
+func TestSealedHandoffToPlainReplica(t *testing.T) {
+	coordDir, dir := t.TempDir(), fastDir(t)
+	coord := newNode(t, "coord", coordDir).coord
+	rec := newRecorder(t)
+	sb := runStandbyOpts(t, ha.StandbyOptions{Coordinator: coord, Logger: rec.logger(), Server: mirror.ServerOptions{Dir: filepath.Join(dir, "standby")}, Key: sealedKey})
+	h, p := startApp(t, coord, filepath.Join(dir, "app.pool"), sb.replica, mirror.Sync, 5)
+	require.NoError(t, p.Mirror().Flush(context.Background()))
+	st := sb.sb.Server().Status()
+	require.Len(t, st, 1)
+
+	msg := ha.Handoff{Pool: "orders", UUID: st[0].Pool, Epoch: st[0].Epoch, Seq: st[0].Seq, Sealed: true, Digest: 1}
+	err := ha.SendHandoff(context.Background(), sb.handoff, tlstesting.Default(t).PrimaryConfig(), msg)
+	require.ErrorIs(t, err, ha.ErrHandoff)
+	assert.ErrorContains(t, err, "is not sealed")
+	assert.True(t, sb.running(), "a refused handoff promotes nothing")
+	require.NoError(t, h.Close())
+}
+
 // TestSealedStandbyRefuses checks the replicas a standby must not
 // promote when the primary's lease ends without a handoff: a sealed
 // replica without the key; a sealed replica into which older records of
