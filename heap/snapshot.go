@@ -633,8 +633,12 @@ func (s *Snapshot) Open(opts *Options) (*Heap, error) {
 // old content back, as read does for a copy in memory.
 func (s *Snapshot) copyFile(dst *os.File) error {
 	src := s.h.f
+	// The chunks' kept lines go to one buffer, reused: a backup under a
+	// busy writer keeps some 100k lines, and fresh slices for them each
+	// time made garbage the writer's own allocations paid to collect.
+	var kept []keptLine
 	for off := int64(0); off < s.size; off += copyChunkSize {
-		if err := s.copyChunk(src, dst, off, min(copyChunkSize, s.size-off)); err != nil {
+		if err := s.copyChunk(src, dst, off, min(copyChunkSize, s.size-off), &kept); err != nil {
 			return err
 		}
 	}
@@ -647,7 +651,7 @@ const copyChunkSize = 32 << 20
 
 // copyChunk copies n bytes of the image at off with copy_file_range, then
 // writes the overlay over them, holding live so that the heap stays open.
-func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
+func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64, buf *[]keptLine) error {
 	var kept []keptLine
 	err := s.unlockedCopy(func() error {
 		for done := int64(0); done < n; {
@@ -663,7 +667,8 @@ func (s *Snapshot) copyChunk(src, dst *os.File, off, n int64) error {
 		}
 		return nil
 	}, func() (err error) {
-		kept, err = s.keptIn(off, off+n)
+		kept, err = s.keptIn(off, off+n, (*buf)[:0])
+		*buf = kept
 		return err
 	})
 	if err != nil {
@@ -683,8 +688,7 @@ type keptLine struct {
 // s.mu is held. The kernel copy of that range was done before: a line
 // changed during it was kept before it changed, so it is among these; one
 // kept later was copied before it changed.
-func (s *Snapshot) keptIn(off, end int64) ([]keptLine, error) {
-	var out []keptLine
+func (s *Snapshot) keptIn(off, end int64, out []keptLine) ([]keptLine, error) {
 	for r := off / keptRegion; r*keptRegion < end; r++ {
 		err := s.idx.each(r, func(l keptAt) error {
 			at := int64(l.line) * lineSize
