@@ -63,6 +63,8 @@ func storm(t testing.TB, h *heap.Heap) {
 			sleep 0.01
 		done
 		sleep 0.1; kill -9 $c`, worker, keeper))
+	var said bytes.Buffer
+	killer.Stdout, killer.Stderr = &said, &said
 	require.NoError(t, killer.Start())
 
 	mem := h.Device().Bytes()
@@ -85,7 +87,7 @@ func storm(t testing.TB, h *heap.Heap) {
 		})
 	}
 	wg.Wait()
-	require.NoError(t, killer.Wait(), "the killer found no worker to kill")
+	require.NoError(t, killer.Wait(), "the killer found no worker to kill: %s", said.String())
 	for w, c := range copies {
 		if c != nil {
 			assert.True(t, bytes.Equal(image[half+w*chunk:half+(w+1)*chunk], c), "copy %d", w)

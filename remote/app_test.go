@@ -81,6 +81,10 @@ func (t *procT) Errorf(format string, args ...any) {
 }
 func (t *procT) FailNow() { os.Exit(1) }
 
+// Name is asked by testify when it reports a failure; the embedded TB is
+// nil in an application process.
+func (t *procT) Name() string { return "app " + strings.Join(os.Args[1:], " ") }
+
 // app runs an application process to completion.
 func app(t *testing.T, url, backup, cmd string, env ...string) {
 	t.Helper()
