@@ -56,10 +56,16 @@ func storm(t testing.TB, h *heap.Heap) {
 	keeper, worker := remote.AgentPids(h.Device())
 	// The second kill waits for the next worker, and may catch it before
 	// it is ready: the keeper then tries again.
+	// The killed worker stays among the keeper's children until the
+	// keeper reaps it (each pid in the list is followed by a space): the
+	// next worker is the one that is not it.
 	killer := exec.Command("sh", "-c", fmt.Sprintf(`sleep 0.2; kill -9 %[1]d
+		c=
 		for i in $(seq 500); do
-			c=$(cat /proc/%[2]d/task/*/children)
-			[ -n "$c" ] && [ "$c" != %[1]d ] && break
+			for p in $(cat /proc/%[2]d/task/*/children); do
+				[ "$p" != %[1]d ] && c=$p
+			done
+			[ -n "$c" ] && break
 			sleep 0.01
 		done
 		sleep 0.1; kill -9 $c`, worker, keeper))
