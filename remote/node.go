@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // NodeOptions configures a memory node.
@@ -105,6 +107,11 @@ type Node struct {
 	wg       sync.WaitGroup
 
 	reads, writes, bytesRead, bytesWritten, damaged atomic.Uint64
+	// populate is how many bytes of regions the node may still map in
+	// ahead of their reads: half the memory free at start, taken once,
+	// so that clients creating regions cannot make it map more than that
+	// however many regions they create (see region.populate).
+	populate atomic.Int64
 }
 
 // NewNode loads the regions under opts.Dir and starts the workers.
@@ -150,6 +157,10 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		opts: opts, epoch: binary.LittleEndian.Uint64(e[:]) | 1, q: newQueues(opts.FIFO, opts.StarveBound),
 		regions: map[string]*region{}, conns: map[*srvConn]struct{}{}, aside: map[string]error{},
 	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		n.populate.Store(int64(uint64(si.Freeram) * uint64(si.Unit) / 2))
+	}
 	if err := n.load(); err != nil {
 		n.closeRegions()
 		return nil, err
@@ -188,7 +199,7 @@ func (n *Node) load() error {
 			for _, p := range problems {
 				report(p)
 			}
-			r.populate()
+			r.populate(&n.populate)
 			if err = r.check(report); err != nil {
 				err = errors.Join(fmt.Errorf("check: %w", err), r.close())
 			}
@@ -285,7 +296,7 @@ func (n *Node) lookup(epoch uint64, id uint32) (*region, error) {
 func (n *Node) create(c createReq) (*region, error) {
 	r, err := n.createLocked(c)
 	if err == nil {
-		r.populate()
+		r.populate(&n.populate)
 	}
 	return r, err
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
@@ -72,17 +73,23 @@ func openRegion(dir, name string, id uint32) (*region, []Problem, error) {
 	return r, problems, nil
 }
 
-// populate maps every page of the region. A node holds its regions in
-// memory: mapping them all in one call costs a fraction of what faulting
-// each in on its first read costs (12 us a page on a virtual machine with
-// shadow page tables, against 2), and the start's check reads every page
-// anyway. A region larger than half the memory free is left to fault in
-// as read, since on tmpfs mapping a page allocates it; so is every region
-// on a kernel without MADV_POPULATE_READ (Linux 5.14).
-func (r *region) populate() {
-	var si unix.Sysinfo_t
-	if unix.Sysinfo(&si) != nil || r.size > uint64(si.Freeram)*uint64(si.Unit)/2 {
-		return
+// populate maps every page of the region, when budget (the bytes the node
+// may still map this way, see Node.populate) holds its size. A node holds
+// its regions in memory: mapping them all in one call costs a fraction of
+// what faulting each in on its first read costs (12 us a page on a
+// virtual machine with shadow page tables, against 2), and the start's
+// check reads every page anyway. A region the budget does not hold is
+// left to fault in as read, since on tmpfs mapping a page allocates it;
+// so is every region on a kernel without MADV_POPULATE_READ (Linux 5.14).
+func (r *region) populate(budget *atomic.Int64) {
+	for {
+		left := budget.Load()
+		if int64(r.size) > left {
+			return
+		}
+		if budget.CompareAndSwap(left, left-int64(r.size)) {
+			break
+		}
 	}
 	_ = unix.Madvise(r.mem, unix.MADV_POPULATE_READ)
 }

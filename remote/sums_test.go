@@ -163,6 +163,32 @@ func BenchmarkPageSum(b *testing.B) {
 	_ = s
 }
 
+// TestRegionMappedWithinBudget: the node maps new regions in only while
+// its budget holds them, so that clients creating regions cannot make it
+// map more than the budget however many they create.
+func TestRegionMappedWithinBudget(t *testing.T) {
+	const pages = 64
+	n, _ := startNode(t, NodeOptions{Dir: t.TempDir()})
+	n.populate.Store(pages * PageSize * 3 / 2)
+	resident := func(r *region) int {
+		vec := make([]byte, len(r.mem)/PageSize)
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&r.mem[0])), uintptr(len(r.mem)), uintptr(unsafe.Pointer(&vec[0])))
+		require.Zero(t, errno, "mincore")
+		k := 0
+		for _, v := range vec {
+			k += int(v & 1)
+		}
+		return k
+	}
+	a, err := n.create(createReq{name: "a", size: pages * PageSize})
+	require.NoError(t, err)
+	assert.Equal(t, pages, resident(a))
+	b, err := n.create(createReq{name: "b", size: pages * PageSize})
+	require.NoError(t, err)
+	assert.Zero(t, resident(b), "past the budget, a region is left to fault in as read")
+	assert.Equal(t, int64(pages*PageSize/2), n.populate.Load())
+}
+
 // TestRegionMappedAtCreate checks that a node maps every page of a
 // region it creates, so that no read of the new region faults a page in.
 func TestRegionMappedAtCreate(t *testing.T) {
