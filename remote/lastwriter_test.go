@@ -131,3 +131,31 @@ func TestOpenTakesTheMark(t *testing.T) {
 	verify(t, h, 15)
 	require.NoError(t, h.Close())
 }
+
+// TestOpenWaitsForAClaimBeingReleased opens a region while another open
+// of it is being closed: the node releases the first claim only once it
+// reads the close, and the second open waits for that rather than fail
+// with ErrBusy. While the first stays open, the second fails with it.
+func TestOpenWaitsForAClaimBeingReleased(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	createGraph(t, node.url("g"), dir, 5)
+	h, err := remote.Open(node.url("g"), openOpts(dir, "a.backup"))
+	require.NoError(t, err)
+	_, err = remote.Open(node.url("g"), openOpts(dir, "b.backup"))
+	require.ErrorIs(t, err, remote.ErrBusy, "a region open elsewhere")
+
+	closed := make(chan error, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		closed <- h.Close()
+	}()
+	h2, err := remote.Open(node.url("g"), openOpts(dir, "c.backup"))
+	require.NoError(t, err)
+	require.NoError(t, <-closed)
+	verify(t, h2, 5)
+	require.NoError(t, h2.Close())
+}

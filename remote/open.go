@@ -226,6 +226,29 @@ func startSession(rawURL string, opts *Options, prepare bool) (*session, error) 
 // claim could still hold off an open that follows at once (ErrBusy).
 const releaseWait = 5 * time.Second
 
+// claimRetry is how long an open waits for a region's write claim held
+// by another connection: the node releases a closed connection's claim
+// once it reads the close, which a reopen right after a Close (or after
+// the previous process died) can reach first.
+const claimRetry = time.Second
+
+// claimWriter claims the region for writing, asking again while another
+// connection holds the claim, for claimRetry at most.
+func (s *session) claimWriter(ctx context.Context) (regionInfo, uint64, error) {
+	deadline := time.Now().Add(claimRetry)
+	for {
+		r, epoch, err := s.cl.resolve(ctx, s.name, true, s.side.Writer)
+		if !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
+			return r, epoch, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, epoch, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // claim resolves the region, creating it if asked, claims it for writing,
 // hands the node what an earlier session committed while it was away,
 // and with prepare readies the backup.
@@ -245,7 +268,7 @@ func (s *session) claim(ctx context.Context, prepare bool) error {
 	if len(s.side.Stale) > 0 && r.lastWriter != s.side.Writer {
 		return fmt.Errorf("backup %s holds commits the node lacks, but another writer wrote region %s since: %w", s.opts.Backup, s.name, ErrBusy)
 	}
-	if r, s.epoch, err = s.cl.resolve(ctx, s.name, true, s.side.Writer); err != nil {
+	if r, s.epoch, err = s.claimWriter(ctx); err != nil {
 		return err
 	}
 	s.region, s.size = r.id, r.size
