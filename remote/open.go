@@ -328,14 +328,11 @@ func (s *session) prepareBackup(ctx context.Context, complete bool) error {
 	if err := s.adopt(complete); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(s.opts.Backup, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := s.openBackup()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(int64(s.size)); err != nil {
-		return err
-	}
 	if _, err := f.WriteAt(head, 0); err != nil {
 		return err
 	}
@@ -489,4 +486,17 @@ func (s *session) closeWithin(d time.Duration) {
 	defer cancel()
 	_ = s.cl.release(ctx, s.epoch, s.region)
 	s.cl.close()
+}
+
+// openBackup opens the backup file, creating it, at the region's size.
+func (s *session) openBackup() (*os.File, error) {
+	f, err := os.OpenFile(s.opts.Backup, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(int64(s.size)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }

@@ -80,14 +80,11 @@ type rekey struct {
 
 func (rk *rekey) run(ctx context.Context, cur, old, newKey []byte) error {
 	s := rk.s
-	f, err := os.OpenFile(s.opts.Backup, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := s.openBackup()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(int64(s.size)); err != nil {
-		return err
-	}
 	rk.backup = f
 	page := make([]byte, seal.HeaderSize)
 	if _, err := rk.read(ctx, 0, page); err != nil {

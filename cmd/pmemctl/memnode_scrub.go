@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -47,13 +47,10 @@ func runMemnodeScrub(ctx context.Context, out, errOut io.Writer, o serverOptions
 	problems := []remote.Problem{}
 	var err error
 	if o.addr != "" {
-		ctx, cancel := context.WithTimeout(ctx, time.Hour)
-		defer cancel()
-		cfg, cerr := o.tls.config(false, errOut)
-		if cerr != nil {
-			return cerr
-		}
-		problems, err = remote.ScrubNode(ctx, o.addr, cfg)
+		err = o.query(ctx, errOut, func(ctx context.Context, cfg *tls.Config) (err error) {
+			problems, err = remote.ScrubNode(ctx, o.addr, cfg)
+			return err
+		})
 	} else {
 		err = remote.ScrubDir(o.dir, func(p remote.Problem) {
 			problems = append(problems, p)

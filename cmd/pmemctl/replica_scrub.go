@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,13 +47,10 @@ func runScrub(ctx context.Context, out, errOut io.Writer, o scrubOptions) error 
 	var res []mirror.ScrubResult
 	var err error
 	if o.addr != "" {
-		ctx, cancel := context.WithTimeout(ctx, time.Hour)
-		defer cancel()
-		cfg, cerr := o.tls.config(false, errOut)
-		if cerr != nil {
-			return cerr
-		}
-		res, err = mirror.QueryScrub(ctx, o.addr, cfg)
+		err = o.query(ctx, errOut, func(ctx context.Context, cfg *tls.Config) (err error) {
+			res, err = mirror.QueryScrub(ctx, o.addr, cfg)
+			return err
+		})
 	} else {
 		res, err = mirror.ScrubDir(o.dir)
 	}
@@ -130,4 +128,17 @@ older primary in.`,
 	cmd.Flags().StringVar(&o.pool, "pool", "", "UUID of the pool, 32 hex digits")
 	cmd.Flags().Uint64Var(&o.epoch, "epoch", 0, "oldest primary epoch to accept")
 	return cmd
+}
+
+// query runs q against the running server at o.addr with o's TLS
+// configuration, under an hour's deadline: a scrub reads every page the
+// server holds.
+func (o serverOptions) query(ctx context.Context, errOut io.Writer, q func(context.Context, *tls.Config) error) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Hour)
+	defer cancel()
+	cfg, err := o.tls.config(false, errOut)
+	if err != nil {
+		return err
+	}
+	return q(ctx, cfg)
 }
