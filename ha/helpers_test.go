@@ -2,6 +2,7 @@ package ha_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -136,16 +137,28 @@ func counterWithKey(t testing.TB, path string, key []byte) uint64 {
 	} else {
 		require.NoError(t, recovery.CheckFile(path, yield))
 	}
+	return rootOf[Counter](t, path, key).N
+}
+
+// rootOf opens the closed pool at path, with key if the pool is sealed,
+// and returns a copy of its root.
+func rootOf[R any](t testing.TB, path string, key []byte) R {
+	t.Helper()
 	h, err := heap.Open(path, &heap.Options{Key: key})
 	require.NoError(t, err)
 	defer h.Close()
-	var n uint64
+	var root R
 	require.NoError(t, h.View(func(tx *heap.Tx) error {
-		c, err := heap.Root[Counter](tx)
-		n = c.N
+		r, err := heap.Root[R](tx)
+		if err == nil && r == nil {
+			err = errors.New("the pool has no root")
+		}
+		if err == nil {
+			root = *r
+		}
 		return err
 	}))
-	return n
+	return root
 }
 
 // replicaPool returns the path of the only pool of a replica directory.

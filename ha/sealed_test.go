@@ -71,19 +71,7 @@ func commitNoted(t *testing.T, h *heap.Heap, n int) {
 }
 
 // notedOf opens a closed sealed pool with the key and returns its counter.
-func notedOf(t *testing.T, path string) uint64 {
-	t.Helper()
-	h, err := heap.Open(path, &heap.Options{Key: sealedKey})
-	require.NoError(t, err)
-	defer h.Close()
-	var n uint64
-	require.NoError(t, h.View(func(tx *heap.Tx) error {
-		r, err := heap.Root[Noted](tx)
-		n = r.N
-		return err
-	}))
-	return n
-}
+func notedOf(t *testing.T, path string) uint64 { return rootOf[Noted](t, path, sealedKey).N }
 
 // sealedGuard is a guard of the sealed pool at path.
 func sealedGuard(t *testing.T, coord ha.Coordinator, path string, sb *standbyRun) *ha.Guard {
