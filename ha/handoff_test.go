@@ -63,13 +63,20 @@ func runStandbyOpts(t testing.TB, opts ha.StandbyOptions) *standbyRun {
 // wait waits for the standby to promote.
 func (r *standbyRun) wait(t testing.TB) ha.Promotion {
 	t.Helper()
+	require.NoError(t, r.attempt(t))
+	return r.p
+}
+
+// attempt waits, 20 s at most, for the standby to try to promote, and
+// returns what the attempt returned.
+func (r *standbyRun) attempt(t testing.TB) error {
+	t.Helper()
 	select {
 	case <-r.done:
 	case <-time.After(20 * time.Second):
-		t.Fatal("standby did not promote within 20s")
+		t.Fatal("standby did not try to promote within 20s")
 	}
-	require.NoError(t, r.err)
-	return r.p
+	return r.err
 }
 
 func (r *standbyRun) running() bool {
@@ -252,12 +259,8 @@ func TestStandbyRefusesInvalidPool(t *testing.T) {
 	p.Term().PauseRenewals()
 	require.NoError(t, h.Close())
 
-	select {
-	case <-sb.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("standby did not try to promote within 20s")
-	}
-	require.Error(t, sb.err)
-	t.Logf("promotion: %v", sb.err)
+	err = sb.attempt(t)
+	require.Error(t, err)
+	t.Logf("promotion: %v", err)
 	assert.NotEmpty(t, rec.logged(slog.LevelError, "fails validation"))
 }
