@@ -42,6 +42,23 @@ func bcheck(b testing.TB, err error) {
 // echoPair returns a loopback TCP connection whose peer echoes what it
 // reads, in a goroutine as the replica server reads frames.
 func echoPair(b *testing.B) net.Conn {
+	return servedPair(b, nil, func(c net.Conn) error {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if err == nil {
+				_, err = c.Write(buf[:n])
+			}
+			if err != nil {
+				return err
+			}
+		}
+	})
+}
+
+// servedPair returns a loopback TCP connection whose peer runs serve on
+// its end, both ends wrapped by wrap if it is not nil.
+func servedPair(b *testing.B, wrap func(c net.Conn, server bool) net.Conn, serve func(c net.Conn) error) net.Conn {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	bcheck(b, err)
 	go func() {
@@ -50,20 +67,17 @@ func echoPair(b *testing.B) net.Conn {
 		if err != nil {
 			return
 		}
-		defer c.Close()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			if _, err := c.Write(buf[:n]); err != nil {
-				return
-			}
+		if wrap != nil {
+			c = wrap(c, true)
 		}
+		defer c.Close()
+		_ = serve(c)
 	}()
 	c, err := net.Dial("tcp", l.Addr().String())
 	bcheck(b, err)
+	if wrap != nil {
+		c = wrap(c, false)
+	}
 	b.Cleanup(func() { c.Close() })
 	return c
 }

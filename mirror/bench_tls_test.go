@@ -56,33 +56,16 @@ func tlsEchoPair(b *testing.B) net.Conn {
 // echoReplyPair returns a loopback TCP connection, wrapped by wrap if it
 // is not nil, whose peer answers each 600-byte message with 80 bytes.
 func echoReplyPair(b *testing.B, wrap func(c net.Conn, server bool) net.Conn) net.Conn {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	bcheck(b, err)
-	go func() {
-		c, err := l.Accept()
-		l.Close()
-		if err != nil {
-			return
-		}
-		if wrap != nil {
-			c = wrap(c, true)
-		}
-		defer c.Close()
+	return servedPair(b, wrap, func(c net.Conn) error {
 		buf := make([]byte, 600)
 		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return
+			_, err := io.ReadFull(c, buf)
+			if err == nil {
+				_, err = c.Write(buf[:80])
 			}
-			if _, err := c.Write(buf[:80]); err != nil {
-				return
+			if err != nil {
+				return err
 			}
 		}
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	bcheck(b, err)
-	if wrap != nil {
-		c = wrap(c, false)
-	}
-	b.Cleanup(func() { c.Close() })
-	return c
+	})
 }
