@@ -59,7 +59,8 @@ func TestSummaryFreeRunChecked(t *testing.T) {
 	require.Equal(t, uint8(layout.KindFree), sum.Slabs[1].Kind)
 	require.Equal(t, uint8(layout.KindObjects), sum.Slabs[2].Kind)
 	sum.Slabs[2] = layout.SlabHeader{}
-	layout.EncodeSummary(region, &sum)
+	_, err = layout.EncodeSummary(region, &sum)
+	require.NoError(t, err)
 	h = openForged(t, path, img)
 	err = h.Update(func(tx *heap.Tx) error {
 		_, err := heap.MakeSlice[byte](tx, 20000, 20000) // two slabs of 16 KiB
@@ -124,7 +125,8 @@ func TestSummaryFreeSlabKeepsMark(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint8(layout.KindObjects), sum.Slabs[1].Kind)
 	sum.Slabs[1] = layout.SlabHeader{}
-	layout.EncodeSummary(region, &sum)
+	_, err = layout.EncodeSummary(region, &sum)
+	require.NoError(t, err)
 
 	h = openForged(t, path, img)
 	require.NoError(t, h.Update(func(tx *heap.Tx) error {

@@ -29,6 +29,15 @@ func readFile(t *testing.T, path string) []byte {
 }
 
 // poolMeta decodes the current header and heap state of a pool image.
+// summaryBytes returns how many bytes of its region the slab summary of
+// the pool image img, whose header is hdr, takes.
+func summaryBytes(t *testing.T, img []byte, hdr *layout.Header) uint64 {
+	t.Helper()
+	sum, err := layout.DecodeSummary(img[hdr.SumOff:hdr.SumOff+hdr.SumSize], hdr)
+	require.NoError(t, err)
+	return sum.Size()
+}
+
 func poolMeta(t *testing.T, img []byte) (layout.Header, layout.State) {
 	t.Helper()
 	var hs [2]layout.Header

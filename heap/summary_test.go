@@ -110,8 +110,8 @@ func TestReopenFromSummary(t *testing.T) {
 // writes a good summary again.
 func TestSummaryDamageFallsBack(t *testing.T) {
 	path, want := summaryPool(t)
-	hdr, st := poolMeta(t, readFile(t, path))
-	used := uint64(layout.SummaryHeaderSize + layout.SummaryEntrySize*int(st.SlabHigh))
+	hdr, _ := poolMeta(t, readFile(t, path))
+	used := summaryBytes(t, readFile(t, path), &hdr)
 	flips, moved := 0, 0
 	for off := hdr.SumOff; off < hdr.SumOff+used; off += 7 {
 		// The pool as the last iteration's Close left it: clean, with a
@@ -262,7 +262,8 @@ func TestSummaryFreeSlabChecked(t *testing.T) {
 	sum, err := layout.DecodeSummary(region, &hdr)
 	require.NoError(t, err)
 	sum.Slabs[slab] = layout.SlabHeader{}
-	layout.EncodeSummary(region, &sum)
+	_, err = layout.EncodeSummary(region, &sum)
+	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, img, 0o600))
 
 	var problems []recovery.Problem
@@ -362,7 +363,7 @@ func TestRandomSlabDamageNeverPanics(t *testing.T) {
 
 	var regions [][2]uint64
 	layoutSlabs(good, &hdr, st.SlabHigh, func(_ uint32, off, n uint64) { regions = append(regions, [2]uint64{off, n}) })
-	regions = append(regions, [2]uint64{hdr.SumOff, layout.SummaryHeaderSize + layout.SummaryEntrySize*uint64(st.SlabHigh)})
+	regions = append(regions, [2]uint64{hdr.SumOff, summaryBytes(t, good, &hdr)})
 	rounds := 150
 	if testing.Short() {
 		rounds = 40
@@ -514,4 +515,63 @@ func TestFullSlabsFromSummary(t *testing.T) {
 func noTx(st heap.Stats) heap.Stats {
 	st.Tx = heap.TxStats{}
 	return st
+}
+
+// TestSummaryWritesEachShapeOnce checks the summary's compact form: each
+// distinct slab header once, then 8 bytes a slab, so that a pool of
+// thousands of slabs of a few classes has a summary a quarter the size of
+// a copy of every header.
+func TestSummaryWritesEachShapeOnce(t *testing.T) {
+	path := filepath.Join(fastTempDir(t), "s.pool")
+	h, err := heap.Open(path, &heap.Options{Size: 16 << 20, SlabSize: 16 << 10})
+	require.NoError(t, err)
+	for k := range 20 {
+		require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, k*1000, 1000) }))
+	}
+	require.NoError(t, h.Close())
+	img := readFile(t, path)
+	hdr, st := poolMeta(t, img)
+	sum, err := layout.DecodeSummary(img[hdr.SumOff:hdr.SumOff+hdr.SumSize], &hdr)
+	require.NoError(t, err)
+	heads := 0
+	for _, sh := range sum.Slabs {
+		if sh.Kind != layout.KindFree {
+			heads++
+		}
+	}
+	require.Equal(t, int(st.SlabHigh), len(sum.Slabs))
+	require.Greater(t, heads, 100, "the pool has many slabs")
+	assert.LessOrEqual(t, sum.Shapes, uint64(8), "slabs of a few classes have a few shapes (%d slab heads)", heads)
+	assert.Equal(t, uint64(layout.SummaryHeaderSize)+sum.Shapes*layout.SummaryShapeSize+uint64(len(sum.Slabs))*layout.SummaryEntrySize, sum.Size())
+
+	h = openSameBase(t, path, nil)
+	assert.True(t, h.Recovery().FromSummary)
+	require.NoError(t, h.Close())
+}
+
+// TestOldSummaryIsStale opens a pool whose summary is in the format of an
+// earlier release: the open reads every slab header instead, the checker
+// finds nothing wrong (an old summary is not damage), and Close writes
+// the current format, which the next open uses.
+func TestOldSummaryIsStale(t *testing.T) {
+	path, want := summaryPool(t)
+	img := readFile(t, path)
+	hdr, _ := poolMeta(t, img)
+	copy(img[hdr.SumOff:], "SUMM") // the earlier format's magic
+	require.NoError(t, os.WriteFile(path, img, 0o600))
+	checkPool(t, path)
+
+	h := openSameBase(t, path, nil)
+	r := h.Recovery()
+	assert.False(t, r.FromSummary)
+	require.ErrorIs(t, r.SummaryIgnored, layout.ErrOldSummary)
+	assert.NotErrorIs(t, r.SummaryIgnored, pmemgo.ErrCorrupt, "an old summary is not damage")
+	assert.Equal(t, want, snapshot(t, h))
+	require.NoError(t, h.Close())
+
+	h = openSameBase(t, path, nil)
+	assert.True(t, h.Recovery().FromSummary, "Close wrote a summary in the current format")
+	assert.Equal(t, want, snapshot(t, h))
+	require.NoError(t, h.Close())
+	checkPool(t, path)
 }

@@ -61,6 +61,27 @@ func (m *SlabMap) Add(i uint32, sh *layout.SlabHeader) {
 	m.shape[i], m.used[i] = m.last, sh.Used
 }
 
+// setShapes makes shapes, distinct headers with no slot used, the map's
+// shapes, for addShaped. It must come before any Add.
+func (m *SlabMap) setShapes(shapes []layout.SlabHeader) {
+	m.shapes = shapes
+	clear(m.shapeOf)
+	for k, sh := range shapes {
+		m.shapeOf[sh] = uint32(k)
+	}
+}
+
+// addShaped records slab i with header shapes[shape] and used slots
+// used, as Add does with that header.
+func (m *SlabMap) addShaped(i, shape, used uint32) {
+	for k := i; k < i+m.shapes[shape].Extent && int(k) < len(m.owner); k++ {
+		m.owner[k] = int32(i)
+	}
+	if int(i) < len(m.shape) {
+		m.shape[i], m.used[i] = shape, used
+	}
+}
+
 // head returns the header of slab i, which must be a head.
 func (m *SlabMap) head(i uint32) layout.SlabHeader {
 	sh := m.shapes[m.shape[i]]

@@ -25,6 +25,9 @@ func boundSummary(mem []byte, h *layout.Header, s *layout.State, open bool) (*la
 		return nil, err
 	}
 	sum, err := layout.DecodeSummary(region, h)
+	if errors.Is(err, layout.ErrOldSummary) {
+		return nil, fmt.Errorf("%w: %w", errStale, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -86,19 +89,32 @@ func (p *Pool) fromSummary() (*SlabMap, error) {
 		return nil, err
 	}
 	high := p.State.SlabHigh
-	// The entries go straight into the map, which keeps each distinct
-	// header once: no decoded copy of the whole summary is made.
+	shapes, err := layout.SummaryShapes(region, h, head)
+	if err != nil {
+		return nil, err
+	}
+	// The entries go straight into the map, which takes the summary's
+	// shapes as its own: no decoded copy of the whole summary is made.
+	// Each shape is checked against the type table once, at its first
+	// slab (whose index the error names), since the entries all lie below
+	// the high-water mark (checkBinding) and WalkSummary keeps every
+	// extent inside them.
 	m := NewSlabMap(h, high, p.Types)
+	m.setShapes(shapes)
+	checked := make([]bool, len(shapes))
 	var bad error
-	err = layout.WalkSummary(region, h, head.Count, func(i uint32, sh layout.SlabHeader) {
+	err = layout.WalkSummary(region, h, head, shapes, func(i, shape, used uint32) {
 		if bad != nil {
 			return
 		}
-		if err := SlabTypeProblem(h, i, &sh, high, p.Types); err != nil {
-			bad = fmt.Errorf("slab summary entry %d: %w", i, err)
-			return
+		if !checked[shape] {
+			if err := SlabTypeProblem(h, i, &shapes[shape], high, p.Types); err != nil {
+				bad = fmt.Errorf("slab summary entry %d: %w", i, err)
+				return
+			}
+			checked[shape] = true
 		}
-		m.Add(i, &sh)
+		m.addShaped(i, shape, used)
 	})
 	if err = cmp.Or(bad, err); err != nil {
 		return nil, err
@@ -161,7 +177,13 @@ func (p *Pool) writeSummary(sum *layout.Summary) error {
 			return err
 		}
 		sum.LogGen, sum.HeaderSeq = gen, h.Seq
-		n = layout.EncodeSummary(region, sum)
+		if n, err = layout.EncodeSummary(region, sum); errors.Is(err, layout.ErrSummaryTooBig) {
+			// The next open reads every slab header instead.
+			layout.ClearSummary(region)
+			n = 8
+		} else if err != nil {
+			return err
+		}
 	}
 	p.Dev.Flush(int(h.SumOff), n)
 	if err := p.Dev.Fence(); err != nil {
@@ -200,7 +222,7 @@ func (c *checker) summary() bool {
 			got = c.heads[o].sh
 		}
 		if !layout.SameSlab(&got, entry) {
-			off := int64(h.SumOff) + layout.SummaryHeaderSize + int64(i)*layout.SummaryEntrySize
+			off := int64(h.SumOff) + sum.EntryOffset(i)
 			err := fmt.Errorf("says %s, the slab's header %s: %w", describeSlab(entry), describeSlab(&got), pmemgo.ErrCorrupt)
 			if !c.report("summary", off, fmt.Sprintf("slab summary entry %d", i), err) {
 				return false

@@ -236,7 +236,7 @@ func (h *Header) Validate() error {
 	if h.Slabs > 1<<31 {
 		return fmt.Errorf("%d slabs is more than the format allows", h.Slabs)
 	}
-	if h.SumSize < SummaryHeaderSize+h.Slabs*SummaryEntrySize {
+	if !SummaryFits(h.SumSize, h.Slabs) {
 		return fmt.Errorf("slab summary of %d bytes cannot describe %d slabs", h.SumSize, h.Slabs)
 	}
 	if h.Flags&FlagSwizzling == 0 && len(h.Old) != 0 {

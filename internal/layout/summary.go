@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cespare/xxhash/v2"
@@ -20,16 +21,34 @@ import (
 // entry, before anything in the slab is read or written through the
 // allocator.
 //
-//	[0, 64)             summary header: magic, slab count, bindings, checksums
-//	[64, 64+32*count)   one entry per slab below the high-water mark: the
-//	                    head of an extent has its header fields, a free slab
-//	                    and a slab inside an extent are all zeros
+// A pool's slabs have few distinct headers but for the used count (one
+// per class, extent size and element count), so each distinct header, a
+// shape, is written once and a slab's entry names its shape: 8 bytes a
+// slab, so that an open reads (and first touches) a quarter of the pages a
+// copy of every header would take.
+//
+//	[0, 64)                 summary header: magic, slab and shape counts,
+//	                        bindings, checksums
+//	[64, +32*shapes)        the shapes: extent heads' header fields, the
+//	                        used count zero
+//	[.., +8*count)          one entry per slab below the high-water mark:
+//	                        its shape number (from 1; 0 for a free slab and
+//	                        for a slab inside an extent) and used count
 const (
 	SummaryHeaderSize = 64
-	SummaryEntrySize  = 32
+	SummaryShapeSize  = 32
+	SummaryEntrySize  = 8
+	// summarySlabRoom is the room a summary region has for each slab of
+	// the pool: an entry and a shape for up to three slabs in four.
+	summarySlabRoom = 32
 )
 
-const summaryMagic = 0x4d4d5553 // "SUMM"
+// summaryMagic is "SUM2"; summaryMagicV1 marked the summaries of earlier
+// releases, one 32-byte header copy per slab, which are now stale.
+const (
+	summaryMagic   = 0x324d5553
+	summaryMagicV1 = 0x4d4d5553
+)
 
 // Offsets in the summary header.
 const (
@@ -38,25 +57,37 @@ const (
 	smLogGen     = 8
 	smHeaderSeq  = 16
 	smEntriesSum = 24
+	smShapes     = 32
 	smSum        = 56
 )
 
-// Offsets in a summary entry.
+// Offsets in a shape.
 const (
-	seKind     = 0
-	seType     = 4
-	seSlotSize = 8
-	seSlots    = 12
-	seUsed     = 16
-	seDataOff  = 20
-	seExtent   = 24
-	seElems    = 28
+	ssKind     = 0
+	ssType     = 4
+	ssSlotSize = 8
+	ssSlots    = 12
+	ssDataOff  = 20
+	ssExtent   = 24
+	ssElems    = 28
 )
+
+// ErrSummaryTooBig says that a summary has too many distinct shapes for
+// its region; the pool is then closed without one.
+var ErrSummaryTooBig = errors.New("slab summary does not fit its region")
+
+// ErrOldSummary says that a summary was written by an earlier release in
+// a format this one does not read: it is stale, not damaged.
+var ErrOldSummary = errors.New("slab summary is in an earlier format")
 
 // SummarySize returns the size of a summary region for a pool of n slabs.
 func SummarySize(n uint64) uint64 {
-	return alignUp(SummaryHeaderSize+n*SummaryEntrySize, 4096)
+	return alignUp(SummaryHeaderSize+n*summarySlabRoom, 4096)
 }
+
+// SummaryFits reports whether a summary region of size bytes is large
+// enough for a pool of n slabs.
+func SummaryFits(size, n uint64) bool { return size >= SummaryHeaderSize+n*summarySlabRoom }
 
 // Summary is the decoded slab summary.
 type Summary struct {
@@ -68,37 +99,77 @@ type Summary struct {
 	// Kind is KindFree for a free slab and for a slab inside an extent.
 	// Gen is not recorded and decodes as zero.
 	Slabs []SlabHeader
+	// Shapes is the number of shapes the decoded region holds; encoding
+	// ignores it.
+	Shapes uint64
 }
 
+// EntryOffset returns the offset, in the summary region, of the entry of
+// slab i of a decoded summary.
+func (s *Summary) EntryOffset(i uint32) int64 {
+	return SummaryHeaderSize + int64(s.Shapes)*SummaryShapeSize + int64(i)*SummaryEntrySize
+}
+
+// Size returns the bytes of the summary region a decoded summary took.
+func (s *Summary) Size() uint64 { return uint64(s.EntryOffset(uint32(len(s.Slabs)))) }
+
 // EncodeSummary writes s into b, which must hold
-// SummarySize(len(s.Slabs)) bytes, and returns the bytes used.
-func EncodeSummary(b []byte, s *Summary) int {
-	n := SummaryHeaderSize + len(s.Slabs)*SummaryEntrySize
-	b = b[:n]
-	clear(b[:SummaryHeaderSize])
+// SummarySize(len(s.Slabs)) bytes, and returns the bytes used. It fails
+// with ErrSummaryTooBig, writing nothing, when the slabs have so many
+// distinct shapes that they do not fit b.
+func EncodeSummary(b []byte, s *Summary) (int, error) {
+	shapeOf := map[SlabHeader]uint32{}
+	var shapes []SlabHeader
 	for i := range s.Slabs {
-		e := b[SummaryHeaderSize+i*SummaryEntrySize:][:SummaryEntrySize]
-		clear(e)
-		sh := &s.Slabs[i]
+		sh := s.Slabs[i]
 		if sh.Kind == KindFree {
 			continue
 		}
-		e[seKind] = sh.Kind
-		le.PutUint32(e[seType:], sh.Type)
-		le.PutUint32(e[seSlotSize:], sh.SlotSize)
-		le.PutUint32(e[seSlots:], sh.Slots)
-		le.PutUint32(e[seUsed:], sh.Used)
-		le.PutUint32(e[seDataOff:], sh.DataOff)
-		le.PutUint32(e[seExtent:], sh.Extent)
-		le.PutUint32(e[seElems:], sh.Elems)
+		sh.Used, sh.Gen = 0, 0
+		if _, ok := shapeOf[sh]; !ok {
+			shapes = append(shapes, sh)
+			shapeOf[sh] = uint32(len(shapes))
+		}
+	}
+	entriesOff := SummaryHeaderSize + len(shapes)*SummaryShapeSize
+	n := entriesOff + len(s.Slabs)*SummaryEntrySize
+	if n > len(b) {
+		return 0, fmt.Errorf("%d slabs of %d shapes take %d bytes, the region has %d: %w", len(s.Slabs), len(shapes), n, len(b), ErrSummaryTooBig)
+	}
+	b = b[:n]
+	clear(b[:SummaryHeaderSize])
+	for k := range shapes {
+		e := b[SummaryHeaderSize+k*SummaryShapeSize:][:SummaryShapeSize]
+		clear(e)
+		sh := &shapes[k]
+		e[ssKind] = sh.Kind
+		le.PutUint32(e[ssType:], sh.Type)
+		le.PutUint32(e[ssSlotSize:], sh.SlotSize)
+		le.PutUint32(e[ssSlots:], sh.Slots)
+		le.PutUint32(e[ssDataOff:], sh.DataOff)
+		le.PutUint32(e[ssExtent:], sh.Extent)
+		le.PutUint32(e[ssElems:], sh.Elems)
+	}
+	for i := range s.Slabs {
+		e := b[entriesOff+i*SummaryEntrySize:][:SummaryEntrySize]
+		sh := s.Slabs[i]
+		if sh.Kind == KindFree {
+			clear(e)
+			continue
+		}
+		used := sh.Used
+		sh.Used, sh.Gen = 0, 0
+		le.PutUint32(e, shapeOf[sh])
+		le.PutUint32(e[4:], used)
 	}
 	le.PutUint32(b[smMagic:], summaryMagic)
 	le.PutUint32(b[smCount:], uint32(len(s.Slabs)))
 	le.PutUint64(b[smLogGen:], s.LogGen)
 	le.PutUint64(b[smHeaderSeq:], s.HeaderSeq)
+	le.PutUint32(b[smShapes:], uint32(len(shapes)))
 	le.PutUint64(b[smEntriesSum:], xxhash.Sum64(b[SummaryHeaderSize:]))
 	le.PutUint64(b[smSum:], xxhash.Sum64(b[:smSum]))
-	return n
+	return n, nil
 }
 
 // ClearSummary invalidates the summary at b with one 8-byte store.
@@ -109,17 +180,26 @@ func ClearSummary(b []byte) { le.PutUint64(b[smMagic:], 0) }
 func SummaryPresent(b []byte) bool { return le.Uint32(b[smMagic:]) != 0 }
 
 // DecodeSummary decodes and validates the summary region b of the pool
-// described by h: its checksums, its slab count against the pool, and
-// every entry as DecodeSlabHeader would check a header, with extents that
-// stay inside the summarised slabs and do not overlap. Whether the summary
-// is bound to the pool's current state is the caller's question.
+// described by h: its checksums, its slab count against the pool, its
+// shapes and every entry as DecodeSlabHeader would check a header, with
+// extents that stay inside the summarised slabs and do not overlap.
+// Whether the summary is bound to the pool's current state is the
+// caller's question.
 func DecodeSummary(b []byte, h *Header) (Summary, error) {
 	head, err := ReadSummaryHead(b, h)
 	if err != nil {
 		return Summary{}, err
 	}
-	s := Summary{LogGen: head.LogGen, HeaderSeq: head.HeaderSeq, Slabs: make([]SlabHeader, head.Count)}
-	if err := WalkSummary(b, h, head.Count, func(i uint32, sh SlabHeader) { s.Slabs[i] = sh }); err != nil {
+	shapes, err := SummaryShapes(b, h, head)
+	if err != nil {
+		return Summary{}, err
+	}
+	s := Summary{LogGen: head.LogGen, HeaderSeq: head.HeaderSeq, Slabs: make([]SlabHeader, head.Count), Shapes: head.Shapes}
+	err = WalkSummary(b, h, head, shapes, func(i, shape, used uint32) {
+		s.Slabs[i] = shapes[shape]
+		s.Slabs[i].Used = used
+	})
+	if err != nil {
 		return Summary{}, err
 	}
 	return s, nil
@@ -130,6 +210,8 @@ type SummaryHead struct {
 	// Count is the number of entries, one per slab below the high-water
 	// mark at the clean close; LogGen and HeaderSeq are as in Summary.
 	Count, LogGen, HeaderSeq uint64
+	// Shapes is the number of distinct extent-head headers.
+	Shapes uint64
 }
 
 // summaryError names the summary of the pool h describes in an error.
@@ -138,67 +220,96 @@ func summaryError(h *Header, format string, args ...any) error {
 }
 
 // ReadSummaryHead validates the header of the summary region b of the
-// pool described by h, its entry count and the checksum of its entries,
-// and returns what the header says. WalkSummary then decodes the entries.
+// pool described by h, its entry and shape counts and the checksum of its
+// shapes and entries, and returns what the header says. SummaryShapes
+// and WalkSummary then decode the rest. A summary of an earlier format
+// fails with ErrOldSummary.
 func ReadSummaryHead(b []byte, h *Header) (SummaryHead, error) {
 	if len(b) < SummaryHeaderSize {
 		return SummaryHead{}, summaryError(h, "region of %d bytes", len(b))
 	}
-	if m := le.Uint32(b[smMagic:]); m != summaryMagic {
+	switch m := le.Uint32(b[smMagic:]); m {
+	case summaryMagic:
+	case summaryMagicV1:
+		return SummaryHead{}, fmt.Errorf("slab summary at offset %d: %w", h.SumOff, ErrOldSummary)
+	default:
 		return SummaryHead{}, summaryError(h, "bad magic %#x", m)
 	}
 	if sum, want := le.Uint64(b[smSum:]), xxhash.Sum64(b[:smSum]); sum != want {
 		return SummaryHead{}, summaryError(h, "header checksum %#x, computed %#x", sum, want)
 	}
 	count := uint64(le.Uint32(b[smCount:]))
-	if count > h.Slabs || SummaryHeaderSize+count*SummaryEntrySize > uint64(len(b)) {
-		return SummaryHead{}, summaryError(h, "%d entries, the pool has %d slabs and room for %d", count, h.Slabs, (uint64(len(b))-SummaryHeaderSize)/SummaryEntrySize)
+	shapes := uint64(le.Uint32(b[smShapes:]))
+	end := SummaryHeaderSize + shapes*SummaryShapeSize + count*SummaryEntrySize
+	if count > h.Slabs || shapes > count || end > uint64(len(b)) {
+		return SummaryHead{}, summaryError(h, "%d entries of %d shapes, the pool has %d slabs and a region of %d bytes", count, shapes, h.Slabs, len(b))
 	}
-	entries := b[SummaryHeaderSize : SummaryHeaderSize+count*SummaryEntrySize]
-	if sum, want := le.Uint64(b[smEntriesSum:]), xxhash.Sum64(entries); sum != want {
+	if sum, want := le.Uint64(b[smEntriesSum:]), xxhash.Sum64(b[SummaryHeaderSize:end]); sum != want {
 		return SummaryHead{}, summaryError(h, "entries checksum %#x, computed %#x", sum, want)
 	}
-	return SummaryHead{Count: count, LogGen: le.Uint64(b[smLogGen:]), HeaderSeq: le.Uint64(b[smHeaderSeq:])}, nil
+	return SummaryHead{Count: count, LogGen: le.Uint64(b[smLogGen:]), HeaderSeq: le.Uint64(b[smHeaderSeq:]), Shapes: shapes}, nil
 }
 
-// WalkSummary decodes the count entries of the summary region b, whose
-// header ReadSummaryHead accepted, checking each as DecodeSlabHeader would
-// check a header and that extents stay inside the summarised slabs and do
-// not overlap. It calls fn with each extent head's entry (by value, so
-// that a walk allocates nothing), in index order,
-// until an entry fails (fn may have seen the entries before it).
-func WalkSummary(b []byte, h *Header, count uint64, fn func(i uint32, sh SlabHeader)) error {
-	entries := b[SummaryHeaderSize : SummaryHeaderSize+count*SummaryEntrySize]
-	covered := uint64(0) // slabs before this index belong to an earlier extent
-	for i := range count {
-		e := entries[i*SummaryEntrySize:][:SummaryEntrySize]
+// SummaryShapes decodes and checks the shapes of the summary region b,
+// whose header ReadSummaryHead accepted: each as DecodeSlabHeader would
+// check a header with no slot used, its extent within the summarised
+// slabs. Shape k is entries' shape number k+1.
+func SummaryShapes(b []byte, h *Header, head SummaryHead) ([]SlabHeader, error) {
+	shapes := make([]SlabHeader, head.Shapes)
+	for k := range shapes {
+		e := b[SummaryHeaderSize+k*SummaryShapeSize:][:SummaryShapeSize]
 		sh := SlabHeader{
-			Kind:     e[seKind],
-			Type:     le.Uint32(e[seType:]),
-			SlotSize: le.Uint32(e[seSlotSize:]),
-			Slots:    le.Uint32(e[seSlots:]),
-			Used:     le.Uint32(e[seUsed:]),
-			DataOff:  le.Uint32(e[seDataOff:]),
-			Extent:   le.Uint32(e[seExtent:]),
-			Elems:    le.Uint32(e[seElems:]),
+			Kind:     e[ssKind],
+			Type:     le.Uint32(e[ssType:]),
+			SlotSize: le.Uint32(e[ssSlotSize:]),
+			Slots:    le.Uint32(e[ssSlots:]),
+			DataOff:  le.Uint32(e[ssDataOff:]),
+			Extent:   le.Uint32(e[ssExtent:]),
+			Elems:    le.Uint32(e[ssElems:]),
 		}
-		if sh.Kind == KindFree {
-			if sh != (SlabHeader{}) || e[1] != 0 || e[2] != 0 || e[3] != 0 {
-				return summaryError(h, "entry %d: a free entry with nonzero fields", i)
+		if e[1] != 0 || e[2] != 0 || e[3] != 0 || le.Uint32(e[16:]) != 0 {
+			return nil, summaryError(h, "shape %d: nonzero padding", k+1)
+		}
+		if err := checkSlabFields(&sh, head.Count, h.SlabSize); err != nil {
+			return nil, summaryError(h, "shape %d: %v", k+1, err)
+		}
+		shapes[k] = sh
+	}
+	return shapes, nil
+}
+
+// WalkSummary walks the count entries of the summary region b, whose
+// header ReadSummaryHead accepted and whose shapes SummaryShapes decoded,
+// checking that each names a shape, uses no more slots than it has, and
+// that extents stay inside the summarised slabs and do not overlap. It
+// calls fn with each extent head's index, shape (an index into shapes)
+// and used count, in index order, until an entry fails (fn may have seen
+// the entries before it). It allocates nothing.
+func WalkSummary(b []byte, h *Header, head SummaryHead, shapes []SlabHeader, fn func(i, shape, used uint32)) error {
+	off := SummaryHeaderSize + head.Shapes*SummaryShapeSize
+	entries := b[off : off+head.Count*SummaryEntrySize]
+	covered := uint64(0) // slabs before this index belong to an earlier extent
+	for i := range head.Count {
+		e := entries[i*SummaryEntrySize:][:SummaryEntrySize]
+		shape, used := le.Uint32(e), le.Uint32(e[4:])
+		if shape == 0 {
+			if used != 0 {
+				return summaryError(h, "entry %d: a free entry with %d slots used", i, used)
 			}
 			continue
 		}
 		if i < covered {
 			return summaryError(h, "entry %d: slab is inside the extent of an earlier slab", i)
 		}
-		if e[1] != 0 || e[2] != 0 || e[3] != 0 {
-			return summaryError(h, "entry %d: nonzero padding", i)
+		if uint64(shape) > uint64(len(shapes)) {
+			return summaryError(h, "entry %d: shape %d, the summary has %d", i, shape, len(shapes))
 		}
-		if err := checkSlabFields(&sh, count-i, h.SlabSize); err != nil {
-			return summaryError(h, "entry %d: %v", i, err)
+		sh := &shapes[shape-1]
+		if uint64(sh.Extent) > head.Count-i || used > sh.Slots {
+			return summaryError(h, "entry %d: %d of %d slots used, extent of %d slabs, %d left", i, used, sh.Slots, sh.Extent, head.Count-i)
 		}
 		covered = i + uint64(sh.Extent)
-		fn(uint32(i), sh)
+		fn(uint32(i), shape-1, used)
 	}
 	return nil
 }
