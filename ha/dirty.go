@@ -18,6 +18,7 @@ import (
 
 	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/fsx"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror"
@@ -175,7 +176,7 @@ func newDirtyRecord(h *heap.Heap) (*dirtyRecord, error) {
 		return nil, err
 	}
 	recSize := dirtyMarks + 8*chunks
-	if err := allocateFile(f, int64(recSize)); err != nil {
+	if err := fsx.Allocate(f, int64(recSize)); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return nil, err
@@ -225,16 +226,6 @@ func (r *dirtyRecord) fileRange(off, n uint64) (uint64, uint64) {
 		return sealedRange(off, n)
 	}
 	return off, n
-}
-
-// allocateFile extends f to size bytes of zeros, reserving them where
-// the file system can, so that a store to the mapping never faults.
-func allocateFile(f *os.File, size int64) error {
-	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-		err = f.Truncate(size)
-	}
-	return err
 }
 
 // poolGen returns the generation the pool's undo log word holds.

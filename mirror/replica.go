@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/pmemgo/pmemgo/internal/fsx"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -192,7 +192,7 @@ func (p *replicaPool) openPool(alloc bool) error {
 		return nil
 	}
 	if alloc {
-		if err := allocate(f, fi.Size()); err != nil {
+		if err := fsx.Allocate(f, fi.Size()); err != nil {
 			f.Close()
 			return err
 		}
@@ -247,20 +247,6 @@ func (p *replicaPool) adopt(f *os.File) error {
 	return nil
 }
 
-// allocate reserves the disk space of f's first size bytes, so that a full
-// disk is an error here rather than a SIGBUS when a mapping is written.
-// Where the file system cannot, the file is only extended.
-func allocate(f *os.File, size int64) error {
-	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-		err = f.Truncate(size)
-	}
-	if err != nil {
-		return fmt.Errorf("allocate %d bytes for %s: %w", size, f.Name(), err)
-	}
-	return nil
-}
-
 // closePool unmaps and closes the pool file.
 func (p *replicaPool) closePool() error {
 	if p.pool == nil {
@@ -299,20 +285,16 @@ func (p *replicaPool) checkRuns(runs []wire.Run, size int64) error {
 // write copies runs, checked to lie in the pool, into the pool file's
 // mapping; syncPool makes them durable. A fault on the mapping (the file
 // shrunk, or an I/O error paging it in) is an error, not a crash.
-func (p *replicaPool) write(runs []wire.Run) (err error) {
+func (p *replicaPool) write(runs []wire.Run) error {
 	p.unsynced = true
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			f, ok := r.(interface{ Addr() uintptr })
-			if !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("write replica pool file %s: memory fault at %#x: %w", p.poolPath(), f.Addr(), ErrReplicaIO)
+	err := fsx.CatchFault(nil, func() error {
+		for _, r := range runs {
+			copy(p.mem[r.Off:], r.Data)
 		}
-	}()
-	for _, r := range runs {
-		copy(p.mem[r.Off:], r.Data)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write replica pool file %s: %w: %w", p.poolPath(), err, ErrReplicaIO)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pmemgo/pmemgo/internal/fsx"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror/wire"
@@ -68,7 +69,7 @@ func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64, delta bool, 
 	if err != nil {
 		return nil, err
 	}
-	if err := allocate(f, size); err != nil {
+	if err := fsx.Allocate(f, size); err != nil {
 		f.Close()
 		os.Remove(p.snapPath())
 		return nil, err

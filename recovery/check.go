@@ -7,13 +7,13 @@ import (
 	"io"
 	mbits "math/bits"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"unsafe"
 
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/internal/fsx"
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/swizzle"
 )
@@ -122,16 +122,10 @@ func CheckFileOptions(path string, opts *CheckOptions, yield func(Problem) bool)
 	// A file truncated by someone else while it is mapped faults on the
 	// pages that are gone; that must be an error, not a crash. Any other
 	// panic, in yield for instance, is not ours to turn into an error.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			if f, ok := r.(interface{ Addr() uintptr }); !ok || !c.mapped(f.Addr()) {
-				panic(r)
-			}
-			stats, err = c.stats, fmt.Errorf("check %s: the file changed while being checked: %v", path, r)
-		}
-	}()
-	err = c.run()
+	err = fsx.CatchFault(c.mapped, c.run)
+	if fe := (*fsx.FaultError)(nil); errors.As(err, &fe) {
+		err = fmt.Errorf("check %s: the file changed while being checked: %w", path, err)
+	}
 	return c.stats, err
 }
 
