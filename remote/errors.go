@@ -26,6 +26,11 @@ var (
 	// client's identity read or write the region.
 	ErrDenied = errors.New("pmemgo/remote: access denied by the memory node's policy")
 
+	// ErrNodeFull is returned when creating a region the node has no room
+	// for: its limit on regions or on their total size, or no space left
+	// on its file system to reserve the region's pages.
+	ErrNodeFull = errors.New("pmemgo/remote: memory node has no room for the region")
+
 	// ErrNodeFailed is returned by a node when it could not serve a request
 	// (an I/O error on its files).
 	ErrNodeFailed = errors.New("pmemgo/remote: memory node failed the request")
@@ -48,6 +53,8 @@ func codeErr(code uint16) error {
 		return ErrDenied
 	case codeCorrupt:
 		return pmemgo.ErrCorrupt
+	case codeFull:
+		return ErrNodeFull
 	}
 	return ErrNodeFailed
 }
@@ -57,7 +64,7 @@ func errCode(err error) uint16 {
 	for _, c := range []struct {
 		err  error
 		code uint16
-	}{{ErrNotFound, codeNotFound}, {ErrExists, codeExists}, {ErrBusy, codeBusy}, {ErrStale, codeStale}, {ErrProtocol, codeInvalid}, {ErrDenied, codeDenied}, {pmemgo.ErrCorrupt, codeCorrupt}} {
+	}{{ErrNotFound, codeNotFound}, {ErrExists, codeExists}, {ErrBusy, codeBusy}, {ErrStale, codeStale}, {ErrProtocol, codeInvalid}, {ErrDenied, codeDenied}, {pmemgo.ErrCorrupt, codeCorrupt}, {ErrNodeFull, codeFull}} {
 		if errors.Is(err, c.err) {
 			return c.code
 		}

@@ -50,6 +50,12 @@ func TestMain(m *testing.M) {
 // named by REMOTE_TEST_TLS (CA, certificate and key, joined by the path
 // list separator) and the policy in REMOTE_TEST_POLICY (JSON).
 func runNode(dir, listen string) int {
+	if size := os.Getenv(tmpfsEnv); size != "" {
+		if err := syscall.Mount("pmemgo-test", dir, "tmpfs", 0, "size="+size); err != nil {
+			fmt.Fprintln(os.Stderr, "mount a tmpfs over", dir+":", err)
+			return 1
+		}
+	}
 	workers, _ := strconv.Atoi(os.Getenv("REMOTE_TEST_WORKERS"))
 	opts := remote.NodeOptions{Dir: dir, Insecure: true, Workers: workers, FIFO: os.Getenv("REMOTE_TEST_FIFO") != ""}
 	if files := filepath.SplitList(os.Getenv("REMOTE_TEST_TLS")); len(files) == 3 {
@@ -170,17 +176,50 @@ type nodeProc struct {
 // for any port) and stops it when the test ends.
 func startNode(t testing.TB, dir, listen string, env ...string) *nodeProc {
 	t.Helper()
+	p, err := launchNode(t, dir, listen, nil, env...)
+	require.NoError(t, err)
+	return p
+}
+
+// startNodeOnTmpfs starts a node process as startNode does, in a mount
+// namespace of its own where dir is a tmpfs of size bytes: a small file
+// system that the node can fill. It skips the test where the process
+// cannot have a mount namespace or mount (it needs CAP_SYS_ADMIN).
+func startNodeOnTmpfs(t testing.TB, dir string, size int64) *nodeProc {
+	t.Helper()
+	p, err := launchNode(t, dir, "127.0.0.1:0", &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS},
+		fmt.Sprintf("%s=%d", tmpfsEnv, size))
+	if err != nil {
+		t.Skipf("no node on a tmpfs of its own: %v", err)
+	}
+	return p
+}
+
+// tmpfsEnv makes the node process mount a tmpfs of that many bytes over
+// its directory first.
+const tmpfsEnv = "REMOTE_TEST_TMPFS"
+
+// launchNode starts a node process and waits for its address.
+func launchNode(t testing.TB, dir, listen string, attr *syscall.SysProcAttr, env ...string) (*nodeProc, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$", dir, listen)
 	cmd.Env = append(append(os.Environ(), roleEnv+"=node"), env...)
+	cmd.SysProcAttr = attr
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	line, err := bufio.NewReader(out).ReadString('\n')
-	require.NoError(t, err, "node process gave no address")
-	p := &nodeProc{dir: dir, addr: strings.TrimSpace(line), cmd: cmd}
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &nodeProc{dir: dir, cmd: cmd}
 	t.Cleanup(func() { p.kill() })
-	return p
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("node process gave no address: %w", err)
+	}
+	p.addr = strings.TrimSpace(line)
+	return p, nil
 }
 
 // kill stops the node at once, as a crash would.

@@ -212,6 +212,8 @@ const (
 	codeDenied
 	// codeCorrupt: the node found the data asked for damaged.
 	codeCorrupt
+	// codeFull: the node has no room for a new region.
+	codeFull
 )
 
 func appendError(dst []byte, code uint16, msg string) []byte {

@@ -47,6 +47,12 @@ type NodeOptions struct {
 	Policy *Policy
 	// MaxRegions bounds the regions clients may create; 0 means 4096.
 	MaxRegions int
+	// MaxBytes bounds the total size of the regions the node holds; 0
+	// means what its file system has room for. Either way a region's
+	// pages are reserved on the file system when it is created, so that a
+	// full disk refuses the create (ErrNodeFull) rather than failing a
+	// write-back later.
+	MaxBytes int64
 	// Logger, if set, is told of connections that fail.
 	Logger *slog.Logger
 }
@@ -308,9 +314,15 @@ func (n *Node) createLocked(c createReq) (*region, error) {
 		return nil, fmt.Errorf("region %s: %w", c.name, ErrExists)
 	}
 	if len(n.byID) >= n.opts.MaxRegions {
-		return nil, fmt.Errorf("create region %s: the node holds %d regions, its limit: %w", c.name, len(n.byID), ErrNodeFailed)
+		return nil, fmt.Errorf("create region %s: the node holds %d regions, its limit: %w", c.name, len(n.byID), ErrNodeFull)
+	}
+	if held := n.heldBytes(); n.opts.MaxBytes > 0 && c.size > uint64(n.opts.MaxBytes)-min(held, uint64(n.opts.MaxBytes)) {
+		return nil, fmt.Errorf("create region %s of %d bytes: the node holds %d bytes of regions, its limit is %d: %w", c.name, c.size, held, n.opts.MaxBytes, ErrNodeFull)
 	}
 	if err := createRegionFile(n.opts.Dir, c.name, c.size); err != nil {
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+			err = fmt.Errorf("%w: %w", err, ErrNodeFull)
+		}
 		return nil, err
 	}
 	r, _, err := openRegion(n.opts.Dir, c.name, uint32(len(n.byID)))
@@ -320,6 +332,15 @@ func (n *Node) createLocked(c createReq) (*region, error) {
 	n.regions[c.name] = r
 	n.byID = append(n.byID, r)
 	return r, nil
+}
+
+// heldBytes returns the total size of the node's regions. n.mu is held.
+func (n *Node) heldBytes() uint64 {
+	var held uint64
+	for _, r := range n.byID {
+		held += r.size
+	}
+	return held
 }
 
 func (n *Node) byName(name string) (*region, error) {

@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // startNode serves a node on loopback until the test ends.
@@ -108,7 +110,7 @@ func TestNodeRegionLimit(t *testing.T) {
 		require.NoError(t, err)
 	}
 	_, _, err = cl.create(ctx, "c", PageSize)
-	assert.ErrorIs(t, err, ErrNodeFailed)
+	assert.ErrorIs(t, err, ErrNodeFull)
 	assert.ErrorContains(t, err, "limit")
 }
 
@@ -210,4 +212,109 @@ func BenchmarkNodeWriteBack(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/write-back")
 		})
 	}
+}
+
+func TestNodeTotalSizeLimit(t *testing.T) {
+	dir := t.TempDir()
+	_, addr := startNode(t, NodeOptions{Dir: dir, MaxBytes: 3 * PageSize})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	a, epoch, err := cl.create(ctx, "a", 2*PageSize)
+	require.NoError(t, err)
+	_, _, err = cl.create(ctx, "b", 2*PageSize)
+	assert.ErrorIs(t, err, ErrNodeFull)
+	assert.ErrorContains(t, err, "limit is 12288")
+	_, _, err = cl.create(ctx, "c", PageSize)
+	require.NoError(t, err, "a region that fits the rest of the limit")
+	_, _, err = cl.create(ctx, "d", PageSize)
+	assert.ErrorIs(t, err, ErrNodeFull)
+
+	// The refused regions left nothing behind, and the others are served.
+	_, _, err = cl.resolve(ctx, "b", false, WriterID{})
+	assert.ErrorIs(t, err, ErrNotFound)
+	assert.NoFileExists(t, regionPath(dir, "b"))
+	page := make([]byte, PageSize)
+	require.NoError(t, cl.read(ctx, epoch, a.id, 0, page, prioDemand))
+}
+
+// TestRegionPagesReserved checks that a region's pages and checksums are
+// reserved on the file system when it is created, and when a node starts
+// with a region file that has holes (made by an earlier release): the
+// node writes them through shared mappings, where a page without room
+// would be a SIGBUS.
+func TestRegionPagesReserved(t *testing.T) {
+	dir := t.TempDir()
+	if !fallocates(t, dir) {
+		t.Skip("the file system of the test's directory cannot reserve space")
+	}
+	n, addr := startNode(t, NodeOptions{Dir: dir})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	const size = 256 * PageSize
+	_, _, err = cl.create(ctx, "r", size)
+	require.NoError(t, err)
+	assertAllocated(t, regionPath(dir, "r"), size)
+	assertAllocated(t, sumsPath(dir, "r"), sumsHeader+8*size/PageSize)
+	cl.close()
+	require.NoError(t, n.Close())
+
+	// Punch holes, as an earlier release's sparse files had.
+	for _, p := range []string{regionPath(dir, "r"), sumsPath(dir, "r")} {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		require.NoError(t, err)
+		fi, err := f.Stat()
+		require.NoError(t, err)
+		require.NoError(t, unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, PageSize, fi.Size()-PageSize))
+		require.NoError(t, f.Close())
+	}
+	startNode(t, NodeOptions{Dir: dir})
+	assertAllocated(t, regionPath(dir, "r"), size)
+	assertAllocated(t, sumsPath(dir, "r"), sumsHeader+8*size/PageSize)
+}
+
+// fallocates reports whether the file system of dir reserves space.
+func fallocates(t *testing.T, dir string) bool {
+	f, err := os.CreateTemp(dir, "probe")
+	require.NoError(t, err)
+	defer os.Remove(f.Name())
+	defer f.Close()
+	return unix.Fallocate(int(f.Fd()), 0, 0, PageSize) == nil
+}
+
+// assertAllocated checks that the file at path has at least n bytes of
+// blocks allocated.
+func assertAllocated(t *testing.T, path string, n int64) {
+	t.Helper()
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(path, &st))
+	assert.GreaterOrEqual(t, st.Blocks*512, n, "blocks allocated to %s", path)
+}
+
+// TestRegionFileShrunk shrinks a region's file under a running node, as
+// another process or a failing disk could: reads and write-backs of the
+// pages gone fail with an error, and the node goes on serving.
+func TestRegionFileShrunk(t *testing.T) {
+	dir := t.TempDir()
+	_, addr := startNode(t, NodeOptions{Dir: dir})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	r, epoch, err := cl.create(ctx, "r", 4*PageSize)
+	require.NoError(t, err)
+	_, _, err = cl.resolve(ctx, "r", true, WriterID{1})
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(regionPath(dir, "r"), PageSize))
+
+	err = cl.write(ctx, epoch, r.id, []run{{off: 2 * PageSize, data: []byte("lost")}})
+	assert.ErrorIs(t, err, ErrNodeFailed)
+	page := make([]byte, PageSize)
+	assert.ErrorIs(t, cl.read(ctx, epoch, r.id, 3*PageSize, page, prioDemand), ErrNodeFailed)
+	require.NoError(t, cl.write(ctx, epoch, r.id, []run{{off: 64, data: []byte("kept")}}))
+	require.NoError(t, cl.read(ctx, epoch, r.id, 0, page, prioDemand))
+	assert.Equal(t, "kept", string(page[64:68]))
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/fsx"
 )
 
 // region is a named region a node holds: its file mapped shared, so that
@@ -50,6 +51,10 @@ func openRegion(dir, name string, id uint32) (*region, []Problem, error) {
 		return nil, nil, err
 	}
 	size, err := regionFileSize(f)
+	if err == nil {
+		// A region made by an earlier release may have holes.
+		err = fsx.Allocate(f, size)
+	}
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -167,8 +172,11 @@ func createRegionFile(dir, name string, size uint64) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	if err := tmp.Truncate(int64(size)); err != nil {
-		return err
+	// The region's pages are reserved now: the node writes them through a
+	// shared mapping, where a page the file system has no room for would
+	// be a SIGBUS.
+	if err := fsx.Allocate(tmp, int64(size)); err != nil {
+		return fmt.Errorf("region %s: %w", name, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return err
@@ -201,10 +209,19 @@ func (r *region) read(off uint64, n uint32) ([]byte, error) {
 	if off > r.size || uint64(n) > r.size-off {
 		return nil, fmt.Errorf("read [%d, +%d) outside region %s of %d bytes: %w", off, n, r.name, r.size, ErrProtocol)
 	}
-	for p := off / PageSize; p*PageSize < off+uint64(n); p++ {
-		if err := r.checkPage(p); err != nil {
-			return nil, err
+	err := fsx.CatchFault(nil, func() error {
+		for p := off / PageSize; p*PageSize < off+uint64(n); p++ {
+			if err := r.checkPage(p); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if fe := (*fsx.FaultError)(nil); errors.As(err, &fe) {
+		err = fmt.Errorf("region %s: read [%d, +%d): %w: %w", r.name, off, n, err, ErrNodeFailed)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return r.mem[off : off+uint64(n)], nil
 }
@@ -242,11 +259,19 @@ func (r *region) write(c *srvConn, runs []run) error {
 		return nil
 	}
 	pages := pageRangesOf(ranges)
-	if err := r.sums.record(pages, r.newSums(runs, ranges)); err != nil {
-		return fmt.Errorf("region %s: record the write-back in its checksum file: %w: %w", r.name, err, ErrNodeFailed)
-	}
-	for _, w := range runs {
-		copy(r.mem[w.off:], w.data)
+	err := fsx.CatchFault(nil, func() error {
+		if err := r.sums.record(pages, r.newSums(runs, ranges)); err != nil {
+			return fmt.Errorf("record the write-back in its checksum file: %w", err)
+		}
+		for _, w := range runs {
+			copy(r.mem[w.off:], w.data)
+		}
+		return nil
+	})
+	if err != nil {
+		// A fault here means a file shrank under the node, or a page could
+		// not be read in: the write-back fails, the node goes on.
+		return fmt.Errorf("region %s: %w: %w", r.name, err, ErrNodeFailed)
 	}
 	// One msync over the span: it writes only the dirty pages in it, and
 	// on a file system that flushes its device at each msync, one flush

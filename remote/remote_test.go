@@ -160,3 +160,32 @@ func TestOpenByNameOnNode(t *testing.T) {
 	_, err = remote.Open("byname", opts)
 	assert.ErrorIs(t, err, pmemgo.ErrInvalidOptions)
 }
+
+// TestNodeFileSystemFull runs a memory node in a process of its own on a
+// 4 MiB file system: a pool that does not fit is refused when its region
+// is created, with ErrNodeFull, and the pool that fits goes on committing
+// and reopens whole. Before regions were reserved at creation, the node
+// took the region and died of SIGBUS at the first write-back past the
+// file system's room.
+func TestNodeFileSystemFull(t *testing.T) {
+	node := startNodeOnTmpfs(t, t.TempDir(), 4<<20)
+	dir := t.TempDir()
+	opts := openOpts(dir, "a.backup")
+	opts.Size = 2 << 20
+	h, err := remote.Open(node.url("fits"), opts)
+	require.NoError(t, err)
+	build(t, h, 10)
+
+	big := openOpts(dir, "b.backup")
+	big.Size = 4 << 20
+	_, err = remote.Open(node.url("big"), big)
+	require.ErrorIs(t, err, remote.ErrNodeFull)
+	assert.ErrorContains(t, err, "no space left")
+
+	build(t, h, 10)
+	require.NoError(t, h.Close())
+	h, err = remote.Open(node.url("fits"), openOpts(dir, "a.backup"))
+	require.NoError(t, err)
+	verify(t, h, 20)
+	require.NoError(t, h.Close())
+}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/internal/fsx"
 )
 
 // A region's checksum file (NAME.sums beside NAME.region) holds one
@@ -74,7 +75,7 @@ func createSums(dir, name string, pages uint64, from *os.File) error {
 	if _, err := tmp.WriteAt(hdr, 0); err != nil {
 		return err
 	}
-	if err := tmp.Truncate(sumsHeader + 8*int64(pages)); err != nil {
+	if err := fsx.Allocate(tmp, sumsHeader+8*int64(pages)); err != nil {
 		return err
 	}
 	if from != nil {
@@ -125,6 +126,11 @@ func mapSums(f *os.File, pages uint64, flag int) (*sums, error) {
 	prot := unix.PROT_READ
 	if flag&os.O_RDWR != 0 {
 		prot |= unix.PROT_WRITE
+		// Checksums are stored through the mapping: a file made by an
+		// earlier release may have holes.
+		if err := fsx.Allocate(f, fi.Size()); err != nil {
+			return nil, err
+		}
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), prot, unix.MAP_SHARED)
 	if err != nil {

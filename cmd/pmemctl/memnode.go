@@ -31,6 +31,8 @@ type memnodeServeOptions struct {
 	dir, listen           string
 	tls                   tlsFlags
 	allowRead, allowWrite []string
+	maxRegions            int
+	maxBytes              sizeValue
 }
 
 // policy returns the policy of the --allow-* flags, or nil if none is
@@ -69,6 +71,11 @@ write-back is acknowledged once msync'ed. It also answers for its own
 regions: a name resolves to its region, size and the node's epoch, which
 changes at every start.
 
+A region's pages are reserved on the file system when it is created, so
+a create that does not fit is refused rather than a later write-back
+failing; --max-regions and --max-bytes bound the regions clients may
+create and their total size.
+
 Clients connect over mutual TLS 1.3 (--tls-ca, --tls-cert, --tls-key; see
 'pmemctl cert'), or over plain TCP with --insecure, refused on every
 interface. With TLS, --allow-read and --allow-write restrict which client
@@ -77,6 +84,9 @@ identities (certificate names) may read and write which regions. The node runs u
 		PreRunE: func(*cobra.Command, []string) error {
 			if o.dir == "" || o.listen == "" {
 				return usageError(errors.New("--dir and --listen are required"))
+			}
+			if o.maxRegions < 1 {
+				return usageError(fmt.Errorf("--max-regions %d: want at least 1", o.maxRegions))
 			}
 			if err := o.tls.check(); err != nil {
 				return err
@@ -97,6 +107,8 @@ identities (certificate names) may read and write which regions. The node runs u
 	cmd.Flags().StringVar(&o.dir, "dir", "", "directory of the region files")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "address to accept clients on, host:port")
 	cmd.Flags().StringArrayVar(&o.allowRead, "allow-read", nil, "IDENTITY=REGION: the client certificate named IDENTITY may read REGION (* for every region); repeat (default: any certificate the CA signed may do anything)")
+	cmd.Flags().IntVar(&o.maxRegions, "max-regions", 4096, "regions the node holds at most")
+	cmd.Flags().Var(&o.maxBytes, "max-bytes", "total size of the regions the node holds at most (suffixes K, M, G, T; default: what the file system holds)")
 	cmd.Flags().StringArrayVar(&o.allowWrite, "allow-write", nil, "IDENTITY=REGION: IDENTITY may create, write and read REGION (* for every region); repeat")
 	o.tls.register(cmd.Flags())
 	return cmd
@@ -112,6 +124,7 @@ func runMemnode(ctx context.Context, out, errOut io.Writer, o memnodeServeOption
 		return err
 	}
 	n, err := remote.NewNode(remote.NodeOptions{Dir: o.dir, TLS: cfg, Insecure: cfg == nil, Policy: policy,
+		MaxRegions: o.maxRegions, MaxBytes: int64(o.maxBytes),
 		Logger: slog.New(slog.NewTextHandler(errOut, nil))})
 	if err != nil {
 		return err

@@ -19,15 +19,15 @@ import (
 	"github.com/pmemgo/pmemgo/remote"
 )
 
-// startMemnode runs 'memnode serve --insecure --dir dir' on loopback in a
+// startMemnode runs 'memnode serve --insecure --dir dir' with flags on loopback in a
 // process of its own, this test binary standing in for pmemctl, and
 // returns its address. The node must not run in the test's process: a
 // collection that stops the world while a goroutine waits in a fault on
 // a remote pool, which only the node can serve, would never end. When
 // the test ends the node is sent SIGTERM and must exit cleanly.
-func startMemnode(t *testing.T, dir string) string {
+func startMemnode(t *testing.T, dir string, flags ...string) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "memnode", "serve", "--insecure", "--dir", dir, "--listen", "127.0.0.1:0")
+	cmd := exec.Command(os.Args[0], append([]string{"memnode", "serve", "--insecure", "--dir", dir, "--listen", "127.0.0.1:0"}, flags...)...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -129,4 +129,17 @@ func TestMemnode(t *testing.T) {
 		"--allow-write", "nameonly", "--dir", t.TempDir(), "--listen", "127.0.0.1:0")
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, errOut, "IDENTITY=REGION")
+}
+
+// TestMemnodeMaxBytes runs 'memnode serve --max-bytes': a pool that would
+// take the node past it is refused with remote.ErrNodeFull.
+func TestMemnodeMaxBytes(t *testing.T) {
+	addr := startMemnode(t, t.TempDir(), "--max-bytes", "6M")
+	backups := t.TempDir()
+	h, err := remote.Open(remote.Scheme+addr+"/a", &remote.Options{Backup: filepath.Join(backups, "a"), Insecure: true, Size: 4 << 20})
+	require.NoError(t, err)
+	defer h.Close()
+	_, err = remote.Open(remote.Scheme+addr+"/b", &remote.Options{Backup: filepath.Join(backups, "b"), Insecure: true, Size: 4 << 20})
+	require.ErrorIs(t, err, remote.ErrNodeFull)
+	assert.ErrorContains(t, err, "limit is 6291456")
 }
