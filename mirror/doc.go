@@ -53,7 +53,13 @@
 // Start makes the pool a new incarnation (heap.NewEpoch, or with
 // Options.Epoch a coordinator's fencing token: package ha); every message
 // carries its epoch and a replica refuses a primary older than one it has
-// seen for the pool (ErrStaleEpoch, on both sides). A replica that
+// seen for the pool (ErrStaleEpoch, on both sides). While a primary is
+// connected, a hello of a newer epoch takes its session over (the old
+// primary's machine may have died without closing it), and so does one of
+// the same epoch from the same TLS identity: the primary reconnecting
+// after a failure the server has not noticed, which would otherwise wait
+// out the server's idle timeout. Another identity, or any peer over plain
+// TCP, presenting the connected epoch is refused (ErrBusy). A replica that
 // connects reports the epoch and batch its pool file holds; the primary
 // resends the batches after it if it still holds them (Options.RetainBytes)
 // and else sends a snapshot: a heap.Snapshot taken at the commit boundary

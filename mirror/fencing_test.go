@@ -2,10 +2,12 @@ package mirror_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,7 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/certs"
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -232,20 +236,30 @@ func flip(b []byte, i int) []byte {
 }
 
 // TestTakeOver connects a second primary while a first one's connection
-// is open. One of the same epoch is refused as busy: only one primary holds
-// an epoch, and the status of a replica tells anybody what it is. One of a
-// newer epoch takes the pool over, as after a primary's machine died
+// is open. One of the same epoch from another identity is refused as busy:
+// only one primary holds an epoch, and the status of a replica tells
+// anybody what it is. One of the same epoch and identity takes the pool
+// over: it is the primary reconnecting after a failure the server has not
+// noticed. So does one of a newer epoch, as after a primary's machine died
 // without closing its connection. One of an older epoch is refused as
 // stale.
 func TestTakeOver(t *testing.T) {
 	srv, addr := startServer(t, fastDir(t))
 	uuid := [16]byte{7, 7, 7}
 	first := dialFake(t, addr, uuid, 3)
-	refused := helloRefused(t, addr, uuid, 3)
+	d := tlstesting.Default(t)
+	other := d.ClientConfigFor(d.Issue(t, certs.Request{Name: "other-primary", Role: certs.RolePrimary}))
+	refused := helloRefusedOver(t, dialAs(t, addr, other), uuid, 3)
 	assert.Equal(t, wire.CodeBusy, refused.Code, refused.Message)
-	second := dialFake(t, addr, uuid, 4)
+
+	again := dialFake(t, addr, uuid, 3)
 	_, err := first.r.Next()
 	assert.ErrorIs(t, err, io.EOF, "the first connection is closed")
+	assert.Equal(t, wire.TypeReady, again.ready.Type)
+
+	second := dialFake(t, addr, uuid, 4)
+	_, err = again.r.Next()
+	assert.ErrorIs(t, err, io.EOF, "the reconnected session is closed")
 	assert.Equal(t, wire.TypeReady, second.ready.Type)
 	st := srv.Status()
 	require.Len(t, st, 1)
@@ -255,10 +269,29 @@ func TestTakeOver(t *testing.T) {
 	assert.Equal(t, wire.CodeStaleEpoch, refused.Code, refused.Message)
 }
 
+// TestTakeOverPlain: over plain TCP nobody's identity is known, so a
+// hello of the connected primary's epoch is refused as busy, whoever
+// sends it.
+func TestTakeOverPlain(t *testing.T) {
+	_, addr := startServerWith(t, mirror.ServerOptions{Dir: fastDir(t), Insecure: true})
+	uuid := [16]byte{7, 7, 8}
+	dialFakePlain(t, addr, uuid, 3)
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	refused := helloRefusedOver(t, conn, uuid, 3)
+	assert.Equal(t, wire.CodeBusy, refused.Code, refused.Message)
+}
+
 // helloRefused says hello and returns the error the server answers with.
 func helloRefused(t *testing.T, addr string, uuid [16]byte, epoch uint64) wire.Error {
 	t.Helper()
-	conn := dialServer(t, addr)
+	return helloRefusedOver(t, dialServer(t, addr), uuid, epoch)
+}
+
+// helloRefusedOver is helloRefused over conn.
+func helloRefusedOver(t *testing.T, conn net.Conn, uuid [16]byte, epoch uint64) wire.Error {
+	t.Helper()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	_, err := conn.Write(wire.AppendFrame(nil, wire.TypeHello, epoch, 0, wire.AppendHello(nil, wire.Hello{UUID: uuid, Size: poolSize})))
 	require.NoError(t, err)
@@ -268,4 +301,66 @@ func helloRefused(t *testing.T, addr string, uuid [16]byte, epoch uint64) wire.E
 	e, err := wire.DecodeError(f.Payload)
 	require.NoError(t, err)
 	return e
+}
+
+// TestPrimaryReconnects cuts a sync primary's connection on its own side
+// only, as a network failure that the replica server does not notice
+// leaves it: the server's session waits for its idle timeout (ten minutes
+// here). The primary reconnects at once, and its next sync commit
+// returns within the acknowledgement timeout, since a hello of the same
+// epoch and identity takes over the silent session.
+func TestPrimaryReconnects(t *testing.T) {
+	h := openPrimary(t, fastDir(t))
+	defer h.Close()
+	srv, addr := startServerWith(t, secureServer(t, mirror.ServerOptions{Dir: fastDir(t), IdleTimeout: 10 * time.Minute}))
+	var cut cuttableDialer
+	m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mirror.Sync, Dial: cut.dial,
+		AckTimeout: 5 * time.Second, Logger: testLogger(t)}))
+	require.NoError(t, err)
+	defer m.Close()
+	require.NoError(t, commit(t, h, 1))
+	before := srv.Status()
+	require.Len(t, before, 1)
+
+	cut.cut()
+	start := time.Now()
+	require.NoError(t, commit(t, h, 2), "a sync commit after the primary's side of the connection broke")
+	t.Logf("sync commit after the cut took %v", time.Since(start))
+	after := srv.Status()
+	require.Len(t, after, 1)
+	assert.Greater(t, after[0].Seq, before[0].Seq, "the replica applied the commit after the cut")
+}
+
+// cuttableDialer dials replica servers through pipes it can cut on the
+// primary's side while the connections to the servers stay open and
+// silent.
+type cuttableDialer struct {
+	mu      sync.Mutex
+	primary []net.Conn // the pipes' ends the forwarding goroutines use
+	servers []net.Conn // kept open, and referenced, after a cut
+}
+
+func (d *cuttableDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	server, err := nd.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	mine, theirs := net.Pipe()
+	go io.Copy(server, theirs)
+	go io.Copy(theirs, server)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.primary, d.servers = append(d.primary, theirs), append(d.servers, server)
+	return mine, nil
+}
+
+// cut breaks every connection dialled so far on the primary's side only.
+func (d *cuttableDialer) cut() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.primary {
+		c.Close()
+	}
+	d.primary = nil
 }

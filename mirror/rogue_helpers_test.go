@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -87,7 +89,13 @@ type rogue struct {
 // legitimate primary never would.
 func dialRogue(t testing.TB, addr string) *rogue {
 	t.Helper()
-	conn := dialServer(t, addr)
+	return dialRogueAs(t, addr, tlstesting.Default(t).PrimaryConfig())
+}
+
+// dialRogueAs connects over TLS with cfg's certificate.
+func dialRogueAs(t testing.TB, addr string, cfg *tls.Config) *rogue {
+	t.Helper()
+	conn := dialAs(t, addr, cfg)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	return &rogue{t: t, conn: conn, r: wire.NewReader(conn)}
 }

@@ -12,7 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/certs"
 	"github.com/pmemgo/pmemgo/internal/layout"
+	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
@@ -82,8 +84,10 @@ func TestRogueEpochJump(t *testing.T) {
 
 // TestRogueSameEpochTakeover presents the epoch of the connected primary,
 // which status hands out, while sync commits are in flight: it used to
-// take the session over and let a commit return that no replica held. It
-// is refused as busy; every commit reaches the replica.
+// take the session over and let a commit return that no replica held. A
+// peer with a certificate of its own is refused as busy (one with the
+// primary's identity is the primary reconnecting: TestTakeOver); every
+// commit reaches the replica.
 func TestRogueSameEpochTakeover(t *testing.T) {
 	dir := fastDir(t)
 	srv := serve(t, mirror.ServerOptions{Dir: dir})
@@ -98,8 +102,11 @@ func TestRogueSameEpochTakeover(t *testing.T) {
 		}
 		done <- err
 	}()
+	d := tlstesting.Default(t)
+	other := d.ClientConfigFor(d.Issue(t, certs.Request{Name: "rogue-primary", Role: certs.RolePrimary}))
 	for range 3 {
-		r := rogueHello(t, srv.addr, uuid, epoch, poolSize)
+		r := dialRogueAs(t, srv.addr, other)
+		r.hello(uuid, epoch, poolSize)
 		assert.Contains(t, r.refused(wire.CodeBusy), "is connected")
 	}
 	require.NoError(t, <-done)

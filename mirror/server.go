@@ -120,10 +120,12 @@ type poolEntry struct {
 	p                *replicaPool
 	epoch, seq, seen uint64
 	busy             bool
-	// conn, sessionEpoch and done are the busy session's connection and
-	// epoch, and a channel closed when it ends.
+	// conn, sessionEpoch, identity and done are the busy session's
+	// connection, epoch and peer identity (empty without TLS), and a
+	// channel closed when it ends.
 	conn         net.Conn
 	sessionEpoch uint64
+	identity     string
 	done         chan struct{}
 	state        string
 	primary      string
@@ -427,14 +429,15 @@ func (s *Server) handle(raw net.Conn) {
 		c.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 		c.Write(wire.AppendFrame(nil, wire.TypeScrubResult, 0, 0, body))
 	case wire.TypeHello:
-		s.session(c, r, f)
+		s.session(c, id, r, f)
 	default:
 		sendError(c, protocolError("%s message before hello", f.Type))
 	}
 }
 
-// session serves a primary from its hello to the end of the connection.
-func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
+// session serves a primary from its hello to the end of the connection;
+// id is its identity (empty without TLS).
+func (s *Server) session(c net.Conn, id string, r *wire.Reader, hello wire.Frame) {
 	remote := c.RemoteAddr().String()
 	h, err := wire.DecodeHello(hello.Payload)
 	if err == nil {
@@ -445,7 +448,7 @@ func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
 		sendError(c, err)
 		return
 	}
-	e, err := s.acquire(h.UUID, hello.Epoch, c)
+	e, err := s.acquire(h.UUID, hello.Epoch, c, id)
 	if err != nil {
 		level := slog.LevelWarn
 		if errors.Is(err, ErrStaleEpoch) {
@@ -486,14 +489,17 @@ func (s *Server) session(c net.Conn, r *wire.Reader, hello wire.Frame) {
 }
 
 // acquire returns the pool with the given UUID, opening it (for a new pool,
-// with no files yet) and marking it busy with the session of conn. A pool
-// busy with a session of an older epoch is taken over: a newer primary
-// exists, and the old one's connection may be dead without the server
-// knowing yet, as when its machine failed. A session of the same epoch
-// keeps the pool: only one primary holds an epoch, so a second hello of it
-// is not that primary's, or is its reconnection after a failure the
-// server has not noticed yet, which the idle timeout ends.
-func (s *Server) acquire(uuid [16]byte, epoch uint64, conn net.Conn) (*poolEntry, error) {
+// with no files yet) and marking it busy with the session of conn, whose
+// peer is id. A pool busy with a session of an older epoch is taken over:
+// a newer primary exists, and the old one's connection may be dead
+// without the server knowing yet, as when its machine failed. So is one
+// busy with a session of the same epoch and the same TLS identity: only
+// one primary holds an epoch, so that is the primary reconnecting after a
+// failure the server has not noticed yet (without the takeover its sync
+// commits would wait out the idle timeout); the batch chain checks where
+// it resumes. A hello of the same epoch from another identity, or over
+// plain TCP, where nobody's identity is known, is refused as busy.
+func (s *Server) acquire(uuid [16]byte, epoch uint64, conn net.Conn, id string) (*poolEntry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
@@ -531,16 +537,18 @@ func (s *Server) acquire(uuid [16]byte, epoch uint64, conn net.Conn) (*poolEntry
 		}
 		if !e.busy {
 			e.busy, e.state, e.primary, e.lastErr = true, "handshake", conn.RemoteAddr().String(), ""
-			e.conn, e.sessionEpoch, e.done = conn, epoch, make(chan struct{})
+			e.conn, e.sessionEpoch, e.identity, e.done = conn, epoch, id, make(chan struct{})
 			return e, nil
 		}
 		if e.conn == nil {
 			return nil, fmt.Errorf("pool %s is being %s: %w", e.p.name(), e.state, ErrBusy)
 		}
-		if epoch <= e.sessionEpoch {
+		reconnect := epoch == e.sessionEpoch && id != "" && id == e.identity
+		if epoch < e.sessionEpoch || (epoch == e.sessionEpoch && !reconnect) {
 			return nil, fmt.Errorf("pool %s: primary %s of epoch %d is connected: %w", e.p.name(), e.primary, e.sessionEpoch, ErrBusy)
 		}
-		s.log.Warn("replica: new connection takes over the pool", "pool", e.p.name(), "old", e.primary, "new", conn.RemoteAddr().String())
+		s.log.Warn("replica: new connection takes over the pool", "pool", e.p.name(), "old", e.primary, "new", conn.RemoteAddr().String(),
+			"reconnect", reconnect)
 		e.conn.Close()
 		done := e.done
 		s.mu.Unlock()
