@@ -2,9 +2,13 @@ package bench_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -113,4 +117,29 @@ func BenchmarkCompare(b *testing.B) {
 			b.ReportMetric(float64(e.RSS)/(1<<20), "rss-MiB")
 		})
 	}
+}
+
+// TestRunStops cancels a run while it fills its stores: Run returns the
+// cause and leaves nothing in its directory (an interrupted run used to
+// leave its stores behind, in /dev/shm by default).
+func TestRunStops(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	stop := errors.New("stopped by the test")
+	go func() {
+		for {
+			if m, _ := filepath.Glob(filepath.Join(dir, "pmemgo-bench-*", "main", "*")); len(m) > 0 {
+				cancel(stop)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_, err := bench.Run(bench.Config{Keys: 1_000_000, Rounds: 100, Dir: dir, Context: ctx,
+		Engines: []string{"pmemgo-btree", "bbolt"}, Workloads: []string{"readrandom"}})
+	require.ErrorIs(t, err, stop)
+	left, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, left, "what the stopped run left")
 }

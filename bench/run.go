@@ -12,6 +12,7 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -44,6 +45,9 @@ type Config struct {
 	// first workload after the reopen pays the page faults (or cache
 	// misses) of a store just opened, which Go's memory never pays.
 	Warm bool
+	// Context, when set, stops the run once it is done (between slices of
+	// a workload): Run then removes what it made and returns its error.
+	Context context.Context
 }
 
 // Result is one engine's figures for one workload.
@@ -161,6 +165,14 @@ type runner struct {
 	rep *Report
 }
 
+// stopped returns why the run must stop, if its context is done.
+func (r *runner) stopped() error {
+	if r.cfg.Context == nil || r.cfg.Context.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("bench: stopped: %w", context.Cause(r.cfg.Context))
+}
+
 func (r *runner) run(dir string, specs []engineSpec, wls []workload) error {
 	gen := newGenerator(r.cfg.Seed, r.cfg.Keys)
 	for _, w := range wls {
@@ -188,6 +200,9 @@ func (r *runner) run(dir string, specs []engineSpec, wls []workload) error {
 		return err
 	}
 	for _, s := range stores {
+		if err := r.stopped(); err != nil {
+			return err
+		}
 		if err := s.reopen(r.cfg.Keys); err != nil {
 			return fmt.Errorf("bench: reopen %s: %w", s.spec.name, err)
 		}
@@ -285,6 +300,9 @@ func (r *runner) phase(w workload, ops []op, stores []*store, quiet bool) error 
 	for round := range r.cfg.Rounds {
 		chunk := ops[round*len(ops)/r.cfg.Rounds : (round+1)*len(ops)/r.cfg.Rounds]
 		for j := range stores {
+			if err := r.stopped(); err != nil {
+				return err
+			}
 			// The engine that goes first changes from round to round.
 			i := (j + round) % len(stores)
 			s := stores[i]

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -35,6 +38,11 @@ Engines: ` + strings.Join(bench.Engines(), ", "),
 			if err := checkNames("--engine", cfg.Engines, bench.Engines()); err != nil {
 				return err
 			}
+			// An interrupted run removes its stores before it exits: by
+			// default they are in /dev/shm, memory until the next boot.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg.Context = ctx
 			rep, err := bench.Run(cfg)
 			if err != nil {
 				return err
