@@ -222,7 +222,9 @@ func (n *Node) load() error {
 }
 
 // Serve accepts connections on l until l is closed or the node is.
+// Failures to accept (out of descriptors, say) are logged and retried.
 func (n *Node) Serve(l net.Listener) error {
+	l = keepAliveListener{l}
 	if n.opts.TLS != nil {
 		l = tls.NewListener(l, n.opts.TLS)
 	}
@@ -233,11 +235,23 @@ func (n *Node) Serve(l net.Listener) error {
 	}
 	n.ls = append(n.ls, l)
 	n.mu.Unlock()
+	var wait time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			return err
+			if errors.Is(err, net.ErrClosed) || n.isClosed() {
+				return err
+			}
+			// Out of descriptors (EMFILE, ENFILE), memory or buffers, or a
+			// connection aborted before it was accepted: none is a reason
+			// to stop serving. Waiting lets connections end and free what
+			// ran out.
+			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+			n.opts.Logger.Warn("memory node: accept failed; retrying", "err", err, "wait", wait)
+			time.Sleep(wait)
+			continue
 		}
+		wait = 0
 		n.mu.Lock()
 		if n.closed || len(n.conns) >= maxConns {
 			n.mu.Unlock()
@@ -250,6 +264,47 @@ func (n *Node) Serve(l net.Listener) error {
 		n.mu.Unlock()
 		go sc.serve()
 	}
+}
+
+// isClosed reports whether Close was called.
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+// Dead peers. A client whose machine loses power or whose network is cut
+// closes nothing: its connection, and the write claim it holds, would
+// stay until TCP gave up on it (about 2.5 minutes of keep-alive probes
+// with Go's defaults when the connection was idle, and some 15 minutes of
+// retransmissions when a reply was in flight), and a standby opening the
+// pool meanwhile is refused with ErrBusy. The node probes an idle
+// connection after keepAliveIdle, every keepAliveInterval, and drops a
+// connection that acknowledged nothing for deadPeerTimeout (TCP's user
+// timeout, which bounds probes and retransmissions alike). A live
+// client's kernel answers the probes, however idle the client.
+const (
+	keepAliveIdle     = 5 * time.Second
+	keepAliveInterval = 2 * time.Second
+	deadPeerTimeout   = 11 * time.Second
+)
+
+// keepAliveListener sets the node's dead-peer detection on each TCP
+// connection it accepts.
+type keepAliveListener struct{ net.Listener }
+
+func (l keepAliveListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval,
+			Count: int(deadPeerTimeout / keepAliveInterval)})
+		if rc, err := tc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(deadPeerTimeout/time.Millisecond))
+			})
+		}
+	}
+	return c, err
 }
 
 // Epoch returns the node's incarnation: it changes at every start.
