@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/fdtest"
 	"github.com/pmemgo/pmemgo/internal/tlstesting"
 	"github.com/pmemgo/pmemgo/mirror"
 	"github.com/pmemgo/pmemgo/mirror/wire"
@@ -105,39 +105,7 @@ func TestRogueConnections(t *testing.T) {
 // server logs and retries rather than stop serving.
 func TestRogueDescriptorExhaustion(t *testing.T) {
 	srv := serve(t, mirror.ServerOptions{Dir: fastDir(t), HandshakeTimeout: time.Second})
-	var old syscall.Rlimit
-	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old))
-	low := old
-	low.Cur = uint64(openFDs(t) + 24)
-	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low))
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old))
-		}
-	}
-	defer restore()
-	// Each connection costs a descriptor on both ends. The test dials
-	// until it runs out, then frees one of its own and dials again: its
-	// dial takes the descriptor before the server's accept can, so the
-	// connection waits for an accept that fails.
-	var conns []net.Conn
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(srv.log.String(), "accept failed"); time.Sleep(time.Millisecond) {
-		require.True(t, time.Now().Before(deadline), "the server never ran out of descriptors")
-		c, err := net.Dial("tcp", srv.addr)
-		if err != nil {
-			require.NotEmpty(t, conns, "no descriptor for a single connection: %v", err)
-			conns[0].Close()
-			conns = conns[1:]
-			continue
-		}
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	restore()
+	fdtest.Exhaust(t, srv.addr, func() bool { return strings.Contains(srv.log.String(), "accept failed") })
 	h := openPrimary(t, fastDir(t))
 	m := replicate(t, h, srv.addr, 0, 3, mirror.Options{RetryInterval: 20 * time.Millisecond})
 	require.NoError(t, m.Close())

@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/internal/fdtest"
 	"github.com/pmemgo/pmemgo/remote"
 )
 
@@ -134,41 +134,7 @@ func TestNodeDescriptorExhaustion(t *testing.T) {
 	go n.Serve(l)
 	addr := l.Addr().String()
 
-	var old syscall.Rlimit
-	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old))
-	fds, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	low := old
-	low.Cur = uint64(len(fds) + 24)
-	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low))
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old))
-		}
-	}
-	defer restore()
-	// Each connection costs a descriptor on both ends. The test dials
-	// until it runs out, then frees one of its own and dials again: its
-	// dial takes the descriptor before the node's accept can, so the
-	// connection waits for an accept that fails.
-	var conns []net.Conn
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "accept failed"); time.Sleep(time.Millisecond) {
-		require.True(t, time.Now().Before(deadline), "the node never ran out of descriptors")
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			require.NotEmpty(t, conns, "no descriptor for a single connection: %v", err)
-			conns[0].Close()
-			conns = conns[1:]
-			continue
-		}
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	restore()
+	fdtest.Exhaust(t, addr, func() bool { return strings.Contains(logs.String(), "accept failed") })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = remote.QueryStatus(ctx, addr, nil)
