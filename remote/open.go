@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/heap"
 )
@@ -103,6 +105,9 @@ type session struct {
 	region uint32
 	size   uint64
 	side   *sidecar
+	// lock holds the backup's lock file (see lockBackup) until the
+	// session ends.
+	lock *os.File
 }
 
 // Open opens the remote pool at rawURL (pmem://ADDR/NAME), or the pool
@@ -200,12 +205,17 @@ func startSession(rawURL string, opts *Options, prepare bool) (*session, error) 
 			return nil, fmt.Errorf("open %s: %w", rawURL, err)
 		}
 	}
+	if s.lock, err = lockBackup(opts.Backup); err != nil {
+		return nil, fmt.Errorf("open %s: %w", rawURL, err)
+	}
 	if s.side, err = loadSidecar(opts.Backup); err != nil {
+		s.unlock()
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if s.cl, err = dial(ctx, addr, s.tls); err != nil {
+		s.unlock()
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
 	if err := s.claim(ctx, prepare); err != nil {
@@ -214,10 +224,41 @@ func startSession(rawURL string, opts *Options, prepare bool) (*session, error) 
 			s.closeWithin(releaseWait)
 		} else {
 			s.cl.close()
+			s.unlock()
 		}
 		return nil, fmt.Errorf("open %s: %w", rawURL, err)
 	}
 	return s, nil
+}
+
+// lockBackup takes the lock that admits one session at a time to a
+// backup file: an flock of BACKUP.lock, kept until the session ends. Two
+// opens given the same backup (in one process or two) would otherwise
+// both rewrite it and its sidecar, the second before anything refused it:
+// heap.Open locks the backup itself, but only after the session has
+// prepared it. The lock is a file of its own because heap.Open's lock on
+// the backup, taken by this same session, would conflict with it.
+func lockBackup(backup string) (*os.File, error) {
+	f, err := os.OpenFile(backup+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock backup %s: %w", backup, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("backup %s is in use by another open of a remote pool: %w", backup, ErrBusy)
+		}
+		return nil, fmt.Errorf("lock backup %s: %w", backup, err)
+	}
+	return f, nil
+}
+
+// unlock releases the backup's lock.
+func (s *session) unlock() {
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
 }
 
 // releaseWait bounds the wait for the node to release the claim of an
@@ -486,6 +527,7 @@ func (s *session) closeWithin(d time.Duration) {
 	defer cancel()
 	_ = s.cl.release(ctx, s.epoch, s.region)
 	s.cl.close()
+	s.unlock()
 }
 
 // openBackup opens the backup file, creating it, at the region's size.

@@ -73,3 +73,33 @@ func TestFailedOpenKeepsBackupState(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(before, after), "the backup changed")
 }
+
+// TestBackupInUse opens region b with the backup that an open session of
+// region a is using: it is refused with ErrBusy before it touches the
+// backup or its sidecar, and once that session ends the backup is free.
+func TestBackupInUse(t *testing.T) {
+	_, addr := startNode(t, NodeOptions{})
+	dir := t.TempDir()
+	backup := filepath.Join(dir, "a.backup")
+	a, err := openSession(Scheme+addr+"/a", &Options{Backup: backup, Insecure: true, Size: 1 << 20})
+	require.NoError(t, err)
+	before, err := os.ReadFile(backup)
+	require.NoError(t, err)
+	sideBefore, err := os.ReadFile(sidecarPath(backup))
+	require.NoError(t, err)
+
+	_, err = openSession(Scheme+addr+"/b", &Options{Backup: backup, Insecure: true, Size: 2 << 20})
+	require.ErrorIs(t, err, ErrBusy)
+	assert.ErrorContains(t, err, "in use by another open")
+	after, err := os.ReadFile(backup)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(before, after), "the backup changed")
+	sideAfter, err := os.ReadFile(sidecarPath(backup))
+	require.NoError(t, err)
+	assert.Equal(t, sideBefore, sideAfter, "the sidecar changed")
+
+	a.close()
+	a, err = openSession(Scheme+addr+"/a", &Options{Backup: backup, Insecure: true})
+	require.NoError(t, err, "the backup is free once the session ended")
+	a.close()
+}
