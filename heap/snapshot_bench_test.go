@@ -126,24 +126,31 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 		return float64(n) / time.Since(t0).Seconds()
 	}
 	// during runs copy over and over in the background while the writer
-	// commits for a second, and returns the writer's rate.
-	var backups atomic.Int64
+	// commits for a second, and returns the writer's rate; lastCopy is
+	// the mean time of one copy then (a backup yields to the writer, so
+	// it takes longer than alone).
+	var lastCopy time.Duration
 	during := func(copy func() error) float64 {
 		var stop atomic.Bool
 		done := make(chan error, 1)
+		var took time.Duration
+		copies := 0
 		go func() {
 			for !stop.Load() {
+				t0 := time.Now()
 				if err := copy(); err != nil {
 					done <- err
 					return
 				}
-				backups.Add(1)
+				took += time.Since(t0)
+				copies++
 			}
 			done <- nil
 		}()
 		r := rate(time.Second)
 		stop.Store(true)
 		check(b, <-done)
+		lastCopy = took / time.Duration(max(copies, 1))
 		return r
 	}
 	// open is the writer's rate with a snapshot open that nobody reads:
@@ -155,6 +162,7 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 		defer s.Close()
 		return rate(time.Second)
 	}
+	var backupTime time.Duration
 	var plain, opened, backup, copied, cpuAlone, cpuOpen, faultsAlone, faultsOpen, faultsBackup float64
 	for b.Loop() {
 		plain += rate(time.Second)
@@ -163,6 +171,7 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 		cpuOpen, faultsOpen = cpuOpen+lastCPU, faultsOpen+lastFaults
 		backup += during(func() error { return h.Backup(dst) })
 		faultsBackup += lastFaults
+		backupTime += lastCopy
 		// The same writer while the pool file is merely copied, as cp
 		// would: what the machine's cores and memory bandwidth leave to a
 		// writer with a copy going on, without any snapshot.
@@ -177,6 +186,7 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 	b.ReportMetric(faultsOpen/float64(b.N), "writer-faults/ktx-open")
 	b.ReportMetric(faultsBackup/float64(b.N), "writer-faults/ktx-backup")
 	b.ReportMetric(backup/float64(b.N), "tx/s-backup")
+	b.ReportMetric(float64(backupTime.Milliseconds())/float64(b.N), "ms/backup-busy")
 	b.ReportMetric(copied/float64(b.N), "tx/s-file-copy")
 	b.ReportMetric(backup/plain, "ratio")
 	b.ReportMetric(copied/plain, "ratio-file-copy")

@@ -400,7 +400,7 @@ func (tx *Tx) commit() error {
 		l.done()
 		h.state = tx.state
 		tx.settle()
-		h.stats.commits++
+		h.stats.commits.Add(1)
 		return nil
 	}
 	for _, r := range ranges {
@@ -430,7 +430,7 @@ func (tx *Tx) commit() error {
 	l.done()
 	h.state = tx.state
 	tx.settle()
-	h.stats.commits++
+	h.stats.commits.Add(1)
 	return nil
 }
 

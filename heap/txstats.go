@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/pmemgo/pmemgo/internal/layout"
 	"github.com/pmemgo/pmemgo/recovery"
@@ -28,16 +29,19 @@ type TxStats struct {
 	StrayStores uint64
 }
 
-// txCounters are the counters behind TxStats, changed under the write lock.
+// txCounters are the counters behind TxStats, changed under the write
+// lock. commits is atomic as well, since a backup reads it unlocked to
+// tell whether writers are busy (see Snapshot.copyFile).
 type txCounters struct {
-	commits, rollbacks, fences, strays uint64
+	commits                   atomic.Uint64
+	rollbacks, fences, strays uint64
 	// growths counts the growths of the pool in this open.
 	growths uint64
 }
 
 func (h *Heap) txStats() TxStats {
-	c := h.stats
-	return TxStats{Commits: c.commits, Rollbacks: c.rollbacks, BytesLogged: h.log.logged, Fences: c.fences, StrayStores: c.strays}
+	c := &h.stats
+	return TxStats{Commits: c.commits.Load(), Rollbacks: c.rollbacks, BytesLogged: h.log.logged, Fences: c.fences, StrayStores: c.strays}
 }
 
 // fence orders what the transaction flushed so far.
