@@ -654,11 +654,11 @@ func (s *Snapshot) copyFile(dst *os.File) error {
 
 // backupPause is how a backup yields to writers: after a chunk during
 // which transactions committed, it pauses as long as the chunk took, so
-// that under load it takes about twice as long and leaves the writers the
-// rest of the machine. On two cores, back-to-back backups of a 1 GiB pool
-// at full speed slowed a writer by 17-19%, at half duty by 8-10%
-// (BenchmarkSnapshotWriter). An idle pool is copied at full speed. Tests
-// replace it.
+// that under load it takes two to three times as long and leaves the
+// writers more of the machine. On two cores, back-to-back backups of a
+// 1 GiB pool at full speed cost a writer 14-25% of its rate (median 21%),
+// yielding 1-23% (median 8%) (BenchmarkSnapshotWriter, six rounds). An
+// idle pool is copied at full speed. Tests replace it.
 var backupPause = time.Sleep
 
 // copyChunkSize is what copyFile copies per system call: large, since
