@@ -177,13 +177,20 @@ func (m *snapMemory) fill(wake chan struct{}) {
 				}
 				return
 			}
-			if a != nil {
-				m.arena = append(m.arena, a)
+			// Closed snapshots may have given blocks back meanwhile (put):
+			// what would take the store past its bound is unmapped.
+			if a != nil && len(m.arena) < keepBlocks {
+				m.arena, a = append(m.arena, a), nil
 			}
-			if x != nil {
-				m.index = append(m.index, asIndex(x))
+			if x != nil && len(m.index) < keepIndex {
+				m.index, x = append(m.index, asIndex(x)), nil
 			}
 			m.mu.Unlock()
+			for _, b := range [][]byte{a, x} {
+				if b != nil {
+					unmapBlock(b)
+				}
+			}
 		}
 	}
 }
