@@ -47,8 +47,9 @@ type NodeOptions struct {
 	Policy *Policy
 	// MaxRegions bounds the regions clients may create; 0 means 4096.
 	MaxRegions int
-	// MaxBytes bounds the total size of the regions the node holds; 0
-	// means what its file system has room for. Either way a region's
+	// MaxBytes bounds the total size of the regions the node holds,
+	// those set aside at start included; 0 means what its file system
+	// has room for. Either way a region's
 	// pages are reserved on the file system when it is created, so that a
 	// full disk refuses the create (ErrNodeFull) rather than failing a
 	// write-back later.
@@ -103,8 +104,10 @@ type Node struct {
 	mu      sync.Mutex
 	regions map[string]*region
 	byID    []*region
-	// aside holds the regions that failed to open at start, with why.
-	aside map[string]error
+	// aside holds the regions that failed to open at start, with why;
+	// asideBytes is the size of their files.
+	aside      map[string]error
+	asideBytes uint64
 	// problems is the damage found at start.
 	problems []Problem
 	conns    map[*srvConn]struct{}
@@ -213,6 +216,10 @@ func (n *Node) load() error {
 		if err != nil {
 			n.aside[name] = err
 			report(Problem{Region: name, Offset: -1, Err: "set aside: " + err.Error()})
+			// Its file still takes its room, which MaxBytes counts.
+			if fi, serr := os.Stat(p); serr == nil {
+				n.asideBytes += uint64(fi.Size())
+			}
 			continue
 		}
 		n.regions[name] = r
@@ -389,9 +396,10 @@ func (n *Node) createLocked(c createReq) (*region, error) {
 	return r, nil
 }
 
-// heldBytes returns the total size of the node's regions. n.mu is held.
+// heldBytes returns the total size of the node's regions, those set
+// aside at start included. n.mu is held.
 func (n *Node) heldBytes() uint64 {
-	var held uint64
+	held := n.asideBytes
 	for _, r := range n.byID {
 		held += r.size
 	}

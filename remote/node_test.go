@@ -318,3 +318,28 @@ func TestRegionFileShrunk(t *testing.T) {
 	require.NoError(t, cl.read(ctx, epoch, r.id, 0, page, prioDemand))
 	assert.Equal(t, "kept", string(page[64:68]))
 }
+
+// TestNodeTotalSizeCountsSetAside: a region set aside at start still
+// takes its room, so it counts toward MaxBytes.
+func TestNodeTotalSizeCountsSetAside(t *testing.T) {
+	dir := t.TempDir()
+	n, addr := startNode(t, NodeOptions{Dir: dir})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	_, _, err = cl.create(ctx, "a", 4*PageSize)
+	require.NoError(t, err)
+	cl.close()
+	require.NoError(t, n.Close())
+	require.NoError(t, os.Truncate(regionPath(dir, "a"), 3*PageSize+100)) // set aside at start
+
+	n, addr = startNode(t, NodeOptions{Dir: dir, MaxBytes: 5 * PageSize})
+	require.Len(t, n.Status().Problems, 1)
+	cl, err = dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	_, _, err = cl.create(ctx, "x", 2*PageSize)
+	assert.ErrorIs(t, err, ErrNodeFull, "the set-aside region's 3 pages and 100 bytes count")
+	_, _, err = cl.create(ctx, "y", PageSize)
+	require.NoError(t, err)
+}
