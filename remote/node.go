@@ -49,10 +49,9 @@ type NodeOptions struct {
 	MaxRegions int
 	// MaxBytes bounds the total size of the regions the node holds,
 	// those set aside at start included; 0 means what its file system
-	// has room for. Either way a region's
-	// pages are reserved on the file system when it is created, so that a
-	// full disk refuses the create (ErrNodeFull) rather than failing a
-	// write-back later.
+	// has room for. Either way a region's pages are reserved on the file
+	// system when it is created, so that a full disk refuses the create
+	// (ErrNodeFull) rather than failing a write-back later.
 	MaxBytes int64
 	// Logger, if set, is told of connections that fail.
 	Logger *slog.Logger
