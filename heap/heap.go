@@ -184,6 +184,9 @@ type Heap struct {
 	// batchFull is closed by the caller that fills the queue to MaxSize
 	// while the leader waits out MaxDelay; nil when none waits.
 	batchFull chan struct{}
+	// backupFullSpeed makes backups copy without yielding to writers
+	// (SetBackupOptions).
+	backupFullSpeed atomic.Bool
 	// lease fences Update once the primary's lease ends (SetLeaseDeadline).
 	lease lease
 	// key is the pool key of a sealed pool, nil for a plain one. A key
