@@ -15,10 +15,11 @@ const mapAttempts = 32
 
 // mapFile maps the first size bytes of f, shared (stores reach the file) or
 // private (copy-on-write, which works on a read-only file too). It tries
-// req.Hint first and otherwise places the mapping anywhere that overlaps no
-// range of req.Avoid. The hint is tried even if it lies in req.Avoid,
-// because callers list the pool's previous place there and getting it back
-// is what keeps stored pointers valid. The returned function unmaps.
+// req.Hint first, then a low place (see mapLow), and otherwise places the
+// mapping anywhere that overlaps no range of req.Avoid. The hint is tried
+// even if it lies in req.Avoid, because callers list the pool's previous
+// place there and getting it back is what keeps stored pointers valid. The
+// returned function unmaps.
 func mapFile(f *os.File, size int, shared bool, req MapRequest) ([]byte, func() error, error) {
 	if err := checkSize(f, size); err != nil {
 		return nil, nil, err
@@ -28,7 +29,25 @@ func mapFile(f *os.File, size int, shared bool, req MapRequest) ([]byte, func() 
 			return b, unmapFixed(b), nil
 		}
 	}
+	if b, ok := mapLow(f, size, shared, req.Avoid); ok {
+		return b, unmapFixed(b), nil
+	}
 	return mapAvoiding(f, size, shared, req.Avoid)
+}
+
+// mapLow maps f below the range where any process's mmap area starts (see
+// lowPlace), or reports false. A pool placed where the kernel places
+// mappings loses its place as soon as it is closed: the Go runtime, the
+// race detector and every other mapping the process makes afterwards
+// fill the hole from the top down, so that reopening it in the same
+// process, or in another one, moves it and rewrites every pointer. Low,
+// nothing maps unless asked to.
+func mapLow(f *os.File, size int, shared bool, avoid []Range) ([]byte, bool) {
+	a := lowPlace(uintptr(alignUp(size, pageSize)), avoid)
+	if a == 0 {
+		return nil, false
+	}
+	return mapFixed(f, size, shared, a)
 }
 
 // checkSize rejects sizes that cannot be mapped, since touching a mapping
@@ -133,6 +152,9 @@ func mapAnon(size int, req MapRequest) ([]byte, func() error, error) {
 		if b, ok := mapFixed(nil, size, false, req.Hint); ok {
 			return b, unmapFixed(b), nil
 		}
+	}
+	if b, ok := mapLow(nil, size, false, req.Avoid); ok {
+		return b, unmapFixed(b), nil
 	}
 	return mapAvoiding(nil, size, false, req.Avoid)
 }

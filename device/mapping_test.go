@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo/device"
 )
@@ -22,6 +23,29 @@ func TestMapHintFree(t *testing.T) {
 
 			again := mapFile(t, tc.m, f, device.MapRequest{Hint: was.Start})
 			assert.Equal(t, was.Start, addrRange(again).Start)
+		})
+	}
+}
+
+// TestMapHintAfterOtherMappings closes a mapping, lets the process map
+// memory as the Go runtime and the race detector do (anywhere the kernel
+// likes), and maps the file again at its old address: a pool is placed
+// where those mappings do not go, so that a reopen in the same process
+// keeps its base and rewrites no pointer.
+func TestMapHintAfterOtherMappings(t *testing.T) {
+	for _, tc := range mappers() {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFile(t, t.TempDir(), poolSize)
+			first := mapFile(t, tc.m, f, device.MapRequest{})
+			was := addrRange(first)
+			require.NoError(t, first.Close())
+			for range 8 {
+				b, err := unix.Mmap(-1, 0, poolSize, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = unix.Munmap(b) })
+			}
+			again := mapFile(t, tc.m, f, device.MapRequest{Hint: was.Start})
+			assert.Equal(t, was.Start, addrRange(again).Start, "the pool's old place was taken")
 		})
 	}
 }

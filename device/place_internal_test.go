@@ -21,6 +21,10 @@ func TestHighestGap(t *testing.T) {
 		{"unaligned top", []Range{{Start: 10 * g, Len: g}}, 100*g + 12345, g, 99*g + placeAlign*((12345)/placeAlign)},
 		{"nothing fits", []Range{{Start: 10 * g, Len: 89 * g}}, 100 * g, 4 * g, 0},
 		{"no mapping below", nil, 100 * g, 4 * g, 0},
+		// A range to avoid may start low and cover the gaps between
+		// mappings above its start.
+		{"covering range", []Range{{Start: 10 * g, Len: g}, {Start: 50 * g, Len: g}, {Start: 20 * g, Len: 77 * g}}, 100 * g, 4 * g, 16 * g},
+		{"covering everything", []Range{{Start: 10 * g, Len: g}, {Start: 50 * g, Len: g}, {Start: 0, Len: ^uintptr(0)}}, 100 * g, 4 * g, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package device
 
 import (
 	"bufio"
+	"cmp"
 	"os"
 	"slices"
 	"strconv"
@@ -64,25 +65,24 @@ func lowPlace(n uintptr, avoid []Range) uintptr {
 }
 
 // highestGap returns the highest address a, aligned to placeAlign, with
-// [a, a+n) below top and overlapping no range of used, or 0.
+// [a, a+n) below top and overlapping no range of used, or 0. The ranges
+// are taken by descending end, so that one starting low but reaching far
+// up (a caller's range to avoid may cover others) closes every gap it
+// covers before any gap below it is considered: when a range's end is
+// reached, every range ending above it has lowered the cursor to its
+// start, and nothing lies between the two.
 func highestGap(used []Range, top, n uintptr) uintptr {
-	slices.SortFunc(used, func(a, b Range) int {
-		switch {
-		case a.Start > b.Start:
-			return -1
-		case a.Start < b.Start:
-			return 1
+	end := func(r Range) uintptr {
+		if e := r.Start + r.Len; e >= r.Start {
+			return e
 		}
-		return 0
-	})
+		return ^uintptr(0)
+	}
+	slices.SortFunc(used, func(a, b Range) int { return cmp.Compare(end(b), end(a)) })
 	cursor := top
 	for _, r := range used {
-		end := r.Start + r.Len
-		if end < r.Start {
-			end = ^uintptr(0)
-		}
-		if end < cursor && cursor-end >= n {
-			if a := (cursor - n) &^ (placeAlign - 1); a >= end {
+		if e := end(r); e < cursor && cursor-e >= n {
+			if a := (cursor - n) &^ (placeAlign - 1); a >= e {
 				return a
 			}
 		}
