@@ -2,6 +2,7 @@ package device
 
 import (
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -52,4 +53,37 @@ func TestMapBesideLandsNextToTheAvoidedRange(t *testing.T) {
 	assert.False(t, r.Overlaps(avoid))
 	assert.True(t, r.Start+r.Len == avoid.Start || r.Start == avoid.Start+avoid.Len,
 		"mapped at %#x, beside %#x+%#x", r.Start, avoid.Start, avoid.Len)
+}
+
+// TestMapLowConcurrent maps pools from many goroutines at once: each
+// lands below the mmap window, although they look for a place at the
+// same moment and so find the same one.
+func TestMapLowConcurrent(t *testing.T) {
+	const n, size = 16, 1 << 20
+	probe := lowPlace(size, nil)
+	if probe == 0 {
+		t.Skip("address space too small for a low place")
+	}
+	f, err := os.CreateTemp(t.TempDir(), "pool-*")
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, f.Truncate(size))
+	got := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Go(func() {
+			b, unmap, err := mapFile(f, size, true, MapRequest{})
+			if assert.NoError(t, err) {
+				got[i] = b
+				t.Cleanup(func() { _ = unmap() })
+			}
+		})
+	}
+	wg.Wait()
+	for i, b := range got {
+		if b != nil {
+			// Every low place is at or below the first one found.
+			assert.LessOrEqual(t, addrRange(b).Start, probe, "mapping %d placed by the kernel", i)
+		}
+	}
 }

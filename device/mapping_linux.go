@@ -41,14 +41,26 @@ func mapFile(f *os.File, size int, shared bool, req MapRequest) ([]byte, func() 
 // race detector and every other mapping the process makes afterwards
 // fill the hole from the top down, so that reopening it in the same
 // process, or in another one, moves it and rewrites every pointer. Low,
-// nothing maps unless asked to.
+// nothing maps unless asked to. Low places are taken one at a time (see
+// lowMu); one taken by other code between the look at the process's
+// mappings and the mapping is looked for again.
 func mapLow(f *os.File, size int, shared bool, avoid []Range) ([]byte, bool) {
-	a := lowPlace(uintptr(alignUp(size, pageSize)), avoid)
-	if a == 0 {
-		return nil, false
+	lowMu.Lock()
+	defer lowMu.Unlock()
+	for range lowAttempts {
+		a := lowPlace(uintptr(alignUp(size, pageSize)), avoid)
+		if a == 0 {
+			return nil, false
+		}
+		if b, ok := mapFixed(f, size, shared, a); ok {
+			return b, true
+		}
 	}
-	return mapFixed(f, size, shared, a)
+	return nil, false
 }
+
+// lowAttempts bounds how many low places mapLow tries.
+const lowAttempts = 4
 
 // checkSize rejects sizes that cannot be mapped, since touching a mapping
 // beyond the end of its file kills the process with SIGBUS.

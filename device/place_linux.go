@@ -34,6 +34,11 @@ var mmapWindow = sync.OnceValue(func() uintptr {
 	return uintptr(1) << bits * uintptr(pageSize)
 })
 
+// lowMu is held from the look for a low place to the mapping made there,
+// so that two pools opened at once do not both find the same place and
+// one of them, refused, fall back to the kernel's choice.
+var lowMu sync.Mutex
+
 // lowPlace returns a free address for a reservation of n bytes below the
 // range where the kernel starts the mmap area of any process, or 0. A
 // reservation placed where the kernel would place it (just below this

@@ -117,10 +117,8 @@ func reserve(n uintptr, req MapRequest) (unsafe.Pointer, error) {
 			return p, nil
 		}
 	}
-	if a := lowPlace(n, req.Avoid); a != 0 {
-		if p, ok := reserveAt(a, n); ok {
-			return p, nil
-		}
+	if p, ok := reserveLow(n, req.Avoid); ok {
+		return p, nil
 	}
 	// A rejected range stays reserved until the end, so that the kernel
 	// cannot offer it again.
@@ -155,6 +153,22 @@ func reserve(n uintptr, req MapRequest) (unsafe.Pointer, error) {
 		}
 	}
 	return nil, fmt.Errorf("reserve %d bytes: %d attempts: %w", n, mapAttempts, ErrNoAddress)
+}
+
+// reserveLow reserves n bytes at a low place, as mapLow maps.
+func reserveLow(n uintptr, avoid []Range) (unsafe.Pointer, bool) {
+	lowMu.Lock()
+	defer lowMu.Unlock()
+	for range lowAttempts {
+		a := lowPlace(n, avoid)
+		if a == 0 {
+			return nil, false
+		}
+		if p, ok := reserveAt(a, n); ok {
+			return p, true
+		}
+	}
+	return nil, false
 }
 
 // reserveAt reserves n bytes at addr, or reports false when any of them is
