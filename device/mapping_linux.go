@@ -154,6 +154,16 @@ func mapAvoiding(f *os.File, size int, shared bool, avoid []Range) ([]byte, func
 	return nil, nil, fmt.Errorf("map %s: %d attempts: %w", nameOf(f), mapAttempts, ErrNoAddress)
 }
 
+// MapAnonymous maps size bytes of private anonymous memory (MAP_NORESERVE)
+// where req asks, as a pool file is placed: at req.Hint when it is free,
+// else below the mmap area (where a closed pool keeps its place for a
+// reopen), else anywhere that overlaps no range of req.Avoid. It returns
+// the memory and the function that unmaps it. Devices that fill a pool's
+// memory themselves (a remote pool's pages) map it with this.
+func MapAnonymous(size int, req MapRequest) ([]byte, func() error, error) {
+	return mapAnon(size, req)
+}
+
 // mapAnon maps size bytes of private anonymous memory where req asks, as
 // mapFile places a file.
 func mapAnon(size int, req MapRequest) ([]byte, func() error, error) {

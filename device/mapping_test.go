@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -29,20 +30,35 @@ func TestMapHintFree(t *testing.T) {
 
 // TestMapHintAfterOtherMappings closes a mapping, lets the process map
 // memory as the Go runtime and the race detector do (anywhere the kernel
-// likes), and maps the file again at its old address: a pool is placed
-// where those mappings do not go, so that a reopen in the same process
-// keeps its base and rewrites no pointer.
+// likes, which fills holes from the top down), and maps the file again at
+// its old address: a pool is placed where those mappings do not go, so
+// that a reopen in the same process keeps its base and rewrites no
+// pointer.
 func TestMapHintAfterOtherMappings(t *testing.T) {
-	for _, tc := range mappers() {
+	type tc struct {
+		name string
+		m    device.Mapper
+		file func(t *testing.T) *os.File
+	}
+	var cases []tc
+	for _, m := range mappers() {
+		cases = append(cases, tc{m.name, m.m, func(t *testing.T) *os.File { return newFile(t, t.TempDir(), poolSize) }})
+	}
+	sealed := device.Sealed{Key: sealKey}
+	cases = append(cases, tc{"sealed", sealed, func(t *testing.T) *os.File { return newSealedFile(t, sealed) }})
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFile(t, t.TempDir(), poolSize)
+			f := tc.file(t)
 			first := mapFile(t, tc.m, f, device.MapRequest{})
 			was := addrRange(first)
 			require.NoError(t, first.Close())
-			for range 8 {
-				b, err := unix.Mmap(-1, 0, poolSize, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+			for range 256 {
+				b, err := unix.Mmap(-1, 0, poolSize, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 				require.NoError(t, err)
 				t.Cleanup(func() { _ = unix.Munmap(b) })
+				if (device.Range{Start: uintptr(unsafe.Pointer(unsafe.SliceData(b))), Len: poolSize}).Overlaps(was) {
+					break
+				}
 			}
 			again := mapFile(t, tc.m, f, device.MapRequest{Hint: was.Start})
 			assert.Equal(t, was.Start, addrRange(again).Start, "the pool's old place was taken")

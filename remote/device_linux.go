@@ -36,20 +36,20 @@ func (m *mapper) Map(f *os.File, size int, req device.MapRequest) (device.Device
 	if region != s.size {
 		return nil, fmt.Errorf("map a pool of %d bytes from region %s of %d: %w", size, s.name, s.size, ErrProtocol)
 	}
-	mem, err := mapAnon(size, req)
+	mem, unmap, err := device.MapAnonymous(size, req)
 	if err != nil {
 		return nil, err
 	}
-	d := &remoteDevice{s: s, mem: mem, backup: f, uffd: -1, stale: map[uint64]struct{}{},
+	d := &remoteDevice{s: s, mem: mem, unmap: unmap, backup: f, uffd: -1, stale: map[uint64]struct{}{},
 		cap: int(s.opts.LocalCap / PageSize), stop: make(chan struct{}), watched: make(chan struct{}), log: logger(s.opts.Heap.Logger), seal: z}
 	d.base = uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
 	if d.uffd, err = newUffd(d.base, size); err != nil {
-		_ = unmapAnon(mem)
+		_ = unmap()
 		return nil, err
 	}
 	if d.agent, err = d.startKeeper(false); err != nil {
 		unix.Close(d.uffd)
-		_ = unmapAnon(mem)
+		_ = unmap()
 		return nil, err
 	}
 	go d.watch(d.agent)
@@ -69,6 +69,7 @@ type span struct{ lo, hi int }
 type remoteDevice struct {
 	s      *session
 	mem    []byte
+	unmap  func() error // unmaps mem
 	base   uintptr
 	backup *os.File
 	uffd   int
@@ -414,7 +415,7 @@ func (d *remoteDevice) Close() error {
 	errs := []error{d.stopAgent()}
 	// The descriptor is closed only once the agent is gone: a closed
 	// userfaultfd turns missing pages into zero pages.
-	errs = append(errs, unix.Close(d.uffd), unmapAnon(d.mem))
+	errs = append(errs, unix.Close(d.uffd), d.unmap())
 	d.mem = nil
 	d.s.close()
 	return errors.Join(errs...)

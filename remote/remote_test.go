@@ -3,9 +3,11 @@ package remote_test
 import (
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo"
 	"github.com/pmemgo/pmemgo/heap"
@@ -128,6 +130,35 @@ func TestRoundTripInProcess(t *testing.T) {
 	require.NoError(t, err)
 	verify(t, h, 210)
 	require.NoError(t, h.Close())
+}
+
+// TestReopenKeepsBase closes a remote pool, lets the process map memory
+// as the Go runtime does, and reopens the pool: it is mapped at its old
+// base, so the open rewrites no pointer.
+func TestReopenKeepsBase(t *testing.T) {
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	opts := openOpts(t.TempDir(), "a.backup")
+	opts.Size = 8 << 20
+	h, err := remote.Open(node.url("graph"), opts)
+	require.NoError(t, err)
+	build(t, h, 50)
+	base := uintptr(h.Recovery().NewBase)
+	require.NoError(t, h.Close())
+	// The kernel fills holes from the top down: map until its choice
+	// reaches the pool's place, or the pool is clearly out of its way.
+	for range 256 {
+		b, err := unix.Mmap(-1, 0, 8<<20, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = unix.Munmap(b) })
+		if a := uintptr(unsafe.Pointer(unsafe.SliceData(b))); a < base+8<<20 && base < a+8<<20 {
+			break
+		}
+	}
+	h, err = remote.Open(node.url("graph"), opts)
+	require.NoError(t, err)
+	defer h.Close()
+	assert.False(t, h.Recovery().Relocated, "moved from %#x to %#x", base, h.Recovery().NewBase)
+	verify(t, h, 50)
 }
 
 // TestOpenByNameOnNode opens pools by bare name through the embedded
