@@ -14,8 +14,8 @@ import (
 var ErrNoGrowth = errors.New("pmemgo: the pool cannot grow")
 
 // Grower is implemented by a Device whose pool can grow in place. Msync,
-// Buffered, Emulated, Private and Dax devices grow when Map was asked to reserve
-// address space (MapRequest.Reserve).
+// Buffered, Emulated, Private, Dax and Sealed (over any of these) devices
+// grow when Map was asked to reserve address space (MapRequest.Reserve).
 type Grower interface {
 	// Grow makes the pool size bytes long: the file is extended (its
 	// blocks allocated, so that a full file system is an error here

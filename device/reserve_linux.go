@@ -50,11 +50,36 @@ func mapGrowable(f *os.File, size int, shared bool, req MapRequest) (*mapping, e
 	return m, nil
 }
 
+// mapAnonGrowable maps size bytes of private anonymous memory (zeros)
+// inside a reservation of req.Reserve bytes, placed as mapGrowable places
+// a file, so that grow(n, false) extends it in place. Its f is nil.
+func mapAnonGrowable(size int, req MapRequest) (*mapping, error) {
+	if size <= 0 || req.Reserve < size {
+		return nil, fmt.Errorf("map anonymous memory: invalid size %d in a reservation of %d", size, req.Reserve)
+	}
+	n := alignUp(req.Reserve, pageSize)
+	base, err := reserve(uintptr(n), req)
+	if err != nil {
+		return nil, fmt.Errorf("map anonymous memory: %w", err)
+	}
+	m := &mapping{reserved: n}
+	if err := m.mapAt(base, 0, alignUp(size, pageSize), false); err != nil {
+		_ = unix.MunmapPtr(base, uintptr(n))
+		return nil, err
+	}
+	m.mapped = alignUp(size, pageSize)
+	m.data = unsafe.Slice((*byte)(base), size)
+	return m, nil
+}
+
 // mapAt maps [off, off+n) of the file, or anonymous zero pages when file
 // is false, at base+off: MAP_FIXED, which is safe only because the range
 // lies in this mapping's own reservation.
 func (m *mapping) mapAt(base unsafe.Pointer, off, n int, file bool) error {
-	flags, fd := unix.MAP_PRIVATE|unix.MAP_NORESERVE|unix.MAP_FIXED, int(m.f.Fd())
+	flags, fd := unix.MAP_PRIVATE|unix.MAP_NORESERVE|unix.MAP_FIXED, -1
+	if m.f != nil {
+		fd = int(m.f.Fd())
+	}
 	if m.shared {
 		flags = unix.MAP_SHARED | unix.MAP_FIXED
 	}
@@ -64,11 +89,11 @@ func (m *mapping) mapAt(base unsafe.Pointer, off, n int, file bool) error {
 	addr := unsafe.Add(base, off)
 	p, err := unix.MmapPtr(fd, int64(off), addr, uintptr(n), unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
-		return fmt.Errorf("map %s [%d, +%d) in its reservation: %w", m.f.Name(), off, n, err)
+		return fmt.Errorf("map %s [%d, +%d) in its reservation: %w", nameOf(m.f), off, n, err)
 	}
 	if p != addr {
 		_ = unix.MunmapPtr(p, uintptr(n))
-		return fmt.Errorf("map %s [%d, +%d): placed at %p, not %p", m.f.Name(), off, n, p, addr)
+		return fmt.Errorf("map %s [%d, +%d): placed at %p, not %p", nameOf(m.f), off, n, p, addr)
 	}
 	return nil
 }
@@ -82,7 +107,7 @@ func (m *mapping) grow(size int, file bool) error {
 	}
 	if size > m.reserved {
 		return fmt.Errorf("grow the mapping of %s to %d bytes: %d bytes of address space were reserved at open: %w",
-			m.f.Name(), size, m.reserved, ErrNoGrowth)
+			nameOf(m.f), size, m.reserved, ErrNoGrowth)
 	}
 	base := unsafe.Pointer(unsafe.SliceData(m.data))
 	if end := alignUp(size, pageSize); end > m.mapped {

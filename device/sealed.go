@@ -56,7 +56,9 @@ func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if hdr.PoolSize != uint64(size) {
+	// The header may say more than the pool holds: a growth that a crash
+	// interrupted after rewriting it (see Grow).
+	if uint64(size) > hdr.PoolSize {
 		return nil, fmt.Errorf("sealed file %s holds a pool of %d bytes, not %d: %w", f.Name(), hdr.PoolSize, size, pmemgo.ErrCorrupt)
 	}
 	inner := s.Inner
@@ -68,16 +70,34 @@ func (s Sealed) Map(f *os.File, size int, req MapRequest) (Device, error) {
 		return nil, err
 	}
 	// The plaintext is mapped first, so that the sealed file's mapping
-	// cannot take the address the pool's pointers are relative to.
-	plain, unmap, err := mapAnon(size, req)
-	if err != nil {
-		return nil, err
+	// cannot take the address the pool's pointers are relative to. Asked
+	// to reserve room to grow, both are mapped in reservations.
+	var grow *mapping
+	var plain []byte
+	var unmap func() error
+	innerReq := MapRequest{}
+	// Address space that cannot be had (the file's reservation is twice
+	// the pool's) leaves a pool that does not grow, rather than none.
+	if req.Reserve > size {
+		if grow, err = mapAnonGrowable(size, req); err == nil {
+			plain, unmap = grow.data, grow.unmap
+			innerReq.Reserve = int(seal.FileSize(int64(req.Reserve)))
+		}
 	}
-	dev, err := inner.Map(f, int(seal.FileSize(int64(size))), MapRequest{})
+	if grow == nil {
+		if plain, unmap, err = mapAnon(size, req); err != nil {
+			return nil, err
+		}
+	}
+	dev, err := inner.Map(f, int(seal.FileSize(int64(size))), innerReq)
+	if err != nil && innerReq.Reserve != 0 {
+		grow = nil
+		dev, err = inner.Map(f, int(seal.FileSize(int64(size))), MapRequest{})
+	}
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("sealed file: %w", err), unmap())
 	}
-	d := &sealedDevice{plain: plain, unmapPlain: unmap, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, prev: prev, hdr: hdr}
+	d := &sealedDevice{plain: plain, unmapPlain: unmap, grow: grow, file: f, inner: dev, recs: dev.Bytes(), sealer: sealer, keys: keys, prev: prev, hdr: hdr}
 	// Where the inner mapping is the file's, the records are read with
 	// pread: the kernel copies them from the page cache, where reading
 	// the mapping would fault on each of its pages first (10-20 us a page
@@ -146,7 +166,8 @@ func (s Sealed) header(f *os.File) (keys, prev *seal.Keys, hdr seal.Header, err 
 }
 
 // ReadSealedHeader reads and decodes the sealed header of f, checking its
-// structure and that f is as long as the header says. It needs no key.
+// structure and that f is at least as long as the header says. It needs
+// no key.
 func ReadSealedHeader(f *os.File) (seal.Header, error) {
 	b := make([]byte, seal.HeaderSize)
 	n, err := f.ReadAt(b, 0)
@@ -161,7 +182,9 @@ func ReadSealedHeader(f *os.File) (seal.Header, error) {
 	if err != nil {
 		return hdr, err
 	}
-	if want := seal.FileSize(int64(hdr.PoolSize)); fi.Size() != want {
+	// A longer file is a growth that a crash interrupted after extending
+	// the file: the records past the pool's end are not read.
+	if want := seal.FileSize(int64(hdr.PoolSize)); fi.Size() < want {
 		return hdr, fmt.Errorf("sealed file %s is %d bytes, its header records %d: %w", f.Name(), fi.Size(), want, pmemgo.ErrTruncated)
 	}
 	return hdr, nil
@@ -317,9 +340,13 @@ func populateWritten(plain []byte, n int, written []int) {
 type sealedDevice struct {
 	plain      []byte
 	unmapPlain func() error
-	inner      Device
-	recs       []byte
-	sealer     *seal.Sealer
+	// grow is the plaintext's mapping when Map reserved room to grow,
+	// nil otherwise; file is the sealed file.
+	grow   *mapping
+	file   *os.File
+	inner  Device
+	recs   []byte
+	sealer *seal.Sealer
 	// keys seal from now on; prev, during a rotation, is the old key.
 	keys, prev *seal.Keys
 	hdr        seal.Header
@@ -374,6 +401,13 @@ func SealImage(d Device, plain io.ReaderAt) (io.ReaderAt, int64, error) {
 	size := int64(len(s.plain))
 	img := &sealedImage{plain: plain, sealer: sealer, size: seal.FileSize(size), header: make([]byte, seal.HeaderSize)}
 	copy(img.header, s.recs[:seal.HeaderSize])
+	// The file's header may say more than the pool holds (a growth
+	// interrupted by a crash); the image's says what it holds.
+	if hdr := s.hdr; hdr.PoolSize != uint64(size) {
+		hdr.PoolSize = uint64(size)
+		hdr.Rekey(s.keys, s.prev)
+		hdr.Encode(img.header)
+	}
 	// The image holds the plaintext as of now exactly: its digest record
 	// says so, whatever this session's own record says.
 	sealer.SealDigest(img.header[seal.DigestOff:], seal.DigestState{Kind: seal.DigestExact, Digest: s.digest})

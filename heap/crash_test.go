@@ -35,8 +35,10 @@ type capture struct {
 	seen   map[uint64]bool
 	points int // crash images taken, identical ones included
 	// variants adds, at each point, the image in which every dirty line
-	// reached the media and, when few lines are dirty, each single one.
-	variants bool
+	// reached the media and, when few lines are dirty, each single one;
+	// with sealed, whole records of a sealed file instead of lines (see
+	// newSealedCapture).
+	variants, sealed bool
 }
 
 func newCapture(variants bool) *capture {
@@ -64,6 +66,20 @@ func (c *capture) hook(device.Event) {
 	}
 	dirty := d.DirtyLines()
 	if len(dirty) == 0 {
+		return
+	}
+	if c.sealed {
+		recs := recordLines(dirty)
+		var all []int
+		for _, r := range recs {
+			all = append(all, r...)
+		}
+		c.add(d.CrashImage(all))
+		if len(recs) <= 4 {
+			for _, r := range recs {
+				c.add(d.CrashImage(r))
+			}
+		}
 		return
 	}
 	c.add(d.CrashImage(dirty))

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/seal"
+	"github.com/pmemgo/pmemgo/recovery"
 )
 
 // growPoolSize is the size the growth crash tests start from: the
@@ -74,23 +76,30 @@ func TestCrashGrow(t *testing.T) {
 			if buffered {
 				name += "/buffered"
 			}
-			t.Run(name, func(t *testing.T) { crashGrow(t, tc.op, tc.fails, buffered) })
+			t.Run(name, func(t *testing.T) { crashGrow(t, tc.op, tc.fails, buffered, nil) })
 		}
+		// A sealed pool: the emulated device holds the sealed file, and
+		// the growth rewrites the sealed header too. Its device buffers
+		// stores whatever the inner device does.
+		t.Run(tc.name+"/sealed", func(t *testing.T) { crashGrow(t, tc.op, tc.fails, false, newKey(t)) })
 	}
 }
 
-func crashGrow(t *testing.T, op func(h *heap.Heap) error, fails, buffered bool) {
+func crashGrow(t *testing.T, op func(h *heap.Heap) error, fails, buffered bool, key []byte) {
 	dir := fastTempDir(t)
 	path := filepath.Join(dir, "p.pool")
-	h, err := heap.Open(path, &heap.Options{Size: growPoolSize})
+	h, err := heap.Open(path, &heap.Options{Size: growPoolSize, Key: key})
 	require.NoError(t, err)
 	require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 3) }))
 	before := snapshot(t, h)
 	require.NoError(t, h.Close())
 
 	c := newCapture(true)
+	if key != nil {
+		c = newSealedCapture()
+	}
 	c.emu.Buffered = buffered
-	h, err = heap.Open(path, &heap.Options{Device: c.emu})
+	h, err = heap.Open(path, &heap.Options{Device: c.emu, Key: key})
 	require.NoError(t, err)
 	c.armed = true
 	err = op(h)
@@ -106,9 +115,11 @@ func crashGrow(t *testing.T, op func(h *heap.Heap) error, fails, buffered bool) 
 	require.Equal(t, 1, h.Stats().Growths)
 	require.NoError(t, h.Close())
 
-	var old, new, longer int
+	// ahead counts sealed images whose sealed header was rewritten for
+	// the growth while the pool's header was not.
+	var old, new, longer, ahead int
 	for i, img := range c.images {
-		got, size := reopenGrown(t, dir, img)
+		got, size := reopenGrown(t, dir, img, key)
 		if got != before && got != after {
 			t.Fatalf("image %d of %d: state is neither before nor after:\n--- got\n%s--- before\n%s--- after\n%s", i, len(c.images), got, before, after)
 		}
@@ -120,41 +131,88 @@ func crashGrow(t *testing.T, op func(h *heap.Heap) error, fails, buffered bool) 
 		default:
 			t.Fatalf("image %d: pool of %d bytes, neither %d nor %d", i, size, growPoolSize, grown)
 		}
-		if size < uint64(len(img)) {
+		if fileSize(size, key) < int64(len(img)) {
 			longer++
-			regrow(t, dir, img, grown)
+			regrow(t, dir, img, grown, key)
+		}
+		if key != nil {
+			sh, err := seal.DecodeHeader(img)
+			require.NoError(t, err)
+			if sh.PoolSize > size {
+				ahead++
+			}
 		}
 	}
 	assert.Positive(t, old, "images before the growth")
 	assert.Positive(t, new, "images after the growth")
 	assert.Positive(t, longer, "images of a file extended before its header")
+	if key != nil {
+		assert.Positive(t, ahead, "images whose sealed header has the new size and pool header the old")
+	}
 	t.Logf("%d crash images taken, %d distinct ones checked: %d of the old size (%d with the file already extended), %d grown",
 		c.points, len(c.images), old, longer, new)
 }
 
-// reopenGrown is reopenImage returning the recovered pool's size too.
-func reopenGrown(t *testing.T, dir string, img []byte) (string, uint64) {
+// fileSize returns the size of the file of a pool of size bytes, sealed
+// when key is set.
+func fileSize(size uint64, key []byte) int64 {
+	if key != nil {
+		return seal.FileSize(int64(size))
+	}
+	return int64(size)
+}
+
+// reopenGrown is reopenImage returning the recovered pool's size too; a
+// sealed image (key set) is checked with the key.
+func reopenGrown(t *testing.T, dir string, img []byte, key []byte) (string, uint64) {
 	t.Helper()
-	got := reopenImage(t, dir, img)
-	h, err := heap.Open(filepath.Join(dir, "image.pool"), nil)
+	if key == nil {
+		got := reopenImage(t, dir, img)
+		h, err := heap.Open(filepath.Join(dir, "image.pool"), nil)
+		require.NoError(t, err)
+		defer h.Close()
+		return got, h.Stats().Size
+	}
+	p := filepath.Join(dir, "image.pool")
+	require.NoError(t, os.WriteFile(p, img, 0o600))
+	h, err := heap.Open(p, &heap.Options{Key: key, ForceRelocate: true})
+	require.NoError(t, err, "reopening a crash image")
+	require.NoError(t, h.Close())
+	checkSealed(t, p, key)
+	h, err = heap.Open(p, &heap.Options{Key: key, ForceRelocate: true})
 	require.NoError(t, err)
 	defer h.Close()
-	return got, h.Stats().Size
+	return snapshot(t, h), h.Stats().Size
 }
 
 // regrow reopens an image whose file is longer than its pool and grows it
 // to size: the growth takes the space the file already has.
-func regrow(t *testing.T, dir string, img []byte, size uint64) {
+func regrow(t *testing.T, dir string, img []byte, size uint64, key []byte) {
 	t.Helper()
 	p := filepath.Join(dir, "regrow.pool")
 	require.NoError(t, os.WriteFile(p, img, 0o600))
-	h, err := heap.Open(p, nil)
+	h, err := heap.Open(p, &heap.Options{Key: key})
 	require.NoError(t, err)
 	require.NoError(t, h.Grow(int64(size)))
 	require.NoError(t, h.Update(bigNode))
 	require.NoError(t, h.Close())
-	checkPool(t, p)
+	if key == nil {
+		checkPool(t, p)
+	} else {
+		checkSealed(t, p, key)
+	}
 	fi, err := os.Stat(p)
 	require.NoError(t, err)
 	require.Equal(t, int64(len(img)), fi.Size(), "the growth reuses the file's space")
+}
+
+// checkSealed runs the offline checker, with the key, on the sealed pool
+// at path: it must find no problem.
+func checkSealed(t *testing.T, path string, key []byte) {
+	t.Helper()
+	_, err := recovery.CheckSealedFile(path, key, nil, func(p recovery.Problem) bool {
+		t.Errorf("checker: %s", p)
+		return true
+	})
+	require.NoError(t, err)
 }

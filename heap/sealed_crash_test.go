@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo"
@@ -15,39 +14,25 @@ import (
 	"github.com/pmemgo/pmemgo/internal/seal"
 )
 
-// sealedCapture records the crash images of a sealed file mapped by an
-// emulated inner device. A record is written whole or not at all, as a
-// sector is (see package seal): the variants put whole records on top of
-// what is durable, never half of one.
-type sealedCapture struct {
-	emu    *device.Emulator
-	armed  bool
-	images [][]byte
-	seen   map[uint64]bool
-	points int
-}
-
-func newSealedCapture() *sealedCapture {
-	c := &sealedCapture{seen: map[uint64]bool{}}
+// newSealedCapture returns a capture of the crash images of a sealed file
+// mapped by an emulated inner device. A record is written whole or not at
+// all, as a sector is (see package seal): the variants put whole records
+// on top of what is durable, never half of one.
+func newSealedCapture() *capture {
+	c := &capture{variants: true, sealed: true, seen: map[uint64]bool{}}
 	c.emu = &device.Emulator{Hook: c.hook}
 	return c
 }
 
-func (c *sealedCapture) add(img []byte) {
-	c.points++
-	if sum := xxhash.Sum64(img); !c.seen[sum] {
-		c.seen[sum] = true
-		c.images = append(c.images, img)
-	}
-}
-
 // recordLines returns the emulated device's lines of the records that
-// hold a dirty line, grouped by record.
+// hold a dirty line, grouped by record. The sealed header's used part,
+// in the file's first 128 bytes, counts as a record: it lies in one
+// sector.
 func recordLines(dirty []int) [][]int {
 	const perRecord = seal.RecordSize / device.LineSize
 	var out [][]int
 	for _, l := range dirty {
-		first := l - (l-seal.HeaderSize/device.LineSize)%perRecord
+		first := l - l%perRecord
 		if len(out) > 0 && out[len(out)-1][0] == first {
 			continue
 		}
@@ -58,28 +43,6 @@ func recordLines(dirty []int) [][]int {
 		out = append(out, rec)
 	}
 	return out
-}
-
-func (c *sealedCapture) hook(device.Event) {
-	if !c.armed {
-		return
-	}
-	d := c.emu.Device()
-	c.add(d.CrashImage(nil))
-	recs := recordLines(d.DirtyLines())
-	if len(recs) == 0 {
-		return
-	}
-	var all []int
-	for _, r := range recs {
-		all = append(all, r...)
-	}
-	c.add(d.CrashImage(all))
-	if len(recs) <= 4 {
-		for _, r := range recs {
-			c.add(d.CrashImage(r))
-		}
-	}
 }
 
 // TestCrashSealedTransactions enumerates the crash points of the

@@ -15,6 +15,7 @@ import (
 type growOptions struct {
 	size, maxSize sizeValue
 	timeout       time.Duration
+	key           keyFlag
 }
 
 func newGrowCmd() *cobra.Command {
@@ -29,7 +30,8 @@ leaves the pool at its old or its new size. A pool already that large is left
 as it is. SIZE may not exceed the pool's maximum size, which --max-size
 raises (or lowers, down to the pool's size) first.
 
-The pool must not be open elsewhere: grow waits --timeout for its lock.
+The pool must not be open elsewhere: grow waits --timeout for its lock. A
+sealed (encrypted) pool needs its --key-file; its file stays ciphertext.
 
 Exit status: 0 when the pool has the size, 1 for a bad command line or a
 size beyond the pool's maximum, 3 when the file is not a pool, cannot be
@@ -54,11 +56,16 @@ opened or cannot grow (no room on the file system).`,
 	cmd.Flags().Var(&o.size, "size", "size to grow the pool to, such as 256M or 2G (required)")
 	cmd.Flags().Var(&o.maxSize, "max-size", "new maximum size of the pool, recorded in it (default: keep the recorded one)")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for the pool's lock")
+	o.key.add(cmd)
 	return cmd
 }
 
 func runGrow(out io.Writer, path string, o growOptions) error {
-	h, err := heap.Open(path, &heap.Options{MaxSize: int64(o.maxSize), Timeout: o.timeout})
+	key, err := o.key.load()
+	if err != nil {
+		return err
+	}
+	h, err := heap.Open(path, &heap.Options{MaxSize: int64(o.maxSize), Timeout: o.timeout, Key: key})
 	if err != nil {
 		return err
 	}
@@ -74,7 +81,7 @@ func runGrow(out io.Writer, path string, o growOptions) error {
 	if err != nil {
 		return fmt.Errorf("grow %s: %w", path, err)
 	}
-	h, err = heap.Open(path, &heap.Options{ReadOnly: true, Timeout: o.timeout})
+	h, err = heap.Open(path, &heap.Options{ReadOnly: true, Timeout: o.timeout, Key: key})
 	if err != nil {
 		return err
 	}

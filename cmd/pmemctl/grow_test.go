@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/seal"
 )
 
 func TestGrowCommand(t *testing.T) {
@@ -53,6 +54,28 @@ func TestGrowCommand(t *testing.T) {
 	require.NoError(t, err)
 	defer h.Close()
 	assert.Equal(t, uint64(128<<20), h.Stats().Size)
+}
+
+// TestGrowCommandSealed grows a sealed pool with its key: it stays
+// sealed and checks clean with the key; without the key grow refuses it.
+func TestGrowCommandSealed(t *testing.T) {
+	pool, keyFile := sealedPoolFile(t)
+	_, stderr, code := pmemctl(t, "grow", pool, "--size", "16M")
+	assert.Equal(t, exitIO, code)
+	assert.Contains(t, stderr, "open it with its key")
+
+	out, stderr, code := pmemctl(t, "grow", pool, "--size", "16M", "--key-file", keyFile)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "from 4 MiB to 16 MiB")
+	fi, err := os.Stat(pool)
+	require.NoError(t, err)
+	assert.Equal(t, seal.FileSize(16<<20), fi.Size())
+	out, stderr, code = pmemctl(t, "check", pool, "--key-file", keyFile)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "0 problems")
+	out, stderr, code = pmemctl(t, "info", pool, "--key-file", keyFile)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "size          16 MiB (16777216 bytes)")
 }
 
 func TestGrowCommandLockedPool(t *testing.T) {
