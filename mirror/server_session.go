@@ -46,16 +46,25 @@ func (rs *replicaSession) run() error {
 	if rs.epoch < p.seen {
 		return fmt.Errorf("pool %s: primary epoch %d is older than epoch %d, already seen: %w", p.name(), rs.epoch, p.seen, ErrStaleEpoch)
 	}
-	if p.size != 0 && p.size != rs.size {
-		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d: %w", p.name(), rs.size, p.size, ErrWrongPool)
+	// A pool grows only while no mirror runs, so a primary whose pool is
+	// larger than the replica's comes in a new epoch, and sends a whole
+	// snapshot of the new size (no delta or listed one: they describe the
+	// replica's copy chunk by chunk). Pools never shrink.
+	grown := p.size != 0 && rs.size > p.size
+	switch {
+	case p.size != 0 && rs.size < p.size:
+		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d, and pools never shrink: %w", p.name(), rs.size, p.size, ErrWrongPool)
+	case grown && rs.epoch == p.epoch:
+		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d, in the replica's epoch %d (a pool grows only between two runs of its mirror): %w",
+			p.name(), rs.size, p.size, p.epoch, ErrWrongPool)
 	}
 	if err := p.noteEpoch(rs.epoch); err != nil {
 		return err
 	}
 	rs.setState("connected")
 	var hashes []wire.ChunkHash
-	rs.based = p.pool != nil && rs.baseEpoch != 0 && rs.baseEpoch == p.epoch && p.seq >= rs.baseSeq && rs.epoch != p.epoch
-	if p.pool != nil && rs.epoch != p.epoch && !rs.based && !rs.s.opts.NoChunkHashes {
+	rs.based = !grown && p.pool != nil && rs.baseEpoch != 0 && rs.baseEpoch == p.epoch && p.seq >= rs.baseSeq && rs.epoch != p.epoch
+	if !grown && p.pool != nil && rs.epoch != p.epoch && !rs.based && !rs.s.opts.NoChunkHashes {
 		// A primary of another epoch (a restarted one) holds no history
 		// for this replica and will send a snapshot: it compares these
 		// with its own chunks, to send only those that differ. A primary

@@ -1,0 +1,98 @@
+package mirror_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
+	"github.com/pmemgo/pmemgo/heap"
+	"github.com/pmemgo/pmemgo/internal/seal"
+	"github.com/pmemgo/pmemgo/mirror"
+)
+
+// TestReplicaOfGrownPool replicates a pool, plain and sealed, that grows
+// between two runs of its mirror: a growth is refused while the mirror
+// runs (its tracker follows a fixed range), and once the pool has grown
+// with the mirror stopped, the next mirror brings the replica to the
+// grown size, with every commit from before and after the growth.
+func TestReplicaOfGrownPool(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
+			var key []byte
+			if sealed {
+				key = newMirrorKey(t)
+			}
+			dir := fastDir(t)
+			srv, addr := startServer(t, dir)
+			defer srv.Close()
+			h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize, Key: key})
+			require.NoError(t, err)
+			defer h.Close()
+			var want []string
+			push := func(name string) {
+				t.Helper()
+				require.NoError(t, pushName(h, name))
+				want = append([]string{name}, want...)
+			}
+			opts := secure(t, mirror.Options{Replicas: []string{addr}, Mode: mirror.Sync, Logger: testLogger(t)})
+			m, err := mirror.Start(h, opts)
+			require.NoError(t, err)
+			push("before the growth")
+			flush(t, m)
+			err = h.Grow(2 * poolSize)
+			require.ErrorIs(t, err, pmemgo.ErrNoSpace, "a growth while the mirror runs")
+			require.ErrorIs(t, err, device.ErrNoGrowth)
+			require.NoError(t, m.Close())
+			// The pool as it was before the growth, to come back later.
+			old := filepath.Join(t.TempDir(), "old.pool")
+			b, err := os.ReadFile(h.Path())
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(old, b, 0o600))
+
+			require.NoError(t, h.Grow(2*poolSize))
+			push("grown, not yet replicated")
+			m, err = mirror.Start(h, opts)
+			require.NoError(t, err)
+			push("after the growth")
+			flush(t, m)
+			epoch := m.Epoch()
+			require.NoError(t, m.Close())
+
+			// A primary that comes back with the pool as it was before
+			// the growth (same pool, smaller) is refused: pools never
+			// shrink.
+			oh, err := heap.Open(old, &heap.Options{Key: key})
+			require.NoError(t, err)
+			defer oh.Close()
+			oo := opts
+			oo.Epoch, oo.Mode = epoch+1, mirror.Async
+			om, err := mirror.Start(oh, oo)
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			require.Error(t, om.Flush(ctx))
+			require.NoError(t, om.Close())
+			st := om.Status()
+			require.Len(t, st, 1)
+			require.ErrorContains(t, st[0].Err, "pools never shrink")
+
+			path := replicaFile(t, dir)
+			fi, err := os.Stat(path)
+			require.NoError(t, err)
+			size := int64(2 * poolSize)
+			if sealed {
+				size = seal.FileSize(size)
+			}
+			assert.Equal(t, size, fi.Size(), "the replica has the grown size")
+			assert.Equal(t, want, names(t, path, key))
+		})
+	}
+}
