@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmemgo/pmemgo"
+	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/remote"
 )
@@ -219,4 +220,24 @@ func TestNodeFileSystemFull(t *testing.T) {
 	require.NoError(t, err)
 	verify(t, h, 20)
 	require.NoError(t, h.Close())
+}
+
+// TestRemotePoolDoesNotGrow fills a remote pool: its region keeps its
+// size, so an allocation that finds no room fails with ErrNoSpace and
+// Grow is refused, and the pool stays usable.
+func TestRemotePoolDoesNotGrow(t *testing.T) {
+	node := startNode(t, t.TempDir(), "127.0.0.1:0")
+	opts := openOpts(t.TempDir(), "a.backup")
+	opts.Size = 1 << 20
+	h, err := remote.Open(node.url("small"), opts)
+	require.NoError(t, err)
+	defer h.Close()
+	err = h.Update(func(tx *heap.Tx) error {
+		_, err := heap.MakeSlice[uint64](tx, 1<<18, 1<<18)
+		return err
+	})
+	require.ErrorIs(t, err, pmemgo.ErrNoSpace)
+	require.ErrorIs(t, h.Grow(2<<20), device.ErrNoGrowth)
+	build(t, h, 10)
+	verify(t, h, 10)
 }
