@@ -35,19 +35,7 @@ func mapGrowable(f *os.File, size int, shared bool, req MapRequest) (*mapping, e
 	if err := checkSize(f, size); err != nil {
 		return nil, err
 	}
-	n := alignUp(req.Reserve, pageSize)
-	base, err := reserve(uintptr(n), req)
-	if err != nil {
-		return nil, fmt.Errorf("map %s: %w", f.Name(), err)
-	}
-	m := &mapping{f: f, shared: shared, reserved: n}
-	if err := m.mapAt(base, 0, alignUp(size, pageSize), true); err != nil {
-		_ = unix.MunmapPtr(base, uintptr(n))
-		return nil, err
-	}
-	m.mapped = alignUp(size, pageSize)
-	m.data = unsafe.Slice((*byte)(base), size)
-	return m, nil
+	return mapReserved(f, size, shared, req)
 }
 
 // mapAnonGrowable maps size bytes of private anonymous memory (zeros)
@@ -57,13 +45,19 @@ func mapAnonGrowable(size int, req MapRequest) (*mapping, error) {
 	if size <= 0 || req.Reserve < size {
 		return nil, fmt.Errorf("map anonymous memory: invalid size %d in a reservation of %d", size, req.Reserve)
 	}
+	return mapReserved(nil, size, false, req)
+}
+
+// mapReserved maps the first size bytes of f, or anonymous zeros when f
+// is nil, at the start of a reservation of req.Reserve bytes.
+func mapReserved(f *os.File, size int, shared bool, req MapRequest) (*mapping, error) {
 	n := alignUp(req.Reserve, pageSize)
 	base, err := reserve(uintptr(n), req)
 	if err != nil {
-		return nil, fmt.Errorf("map anonymous memory: %w", err)
+		return nil, fmt.Errorf("map %s: %w", nameOf(f), err)
 	}
-	m := &mapping{reserved: n}
-	if err := m.mapAt(base, 0, alignUp(size, pageSize), false); err != nil {
+	m := &mapping{f: f, shared: shared, reserved: n}
+	if err := m.mapAt(base, 0, alignUp(size, pageSize), f != nil); err != nil {
 		_ = unix.MunmapPtr(base, uintptr(n))
 		return nil, err
 	}
@@ -84,7 +78,7 @@ func (m *mapping) mapAt(base unsafe.Pointer, off, n int, file bool) error {
 		flags = unix.MAP_SHARED | unix.MAP_FIXED
 	}
 	if !file {
-		flags, fd = unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED, -1
+		flags, fd = unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE|unix.MAP_FIXED, -1
 	}
 	addr := unsafe.Add(base, off)
 	p, err := unix.MmapPtr(fd, int64(off), addr, uintptr(n), unix.PROT_READ|unix.PROT_WRITE, flags)
