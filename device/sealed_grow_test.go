@@ -88,12 +88,27 @@ func TestSealedGrowBlanksTail(t *testing.T) {
 
 // TestSealedHeaderAhead maps a sealed pool at a smaller size than its
 // header says (a growth interrupted after the header was rewritten): it
-// opens, and a larger size than the header's is refused.
+// opens, its image has a header of its own size, and a larger size than
+// the header's is refused.
 func TestSealedHeaderAhead(t *testing.T) {
 	m := device.Sealed{Key: sealKey}
 	f := newSealedFileSize(t, m, 2*poolSize)
 	d, err := m.Map(f, poolSize, device.MapRequest{})
 	require.NoError(t, err)
+	// An image of it, as a mirror or a backup sends, says the size it
+	// holds.
+	img, n, err := device.SealImage(d, bytes.NewReader(d.Bytes()))
+	require.NoError(t, err)
+	require.Equal(t, seal.FileSize(poolSize), n)
+	b := make([]byte, n)
+	_, err = img.ReadAt(b, 0)
+	require.NoError(t, err)
+	ih, err := seal.DecodeHeader(b)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(poolSize), ih.PoolSize)
+	keys, err := seal.NewKeys(sealKey)
+	require.NoError(t, err)
+	require.NoError(t, keys.Verify(&ih), "the image's header is MACed under the key")
 	require.NoError(t, d.Close())
 	_, err = m.Map(f, 4*poolSize, device.MapRequest{})
 	require.Error(t, err)
