@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fetcher is one worker's connection to the node.
@@ -45,14 +48,17 @@ func (f *fetcher) connect(a *agent, deadline time.Time) error {
 // failure drops the connection: a late reply must not be taken for the
 // next request's.
 func (f *fetcher) read(a *agent, off uint64, buf []byte, deadline time.Time) error {
-	if f.sc == nil {
+	reused := f.sc != nil
+	if !reused {
 		if err := f.connect(a, deadline); err != nil {
 			return err
 		}
 	}
 	_, err := f.sc.call(deadline, tRead, f.epoch, appendRead(nil, readReq{region: f.region, off: off, n: uint32(len(buf)), prio: prioDemand}), buf)
-	if errors.Is(err, ErrStale) {
-		// The node restarted: its regions have new handles.
+	// The node restarted (its regions have new handles), or it closed the
+	// connection, which it does to one left idle (NodeOptions.IdleTimeout):
+	// one new connection, and the request again.
+	if errors.Is(err, ErrStale) || reused && closedByPeer(err) {
 		if err = f.connect(a, deadline); err == nil {
 			_, err = f.sc.call(deadline, tRead, f.epoch, appendRead(nil, readReq{region: f.region, off: off, n: uint32(len(buf)), prio: prioDemand}), buf)
 		}
@@ -61,6 +67,12 @@ func (f *fetcher) read(a *agent, off uint64, buf []byte, deadline time.Time) err
 		f.close()
 	}
 	return err
+}
+
+// closedByPeer reports whether err says the peer closed the connection.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE)
 }
 
 func (f *fetcher) close() {

@@ -58,6 +58,9 @@ func runNode(dir, listen string) int {
 	}
 	workers, _ := strconv.Atoi(os.Getenv("REMOTE_TEST_WORKERS"))
 	opts := remote.NodeOptions{Dir: dir, Insecure: true, Workers: workers, FIFO: os.Getenv("REMOTE_TEST_FIFO") != ""}
+	if d, err := time.ParseDuration(os.Getenv("REMOTE_TEST_IDLE")); err == nil {
+		opts.IdleTimeout = d
+	}
 	if files := filepath.SplitList(os.Getenv("REMOTE_TEST_TLS")); len(files) == 3 {
 		cfg, err := certs.LoadTLS(files[0], files[1], files[2], true)
 		if err != nil {

@@ -53,6 +53,13 @@ type NodeOptions struct {
 	// system when it is created, so that a full disk refuses the create
 	// (ErrNodeFull) rather than failing a write-back later.
 	MaxBytes int64
+	// IdleTimeout closes a connection that holds no write claim, has no
+	// request being served and sent nothing for this long, so that a
+	// client gone silent gives its connection slot back (the node serves
+	// 1024 at once). A claim's connection is never closed for idling: an
+	// open pool may go hours without a commit. Clients reconnect when the
+	// node closed an idle connection. 0 means 5 minutes; negative, never.
+	IdleTimeout time.Duration
 	// Logger, if set, is told of connections that fail.
 	Logger *slog.Logger
 }
@@ -153,6 +160,9 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	}
 	if opts.MaxRegions <= 0 {
 		opts.MaxRegions = 4096
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 5 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -429,6 +439,7 @@ func (n *Node) work() {
 		j.c.handleQueued(j.f)
 		n.q.done(j)
 		<-j.c.slots
+		j.c.setIdleDeadline()
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pmemgo/pmemgo"
@@ -23,6 +25,11 @@ type srvConn struct {
 	slots chan struct{}
 	// identity is the common name of the client's verified certificate.
 	identity string
+	// claims counts the regions whose write claim the connection holds.
+	claims atomic.Int32
+	// idleMu orders the idle deadline's updates: by the connection's
+	// goroutine before each request, by a worker after each queued one.
+	idleMu sync.Mutex
 }
 
 func (c *srvConn) serve() {
@@ -43,7 +50,12 @@ func (c *srvConn) serve() {
 	}
 	r := newFrameReader(c.c)
 	for {
+		c.setIdleDeadline()
 		f, err := r.next()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.n.opts.Logger.Info("memory node: idle connection closed", "remote", c.c.RemoteAddr(), "idle_timeout", c.n.opts.IdleTimeout)
+			return
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				c.n.opts.Logger.Warn("memory node: connection dropped", "remote", c.c.RemoteAddr(), "err", err)
@@ -67,6 +79,24 @@ func (c *srvConn) serve() {
 		default:
 			c.handleInline(f)
 		}
+	}
+}
+
+// setIdleDeadline bounds the wait for the next request by the idle
+// timeout while the connection holds no claim and no request of its is
+// being served; otherwise it lifts the bound. A frame that trickles in
+// counts from its first byte on.
+func (c *srvConn) setIdleDeadline() {
+	idle := c.n.opts.IdleTimeout
+	if idle < 0 {
+		return
+	}
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	if c.claims.Load() == 0 && len(c.slots) == 0 {
+		_ = c.c.SetReadDeadline(time.Now().Add(idle))
+	} else {
+		_ = c.c.SetReadDeadline(time.Time{})
 	}
 }
 

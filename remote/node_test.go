@@ -343,3 +343,88 @@ func TestNodeTotalSizeCountsSetAside(t *testing.T) {
 	_, _, err = cl.create(ctx, "y", PageSize)
 	require.NoError(t, err)
 }
+
+// TestNodeClosesIdleConnections: a connection that holds no write claim
+// and sends nothing for the idle timeout is closed, so that a silent
+// client gives its slot back; one that holds a claim stays however long
+// it idles, and gives up nothing; one whose claim was released idles out
+// in turn.
+func TestNodeClosesIdleConnections(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	n, addr := startNode(t, NodeOptions{IdleTimeout: idle})
+	ctx := testCtx(t)
+	writer, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer writer.close()
+	r, epoch, err := writer.create(ctx, "pool", 64<<10)
+	require.NoError(t, err)
+	_, _, err = writer.resolve(ctx, "pool", true, WriterID{1})
+	require.NoError(t, err)
+	reader, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer reader.close()
+	page := make([]byte, PageSize)
+	require.NoError(t, reader.read(ctx, epoch, r.id, 0, page, prioDemand))
+	require.Equal(t, 2, connCount(n))
+
+	time.Sleep(4 * idle)
+	err = reader.read(ctx, epoch, r.id, 0, page, prioDemand)
+	require.Error(t, err, "the silent reader's connection is closed")
+	require.NoError(t, writer.write(ctx, epoch, r.id, []run{{off: 0, data: []byte("still here")}}), "the claim's connection stays")
+	st := n.Status()
+	require.Len(t, st.Regions, 1)
+	assert.True(t, st.Regions[0].Claimed)
+	assert.Equal(t, 1, connCount(n))
+
+	require.NoError(t, writer.release(ctx, epoch, r.id))
+	require.Eventually(t, func() bool { return connCount(n) == 0 }, 10*idle, idle/10, "a released claim's connection idles out")
+}
+
+// TestNodeIdleTimeoutOff: a negative idle timeout keeps silent
+// connections.
+func TestNodeIdleTimeoutOff(t *testing.T) {
+	n, addr := startNode(t, NodeOptions{IdleTimeout: -1})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	_, _, err = cl.create(ctx, "pool", 64<<10)
+	require.NoError(t, err)
+	time.Sleep(500 * time.Millisecond)
+	_, err = cl.status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, connCount(n))
+}
+
+// connCount returns how many connections n serves.
+func connCount(n *Node) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.conns)
+}
+
+// TestFetcherReconnectsAfterIdleClose: a fault worker's connection that
+// the node closed for idling is replaced at the next read, which
+// succeeds: the node is not taken for failed.
+func TestFetcherReconnectsAfterIdleClose(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	n, addr := startNode(t, NodeOptions{IdleTimeout: idle})
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	defer cl.close()
+	r, epoch, err := cl.create(ctx, "pool", 64<<10)
+	require.NoError(t, err)
+	_, _, err = cl.resolve(ctx, "pool", true, WriterID{1})
+	require.NoError(t, err)
+	require.NoError(t, cl.write(ctx, epoch, r.id, []run{{off: PageSize, data: []byte("page one")}}))
+
+	a := &agent{cfg: agentConfig{Addr: addr, Name: "pool", Region: 64 << 10, Insecure: true}}
+	var f fetcher
+	defer f.close()
+	page := make([]byte, PageSize)
+	require.NoError(t, f.read(a, 0, page, time.Now().Add(5*time.Second)))
+	require.Eventually(t, func() bool { return connCount(n) == 1 }, 20*idle, idle/10, "the fetcher's connection idles out")
+	require.NoError(t, f.read(a, PageSize, page, time.Now().Add(5*time.Second)))
+	assert.Equal(t, "page one", string(page[:8]))
+}

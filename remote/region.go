@@ -370,6 +370,9 @@ func (r *region) claim(c *srvConn, w WriterID) error {
 	if r.claimedBy != nil && r.claimedBy != c {
 		return fmt.Errorf("region %s: %w", r.name, ErrBusy)
 	}
+	if r.claimedBy == nil {
+		c.claims.Add(1)
+	}
 	r.claimedBy, r.claimedAs = c, w
 	return nil
 }
@@ -379,6 +382,7 @@ func (r *region) release(c *srvConn) {
 	r.mu.Lock()
 	if r.claimedBy == c {
 		r.claimedBy = nil
+		c.claims.Add(-1)
 	}
 	r.mu.Unlock()
 }

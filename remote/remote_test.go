@@ -3,6 +3,7 @@ package remote_test
 import (
 	"path/filepath"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/assert"
@@ -240,4 +241,37 @@ func TestRemotePoolDoesNotGrow(t *testing.T) {
 	require.ErrorIs(t, h.Grow(2<<20), device.ErrNoGrowth)
 	build(t, h, 10)
 	verify(t, h, 10)
+}
+
+// TestRemotePoolIdlesPastNodeTimeout leaves an open remote pool idle for
+// several of the node's idle timeouts: the fault workers' connections
+// are closed and replaced at the next faults, and the claim's connection
+// stays, so commits after the pause reach the node (no fence goes to the
+// backup alone) and the pool reopens whole.
+func TestRemotePoolIdlesPastNodeTimeout(t *testing.T) {
+	node := startNode(t, t.TempDir(), "127.0.0.1:0", "REMOTE_TEST_IDLE=200ms")
+	dir := t.TempDir()
+	opts := openOpts(dir, "a.backup")
+	opts.Size = 8 << 20
+	h, err := remote.Open(node.url("idle"), opts)
+	require.NoError(t, err)
+	build(t, h, 100)
+	require.NoError(t, h.Close())
+
+	// A fresh backup: every page the pool reads comes from the node.
+	h, err = remote.Open(node.url("idle"), openOpts(dir, "b.backup"))
+	require.NoError(t, err)
+	time.Sleep(time.Second)
+	verify(t, h, 100)
+	time.Sleep(time.Second)
+	build(t, h, 10)
+	st, ok := remote.Stats(h.Device())
+	require.True(t, ok)
+	assert.Zero(t, st.SuspectFences, "a commit after the pause reached only the backup")
+	require.NoError(t, h.Close())
+
+	h, err = remote.Open(node.url("idle"), openOpts(dir, "c.backup"))
+	require.NoError(t, err)
+	defer h.Close()
+	verify(t, h, 110)
 }

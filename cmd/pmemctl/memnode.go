@@ -33,6 +33,7 @@ type memnodeServeOptions struct {
 	allowRead, allowWrite []string
 	maxRegions            int
 	maxBytes              sizeValue
+	idleTimeout           time.Duration
 }
 
 // policy returns the policy of the --allow-* flags, or nil if none is
@@ -74,7 +75,9 @@ changes at every start.
 A region's pages are reserved on the file system when it is created, so
 a create that does not fit is refused rather than a later write-back
 failing; --max-regions and --max-bytes bound the regions clients may
-create and their total size.
+create and their total size. A connection that holds no region's write
+claim and sends nothing for --idle-timeout is closed (clients reconnect),
+so that silent clients give their connection slots back.
 
 Clients connect over mutual TLS 1.3 (--tls-ca, --tls-cert, --tls-key; see
 'pmemctl cert'), or over plain TCP with --insecure, refused on every
@@ -87,6 +90,9 @@ identities (certificate names) may read and write which regions. The node runs u
 			}
 			if o.maxRegions < 1 {
 				return usageError(fmt.Errorf("--max-regions %d: want at least 1", o.maxRegions))
+			}
+			if o.idleTimeout <= 0 {
+				return usageError(fmt.Errorf("--idle-timeout %v: want a positive duration", o.idleTimeout))
 			}
 			if err := o.tls.check(); err != nil {
 				return err
@@ -108,6 +114,7 @@ identities (certificate names) may read and write which regions. The node runs u
 	cmd.Flags().StringVar(&o.listen, "listen", "", "address to accept clients on, host:port")
 	cmd.Flags().StringArrayVar(&o.allowRead, "allow-read", nil, "IDENTITY=REGION: the client certificate named IDENTITY may read REGION (* for every region); repeat (default: any certificate the CA signed may do anything)")
 	cmd.Flags().IntVar(&o.maxRegions, "max-regions", 4096, "regions the node holds at most")
+	cmd.Flags().DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close a connection that holds no write claim after this long without a request")
 	cmd.Flags().Var(&o.maxBytes, "max-bytes", "total size of the regions the node holds at most (suffixes K, M, G, T; default: what the file system holds)")
 	cmd.Flags().StringArrayVar(&o.allowWrite, "allow-write", nil, "IDENTITY=REGION: IDENTITY may create, write and read REGION (* for every region); repeat")
 	o.tls.register(cmd.Flags())
@@ -124,7 +131,7 @@ func runMemnode(ctx context.Context, out, errOut io.Writer, o memnodeServeOption
 		return err
 	}
 	n, err := remote.NewNode(remote.NodeOptions{Dir: o.dir, TLS: cfg, Insecure: cfg == nil, Policy: policy,
-		MaxRegions: o.maxRegions, MaxBytes: int64(o.maxBytes),
+		MaxRegions: o.maxRegions, MaxBytes: int64(o.maxBytes), IdleTimeout: o.idleTimeout,
 		Logger: slog.New(slog.NewTextHandler(errOut, nil))})
 	if err != nil {
 		return err

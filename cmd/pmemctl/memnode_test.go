@@ -129,6 +129,9 @@ func TestMemnode(t *testing.T) {
 		"--allow-write", "nameonly", "--dir", t.TempDir(), "--listen", "127.0.0.1:0")
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, errOut, "IDENTITY=REGION")
+	_, errOut, code = pmemctl(t, "memnode", "serve", "--insecure", "--idle-timeout", "0s", "--dir", t.TempDir(), "--listen", "127.0.0.1:0")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "--idle-timeout 0s: want a positive duration")
 }
 
 // TestMemnodeMaxBytes runs 'memnode serve --max-bytes': a pool that would
