@@ -84,8 +84,8 @@ func (c *srvConn) serve() {
 
 // setIdleDeadline bounds the wait for the next request by the idle
 // timeout while the connection holds no claim and no request of its is
-// being served; otherwise it lifts the bound. A frame that trickles in
-// counts from its first byte on.
+// being served; otherwise it lifts the bound. The bound covers the whole
+// next frame, so one that trickles in slower than that is cut off too.
 func (c *srvConn) setIdleDeadline() {
 	idle := c.n.opts.IdleTimeout
 	if idle < 0 {
