@@ -100,11 +100,8 @@ func TestMetadataBitFlips(t *testing.T) {
 	path, good := goodPool(t)
 	hdr, st := poolMeta(t, good)
 	type region struct {
-		name    string
-		off, n  uint64
-		skip    func(off uint64) bool
-		benign  string
-		comment string
+		name   string
+		off, n uint64
 	}
 	regions := []region{
 		{name: "header slot A", off: 0, n: layout.HeaderBytes},

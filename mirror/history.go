@@ -103,11 +103,3 @@ func (h *history) get(seq uint64) *batch {
 	}
 	return h.batches[seq-first]
 }
-
-// first returns the oldest sequence number held, or 0 when empty.
-func (h *history) first() uint64 {
-	if len(h.batches) == 0 {
-		return 0
-	}
-	return h.batches[0].seq
-}

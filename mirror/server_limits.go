@@ -34,13 +34,6 @@ func (b *budget) Release(n int) {
 	b.mu.Unlock()
 }
 
-// inUse returns the bytes held.
-func (b *budget) inUse() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.used
-}
-
 // checkHello returns an error for a hello that no primary sends, or whose
 // pool the server does not take.
 func (s *Server) checkHello(h wire.Hello, epoch uint64) error {

@@ -24,7 +24,6 @@ import (
 type agentProc struct {
 	cmd  *exec.Cmd
 	conn *net.UnixConn
-	wmu  sync.Mutex
 	r    *bufio.Reader
 	done chan struct{}
 	err  error

@@ -95,8 +95,8 @@ func runDump(cmd *cobra.Command, p *recovery.Pool, o dumpOptions) error {
 		return err
 	}
 	if o.object != "" {
-		s, err := d.find(o.object)
-		if err != nil {
+		var s recovery.Slot
+		if s, err = d.find(o.object); err != nil {
 			return err
 		}
 		err = emit(s)
