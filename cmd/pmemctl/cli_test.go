@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/filetest"
 )
 
@@ -143,4 +146,33 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	assert.Equal(t, exitOK, code)
 	assert.Contains(t, stderr, "copying")
 	assert.Contains(t, stderr, "freeing")
+}
+
+// TestDumpNonFiniteFloats dumps a pool whose floats are NaN and infinite,
+// whole and by object: the output is still JSON (which has no such
+// numbers), with those values as strings.
+func TestDumpNonFiniteFloats(t *testing.T) {
+	g := newGoldenPool(t, t.TempDir(), "golden.pool", false)
+	h, err := heap.Open(g.path, nil)
+	require.NoError(t, err)
+	require.NoError(t, h.Update(func(tx *heap.Tx) error {
+		root, err := heap.Root[goldenRoot](tx)
+		if err != nil {
+			return err
+		}
+		if err := heap.Add(tx, root); err != nil {
+			return err
+		}
+		root.Ratio, root.In.Y = math.NaN(), float32(math.Inf(-1))
+		return nil
+	}))
+	require.NoError(t, h.Close())
+	for _, args := range [][]string{{"dump", g.path}, {"dump", g.path, "--object", fmt.Sprint(g.root)}} {
+		out, stderr, code := pmemctl(t, args...)
+		require.Equal(t, exitOK, code, stderr)
+		var v any
+		require.NoError(t, json.Unmarshal([]byte(out), &v), "%v:\n%s", args, out)
+		assert.Contains(t, out, `"NaN"`)
+		assert.Contains(t, out, `"-Inf"`)
+	}
 }
