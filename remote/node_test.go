@@ -353,13 +353,7 @@ func TestNodeClosesIdleConnections(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	n, addr := startNode(t, NodeOptions{IdleTimeout: idle})
 	ctx := testCtx(t)
-	writer, err := dial(ctx, addr, nil)
-	require.NoError(t, err)
-	defer writer.close()
-	r, epoch, err := writer.create(ctx, "pool", 64<<10)
-	require.NoError(t, err)
-	_, _, err = writer.resolve(ctx, "pool", true, WriterID{1})
-	require.NoError(t, err)
+	writer, r, epoch := claimNew(t, addr, "pool")
 	reader, err := dial(ctx, addr, nil)
 	require.NoError(t, err)
 	defer reader.close()
@@ -398,6 +392,21 @@ func TestNodeIdleTimeoutOff(t *testing.T) {
 	assert.Equal(t, 1, connCount(n))
 }
 
+// claimNew connects to the node at addr, creates a 64 KiB region name and
+// claims it for writing; the connection is closed at the test's end.
+func claimNew(t *testing.T, addr, name string) (*client, regionInfo, uint64) {
+	t.Helper()
+	ctx := testCtx(t)
+	cl, err := dial(ctx, addr, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { cl.close() })
+	r, epoch, err := cl.create(ctx, name, 64<<10)
+	require.NoError(t, err)
+	_, _, err = cl.resolve(ctx, name, true, WriterID{1})
+	require.NoError(t, err)
+	return cl, r, epoch
+}
+
 // connCount returns how many connections n serves.
 func connCount(n *Node) int {
 	n.mu.Lock()
@@ -411,15 +420,8 @@ func connCount(n *Node) int {
 func TestFetcherReconnectsAfterIdleClose(t *testing.T) {
 	const idle = 200 * time.Millisecond
 	n, addr := startNode(t, NodeOptions{IdleTimeout: idle})
-	ctx := testCtx(t)
-	cl, err := dial(ctx, addr, nil)
-	require.NoError(t, err)
-	defer cl.close()
-	r, epoch, err := cl.create(ctx, "pool", 64<<10)
-	require.NoError(t, err)
-	_, _, err = cl.resolve(ctx, "pool", true, WriterID{1})
-	require.NoError(t, err)
-	require.NoError(t, cl.write(ctx, epoch, r.id, []run{{off: PageSize, data: []byte("page one")}}))
+	cl, r, epoch := claimNew(t, addr, "pool")
+	require.NoError(t, cl.write(testCtx(t), epoch, r.id, []run{{off: PageSize, data: []byte("page one")}}))
 
 	a := &agent{cfg: agentConfig{Addr: addr, Name: "pool", Region: 64 << 10, Insecure: true}}
 	var f fetcher

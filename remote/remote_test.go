@@ -139,10 +139,7 @@ func TestRoundTripInProcess(t *testing.T) {
 // base, so the open rewrites no pointer.
 func TestReopenKeepsBase(t *testing.T) {
 	node := startNode(t, t.TempDir(), "127.0.0.1:0")
-	opts := openOpts(t.TempDir(), "a.backup")
-	opts.Size = 8 << 20
-	h, err := remote.Open(node.url("graph"), opts)
-	require.NoError(t, err)
+	h, opts := createPool(t, node, "graph", t.TempDir(), 8<<20)
 	build(t, h, 50)
 	base := uintptr(h.Recovery().NewBase)
 	require.NoError(t, h.Close())
@@ -156,7 +153,7 @@ func TestReopenKeepsBase(t *testing.T) {
 			break
 		}
 	}
-	h, err = remote.Open(node.url("graph"), opts)
+	h, err := remote.Open(node.url("graph"), opts)
 	require.NoError(t, err)
 	defer h.Close()
 	assert.False(t, h.Recovery().Relocated, "moved from %#x to %#x", base, h.Recovery().NewBase)
@@ -228,12 +225,9 @@ func TestNodeFileSystemFull(t *testing.T) {
 // Grow is refused, and the pool stays usable.
 func TestRemotePoolDoesNotGrow(t *testing.T) {
 	node := startNode(t, t.TempDir(), "127.0.0.1:0")
-	opts := openOpts(t.TempDir(), "a.backup")
-	opts.Size = 1 << 20
-	h, err := remote.Open(node.url("small"), opts)
-	require.NoError(t, err)
+	h, _ := createPool(t, node, "small", t.TempDir(), 1<<20)
 	defer h.Close()
-	err = h.Update(func(tx *heap.Tx) error {
+	err := h.Update(func(tx *heap.Tx) error {
 		_, err := heap.MakeSlice[uint64](tx, 1<<18, 1<<18)
 		return err
 	})
@@ -251,15 +245,12 @@ func TestRemotePoolDoesNotGrow(t *testing.T) {
 func TestRemotePoolIdlesPastNodeTimeout(t *testing.T) {
 	node := startNode(t, t.TempDir(), "127.0.0.1:0", "REMOTE_TEST_IDLE=200ms")
 	dir := t.TempDir()
-	opts := openOpts(dir, "a.backup")
-	opts.Size = 8 << 20
-	h, err := remote.Open(node.url("idle"), opts)
-	require.NoError(t, err)
+	h, _ := createPool(t, node, "idle", dir, 8<<20)
 	build(t, h, 100)
 	require.NoError(t, h.Close())
 
 	// A fresh backup: every page the pool reads comes from the node.
-	h, err = remote.Open(node.url("idle"), openOpts(dir, "b.backup"))
+	h, err := remote.Open(node.url("idle"), openOpts(dir, "b.backup"))
 	require.NoError(t, err)
 	time.Sleep(time.Second)
 	verify(t, h, 100)
@@ -274,4 +265,15 @@ func TestRemotePoolIdlesPastNodeTimeout(t *testing.T) {
 	require.NoError(t, err)
 	defer h.Close()
 	verify(t, h, 110)
+}
+
+// createPool opens a new pool of size bytes in region name of node, with
+// its backup in dir, and returns it with the options it was opened with.
+func createPool(t *testing.T, node *nodeProc, name, dir string, size int64) (*heap.Heap, *remote.Options) {
+	t.Helper()
+	opts := openOpts(dir, "a.backup")
+	opts.Size = size
+	h, err := remote.Open(node.url(name), opts)
+	require.NoError(t, err)
+	return h, opts
 }
