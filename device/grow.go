@@ -74,7 +74,8 @@ func checkGrow(closed bool, subs *subscribers) error {
 	case closed:
 		return ErrClosed
 	case len(subs.load()) > 0:
-		return fmt.Errorf("%d write-back subscribers follow the pool's current range: %w", len(subs.load()), ErrNoGrowth)
+		return fmt.Errorf("%d write-back subscribers (a running mirror, say) follow the pool's current range: stop them, grow the pool, and start them again: %w",
+			len(subs.load()), ErrNoGrowth)
 	}
 	return nil
 }

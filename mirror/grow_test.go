@@ -50,6 +50,7 @@ func TestReplicaOfGrownPool(t *testing.T) {
 			err = h.Grow(2 * poolSize)
 			require.ErrorIs(t, err, pmemgo.ErrNoSpace, "a growth while the mirror runs")
 			require.ErrorIs(t, err, device.ErrNoGrowth)
+			require.ErrorContains(t, err, "stop them, grow the pool, and start them again")
 			require.NoError(t, m.Close())
 			// The pool as it was before the growth, to come back later.
 			old := filepath.Join(t.TempDir(), "old.pool")
