@@ -554,7 +554,7 @@ func (h *Heap) closeSnapshots() {
 // which is synced and renamed into place, so that path holds a whole pool
 // or nothing. Transactions go on meanwhile; while they commit, the copy
 // of a pool file yields to them (see backupPause), so a backup under load
-// takes two to three times as long as on an idle pool, unless
+// takes about three times as long as on an idle pool, unless
 // SetBackupOptions says otherwise.
 func (h *Heap) Backup(path string) error {
 	s, err := h.Snapshot(nil)
@@ -667,11 +667,12 @@ func (s *Snapshot) copyFile(dst *os.File) error {
 
 // backupPause is how a backup yields to writers: after a chunk during
 // which transactions committed, it pauses as long as the chunk took, so
-// that under load it takes two to three times as long and leaves the
+// that under load it takes about three times as long and leaves the
 // writers more of the machine. On two cores, back-to-back backups of a
 // 1 GiB pool at full speed cost a writer 14-25% of its rate (median 21%),
-// yielding 1-23% (median 8%) (BenchmarkSnapshotWriter, six rounds). An
-// idle pool is copied at full speed. Tests replace it.
+// yielding 1-23% (median 8%), in six rounds of an earlier form of
+// BenchmarkSnapshotWriter; over whole backups, yielding costs it 8-11%
+// (median 10%). An idle pool is copied at full speed. Tests replace it.
 var backupPause = time.Sleep
 
 // copyChunkSize is what copyFile copies per system call: large, since
