@@ -29,7 +29,10 @@ type srvConn struct {
 	claims atomic.Int32
 	// idleMu orders the idle deadline's updates: by the connection's
 	// goroutine before each request, by a worker after each queued one.
+	// armed is set while a deadline is set, so that a connection that
+	// holds a claim lifts it once rather than at every request.
 	idleMu sync.Mutex
+	armed  bool
 }
 
 func (c *srvConn) serve() {
@@ -93,10 +96,13 @@ func (c *srvConn) setIdleDeadline() {
 	}
 	c.idleMu.Lock()
 	defer c.idleMu.Unlock()
-	if c.claims.Load() == 0 && len(c.slots) == 0 {
+	switch {
+	case c.claims.Load() == 0 && len(c.slots) == 0:
 		_ = c.c.SetReadDeadline(time.Now().Add(idle))
-	} else {
+		c.armed = true
+	case c.armed:
 		_ = c.c.SetReadDeadline(time.Time{})
+		c.armed = false
 	}
 }
 

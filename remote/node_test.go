@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -431,4 +432,21 @@ func TestFetcherReconnectsAfterIdleClose(t *testing.T) {
 	require.Eventually(t, func() bool { return connCount(n) == 1 }, 20*idle, idle/10, "the fetcher's connection idles out")
 	require.NoError(t, f.read(a, PageSize, page, time.Now().Add(5*time.Second)))
 	assert.Equal(t, "page one", string(page[:8]))
+}
+
+// TestNodeClosesTricklingClient: a hostile client that sends part of a
+// frame header and then nothing is closed after the idle timeout, as a
+// silent one is: the bound covers the whole frame.
+func TestNodeClosesTricklingClient(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	n, addr := startNode(t, NodeOptions{IdleTimeout: idle})
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte(frameMagic + "\x01"))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(20*idle)))
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the node closes the connection")
+	require.Eventually(t, func() bool { return connCount(n) == 0 }, 10*idle, idle/10)
 }
