@@ -2,6 +2,7 @@ package mirror_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -96,4 +97,33 @@ func TestReplicaOfGrownPool(t *testing.T) {
 			assert.Equal(t, want, names(t, path, key))
 		})
 	}
+}
+
+// TestReplicaRefusesGrowthPastCap: a primary whose pool grew past the
+// server's MaxPoolSize is refused with ErrLimit, as a new pool that
+// large is, and the replica keeps its copy of the smaller pool.
+func TestReplicaRefusesGrowthPastCap(t *testing.T) {
+	dir := fastDir(t)
+	srv, addr := startServerWith(t, secureServer(t, mirror.ServerOptions{Dir: dir, MaxPoolSize: 2 * poolSize}))
+	defer srv.Close()
+	h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize})
+	require.NoError(t, err)
+	defer h.Close()
+	opts := secure(t, mirror.Options{Replicas: []string{addr}, Mode: mirror.Async, Logger: testLogger(t)})
+	m, err := mirror.Start(h, opts)
+	require.NoError(t, err)
+	require.NoError(t, pushName(h, "small"))
+	flush(t, m)
+	require.NoError(t, m.Close())
+	before, err := os.ReadFile(replicaFile(t, dir))
+	require.NoError(t, err)
+
+	require.NoError(t, h.Grow(4*poolSize))
+	m, err = mirror.Start(h, opts)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return errors.Is(m.Status()[0].Err, mirror.ErrLimit) }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, m.Close())
+	after, err := os.ReadFile(replicaFile(t, dir))
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "the replica's copy changed")
 }
