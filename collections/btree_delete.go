@@ -30,7 +30,7 @@ func (m *BTreeMap[K, V]) Delete(tx *heap.Tx, k K) (bool, error) {
 	if clear {
 		ranges = append(ranges, rng(&l.keys[s]), rng(&l.vals[s]))
 	}
-	merges, collapse := m.planMerges(&p, int(l.n)-1, &ranges)
+	merges, borrow, collapse := m.planMerges(&p, int(l.n)-1, &ranges)
 	if err := tx.AddRanges(ranges...); err != nil {
 		return false, err
 	}
@@ -52,6 +52,10 @@ func (m *BTreeMap[K, V]) Delete(tx *heap.Tx, k K) (bool, error) {
 			return false, err
 		}
 	}
+	if borrow {
+		st := p.steps[p.n-1-merges]
+		st.node.borrow(mergePair(st.i, int(st.node.n)), st.i)
+	}
 	if collapse {
 		return true, m.collapse(tx)
 	}
@@ -70,7 +74,12 @@ func mergePair(i, n int) int {
 // planMerges decides, from the leaf up, which levels merge after the leaf
 // on path p drops to n entries, adds the nodes they change to ranges (whole:
 // merges are rare) and reports whether the root is left with one child.
-func (m *BTreeMap[K, V]) planMerges(p *path[K, V], n int, ranges *[]heap.Range) (merges int, collapse bool) {
+// An inner node that a merge below leaves with no key and that cannot
+// merge with its sibling (the sibling is nearly full) takes a child from
+// the sibling instead (borrow, at the level above the merges): left
+// keyless, its leaf could later empty with no sibling in the node to merge
+// with.
+func (m *BTreeMap[K, V]) planMerges(p *path[K, V], n int, ranges *[]heap.Range) (merges int, borrow, collapse bool) {
 	lowest, capacity, extra := leafMin, leafCap, 0
 	for lvl := p.n - 1; lvl >= 0 && n < lowest; lvl-- {
 		in, i := p.steps[lvl].node, p.steps[lvl].i
@@ -89,6 +98,11 @@ func (m *BTreeMap[K, V]) planMerges(p *path[K, V], n int, ranges *[]heap.Range) 
 			*ranges = append(*ranges, rng(a), rng(b))
 		}
 		if n+sibN+extra > capacity {
+			if extra == 1 && n == 0 {
+				*ranges = append(*ranges, rng(in))
+				borrow = true
+				break
+			}
 			*ranges = (*ranges)[:len(*ranges)-2]
 			break
 		}
@@ -101,7 +115,42 @@ func (m *BTreeMap[K, V]) planMerges(p *path[K, V], n int, ranges *[]heap.Range) 
 			collapse = true
 		}
 	}
-	return merges, collapse
+	return merges, borrow, collapse
+}
+
+// borrow moves one child, through the separator key li, between children
+// li and li+1 of in, into child i, which has no key: the first child of
+// its right sibling, or the last of its left one when it is the last
+// child. Keys move, none is copied, so a string key keeps one owner.
+// planMerges logged the three nodes.
+func (in *innerNode[K, V]) borrow(li, i int) {
+	var zk K
+	a, b := in.kids[li], in.kids[li+1]
+	if li == i {
+		na, nb := int(a.n), int(b.n)
+		a.keys[na] = in.keys[li]
+		a.kids[na+1], a.leaves[na+1] = b.kids[0], b.leaves[0]
+		a.n++
+		in.keys[li] = b.keys[0]
+		copy(b.keys[:nb-1], b.keys[1:nb])
+		b.keys[nb-1] = zk
+		copy(b.kids[:nb], b.kids[1:nb+1])
+		copy(b.leaves[:nb], b.leaves[1:nb+1])
+		b.kids[nb], b.leaves[nb] = nil, nil
+		b.n--
+		return
+	}
+	na, nb := int(a.n), int(b.n)
+	copy(b.keys[1:nb+1], b.keys[:nb])
+	b.keys[0] = in.keys[li]
+	copy(b.kids[1:nb+2], b.kids[:nb+1])
+	copy(b.leaves[1:nb+2], b.leaves[:nb+1])
+	b.kids[0], b.leaves[0] = a.kids[na], a.leaves[na]
+	b.n++
+	in.keys[li] = a.keys[na-1]
+	a.keys[na-1] = zk
+	a.kids[na], a.leaves[na] = nil, nil
+	a.n--
 }
 
 // merge merges children li and li+1 of in into li; leaf says whether the
