@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -110,13 +111,13 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 	// lastFaults is the page faults per 1000 commits of the writer's own
 	// thread in the last rate: the copy-on-write's cost shows there first
 	// (see snapMemory).
-	var lastCPU, lastFaults float64
+	var lastCPU, lastFaults, lastThread float64
 	// rate commits for d, or when done is not nil until it is closed,
 	// and returns the commits per second.
 	rate := func(d time.Duration, done <-chan struct{}) float64 {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		f0 := threadFaults(b)
+		f0, th0 := threadFaults(b), threadCPU(b)
 		n, t0, c0 := 0, time.Now(), processCPU(b)
 		stopped := func() bool {
 			if done == nil {
@@ -135,6 +136,7 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 		}
 		lastCPU = float64((processCPU(b) - c0).Nanoseconds()) / float64(max(n, 1))
 		lastFaults = float64(threadFaults(b)-f0) * 1000 / float64(max(n, 1))
+		lastThread = float64((threadCPU(b) - th0).Nanoseconds()) / float64(max(n, 1))
 		return float64(n) / time.Since(t0).Seconds()
 	}
 	// during runs one copy in the background and returns the writer's
@@ -167,35 +169,65 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 	}
 	var backupTime time.Duration
 	var plain, opened, backup, copied, cpuAlone, cpuOpen, faultsAlone, faultsOpen, faultsBackup float64
+	var thAlone, thOpen, thBackup float64
+	// Each round's ratios, against the writer alone in the seconds just
+	// before and just after, so that a drift of the machine's speed
+	// cancels out; the medians over the rounds are the figures least
+	// moved by a round the machine disturbed.
+	var ratios, ratiosOpen, ratiosCopy []float64
+	alone := func() float64 {
+		r := rate(time.Second, nil)
+		cpuAlone, faultsAlone, thAlone = cpuAlone+lastCPU, faultsAlone+lastFaults, thAlone+lastThread
+		return r
+	}
 	for b.Loop() {
-		// The writer alone just before and just after the backup, so
-		// that a drift of the machine's speed cancels out of the ratio.
-		before := rate(time.Second, nil)
-		cpuAlone, faultsAlone = cpuAlone+lastCPU, faultsAlone+lastFaults
-		backup += during(func() error { return h.Backup(dst) })
-		faultsBackup += lastFaults
+		a0 := alone()
+		rb := during(func() error { return h.Backup(dst) })
+		faultsBackup, thBackup = faultsBackup+lastFaults, thBackup+lastThread
 		backupTime += lastCopy
-		plain += (before + rate(time.Second, nil)) / 2
-		opened += open()
-		cpuOpen, faultsOpen = cpuOpen+lastCPU, faultsOpen+lastFaults
+		a1 := alone()
+		ro := open()
+		cpuOpen, faultsOpen, thOpen = cpuOpen+lastCPU, faultsOpen+lastFaults, thOpen+lastThread
+		a2 := alone()
 		// The same writer while the pool file is merely copied, as cp
 		// would: what the machine's cores and memory bandwidth leave to a
 		// writer with a copy going on, without any snapshot.
-		copied += during(func() error { return copyFile(h.Path(), dst) })
+		rc := during(func() error { return copyFile(h.Path(), dst) })
+		a3 := alone()
+		plain += (a0 + a1 + a2 + a3) / 4
+		backup, opened, copied = backup+rb, opened+ro, copied+rc
+		ratios = append(ratios, rb*2/(a0+a1))
+		ratiosOpen = append(ratiosOpen, ro*2/(a1+a2))
+		ratiosCopy = append(ratiosCopy, rc*2/(a2+a3))
 	}
-	b.ReportMetric(plain/float64(b.N), "tx/s-alone")
-	b.ReportMetric(opened/float64(b.N), "tx/s-open")
-	b.ReportMetric(opened/plain, "ratio-open")
-	b.ReportMetric(cpuAlone/float64(b.N), "cpu-ns/tx-alone")
-	b.ReportMetric(cpuOpen/float64(b.N), "cpu-ns/tx-open")
-	b.ReportMetric(faultsAlone/float64(b.N), "writer-faults/ktx-alone")
-	b.ReportMetric(faultsOpen/float64(b.N), "writer-faults/ktx-open")
-	b.ReportMetric(faultsBackup/float64(b.N), "writer-faults/ktx-backup")
-	b.ReportMetric(backup/float64(b.N), "tx/s-backup")
-	b.ReportMetric(float64(backupTime.Milliseconds())/float64(b.N), "ms/backup-busy")
-	b.ReportMetric(copied/float64(b.N), "tx/s-file-copy")
-	b.ReportMetric(backup/plain, "ratio")
-	b.ReportMetric(copied/plain, "ratio-file-copy")
+	n := float64(b.N)
+	b.ReportMetric(plain/n, "tx/s-alone")
+	b.ReportMetric(opened/n, "tx/s-open")
+	b.ReportMetric(backup/n, "tx/s-backup")
+	b.ReportMetric(copied/n, "tx/s-file-copy")
+	b.ReportMetric(cpuAlone/(4*n), "cpu-ns/tx-alone")
+	b.ReportMetric(cpuOpen/n, "cpu-ns/tx-open")
+	b.ReportMetric(thAlone/(4*n), "writer-cpu-ns/tx-alone")
+	b.ReportMetric(thOpen/n, "writer-cpu-ns/tx-open")
+	b.ReportMetric(thBackup/n, "writer-cpu-ns/tx-backup")
+	b.ReportMetric(faultsAlone/(4*n), "writer-faults/ktx-alone")
+	b.ReportMetric(faultsOpen/n, "writer-faults/ktx-open")
+	b.ReportMetric(faultsBackup/n, "writer-faults/ktx-backup")
+	b.ReportMetric(float64(backupTime.Milliseconds())/n, "ms/backup-busy")
+	b.ReportMetric(median(ratios), "ratio")
+	b.ReportMetric(median(ratiosOpen), "ratio-open")
+	b.ReportMetric(median(ratiosCopy), "ratio-file-copy")
+	b.ReportMetric(slices.Min(ratios), "ratio-min")
+	b.ReportMetric(slices.Max(ratios), "ratio-max")
+}
+
+// median returns the median of xs.
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // BenchmarkSnapshotMemory measures what a snapshot keeps under random
@@ -277,6 +309,13 @@ func threadFaults(b *testing.B) int64 {
 	var ru unix.Rusage
 	check(b, unix.Getrusage(unix.RUSAGE_THREAD, &ru))
 	return ru.Minflt + ru.Majflt
+}
+
+// threadCPU returns the processor time the calling thread has used.
+func threadCPU(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	check(b, unix.Getrusage(unix.RUSAGE_THREAD, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func processCPU(b *testing.B) time.Duration {
