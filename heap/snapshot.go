@@ -26,8 +26,9 @@ const lineSize = 64
 // keptRegion is the granularity at which a snapshot lists kept lines.
 const keptRegion = 64 << 10
 
-// arenaBlock is the size of the blocks a snapshot keeps lines in.
-const arenaBlock = 64 << 10
+// arenaBlock is the size of the blocks a snapshot keeps lines in: a huge
+// page (see snapMemory).
+const arenaBlock = hugePage
 
 // SnapshotOptions configures Snapshot. The zero value keeps up to 64 MiB
 // of copied lines in memory and spills the rest to a file in os.TempDir.
@@ -111,9 +112,9 @@ type Snapshot struct {
 	// keeps none of them. once says that reads advance it.
 	behind atomic.Int64
 	once   bool
-	// arena holds the copied lines in blocks that double up to arenaBlock
-	// bytes (see arenaLine), so that
-	// growing it never copies what it holds; used counts its bytes.
+	// arena holds the copied lines in blocks of arenaBlock bytes (see
+	// arenaLine), so that growing it never copies what it holds; used
+	// counts its bytes.
 	arena [][]byte
 	fill  int // bytes used in the last block
 	used  int64

@@ -10,8 +10,9 @@ import (
 // linesPerRegion is the number of lines in a region of keptRegion bytes.
 const linesPerRegion = keptRegion / lineSize
 
-// keptBlock is how many kept lines' entries a block of keptIndex holds.
-const keptBlock = 4096
+// keptBlock is how many kept lines' entries a block of keptIndex holds: a
+// huge page of them (see snapMemory).
+const keptBlock = hugePage / 16
 
 // keptIndex says which lines a snapshot kept and where their copies are,
 // with as few scattered memory accesses as a transaction's first change

@@ -23,6 +23,13 @@ import (
 // transactions with a snapshot open against 5 without, 1.2 us of
 // processor time added to each transaction.
 //
+// Blocks are huge pages (2 MiB, advised with MADV_HUGEPAGE where the
+// system offers transparent huge pages): the filler then takes one fault
+// per 32768 lines rather than one per 64, and the writer's stores into the
+// arena and the index miss the TLB once per block. With 64 KiB blocks, a
+// snapshot open under that writer, never read, cost it 6-14% of its rate;
+// with huge pages 1-5% (BenchmarkSnapshotWriter, ratio-open).
+//
 // A goroutine of the heap's, started with the first block asked for and
 // stopped at Close, keeps aheadBlocks blocks of lines, and index blocks
 // for as many lines, mapped and touched. Closed snapshots give their
@@ -43,34 +50,58 @@ type snapMemory struct {
 }
 
 const (
-	// aheadBlocks blocks of lines (2 MiB) and the index blocks for as
+	// aheadBlocks blocks of lines (4 MiB) and the index blocks for as
 	// many lines are ready: the arena of a snapshot under that writer
-	// takes some 600 blocks a second.
-	aheadBlocks = 32
+	// takes some 20 blocks a second.
+	aheadBlocks = 2
 	// keepBlocks blocks of lines (16 MiB) and the index blocks for as
-	// many lines are kept from closed snapshots, a little more than a
-	// backup of a 1 GiB pool at 3.5 GB/s keeps under that writer.
-	keepBlocks = 256
+	// many lines are kept from closed snapshots, so that backups taken
+	// one after another reuse them.
+	keepBlocks = 8
 	pageSize   = 4096
+	// hugePage is the size of a transparent huge page on amd64 and arm64
+	// with 4 KiB pages; blocks are multiples of it.
+	hugePage = 2 << 20
 	// indexBlockBytes is the size of a block of keptBlock entries.
 	indexBlockBytes = keptBlock * int(unsafe.Sizeof(keptAt{}))
 	// indexPerArena is how many blocks of lines one index block covers.
 	indexPerArena = keptBlock / (arenaBlock / lineSize)
-	aheadIndex    = aheadBlocks / indexPerArena
-	keepIndex     = keepBlocks / indexPerArena
+	aheadIndex    = (aheadBlocks + indexPerArena - 1) / indexPerArena
+	keepIndex     = (keepBlocks + indexPerArena - 1) / indexPerArena
 )
 
-// mapBlock maps n bytes of zeroed private memory.
+// mapBlock maps n bytes of zeroed private memory, a multiple of hugePage,
+// aligned to hugePage and advised to be backed by huge pages.
 func mapBlock(n int) ([]byte, error) {
-	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	// Mapping hugePage more and unmapping what lies outside the aligned
+	// part aligns the block whatever the kernel's placement. The blocks
+	// are mapped and unmapped by address (MmapPtr), as unix.Munmap
+	// unmaps only whole mappings that unix.Mmap made.
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(n+hugePage), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil, fmt.Errorf("mapping %d bytes for a snapshot's lines: %w", n, err)
 	}
+	head := -uintptr(p) & (hugePage - 1)
+	if head > 0 {
+		unmapRange(p, head)
+	}
+	start := unsafe.Add(p, head)
+	if tail := hugePage - head; tail > 0 {
+		unmapRange(unsafe.Add(start, n), tail)
+	}
+	b := unsafe.Slice((*byte)(start), n)
+	// Without transparent huge pages (EINVAL), the block is made of
+	// small pages: slower to touch, as correct.
+	_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
 	return b, nil
 }
 
 func unmapBlock(b []byte) {
-	if err := unix.Munmap(b); err != nil {
+	unmapRange(unsafe.Pointer(unsafe.SliceData(b)), uintptr(len(b)))
+}
+
+func unmapRange(p unsafe.Pointer, n uintptr) {
+	if err := unix.MunmapPtr(p, n); err != nil {
 		fmt.Fprintf(os.Stderr, "pmemgo: unmapping a snapshot block: %v\n", err)
 	}
 }
