@@ -12,7 +12,7 @@ import (
 
 // TestBackupYieldsToWriters backs up a pool of several copy chunks: idle,
 // the backup never pauses; while a writer commits, it pauses after chunks
-// during which commits were made, each time as long as the chunk took;
+// during which commits were made, each time a positive pause;
 // with BackupOptions.FullSpeed it does not pause.
 func TestBackupYieldsToWriters(t *testing.T) {
 	const chunks = 3
