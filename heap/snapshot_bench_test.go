@@ -21,7 +21,7 @@ import (
 // The snapshot benchmarks measure issue 12's targets on a 1 GiB pool
 // (skipped with -short):
 //
-//	go test -run XXX -bench 'Snapshot|Backup' -benchtime 3x ./heap/
+//	go test -run XXX -bench 'Snapshot|Backup' -benchtime 5x ./heap/
 
 // snapAccounts is the array the snapshot benchmarks update: 64-byte
 // accounts spread over the pool.
