@@ -253,6 +253,53 @@ func TestCrashDelete(t *testing.T) {
 	assert.Empty(t, sum.Failures, "failures are reported above")
 }
 
+// putAfter puts n keys that sort between key(i) and key(i+1), in order.
+func putAfter(i, n int, val uint64) crashOp {
+	k := func(j int) string { return key(i) + fmt.Sprintf("%03d", j) }
+	return crashOp{
+		name: fmt.Sprintf("put %s..%s", k(0), k(n-1)),
+		run: func(tx *heap.Tx, r *crashRoot) error {
+			for j := range n {
+				if err := r.B.Put(tx, k(j), val); err != nil {
+					return err
+				}
+				if err := r.H.Put(tx, k(j), strconv.FormatUint(val, 10)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		model: func(m map[string]uint64) {
+			for j := range n {
+				m[k(j)] = val
+			}
+		},
+	}
+}
+
+// TestCrashBorrow crashes at every fence of deletes whose leaf merge
+// leaves an inner node with no key next to a full sibling, which then
+// gives it a child (innerNode.borrow): from the right, and from the left
+// when the keyless node is the last child. 800 sequential keys make a
+// root over inner nodes of 16 and 32 keys; 256 more after key 271 fill
+// the first as well.
+func TestCrashBorrow(t *testing.T) {
+	t.Run("from the right", func(t *testing.T) {
+		// The first inner node is left with two leaves; emptying the
+		// first merges them.
+		setup := []crashOp{putKeys(0, 800, 1), deleteKeys(0, 240)}
+		ops := []crashOp{deleteKeys(240, 255), deleteKeys(255, 256)}
+		sum := crashtest.Run(t, crashWorkload(setup, ops), lineOptions())
+		assert.Empty(t, sum.Failures, "failures are reported above")
+	})
+	t.Run("from the left", func(t *testing.T) {
+		setup := []crashOp{putKeys(0, 800, 1), putAfter(271, 256, 1), deleteKeys(272, 768)}
+		ops := []crashOp{deleteKeys(768, 783), deleteKeys(783, 784)}
+		sum := crashtest.Run(t, crashWorkload(setup, ops), lineOptions())
+		assert.Empty(t, sum.Failures, "failures are reported above")
+	})
+}
+
 // TestCrashHashGrow crashes at every fence of the Put that starts growing
 // the hash table, of each Put and Delete that drains two of its buckets,
 // and of the one that drains the last and frees the old table.
