@@ -48,22 +48,31 @@ type crashOp struct {
 func key(i int) string { return fmt.Sprintf("%05d", i) }
 
 func putKeys(from, to int, val uint64) crashOp {
+	var ks []string
+	for i := from; i < to; i++ {
+		ks = append(ks, key(i))
+	}
+	return putAll(fmt.Sprintf("put %s..%s", key(from), key(to-1)), ks, val)
+}
+
+// putAll puts keys, in order, with the value val.
+func putAll(name string, keys []string, val uint64) crashOp {
 	return crashOp{
-		name: fmt.Sprintf("put %s..%s", key(from), key(to-1)),
+		name: name,
 		run: func(tx *heap.Tx, r *crashRoot) error {
-			for i := from; i < to; i++ {
-				if err := r.B.Put(tx, key(i), val); err != nil {
+			for _, k := range keys {
+				if err := r.B.Put(tx, k, val); err != nil {
 					return err
 				}
-				if err := r.H.Put(tx, key(i), strconv.FormatUint(val, 10)); err != nil {
+				if err := r.H.Put(tx, k, strconv.FormatUint(val, 10)); err != nil {
 					return err
 				}
 			}
 			return nil
 		},
 		model: func(m map[string]uint64) {
-			for i := from; i < to; i++ {
-				m[key(i)] = val
+			for _, k := range keys {
+				m[k] = val
 			}
 		},
 	}
@@ -255,26 +264,11 @@ func TestCrashDelete(t *testing.T) {
 
 // putAfter puts n keys that sort between key(i) and key(i+1), in order.
 func putAfter(i, n int, val uint64) crashOp {
-	k := func(j int) string { return key(i) + fmt.Sprintf("%03d", j) }
-	return crashOp{
-		name: fmt.Sprintf("put %s..%s", k(0), k(n-1)),
-		run: func(tx *heap.Tx, r *crashRoot) error {
-			for j := range n {
-				if err := r.B.Put(tx, k(j), val); err != nil {
-					return err
-				}
-				if err := r.H.Put(tx, k(j), strconv.FormatUint(val, 10)); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-		model: func(m map[string]uint64) {
-			for j := range n {
-				m[k(j)] = val
-			}
-		},
+	ks := make([]string, n)
+	for j := range ks {
+		ks[j] = key(i) + fmt.Sprintf("%03d", j)
 	}
+	return putAll(fmt.Sprintf("put %s..%s", ks[0], ks[n-1]), ks, val)
 }
 
 // TestCrashBorrow crashes at every fence of deletes whose leaf merge
