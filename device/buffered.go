@@ -73,6 +73,7 @@ func (d *bufferedDevice) Grow(size int) error {
 		return fmt.Errorf("write-back mapping: %w", err)
 	}
 	d.work, d.file = d.mWork.data, d.mFile.data
+	d.subs.grown(size)
 	return nil
 }
 

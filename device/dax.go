@@ -205,6 +205,7 @@ func (d *daxDevice) Grow(size int) error {
 		}
 	}
 	d.data = d.m.data
+	d.subs.grown(size)
 	return nil
 }
 

@@ -60,6 +60,18 @@ type Subscriber interface {
 	Fence()
 }
 
+// GrowthFollower is a Subscriber that follows the pool's growth: a device
+// grows while subscribers are registered only if each is one (a
+// replication mirror's tracker is), and tells them the new size.
+type GrowthFollower interface {
+	Subscriber
+	// Grown reports that the pool is now size bytes long, the new part
+	// mapped right after the old one. It is called by Grow, on its
+	// goroutine, once the new part is mapped and before Grow returns, so
+	// before any write-back in it is reported.
+	Grown(size int)
+}
+
 // Mapper maps pool files as Devices. Options of the heap take a Mapper, so
 // that the device is chosen at open.
 type Mapper interface {

@@ -201,6 +201,7 @@ func (d *Emulated) Grow(size int) error {
 		return fmt.Errorf("durable shadow: %w", err)
 	}
 	d.work, d.durable = d.mWork.data, d.mShadow.data
+	d.subs.grown(size)
 	return nil
 }
 

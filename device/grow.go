@@ -26,8 +26,10 @@ type Grower interface {
 	// unless the file already held it. Nothing else is made durable. Grow
 	// must not run concurrently with any other use of the device, Bytes
 	// included. It fails with an error wrapping ErrNoGrowth when size is
-	// beyond the reservation or while a subscriber is registered (a
-	// subscriber tracks a fixed range and would miss the new part).
+	// beyond the reservation or while a subscriber that is not a
+	// GrowthFollower is registered (it tracks a fixed range and would miss
+	// the new part); GrowthFollowers are told the new size (Grown) before
+	// Grow returns.
 	Grow(size int) error
 }
 
@@ -73,9 +75,9 @@ func checkGrow(closed bool, subs *subscribers) error {
 	switch {
 	case closed:
 		return ErrClosed
-	case len(subs.load()) > 0:
-		return fmt.Errorf("%d write-back subscribers (a running mirror, say) follow the pool's current range: stop them, grow the pool, and start them again: %w",
-			len(subs.load()), ErrNoGrowth)
+	case subs.unfollowing() > 0:
+		return fmt.Errorf("%d write-back subscribers (a running ha guard, say) follow the pool's current range only: stop them, grow the pool, and start them again: %w",
+			subs.unfollowing(), ErrNoGrowth)
 	}
 	return nil
 }

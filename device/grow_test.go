@@ -2,6 +2,7 @@ package device_test
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -81,7 +82,8 @@ func TestGrowInPlace(t *testing.T) {
 }
 
 // TestGrowRefused: a device grows only inside the reservation made at
-// Map, and not while a subscriber follows its write-backs.
+// Map, and not while a subscriber follows its write-backs, unless it
+// follows growth too (device.GrowthFollower).
 func TestGrowRefused(t *testing.T) {
 	for _, tc := range growMappers() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,11 +106,29 @@ func TestGrowRefused(t *testing.T) {
 			err = d.(device.Grower).Grow(2 * poolSize)
 			require.ErrorIs(t, err, device.ErrNoGrowth, "with a subscriber")
 			assert.Contains(t, err.Error(), "subscribers")
+			// A subscriber that follows growth lets the device grow, and
+			// is told the new size before the growth returns, and so
+			// before any write-back in the new part.
+			fol := &follower{}
+			cancelF := d.Subscribe(fol)
+			err = d.(device.Grower).Grow(2 * poolSize)
+			require.ErrorIs(t, err, device.ErrNoGrowth, "with a subscriber that does not follow growth")
+			assert.Empty(t, fol.log)
 			cancel()
 			require.NoError(t, d.(device.Grower).Grow(2*poolSize))
+			d.Flush(2*poolSize-64, 64)
+			require.NoError(t, d.Fence())
+			want := []string{fmt.Sprintf("grown %d", 2*poolSize), fmt.Sprintf("wb %d+64", 2*poolSize-64), "fence"}
+			assert.Equal(t, want, fol.log)
+			cancelF()
 		})
 	}
 }
+
+// follower is a recorder that follows growth.
+type follower struct{ recorder }
+
+func (f *follower) Grown(size int) { f.log = append(f.log, fmt.Sprintf("grown %d", size)) }
 
 // TestGrowReservationAvoids: the reservation, not only the mapping, keeps
 // clear of the ranges to avoid, and a free hint is taken whole.

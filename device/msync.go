@@ -131,6 +131,7 @@ func (d *msyncDevice) Grow(size int) error {
 		return err
 	}
 	d.data, d.file.size = d.m.data, int64(size)
+	d.subs.grown(size)
 	return nil
 }
 

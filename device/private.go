@@ -90,5 +90,6 @@ func (d *privateDevice) Grow(size int) error {
 		return err
 	}
 	d.data = d.m.data
+	d.subs.grown(size)
 	return nil
 }

@@ -61,6 +61,7 @@ func (d *sealedDevice) Grow(size int) error {
 	}
 	d.plain = d.grow.data
 	d.lineDig = append(d.lineDig, make([]uint64, (size-old)/seal.LineSize)...)
+	d.subs.grown(size)
 	return nil
 }
 

@@ -72,3 +72,24 @@ func (ss *subscribers) fence() {
 		e.s.Fence()
 	}
 }
+
+// grown tells every subscriber, each a GrowthFollower (checkGrow saw to
+// it), that the pool is now size bytes long.
+func (ss *subscribers) grown(size int) {
+	for _, e := range ss.load() {
+		if g, ok := e.s.(GrowthFollower); ok {
+			g.Grown(size)
+		}
+	}
+}
+
+// unfollowing counts the subscribers that do not follow growth.
+func (ss *subscribers) unfollowing() int {
+	n := 0
+	for _, e := range ss.load() {
+		if _, ok := e.s.(GrowthFollower); !ok {
+			n++
+		}
+	}
+	return n
+}

@@ -122,10 +122,10 @@ func (m *Mirror) capture() uint64 {
 	if frame == nil {
 		m.dropHistoryLocked(seq, n)
 	} else {
-		b = &batch{seq: seq, frame: frame, prev: prev, chain: chain, bytes: n, cum: m.cum, oldest: oldest, captured: now}
+		b = &batch{seq: seq, frame: frame, prev: prev, chain: chain, bytes: n, cum: m.cum, oldest: oldest, captured: now, size: int64(len(m.mem))}
 		for _, s := range m.sessions {
 			if m.opts.Mode == Sync {
-				if c := s.directLocked(seq); c != nil {
+				if c := s.directLocked(seq, b.size); c != nil {
 					direct, directTo = append(direct, c), append(directTo, s)
 					b.take()
 					continue
@@ -448,8 +448,10 @@ type snapWait struct {
 // is chain. img reads what is sent: the snapshot or, for a sealed pool,
 // the sealed file holding it.
 type snapTaken struct {
-	snap  *heap.Snapshot
-	img   io.ReaderAt
+	snap *heap.Snapshot
+	img  io.ReaderAt
+	// size is the image's size: the pool's, or its sealed file's.
+	size  int64
 	base  uint64
 	chain wire.Chain
 	err   error
@@ -467,12 +469,12 @@ func (m *Mirror) takeSnapshots(wants []snapWait) []snapTaken {
 		if t.snap, t.err = m.h.Snapshot(&heap.SnapshotOptions{Exact: true}); t.err != nil {
 			continue
 		}
-		t.img = t.snap
+		t.img, t.size = t.snap, t.snap.Size()
 		if m.sealed {
 			// Sealed as it is read, under new nonces: a snapshot's chunks
 			// never match the replica's, so there is no delta, and the
 			// chunk hashes the replica sent say nothing of the plaintext.
-			if t.img, _, t.err = device.SealImage(m.h.Device(), t.snap); t.err != nil {
+			if t.img, t.size, t.err = device.SealImage(m.h.Device(), t.snap); t.err != nil {
 				t.snap.Close()
 				t.snap = nil
 			}

@@ -6,24 +6,83 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pmemgo/pmemgo"
-	"github.com/pmemgo/pmemgo/device"
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror"
 )
 
+// TestReplicaFollowsGrowth grows a pool, plain and sealed, while its
+// mirror runs, sync and async: by Heap.Grow, then by an allocation too
+// large for the pool, inside a transaction. Each replica grows its copy
+// in the same epoch and resumes where it was, with no second snapshot,
+// and ends with the primary's size and every commit.
+func TestReplicaFollowsGrowth(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		for _, mode := range []mirror.Mode{mirror.Sync, mirror.Async} {
+			t.Run(fmt.Sprintf("sealed=%v/%v", sealed, mode), func(t *testing.T) {
+				var key []byte
+				if sealed {
+					key = newMirrorKey(t)
+				}
+				dir := fastDir(t)
+				srv, addr := startServer(t, dir)
+				defer srv.Close()
+				h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize, Key: key})
+				require.NoError(t, err)
+				defer h.Close()
+				m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)}))
+				require.NoError(t, err)
+				defer m.Close()
+				var want []string
+				push := func(name string) {
+					t.Helper()
+					require.NoError(t, pushName(h, name))
+					want = append([]string{name}, want...)
+				}
+				push("before the growth")
+				flush(t, m)
+				require.NoError(t, h.Grow(2*poolSize))
+				push("after Grow")
+				// A name larger than the grown pool's free space: the
+				// allocation grows the pool again, mid-transaction.
+				push("big" + strings.Repeat("x", 3*poolSize))
+				push("after the allocation's growth")
+				flush(t, m)
+				st := h.Stats()
+				require.Equal(t, 2, st.Growths)
+				require.Greater(t, st.Size, uint64(2*poolSize))
+				rs := m.Status()[0]
+				assert.Equal(t, "streaming", rs.State)
+				assert.Equal(t, 1, rs.Snapshots, "a replica was sent a snapshot again after a growth")
+				require.NoError(t, m.Close())
+
+				path := replicaFile(t, dir)
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				size := int64(st.Size)
+				if sealed {
+					size = seal.FileSize(size)
+				}
+				assert.Equal(t, size, fi.Size(), "the replica's size")
+				got := names(t, path, key)
+				assert.True(t, slices.Equal(want, got), "the replica holds %d names, the primary %d", len(got), len(want))
+			})
+		}
+	}
+}
+
 // TestReplicaOfGrownPool replicates a pool, plain and sealed, that grows
-// between two runs of its mirror: a growth is refused while the mirror
-// runs (its tracker follows a fixed range), and once the pool has grown
-// with the mirror stopped, the next mirror brings the replica to the
-// grown size, with every commit from before and after the growth.
+// between two runs of its mirror: the next mirror, in a new epoch, brings
+// the replica to the grown size with a whole snapshot, with every commit
+// from before and after the growth.
 func TestReplicaOfGrownPool(t *testing.T) {
 	for _, sealed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
@@ -48,10 +107,6 @@ func TestReplicaOfGrownPool(t *testing.T) {
 			require.NoError(t, err)
 			push("before the growth")
 			flush(t, m)
-			err = h.Grow(2 * poolSize)
-			require.ErrorIs(t, err, pmemgo.ErrNoSpace, "a growth while the mirror runs")
-			require.ErrorIs(t, err, device.ErrNoGrowth)
-			require.ErrorContains(t, err, "stop them, grow the pool, and start them again")
 			require.NoError(t, m.Close())
 			// The pool as it was before the growth, to come back later.
 			old := filepath.Join(t.TempDir(), "old.pool")

@@ -21,6 +21,9 @@ type batch struct {
 	// oldest is when the oldest commit it carries ended; captured is when
 	// it was read from the pool.
 	oldest, captured time.Time
+	// size is the pool's size when the batch was captured: a replica
+	// must hold a copy that large to apply it (see Mirror.grown).
+	size int64
 	// refs counts the writes of frame under way; dropped is set once the
 	// history let the batch go. The frame is recycled when both allow it.
 	// Both are guarded by Mirror.mu.

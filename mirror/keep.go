@@ -50,7 +50,7 @@ func (m *Mirror) keepBatch(seq uint64) bool {
 	m.head = seq
 	m.cum += n
 	b := &batch{seq: seq, bytes: n, cum: m.cum, oldest: m.endPendingLocked(now), captured: now,
-		runs: slices.Clone(m.runs), snap: snap}
+		runs: slices.Clone(m.runs), snap: snap, size: int64(len(m.mem))}
 	m.lazy = b
 	m.hist.add(b, m.keepLocked())
 	for _, s := range m.sessions {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -275,16 +276,16 @@ func Start(h *heap.Heap, opts Options) (*Mirror, error) {
 	}
 	m.metrics.lag = &lagCollector{m: m}
 	if b := opts.Base; b != nil {
-		chunks := (len(mem) + wire.HashChunk - 1) / wire.HashChunk
-		if b.Epoch == 0 || len(b.Marks) != chunks {
-			return nil, fmt.Errorf("mirror: a base of epoch %d with %d chunk marks for a pool of %d chunks: %w", b.Epoch, len(b.Marks), chunks, pmemgo.ErrInvalidOptions)
+		n := chunks(int64(len(mem)))
+		if b.Epoch == 0 || len(b.Marks) != n {
+			return nil, fmt.Errorf("mirror: a base of epoch %d with %d chunk marks for a pool of %d chunks: %w", b.Epoch, len(b.Marks), n, pmemgo.ErrInvalidOptions)
 		}
-		m.captured = make([]uint64, (chunks+63)/64)
+		m.captured = make([]uint64, (n+63)/64)
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	// Track before the epoch changes, so that the header write is part of
 	// the first batch.
-	m.tracker = NewTracker(dev)
+	m.tracker = newGrowingTracker(dev, m.grown)
 	m.tracker.Track(0, len(mem))
 	if m.epoch, err = newEpoch(h, opts.Epoch); err != nil {
 		m.tracker.Stop()
@@ -458,4 +459,34 @@ func (m *Mirror) Status() []ReplicaStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// chunks returns the number of wire.HashChunk chunks of a pool of size
+// bytes.
+func chunks(size int64) int {
+	return int((size + wire.HashChunk - 1) / wire.HashChunk)
+}
+
+// grown follows the pool's growth to size bytes, which happens under the
+// heap's writer lock (an allocation's or Heap.Grow's), before any line of
+// the new part is written back: the tracker tracks the new part already,
+// and from now on batches are captured at the new size. A session whose
+// replica holds a smaller copy reconnects before it sends such a batch
+// (errGrown): its hello says the new size, and the replica grows its copy
+// to it, in the same epoch, and resumes from the batches it holds.
+func (m *Mirror) grown(size int) {
+	m.encMu.Lock()
+	m.mu.Lock()
+	// Growth maps the new part right after the old one: the pool stays
+	// at its address (device.Grower).
+	m.mem = unsafe.Slice(unsafe.SliceData(m.mem), size)
+	if m.captured != nil {
+		m.captured = append(m.captured, make([]uint64, (chunks(int64(size))+63)/64-len(m.captured))...)
+	}
+	for _, s := range m.sessions {
+		s.wakeUp()
+	}
+	m.mu.Unlock()
+	m.encMu.Unlock()
+	m.log.Info("mirror: the pool grew", "bytes", size)
 }

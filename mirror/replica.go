@@ -247,6 +247,39 @@ func (p *replicaPool) adopt(f *os.File) error {
 	return nil
 }
 
+// grow makes the pool file size bytes long, its space allocated and its
+// new size durable, and maps it whole: the primary grew the pool in the
+// replica's epoch, and its next batches write the new part, which reads
+// as zeros until then, as on the primary. A file longer than its pool's
+// header says is a valid pool (an interrupted growth leaves one on the
+// primary too), so a crash at any point leaves a usable copy.
+func (p *replicaPool) grow(size int64) error {
+	if err := validPoolSize(size); err != nil {
+		return protocolError("growth of pool %s: %v", p.name(), err)
+	}
+	if p.pool == nil {
+		return nil
+	}
+	if err := fsx.Allocate(p.pool, size); err != nil {
+		return fmt.Errorf("grow replica pool file: %w", err)
+	}
+	if err := p.pool.Sync(); err != nil {
+		return fmt.Errorf("sync replica pool file after growing it: %w", err)
+	}
+	mem, err := unix.Mmap(int(p.pool.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map grown replica pool file %s: %w", p.poolPath(), err)
+	}
+	// Pages written through the old mapping stay in the file's cache:
+	// syncPool's fdatasync still finds them.
+	if err := unix.Munmap(p.mem); err != nil {
+		unix.Munmap(mem)
+		return err
+	}
+	p.mem, p.size = mem, size
+	return nil
+}
+
 // closePool unmaps and closes the pool file.
 func (p *replicaPool) closePool() error {
 	if p.pool == nil {

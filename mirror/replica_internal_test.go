@@ -201,3 +201,44 @@ func TestWriteFault(t *testing.T) {
 	require.ErrorIs(t, err, ErrReplicaIO)
 	assert.Contains(t, err.Error(), "memory fault")
 }
+
+// TestReplicaGrowsCopy grows an installed replica's copy, as a primary
+// that grew its pool in the replica's epoch has it do: the file is longer
+// than its pool's header says, which opens as the pool it was, and the
+// replica, reopened, holds the new size and its position, and applies a
+// batch that writes the new part.
+func TestReplicaGrowsCopy(t *testing.T) {
+	image, uuid := testImage(t)
+	dir := t.TempDir()
+	p := installed(t, dir, image, uuid)
+	require.NoError(t, p.grow(2*testSize))
+	require.NoError(t, p.release())
+
+	fi, err := os.Stat(p.poolPath())
+	require.NoError(t, err)
+	assert.EqualValues(t, 2*testSize, fi.Size())
+	got, err := os.ReadFile(p.poolPath())
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(image, got[:testSize]), "the copy changed")
+	assert.True(t, bytes.Equal(make([]byte, testSize), got[testSize:]), "the new part is not zeros")
+	h, err := heap.Open(p.poolPath(), &heap.Options{ReadOnly: true})
+	require.NoError(t, err, "a grown copy does not open as a pool")
+	assert.EqualValues(t, testSize, h.Stats().Size)
+	require.NoError(t, h.Close())
+
+	q, err := openReplicaPool(dir, uuid, nil)
+	require.NoError(t, err)
+	defer q.release()
+	require.NoError(t, q.reopen())
+	assert.EqualValues(t, 2*testSize, q.size)
+	assert.Equal(t, p.chain, q.chain)
+	end := wire.Run{Off: 2*testSize - 8, Data: []byte("new end!")}
+	payload := batchPayload(q.chain, end)
+	b, err := wire.DecodeBatch(payload, nil)
+	require.NoError(t, err)
+	require.NoError(t, q.applyBatch(1, 2, payload, 0, b))
+	require.NoError(t, q.syncPool())
+	got, err = os.ReadFile(q.poolPath())
+	require.NoError(t, err)
+	assert.Equal(t, "new end!", string(got[2*testSize-8:]))
+}

@@ -46,20 +46,25 @@ func (rs *replicaSession) run() error {
 	if rs.epoch < p.seen {
 		return fmt.Errorf("pool %s: primary epoch %d is older than epoch %d, already seen: %w", p.name(), rs.epoch, p.seen, ErrStaleEpoch)
 	}
-	// A pool grows only while no mirror runs, so a primary whose pool is
-	// larger than the replica's comes in a new epoch, and sends a whole
-	// snapshot of the new size (no delta or listed one: they describe the
-	// replica's copy chunk by chunk). Pools never shrink.
+	// A primary whose pool is larger than the replica's copy grew it.
+	// In the replica's own epoch, it grew while mirrored: the replica
+	// grows its copy and the primary resumes, its next batches writing
+	// the new part. In a new epoch, it sends a whole snapshot of the new
+	// size (no delta or listed one: they describe the replica's copy
+	// chunk by chunk). Pools never shrink.
 	grown := p.size != 0 && rs.size > p.size
-	switch {
-	case p.size != 0 && rs.size < p.size:
+	if p.size != 0 && rs.size < p.size {
 		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d, and pools never shrink: %w", p.name(), rs.size, p.size, ErrWrongPool)
-	case grown && rs.epoch == p.epoch:
-		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d, in the replica's epoch %d (a pool grows only between two runs of its mirror): %w",
-			p.name(), rs.size, p.size, p.epoch, ErrWrongPool)
 	}
 	if err := p.noteEpoch(rs.epoch); err != nil {
 		return err
+	}
+	if grown && rs.epoch == p.epoch {
+		if err := p.grow(rs.size); err != nil {
+			return err
+		}
+		rs.s.log.Info("replica: pool grew", "pool", p.name(), "bytes", rs.size, "epoch", p.epoch, "seq", p.seq)
+		grown = false
 	}
 	rs.setState("connected")
 	var hashes []wire.ChunkHash

@@ -35,6 +35,12 @@ const (
 // held; it reconnects and gets a snapshot.
 var errHistoryGone = errors.New("batch no longer held for catch-up")
 
+// errGrown ends a session whose replica holds a copy smaller than the
+// pool has grown to: it reconnects at once, and its hello, which says the
+// new size, has the replica grow its copy before the batches that write
+// the new part.
+var errGrown = errors.New("the pool grew")
+
 // session is the primary's side of one replica: it connects, catches the
 // replica up and streams batches, reconnecting after failures.
 type session struct {
@@ -64,6 +70,9 @@ type session struct {
 	snapBytes int64
 	// listed is set when the last snapshot was a listed one.
 	listed bool
+	// helloSize is the pool size the last hello said: the replica's copy
+	// is that large.
+	helloSize int64
 }
 
 func (s *session) wakeUp() {
@@ -97,6 +106,9 @@ func (s *session) run() {
 		case refused:
 			m.log.Error("mirror: replica refused this primary", "replica", s.addr, "epoch", m.epoch, "err", err)
 			return
+		case errors.Is(err, errGrown):
+			m.log.Info("mirror: the pool grew; reconnecting so that the replica grows its copy", "replica", s.addr)
+			continue
 		}
 		m.log.Warn("mirror: replica disconnected", "replica", s.addr, "err", err)
 		if streamed {
@@ -129,11 +141,13 @@ func (s *session) connect() (streamed bool, err error) {
 	}
 	s.conn = conn
 	head := m.head
+	s.helloSize = int64(len(m.mem))
+	size := s.helloSize
 	m.mu.Unlock()
 	defer conn.Close()
 
 	r := wire.NewReader(conn)
-	ready, err := s.handshake(conn, r, head)
+	ready, err := s.handshake(conn, r, head, size)
 	if err != nil {
 		return false, err
 	}
@@ -160,10 +174,10 @@ func (s *session) connect() (streamed bool, err error) {
 }
 
 // handshake says hello and reads the replica's answer.
-func (s *session) handshake(conn net.Conn, r *wire.Reader, head uint64) (wire.Frame, error) {
+func (s *session) handshake(conn net.Conn, r *wire.Reader, head uint64, size int64) (wire.Frame, error) {
 	m := s.m
 	conn.SetDeadline(time.Now().Add(m.opts.Timeout))
-	h := wire.Hello{UUID: m.uuid, Size: uint64(len(m.mem))}
+	h := wire.Hello{UUID: m.uuid, Size: uint64(size)}
 	if b := m.opts.Base; b != nil {
 		h.BaseEpoch, h.BaseSeq = b.Epoch, b.MinSeq
 	}
@@ -238,7 +252,10 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 	if !resume {
 		// A replica that holds the base lacks only the chunks listed.
 		var base *wire.Ready
-		if b := m.opts.Base; b != nil && ready.Epoch == b.Epoch && ready.Seq >= b.MinSeq && len(r.Hashes) == 0 {
+		// A base describes the pool at its size: after a growth, the
+		// replica gets a whole snapshot.
+		if b := m.opts.Base; b != nil && ready.Epoch == b.Epoch && ready.Seq >= b.MinSeq && len(r.Hashes) == 0 &&
+			len(b.Marks) == chunks(s.helloSize) {
 			base = &r
 		}
 		if err := s.sendSnapshot(conn, r.Hashes, base, ready.Seq); err != nil {
@@ -295,21 +312,25 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash, listed *w
 	}
 	snap := taken.snap
 	defer snap.Close()
-	img := taken.img
+	img, size := taken.img, int(taken.size)
+	if taken.size != s.helloSize {
+		// The pool grew since the hello: the replica's copy is too small.
+		return errGrown
+	}
 	if m.sealed {
 		hashes = nil
 	}
 	base, chain := taken.base, taken.chain
 	start := time.Now()
-	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", len(m.mem), "listed", listed != nil)
+	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", size, "listed", listed != nil)
 
-	delta := len(hashes) > 0 && len(hashes) == (len(m.mem)+wire.HashChunk-1)/wire.HashChunk
+	delta := len(hashes) > 0 && len(hashes) == chunks(taken.size)
 	var send []bool
 	if listed != nil {
 		send = m.listedChunks(held)
 		delta = true
 	}
-	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(len(m.mem)), Delta: delta, Listed: listed != nil, Chain: chain}))
+	buf := wire.AppendFrame(nil, wire.TypeSnapBegin, m.epoch, base, wire.AppendSnapBegin(nil, wire.SnapBegin{UUID: m.uuid, Size: uint64(size), Delta: delta, Listed: listed != nil, Chain: chain}))
 	if err := s.write(conn, buf); err != nil {
 		return err
 	}
@@ -320,11 +341,11 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash, listed *w
 	var sent int64
 	buf = make([]byte, 0, wire.HeaderSize+8+snapChunk)
 	chunk := make([]byte, step)
-	for off := 0; off < len(m.mem); off += step {
+	for off := 0; off < size; off += step {
 		if send != nil && !send[off/step] {
 			continue
 		}
-		end := min(off+step, len(m.mem))
+		end := min(off+step, size)
 		data := chunk[:end-off]
 		if _, err := img.ReadAt(data, int64(off)); err != nil {
 			return fmt.Errorf("snapshot of the pool: %w", err)
@@ -424,6 +445,16 @@ func (s *session) stream(conn net.Conn, readerDone <-chan struct{}) error {
 				m.mu.Unlock()
 				return fmt.Errorf("batch %d: %w", s.next, errHistoryGone)
 			}
+			if b.size > s.helloSize {
+				// The batch may write where the replica's copy does not
+				// reach: what is taken goes first, then the session
+				// reconnects (errGrown).
+				if len(taken) > 0 {
+					break
+				}
+				m.mu.Unlock()
+				return fmt.Errorf("batch %d of a pool of %d bytes, the replica's copy %d: %w", s.next, b.size, s.helloSize, errGrown)
+			}
 			if b.snap != nil {
 				// Captured but not read: read it now, off the commits'
 				// path, after sending what is taken already.
@@ -497,8 +528,8 @@ func (s *session) release(conn net.Conn, err error, batches ...*batch) {
 // a sync commit, if the replica is streaming and was sent everything
 // before it: that saves waking the session's goroutine on the commit's
 // path. The right to write is then held; release gives it up.
-func (s *session) directLocked(seq uint64) net.Conn {
-	if s.state != stateStreaming || s.writing || s.next != seq || s.conn == nil {
+func (s *session) directLocked(seq uint64, size int64) net.Conn {
+	if s.state != stateStreaming || s.writing || s.next != seq || s.conn == nil || size > s.helloSize {
 		return nil
 	}
 	s.next++

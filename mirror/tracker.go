@@ -53,6 +53,31 @@ func NewTracker(dev device.Device) *Tracker {
 	return t
 }
 
+// growingTracker is a Tracker that follows the pool's growth
+// (device.GrowthFollower): it tracks the pages of the new part, then
+// calls grown.
+type growingTracker struct {
+	*Tracker
+	grown func(size int)
+}
+
+// newGrowingTracker returns a Tracker fed by the write-backs of dev that
+// follows the pool's growth, tracking the new part and calling grown
+// with the new size, on the growing goroutine, before the growth returns.
+// A plain Tracker does not follow growth: the device refuses to grow
+// while one is subscribed.
+func newGrowingTracker(dev device.Device, grown func(size int)) *Tracker {
+	t := &Tracker{}
+	t.cancel = dev.Subscribe(growingTracker{t, grown})
+	return t
+}
+
+// Grown implements device.GrowthFollower.
+func (g growingTracker) Grown(size int) {
+	g.Track(0, size)
+	g.grown(size)
+}
+
 // Track starts tracking the pages that hold [off, off+n). Pages already
 // tracked keep their dirty bits.
 func (t *Tracker) Track(off, n int) {
