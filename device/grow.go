@@ -9,8 +9,9 @@ import (
 )
 
 // ErrNoGrowth is returned by Grow when a device cannot grow its pool: no
-// address space was reserved for it at Map, a subscriber follows its
-// write-backs, or the device does not grow pools at all.
+// address space was reserved for it at Map, a subscriber that does not
+// follow growth (see GrowthFollower) follows its write-backs, or the
+// device does not grow pools at all.
 var ErrNoGrowth = errors.New("pmemgo: the pool cannot grow")
 
 // Grower is implemented by a Device whose pool can grow in place. Msync,
