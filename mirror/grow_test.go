@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/pmemgo/pmemgo/heap"
 	"github.com/pmemgo/pmemgo/internal/seal"
 	"github.com/pmemgo/pmemgo/mirror"
+	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
 // TestReplicaFollowsGrowth grows a pool, plain and sealed, while its
@@ -181,4 +183,42 @@ func TestReplicaRefusesGrowthPastCap(t *testing.T) {
 	after, err := os.ReadFile(replicaFile(t, dir))
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "the replica's copy changed")
+}
+
+// TestGrownReplicaWithBase: a primary restarted with a Base (as a
+// guardian saving a dead primary's pool starts one) whose pool grew
+// while no mirror ran, to a replica that holds the base's epoch and batch
+// but a smaller copy: the base describes chunks the replica does not
+// have, so the replica gets a whole snapshot of the new size rather than
+// a listed one it would refuse.
+func TestGrownReplicaWithBase(t *testing.T) {
+	dir := fastDir(t)
+	srv, addr := startServer(t, dir)
+	defer srv.Close()
+	h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize})
+	require.NoError(t, err)
+	defer h.Close()
+	opts := secure(t, mirror.Options{Replicas: []string{addr}, Mode: mirror.Sync, Logger: testLogger(t)})
+	m, err := mirror.Start(h, opts)
+	require.NoError(t, err)
+	require.NoError(t, pushName(h, "before"))
+	flush(t, m)
+	base := mirror.Base{Epoch: m.Epoch(), MinSeq: m.Acked()}
+	require.NoError(t, m.Close())
+
+	require.NoError(t, h.Grow(2*poolSize))
+	require.NoError(t, pushName(h, "after"))
+	base.Marks = make([]uint64, 2*poolSize/wire.HashChunk)
+	for i := range base.Marks {
+		base.Marks[i] = math.MaxUint64
+	}
+	opts.Base = &base
+	m, err = mirror.Start(h, opts)
+	require.NoError(t, err)
+	flush(t, m)
+	st := m.Status()[0]
+	assert.False(t, st.Listed, "a listed snapshot to a smaller copy")
+	assert.EqualValues(t, 2*poolSize, st.SnapshotBytes)
+	require.NoError(t, m.Close())
+	assert.Equal(t, []string{"after", "before"}, names(t, replicaFile(t, dir), nil))
 }

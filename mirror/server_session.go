@@ -81,7 +81,15 @@ func (rs *replicaSession) run() error {
 		}
 		rs.offered = true
 	}
-	ready := wire.AppendFrame(nil, wire.TypeReady, p.epoch, p.seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen, ChainTag: p.chain.Tag(), Hashes: hashes}))
+	// A copy smaller than the pool is of no use to the primary: it says
+	// no position (epoch 0), so that a primary with a base that the copy
+	// would otherwise qualify for does not send a listed snapshot, which
+	// describes the pool chunk by chunk at its new size.
+	epoch, seq := p.epoch, p.seq
+	if grown {
+		epoch, seq = 0, 0
+	}
+	ready := wire.AppendFrame(nil, wire.TypeReady, epoch, seq, wire.AppendReady(nil, wire.Ready{SeenEpoch: p.seen, ChainTag: p.chain.Tag(), Hashes: hashes}))
 	if err := rs.write(ready); err != nil {
 		return err
 	}
