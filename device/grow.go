@@ -77,7 +77,7 @@ func checkGrow(closed bool, subs *subscribers) error {
 	case closed:
 		return ErrClosed
 	case subs.unfollowing() > 0:
-		return fmt.Errorf("%d write-back subscribers (a running ha guard, say) follow the pool's current range only: stop them, grow the pool, and start them again: %w",
+		return fmt.Errorf("%d write-back subscribers follow the pool's current range only (they are not device.GrowthFollowers): stop them, grow the pool, and start them again: %w",
 			subs.unfollowing(), ErrNoGrowth)
 	}
 	return nil

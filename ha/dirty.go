@@ -127,9 +127,13 @@ func bootID() [16]byte {
 // dirtyRecord is the primary's side of the record.
 type dirtyRecord struct {
 	f     *os.File
+	path  string
 	mem   []byte
 	marks []uint64
-	pool  []byte
+	// mapped holds mem for the cleanup that unmaps it once the record is
+	// garbage: a growth replaces mem.
+	mapped *recordMapping
+	pool   []byte
 	// sealed is set for a sealed pool, whose marks are of its sealed file.
 	sealed bool
 	// genOff is the pool offset of the undo log's generation word.
@@ -142,8 +146,9 @@ type dirtyRecord struct {
 	// pending lists the chunks marked pending since the last capture.
 	pending []uint32
 	hdr     dirtyHeader
-	// broken is set once a change fell outside the chunks recorded (the
-	// pool grew): the record no longer says what changed.
+	// broken is set once a change fell outside the chunks recorded, or
+	// the record could not follow a growth: it no longer says what
+	// changed.
 	broken bool
 	cancel []func()
 }
@@ -168,36 +173,100 @@ func newDirtyRecord(h *heap.Heap) (*dirtyRecord, error) {
 	if r.hdr.Gen, err = r.poolGen(); err != nil {
 		return nil, err
 	}
-	chunks := (size + wire.HashChunk - 1) / wire.HashChunk
-	path := dirtyPath(h.Path())
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	r.path = dirtyPath(h.Path())
+	f, mem, err := newRecordFile(r.path+".tmp", size)
 	if err != nil {
 		return nil, err
+	}
+	r.f, r.mem = f, mem
+	r.marks = recordMarks(mem)
+	r.writeHeader()
+	if err := os.Rename(f.Name(), r.path); err != nil {
+		r.unmap()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	r.mapped = &recordMapping{mem: mem}
+	runtime.AddCleanup(r, func(m *recordMapping) { unix.Munmap(m.mem) }, r.mapped)
+	r.cancel = []func(){h.OnWrite(r.onWrite), h.Device().Subscribe(r)}
+	r.cancel = append(r.cancel, h.OnClose(r.close))
+	return r, nil
+}
+
+// recordMapping is a record's mapping, as its cleanup unmaps it.
+type recordMapping struct{ mem []byte }
+
+// newRecordFile creates the file of a record for a replicated file of
+// size bytes at path, every mark zero, its space allocated, and maps it.
+func newRecordFile(path string, size int) (*os.File, []byte, error) {
+	chunks := (size + wire.HashChunk - 1) / wire.HashChunk
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, nil, err
 	}
 	recSize := dirtyMarks + 8*chunks
 	if err := fsx.Allocate(f, int64(recSize)); err != nil {
 		f.Close()
-		os.Remove(tmp)
-		return nil, err
+		os.Remove(path)
+		return nil, nil, err
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, recSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("map %s: %w", tmp, err)
+		os.Remove(path)
+		return nil, nil, fmt.Errorf("map %s: %w", path, err)
 	}
-	r.f, r.mem = f, mem
-	r.marks = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[dirtyMarks])), chunks)
-	r.writeHeader()
-	if err := os.Rename(tmp, path); err != nil {
-		r.unmap()
-		return nil, err
+	return f, mem, nil
+}
+
+// recordMarks views the marks of a record's mapping.
+func recordMarks(mem []byte) []uint64 {
+	return unsafe.Slice((*uint64)(unsafe.Pointer(&mem[dirtyMarks])), (len(mem)-dirtyMarks)/8)
+}
+
+// Grown follows the pool's growth to size bytes (device.GrowthFollower),
+// under the heap's writer lock, before anything is written in the new
+// part: the record is made again at the new size beside the old one, its
+// marks kept and the new part's chunks pending (no replica need hold
+// them yet), and renamed over it. A guardian that reads the old record
+// finds that its size is not the pool's, and saves the pool without it.
+// If that fails, the record is broken (the guardian is told it cannot be
+// used) and the growth goes on.
+func (r *dirtyRecord) Grown(size int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.broken {
+		return
 	}
-	runtime.AddCleanup(r, func(mem []byte) { unix.Munmap(mem) }, mem)
-	r.cancel = []func(){h.OnWrite(r.onWrite), h.Device().Subscribe(r)}
-	r.cancel = append(r.cancel, h.OnClose(r.close))
-	return r, nil
+	if r.sealed {
+		size = int(seal.FileSize(int64(size)))
+	}
+	f, mem, err := newRecordFile(r.path+".tmp", size)
+	if err == nil {
+		marks := recordMarks(mem)
+		copy(marks, r.marks)
+		for c := len(r.marks); c < len(marks); c++ {
+			marks[c] = pendingMark
+			r.pending = append(r.pending, uint32(c))
+		}
+		hdr := r.hdr
+		hdr.Size = uint64(size)
+		hdr.encode(mem)
+		if err = os.Rename(f.Name(), r.path); err != nil {
+			unix.Munmap(mem)
+			f.Close()
+			os.Remove(f.Name())
+		} else {
+			unix.Munmap(r.mem)
+			r.f.Close()
+			r.f, r.mem, r.marks, r.hdr.Size = f, mem, marks, uint64(size)
+			r.mapped.mem = mem
+		}
+	}
+	if err != nil {
+		r.broken = true
+		r.writeHeader()
+	}
 }
 
 // replicated returns what the mirror replicates of h: its pool's memory,

@@ -217,3 +217,78 @@ func TestGenExpected(t *testing.T) {
 		assert.Equal(t, ok, ha.GenExpected(gen, want), "generation %d", gen)
 	}
 }
+
+// TestListedSaveAfterGrowth grows the pool of an application whose
+// standby follows it, and then of one whose link to the standby is
+// down, before the application goes on alone and stops: the dirty-chunk
+// record follows the growth, so the guardian's save is listed when the
+// standby's copy grew with the pool, and otherwise a whole snapshot of
+// the new size; either way the standby's pool is the guardian's, byte for
+// byte.
+func TestListedSaveAfterGrowth(t *testing.T) {
+	for _, connected := range []bool{true, false} {
+		name := "standby grew"
+		if !connected {
+			name = "standby did not grow"
+		}
+		t.Run(name, func(t *testing.T) {
+			coordDir, dir := t.TempDir(), fastDir(t)
+			coord := newNode(t, "coord", coordDir).coord
+			rec := newRecorder(t)
+			sb := runStandby(t, coord, filepath.Join(dir, "standby"), rec)
+			path := filepath.Join(dir, "app.pool")
+			h, p := startApp(t, coord, path, sb.replica, mirror.Sync, 10)
+			if !connected {
+				require.NoError(t, p.Mirror().Close())
+			}
+			require.NoError(t, h.Grow(16<<20))
+			for range 5 {
+				_, err := increment(h)
+				require.NoError(t, err)
+			}
+			if connected {
+				require.NoError(t, p.Mirror().Close())
+			}
+			require.NoError(t, h.Update(func(tx *heap.Tx) error {
+				for i := range 300 {
+					b, err := heap.New[block](tx)
+					if err != nil {
+						return err
+					}
+					b.B[i] = byte(i)
+				}
+				return nil
+			}))
+			_, err := increment(h)
+			require.NoError(t, err)
+			p.Term().PauseRenewals()
+			require.NoError(t, h.Close())
+			hdr := readDirtyHeaderSize(t, path)
+			assert.EqualValues(t, 16<<20, hdr, "the record's pool size")
+
+			rep, err := verifyingGuard(t, coord, path, sb, rec).Save(context.Background())
+			require.NoError(t, err)
+			t.Logf("save: listed %v (%s), %d bytes, total %v", rep.Listed, rep.Fallback, rep.Handoff.Bytes, rep.Total)
+			prom := sb.wait(t)
+			assert.Equal(t, "handoff", prom.Reason)
+			assert.Equal(t, uint64(16), counterOf(t, prom.Path))
+			assert.Empty(t, rec.logged(0, "cannot be used"))
+			if connected {
+				assert.True(t, rep.Listed, rep.Fallback)
+				assert.Less(t, rep.Handoff.Bytes, int64(4<<20))
+			} else {
+				assert.False(t, rep.Listed)
+				assert.EqualValues(t, 16<<20, rep.Handoff.Bytes)
+			}
+		})
+	}
+}
+
+// readDirtyHeaderSize returns the pool size the dirty-chunk record of
+// the pool at path says.
+func readDirtyHeaderSize(t *testing.T, path string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path + ".dirty")
+	require.NoError(t, err)
+	return binary.LittleEndian.Uint64(b[32:])
+}
