@@ -86,12 +86,20 @@ func TestPrimaryKilled(t *testing.T) {
 }
 
 // TestServerKilled kills the replica server with SIGKILL, repeatedly, while
-// an async primary commits, and restarts it on the same address. The
-// replica must catch up and converge to the primary byte for byte.
+// an async primary commits, and restarts it on the same address; in the
+// second run the pool grows before each kill, which falls within 30 ms of
+// the growth: around the replica's growth of its copy. The replica must catch up and
+// converge to the primary byte for byte.
 func TestServerKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts a replica server process")
 	}
+	for _, grow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("grow=%v", grow), func(t *testing.T) { serverKilled(t, grow) })
+	}
+}
+
+func serverKilled(t *testing.T, grow bool) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	replicaDir := fastDir(t)
 	tlsEnv := childTLSEnv(t, tlstesting.Default(t).Replica)
@@ -125,7 +133,16 @@ func TestServerKilled(t *testing.T) {
 		}
 	})
 	for range 3 {
-		time.Sleep(time.Duration(30+rng.IntN(150)) * time.Millisecond)
+		if grow {
+			// The kill falls within 30 ms of the growth, while the
+			// session reconnects and the replica grows its copy, or
+			// just after.
+			time.Sleep(time.Duration(30+rng.IntN(100)) * time.Millisecond)
+			require.NoError(t, h.Grow(int64(h.Stats().Size)+poolSize))
+			time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+		} else {
+			time.Sleep(time.Duration(30+rng.IntN(150)) * time.Millisecond)
+		}
 		c.kill()
 		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
 		c = startChild(t, "server", append(tlsEnv, "DIR="+replicaDir, "LISTEN="+addr)...)
@@ -140,5 +157,5 @@ func TestServerKilled(t *testing.T) {
 	c.stop(t)
 
 	requireConverged(t, replicaDir, primary, last)
-	t.Logf("replica converged at commit %d", last)
+	t.Logf("replica converged at commit %d, pool of %d bytes", last, len(primary))
 }
