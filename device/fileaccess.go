@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 )
 
 // FileAccess is implemented by a Device whose mapping shares its pages with
@@ -22,21 +23,22 @@ type FileAccess interface {
 }
 
 // fileAccess reads and writes the pool file of a shared mapping of size
-// bytes.
+// bytes. The size grows with the pool, while a heap snapshot's reader may
+// be reading the file: it is atomic.
 type fileAccess struct {
 	f    *os.File
-	size int64
+	size atomic.Int64
 }
 
-func (a fileAccess) check(p []byte, off int64) error {
-	if off < 0 || off > a.size || int64(len(p)) > a.size-off {
-		return fmt.Errorf("pool file access [%d, +%d) outside the %d mapped bytes", off, len(p), a.size)
+func (a *fileAccess) check(p []byte, off int64) error {
+	if size := a.size.Load(); off < 0 || off > size || int64(len(p)) > size-off {
+		return fmt.Errorf("pool file access [%d, +%d) outside the %d mapped bytes", off, len(p), size)
 	}
 	return nil
 }
 
 // ReadAt reads len(p) bytes of the file at off: a short file is an error.
-func (a fileAccess) ReadAt(p []byte, off int64) error {
+func (a *fileAccess) ReadAt(p []byte, off int64) error {
 	if err := a.check(p, off); err != nil {
 		return err
 	}
@@ -50,7 +52,7 @@ func (a fileAccess) ReadAt(p []byte, off int64) error {
 }
 
 // WriteAt writes p to the file at off.
-func (a fileAccess) WriteAt(p []byte, off int64) error {
+func (a *fileAccess) WriteAt(p []byte, off int64) error {
 	if err := a.check(p, off); err != nil {
 		return err
 	}

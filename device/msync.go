@@ -19,7 +19,9 @@ func (Msync) Map(f *os.File, size int, req MapRequest) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &msyncDevice{data: m.data, m: m, lo: 1, file: fileAccess{f: f, size: int64(size)}}, nil
+	d := &msyncDevice{data: m.data, m: m, lo: 1, file: fileAccess{f: f}}
+	d.file.size.Store(int64(size))
+	return d, nil
 }
 
 // msyncDevice is the Device made by Msync.
@@ -130,7 +132,8 @@ func (d *msyncDevice) Grow(size int) error {
 	if err := d.m.grow(size, true); err != nil {
 		return err
 	}
-	d.data, d.file.size = d.m.data, int64(size)
+	d.data = d.m.data
+	d.file.size.Store(int64(size))
 	d.subs.grown(size)
 	return nil
 }

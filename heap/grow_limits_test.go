@@ -1,9 +1,13 @@
 package heap_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -177,4 +181,64 @@ func TestGrowPoolWithoutMaxSize(t *testing.T) {
 	assert.Equal(t, uint64(2<<20), h.Stats().Size)
 	require.NoError(t, h.Close())
 	checkPool(t, path)
+}
+
+// TestGrowWhileSnapshotRead reads a snapshot over and over, whole and in
+// ranges, on another goroutine while the pool grows under it three times
+// (as a replication mirror reads one for a new replica while commits and
+// growths go on): every read shows the image as of the snapshot, on a
+// device whose file is read through (msync) and on one read from memory
+// (emulated). Run under -race, it also shows the reads race with nothing
+// the growth changes.
+func TestGrowWhileSnapshotRead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mapper device.Mapper
+	}{{"msync", nil}, {"emulated", &device.Emulator{}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := openTemp(t, &heap.Options{Size: 1 << 20, Device: tc.mapper})
+			require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 0, 3) }))
+			s, err := h.Snapshot(nil)
+			require.NoError(t, err)
+			defer s.Close()
+			want := make([]byte, s.Size())
+			_, err = s.ReadAt(want, 0)
+			require.NoError(t, err)
+
+			done := make(chan struct{})
+			var reads atomic.Int64
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				img := make([]byte, s.Size())
+				head, tail := make([]byte, 4096), make([]byte, 4096)
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					if _, err := s.ReadAt(img, 0); err != nil || !bytes.Equal(want, img) {
+						t.Errorf("read %d: %v, image equal: %v", reads.Load(), err, bytes.Equal(want, img))
+						return
+					}
+					if err := s.ReadRanges([][]byte{head, tail}, []int64{0, s.Size() - 4096}); err != nil ||
+						!bytes.Equal(want[:4096], head) || !bytes.Equal(want[len(want)-4096:], tail) {
+						t.Errorf("ranges %d: %v", reads.Load(), err)
+						return
+					}
+					reads.Add(1)
+				}
+			})
+			for i := range 3 {
+				require.NoError(t, h.Grow(int64(2+i)<<20))
+				require.NoError(t, h.Update(func(tx *heap.Tx) error { return addNodes(tx, 10*(i+1), 3) }))
+			}
+			for reads.Load() < 3 {
+				time.Sleep(time.Millisecond)
+			}
+			close(done)
+			wg.Wait()
+			assert.EqualValues(t, 4<<20, h.Stats().Size)
+		})
+	}
 }

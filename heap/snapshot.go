@@ -88,6 +88,10 @@ type SnapshotStats struct {
 type Snapshot struct {
 	h    *Heap
 	size int64
+	// mem is the pool's mapping up to size, as of the snapshot: a growth
+	// changes the heap's view (h.mem) under a reader, but never moves
+	// the mapping.
+	mem []byte
 	// patch holds the 8-byte words the image shows in place of the
 	// pool's: the open mark cleared and the log retired, as a clean
 	// Close leaves them.
@@ -161,7 +165,7 @@ func (h *Heap) snapshotLocked(opts *SnapshotOptions) (*Snapshot, error) {
 		return nil, h.broken
 	}
 	s := &Snapshot{
-		h: h, size: int64(len(h.mem)), limit: opts.MemLimit, dir: opts.SpillDir,
+		h: h, size: int64(len(h.mem)), mem: h.mem, limit: opts.MemLimit, dir: opts.SpillDir,
 		onFull: opts.OnFull,
 	}
 	if opts.Ranges != nil {
@@ -283,7 +287,7 @@ func (s *Snapshot) keepLines(first, last uint32, slot int64) (full bool) {
 		if s.idx.has(slot) {
 			continue
 		}
-		line := s.h.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
+		line := s.mem[uint64(l)*lineSize : uint64(l+1)*lineSize]
 		var pos int64
 		var err error
 		switch {
@@ -383,7 +387,7 @@ func (s *Snapshot) read(p []byte, off int64) error {
 		if fa, ok := s.h.dev.(device.FileAccess); ok {
 			return fa.ReadAt(p, off)
 		}
-		copy(p, s.h.mem[off:off+int64(len(p))])
+		copy(p, s.mem[off:off+int64(len(p))])
 		return nil
 	}, func() error { return s.overlay(p, off) })
 }

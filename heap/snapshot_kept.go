@@ -154,7 +154,7 @@ func (s *Snapshot) ReadRanges(bufs [][]byte, offs []int64) error {
 	}
 	return s.unlockedCopy(func() error {
 		for i, off := range offs {
-			copy(bufs[i], s.h.mem[off:])
+			copy(bufs[i], s.mem[off:])
 		}
 		return nil
 	}, func() error { return s.overlayRanges(bufs, offs) })
