@@ -37,16 +37,9 @@ func verifyingGuard(t *testing.T, coord ha.Coordinator, path string, sb *standby
 // several chunks of the dirty-chunk record.
 type block struct{ B [4096]byte }
 
-// startDisconnected runs an application that replicates 10 commits in
-// sync mode, loses its link to the standby, and goes on alone: 300
-// blocks allocated and written, then its counter at 10+extra. It stops
-// (its lease no longer renewed, its heap closed) and returns the pool's
-// path.
-func startDisconnected(t *testing.T, coord ha.Coordinator, dir string, sb *standbyRun, extra int) string {
+// writeBlocks allocates and writes 300 blocks in one transaction.
+func writeBlocks(t *testing.T, h *heap.Heap) {
 	t.Helper()
-	path := filepath.Join(dir, "app.pool")
-	h, p := startApp(t, coord, path, sb.replica, mirror.Sync, 10)
-	require.NoError(t, p.Mirror().Close())
 	require.NoError(t, h.Update(func(tx *heap.Tx) error {
 		for i := range 300 {
 			b, err := heap.New[block](tx)
@@ -57,6 +50,19 @@ func startDisconnected(t *testing.T, coord ha.Coordinator, dir string, sb *stand
 		}
 		return nil
 	}))
+}
+
+// startDisconnected runs an application that replicates 10 commits in
+// sync mode, loses its link to the standby, and goes on alone: 300
+// blocks allocated and written, then its counter at 10+extra. It stops
+// (its lease no longer renewed, its heap closed) and returns the pool's
+// path.
+func startDisconnected(t *testing.T, coord ha.Coordinator, dir string, sb *standbyRun, extra int) string {
+	t.Helper()
+	path := filepath.Join(dir, "app.pool")
+	h, p := startApp(t, coord, path, sb.replica, mirror.Sync, 10)
+	require.NoError(t, p.Mirror().Close())
+	writeBlocks(t, h)
 	for range extra {
 		_, err := increment(h)
 		require.NoError(t, err)
@@ -249,16 +255,7 @@ func TestListedSaveAfterGrowth(t *testing.T) {
 			if connected {
 				require.NoError(t, p.Mirror().Close())
 			}
-			require.NoError(t, h.Update(func(tx *heap.Tx) error {
-				for i := range 300 {
-					b, err := heap.New[block](tx)
-					if err != nil {
-						return err
-					}
-					b.B[i] = byte(i)
-				}
-				return nil
-			}))
+			writeBlocks(t, h)
 			_, err := increment(h)
 			require.NoError(t, err)
 			p.Term().PauseRenewals()

@@ -82,6 +82,19 @@
 // bytes), and applies them to its pool file in place, through that
 // record, with batch B+1: neither side reads the rest of the pool.
 //
+// # Growth
+//
+// A pool may grow while its mirror runs (heap.Grow, or an allocation that
+// finds no room). The mirror's tracker follows the growth
+// (device.GrowthFollower): it tracks the new part before anything is
+// written there, and batches captured from then on record the new size.
+// A session whose replica said hello at a smaller size sends the batches
+// captured before the growth, then reconnects; its hello says the new size,
+// and the server grows its copy (allocated and synced; a pool file longer
+// than its header says is a valid pool) and, in the same epoch, resumes
+// where it was. A replica whose copy is smaller than the pool of a new
+// epoch says no position and gets a whole snapshot.
+//
 // # Security
 //
 // Primaries and servers talk over mutual TLS 1.3 (Options.TLS,

@@ -21,6 +21,39 @@ import (
 	"github.com/pmemgo/pmemgo/mirror/wire"
 )
 
+// growingPrimary is a replica server and a primary pool of poolSize
+// bytes, sealed under key or plain, for the growth tests.
+type growingPrimary struct {
+	t         *testing.T
+	key       []byte
+	dir, addr string
+	h         *heap.Heap
+	// want lists the names pushed, newest first.
+	want []string
+}
+
+func newGrowingPrimary(t *testing.T, sealed bool) *growingPrimary {
+	g := &growingPrimary{t: t, dir: fastDir(t)}
+	if sealed {
+		g.key = newMirrorKey(t)
+	}
+	var srv *mirror.Server
+	srv, g.addr = startServer(t, g.dir)
+	t.Cleanup(func() { srv.Close() })
+	var err error
+	g.h, err = heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize, Key: g.key})
+	require.NoError(t, err)
+	t.Cleanup(func() { g.h.Close() })
+	return g
+}
+
+// push links a node named name into the pool's list.
+func (g *growingPrimary) push(name string) {
+	g.t.Helper()
+	require.NoError(g.t, pushName(g.h, name))
+	g.want = append([]string{name}, g.want...)
+}
+
 // TestReplicaFollowsGrowth grows a pool, plain and sealed, while its
 // mirror runs, sync and async: by Heap.Grow, then by an allocation too
 // large for the pool, inside a transaction. Each replica grows its copy
@@ -30,25 +63,11 @@ func TestReplicaFollowsGrowth(t *testing.T) {
 	for _, sealed := range []bool{false, true} {
 		for _, mode := range []mirror.Mode{mirror.Sync, mirror.Async} {
 			t.Run(fmt.Sprintf("sealed=%v/%v", sealed, mode), func(t *testing.T) {
-				var key []byte
-				if sealed {
-					key = newMirrorKey(t)
-				}
-				dir := fastDir(t)
-				srv, addr := startServer(t, dir)
-				defer srv.Close()
-				h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize, Key: key})
-				require.NoError(t, err)
-				defer h.Close()
-				m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{addr}, Mode: mode, Logger: testLogger(t)}))
+				g := newGrowingPrimary(t, sealed)
+				h, key, dir, push := g.h, g.key, g.dir, g.push
+				m, err := mirror.Start(h, secure(t, mirror.Options{Replicas: []string{g.addr}, Mode: mode, Logger: testLogger(t)}))
 				require.NoError(t, err)
 				defer m.Close()
-				var want []string
-				push := func(name string) {
-					t.Helper()
-					require.NoError(t, pushName(h, name))
-					want = append([]string{name}, want...)
-				}
 				push("before the growth")
 				flush(t, m)
 				require.NoError(t, h.Grow(2*poolSize))
@@ -75,7 +94,7 @@ func TestReplicaFollowsGrowth(t *testing.T) {
 				}
 				assert.Equal(t, size, fi.Size(), "the replica's size")
 				got := names(t, path, key)
-				assert.True(t, slices.Equal(want, got), "the replica holds %d names, the primary %d", len(got), len(want))
+				assert.True(t, slices.Equal(g.want, got), "the replica holds %d names, the primary %d", len(got), len(g.want))
 			})
 		}
 	}
@@ -88,22 +107,8 @@ func TestReplicaFollowsGrowth(t *testing.T) {
 func TestReplicaOfGrownPool(t *testing.T) {
 	for _, sealed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
-			var key []byte
-			if sealed {
-				key = newMirrorKey(t)
-			}
-			dir := fastDir(t)
-			srv, addr := startServer(t, dir)
-			defer srv.Close()
-			h, err := heap.Open(filepath.Join(fastDir(t), "primary.pool"), &heap.Options{Size: poolSize, Key: key})
-			require.NoError(t, err)
-			defer h.Close()
-			var want []string
-			push := func(name string) {
-				t.Helper()
-				require.NoError(t, pushName(h, name))
-				want = append([]string{name}, want...)
-			}
+			g := newGrowingPrimary(t, sealed)
+			h, key, dir, addr, push := g.h, g.key, g.dir, g.addr, g.push
 			opts := secure(t, mirror.Options{Replicas: []string{addr}, Mode: mirror.Sync, Logger: testLogger(t)})
 			m, err := mirror.Start(h, opts)
 			require.NoError(t, err)
@@ -151,7 +156,7 @@ func TestReplicaOfGrownPool(t *testing.T) {
 				size = seal.FileSize(size)
 			}
 			assert.Equal(t, size, fi.Size(), "the replica has the grown size")
-			assert.Equal(t, want, names(t, path, key))
+			assert.Equal(t, g.want, names(t, path, key))
 		})
 	}
 }
