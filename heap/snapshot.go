@@ -35,7 +35,10 @@ const arenaBlock = hugePage
 type SnapshotOptions struct {
 	// MemLimit is how many bytes of copied lines the snapshot keeps in
 	// memory before it spills to a temporary file; 0 means 64 MiB, a
-	// negative value spills every line.
+	// negative value spills every line. Memory is taken in 2 MiB blocks,
+	// one for lines and one for their index at first, which the heap
+	// reuses for later snapshots (see Heap.Snapshot's memory in the
+	// README).
 	MemLimit int64
 	// SpillDir is where the spill file goes; empty means os.TempDir().
 	SpillDir string
