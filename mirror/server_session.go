@@ -49,9 +49,9 @@ func (rs *replicaSession) run() error {
 	// A primary whose pool is larger than the replica's copy grew it.
 	// In the replica's own epoch, it grew while mirrored: the replica
 	// grows its copy and the primary resumes, its next batches writing
-	// the new part. In a new epoch, it sends a whole snapshot of the new
-	// size (no delta or listed one: they describe the replica's copy
-	// chunk by chunk). Pools never shrink.
+	// the new part. In a new epoch, it sends a snapshot of the new size: a
+	// delta one against the chunks of the copy, never a listed one (its
+	// base describes the pool at its new size). Pools never shrink.
 	grown := p.size != 0 && rs.size > p.size
 	if p.size != 0 && rs.size < p.size {
 		return fmt.Errorf("pool %s: primary's pool is %d bytes, the replica's %d, and pools never shrink: %w", p.name(), rs.size, p.size, ErrWrongPool)
@@ -69,12 +69,13 @@ func (rs *replicaSession) run() error {
 	rs.setState("connected")
 	var hashes []wire.ChunkHash
 	rs.based = !grown && p.pool != nil && rs.baseEpoch != 0 && rs.baseEpoch == p.epoch && p.seq >= rs.baseSeq && rs.epoch != p.epoch
-	if !grown && p.pool != nil && rs.epoch != p.epoch && !rs.based && !rs.s.opts.NoChunkHashes {
+	if p.pool != nil && rs.epoch != p.epoch && !rs.based && !rs.s.opts.NoChunkHashes {
 		// A primary of another epoch (a restarted one) holds no history
 		// for this replica and will send a snapshot: it compares these
-		// with its own chunks, to send only those that differ. A primary
-		// of the replica's own epoch most likely resumes; if it cannot,
-		// its snapshot is a full one.
+		// with its own chunks, to send only those that differ (and, for a
+		// pool that grew, every chunk past the copy). A primary of the
+		// replica's own epoch most likely resumes; if it cannot, its
+		// snapshot is a full one.
 		var err error
 		if hashes, err = chunkHashes(p.pool, p.size); err != nil {
 			return err

@@ -324,7 +324,9 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash, listed *w
 	start := time.Now()
 	m.log.Info("mirror: sending snapshot", "replica", s.addr, "after_batch", base, "bytes", size, "listed", listed != nil)
 
-	delta := len(hashes) > 0 && len(hashes) == chunks(taken.size)
+	// A replica of a pool that grew since sent the hashes of its smaller
+	// copy: the chunks past it are sent whole.
+	delta := len(hashes) > 0 && len(hashes) <= chunks(taken.size)
 	var send []bool
 	if listed != nil {
 		send = m.listedChunks(held)
@@ -350,7 +352,7 @@ func (s *session) sendSnapshot(conn net.Conn, hashes []wire.ChunkHash, listed *w
 		if _, err := img.ReadAt(data, int64(off)); err != nil {
 			return fmt.Errorf("snapshot of the pool: %w", err)
 		}
-		if send == nil && delta && wire.HashChunkOf(data) == hashes[off/step] {
+		if send == nil && delta && off/step < len(hashes) && wire.HashChunkOf(data) == hashes[off/step] {
 			continue
 		}
 		f := wire.BeginFrame(buf[:0], wire.TypeSnapChunk, m.epoch, base)

@@ -57,7 +57,7 @@ func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64, delta bool, 
 		return nil, divergedError("snapshot taken after batch %d of epoch %d with chain %v, the replica's batch %d has chain %v",
 			base, epoch, chain, p.seq, p.chain)
 	}
-	if delta && (p.pool == nil || p.size != size) {
+	if delta && (p.pool == nil || p.size > size) {
 		return nil, protocolError("delta snapshot of a pool the replica has no copy of")
 	}
 	// The mark makes a snapshot file left over by a crash from here on
@@ -77,12 +77,19 @@ func (p *replicaPool) beginSnapshot(epoch, base uint64, size int64, delta bool, 
 	units := int((size + wire.HashChunk - 1) / wire.HashChunk)
 	s := &snapshot{f: f, size: size, epoch: epoch, applied: base, chain: chain, have: make([]uint64, (units+63)/64), missing: units}
 	if delta {
-		if err := copyFile(f, p.pool, size); err != nil {
+		// A pool that grew starts from the copy it had: the chunks the
+		// copy holds whole are in the file, the others will come.
+		if err := copyFile(f, p.pool, p.size); err != nil {
 			p.abort(s)
 			return nil, fmt.Errorf("start a delta snapshot from the pool: %w", err)
 		}
-		for i := range units {
+		for i := range int(p.size / wire.HashChunk) {
 			s.mark(i)
+		}
+		if p.size == size {
+			for i := range units {
+				s.mark(i)
+			}
 		}
 	}
 	return s, nil
