@@ -335,3 +335,37 @@ func TestRogueChunkHashes(t *testing.T) {
 	srv = serve(t, mirror.ServerOptions{Dir: dir, NoChunkHashes: true})
 	assert.Zero(t, hashes(srv, epoch+2))
 }
+
+// TestRogueGrowth says hello in the replica's own epoch with sizes that a
+// growth would give, and some that no pool has: a size that is not a
+// multiple of 4096 is refused and the copy keeps its size, as is a growth
+// beyond the server's cap (ErrLimit). The real primary then carries
+// on, and the replica converges.
+func TestRogueGrowth(t *testing.T) {
+	dir := fastDir(t)
+	srv := serve(t, mirror.ServerOptions{Dir: dir, MaxPoolSize: 4 * poolSize})
+	h := openPrimary(t, fastDir(t))
+	m := replicate(t, h, srv.addr, 0, 5, mirror.Options{})
+	epoch, uuid := m.Epoch(), h.UUID()
+	require.NoError(t, m.Close())
+	before := waitIdle(t, srv.Server, uuid)
+	size := func() int64 {
+		fi, err := os.Stat(replicaFile(t, dir))
+		require.NoError(t, err)
+		return fi.Size()
+	}
+
+	r := rogueHello(t, srv.addr, uuid, epoch, 2*poolSize+100)
+	assert.Contains(t, r.refused(wire.CodeProtocol), "not a multiple of 4096")
+	assert.EqualValues(t, poolSize, size())
+
+	r = rogueHello(t, srv.addr, uuid, epoch, 8*poolSize)
+	r.refused(wire.CodeLimit)
+	assert.EqualValues(t, poolSize, size())
+	assert.Equal(t, before.Seq, waitIdle(t, srv.Server, uuid).Seq)
+
+	m = replicate(t, h, srv.addr, 5, 7, mirror.Options{})
+	require.NoError(t, m.Close())
+	require.NoError(t, srv.Close())
+	requireConverged(t, dir, h.Device().Bytes(), 7)
+}
