@@ -253,7 +253,7 @@ func (s *session) serve(conn net.Conn, ready wire.Frame, readerDone <-chan struc
 		// A replica that holds the base lacks only the chunks listed.
 		var base *wire.Ready
 		// A base describes the pool at its size: after a growth, the
-		// replica gets a whole snapshot.
+		// replica gets a snapshot that is not listed.
 		if b := m.opts.Base; b != nil && ready.Epoch == b.Epoch && ready.Seq >= b.MinSeq && len(r.Hashes) == 0 &&
 			len(b.Marks) == chunks(s.helloSize) {
 			base = &r
