@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,4 +238,41 @@ func TestGrownReplicaWithBase(t *testing.T) {
 	assert.GreaterOrEqual(t, st.SnapshotBytes, int64(poolSize), "the new part")
 	require.NoError(t, m.Close())
 	assert.Equal(t, []string{"after", "before"}, names(t, replicaFile(t, dir), nil))
+}
+
+// TestGrowDuringSnapshot grows the pool while a new replica's snapshot is
+// being sent (each write of the connection delayed): the replica ends
+// with the grown pool and every commit, whether the snapshot was taken
+// before the growth (then abandoned for one at the new size) or after.
+func TestGrowDuringSnapshot(t *testing.T) {
+	g := newGrowingPrimary(t, false)
+	for i := range 20 {
+		g.push(fmt.Sprintf("before %d", i))
+	}
+	var d net.Dialer
+	var slow atomic.Bool
+	slow.Store(true)
+	m, err := mirror.Start(g.h, secure(t, mirror.Options{
+		Replicas: []string{g.addr}, Mode: mirror.Async, Logger: testLogger(t),
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return slowConn{c, 20 * time.Millisecond, &slow}, nil
+		},
+	}))
+	require.NoError(t, err)
+	defer m.Close()
+	require.Eventually(t, func() bool { return m.Status()[0].State == "snapshot" }, 10*time.Second, time.Millisecond)
+	require.NoError(t, g.h.Grow(2*poolSize))
+	g.push("after the growth")
+	flush(t, m)
+	st := m.Status()[0]
+	t.Logf("snapshots sent: %d", st.Snapshots)
+	require.NoError(t, m.Close())
+	fi, err := os.Stat(replicaFile(t, g.dir))
+	require.NoError(t, err)
+	assert.EqualValues(t, 2*poolSize, fi.Size())
+	assert.Equal(t, g.want, names(t, replicaFile(t, g.dir), nil))
 }
