@@ -679,8 +679,8 @@ func (s *Snapshot) copyFile(dst *os.File) error {
 // leaves the writers more of the machine. In BenchmarkSnapshotWriter (two
 // cores, a writer at full speed, a 1 GiB pool), a backup at full speed
 // cost the writer 14-25% of its rate; pausing as long as each chunk took,
-// 7-13% (medians of five rounds); pausing twice as long, 3-8%, the backup
-// then taking 5.5-6 s against 0.6 s idle. An idle pool is copied at full
+// 6-13% (medians of five rounds); pausing twice as long, 2-8%, the backup
+// then taking 5.5-8.5 s against 0.6 s idle. An idle pool is copied at full
 // speed. Tests replace it.
 var backupPause = time.Sleep
 
