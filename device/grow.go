@@ -62,9 +62,14 @@ func writeZeros(f *os.File, from, size int64) error {
 	if err != nil {
 		return err
 	}
-	zeros := make([]byte, 1<<20)
-	for off := max(from, fi.Size()); off < size; off += int64(len(zeros)) {
-		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err != nil {
+	return zeroRange(f, max(from, fi.Size()), size)
+}
+
+// zeroRange writes zeros over [from, to) of f.
+func zeroRange(f *os.File, from, to int64) error {
+	zeros := make([]byte, min(max(to-from, 0), 1<<20))
+	for off := from; off < to; off += int64(len(zeros)) {
+		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off); err != nil {
 			return err
 		}
 	}

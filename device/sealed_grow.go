@@ -83,11 +83,8 @@ func (d *sealedDevice) blankTail(end int64) error {
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
 			return fmt.Errorf("grow sealed file: blank records [%d, %d) past the pool's end: %w", end, fi.Size(), err)
 		}
-		zeros := make([]byte, min(n, 1<<20))
-		for off := end; off < fi.Size(); off += int64(len(zeros)) {
-			if _, err := d.file.WriteAt(zeros[:min(int64(len(zeros)), fi.Size()-off)], off); err != nil {
-				return fmt.Errorf("grow sealed file: blank records past the pool's end: %w", err)
-			}
+		if err := zeroRange(d.file, end, fi.Size()); err != nil {
+			return fmt.Errorf("grow sealed file: blank records past the pool's end: %w", err)
 		}
 	}
 	if err := d.file.Sync(); err != nil {
